@@ -1,0 +1,439 @@
+//! The normalized events the dataflow carries: one type per dropsonde payload, whichever
+//! wire format (v1 dropsonde, v2 Loggregator) they arrived in.
+//!
+//! Strings are [`Str`]s: UTF-8 views into the frame they were decoded from, so decoding
+//! copies no string and allocates nothing per field. An absent optional string is empty.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A UTF-8 string sharing the storage of the frame it was decoded from.
+pub type Str = bytestring::ByteString;
+
+/// One decoded Firehose event: the envelope's header and its payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `Envelope.timestamp` in ns since the epoch; 0 when absent.
+    pub timestamp: i64,
+    pub header: Header,
+    pub payload: Payload,
+}
+
+/// Where an envelope came from (`Envelope` fields 1, 13–17).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub origin: Str,
+    pub deployment: Str,
+    pub job: Str,
+    pub index: Str,
+    pub ip: Str,
+    pub tags: Tags,
+}
+
+/// The payload of an envelope, by event type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Payload {
+    Log(LogMessage),
+    Http(HttpStartStop),
+    Container(ContainerMetric),
+    Value(ValueMetric),
+    Counter(CounterEvent),
+    Error(ErrorEvent),
+}
+
+/// The dropsonde `EventType` of a payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventType {
+    HttpStartStop = 4,
+    LogMessage = 5,
+    ValueMetric = 6,
+    CounterEvent = 7,
+    Error = 8,
+    ContainerMetric = 9,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 6] = [
+        EventType::HttpStartStop,
+        EventType::LogMessage,
+        EventType::ValueMetric,
+        EventType::CounterEvent,
+        EventType::Error,
+        EventType::ContainerMetric,
+    ];
+
+    /// The wire value of `Envelope.eventType`, or `None` for retired and unknown values.
+    pub fn from_wire(value: i32) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| *t as i32 == value)
+    }
+
+    /// The name used in metrics labels and config filters (`log_message`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::HttpStartStop => "http_start_stop",
+            EventType::LogMessage => "log_message",
+            EventType::ValueMetric => "value_metric",
+            EventType::CounterEvent => "counter_event",
+            EventType::Error => "error",
+            EventType::ContainerMetric => "container_metric",
+        }
+    }
+}
+
+impl Event {
+    pub fn event_type(&self) -> EventType {
+        self.payload.event_type()
+    }
+
+    /// The event time of SPEC §2 in ns: the log's own timestamp for LogMessages, the stop
+    /// timestamp for HttpStartStop, the envelope's otherwise. `None` when that is absent (0):
+    /// the pipeline then uses the time it received the event.
+    pub fn event_time(&self) -> Option<i64> {
+        let ns = match &self.payload {
+            Payload::Log(log) => log.timestamp,
+            Payload::Http(http) => http.stop_timestamp,
+            _ => self.timestamp,
+        };
+        (ns != 0).then_some(ns)
+    }
+
+    /// The application this event belongs to, if any.
+    pub fn app_id(&self) -> Option<AppId<'_>> {
+        match &self.payload {
+            Payload::Log(log) if !log.app_id.is_empty() => Some(AppId::Str(&log.app_id)),
+            Payload::Container(metric) => Some(AppId::Str(&metric.application_id)),
+            Payload::Http(http) => http.application_id.map(AppId::Uuid),
+            _ => None,
+        }
+    }
+}
+
+/// An app id as it appears on the wire: a string in logs and container metrics, a UUID
+/// in HTTP events. Both compare equal through [`AppId::to_canonical`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AppId<'a> {
+    Str(&'a Str),
+    Uuid(Uuid),
+}
+
+impl AppId<'_> {
+    /// The app id in canonical lowercase 8-4-4-4-12 form (SPEC §3).
+    pub fn to_canonical(&self) -> Str {
+        match self {
+            AppId::Str(s) => (*s).clone(),
+            AppId::Uuid(u) => Str::from(u.hyphenated().to_string()),
+        }
+    }
+}
+
+impl Payload {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Payload::Log(_) => EventType::LogMessage,
+            Payload::Http(_) => EventType::HttpStartStop,
+            Payload::Container(_) => EventType::ContainerMetric,
+            Payload::Value(_) => EventType::ValueMetric,
+            Payload::Counter(_) => EventType::CounterEvent,
+            Payload::Error(_) => EventType::Error,
+        }
+    }
+}
+
+/// Envelope tags, sorted by key, one value per key (the last one on the wire wins, as
+/// with protobuf maps).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tags(Vec<(Str, Str)>);
+
+impl Tags {
+    /// Builds tags from wire-order pairs: sorts by key and keeps the last value of a key.
+    pub fn from_pairs(mut pairs: Vec<(Str, Str)>) -> Tags {
+        if pairs.len() > 1 {
+            // A stable sort keeps wire order among equal keys, so the last one is the winner.
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut deduped: Vec<(Str, Str)> = Vec::with_capacity(pairs.len());
+            for pair in pairs {
+                match deduped.last_mut() {
+                    Some(last) if last.0 == pair.0 => *last = pair,
+                    _ => deduped.push(pair),
+                }
+            }
+            pairs = deduped;
+        }
+        Tags(pairs)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Str, &Str)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// `LogMessage.message_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MessageType {
+    Out,
+    Err,
+}
+
+impl MessageType {
+    pub fn from_wire(value: i32) -> Option<MessageType> {
+        match value {
+            1 => Some(MessageType::Out),
+            2 => Some(MessageType::Err),
+            _ => None,
+        }
+    }
+
+    /// `OUT` / `ERR`, as the stores write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Out => "OUT",
+            MessageType::Err => "ERR",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogMessage {
+    /// The log line; bytes on the wire, usually UTF-8.
+    pub message: Bytes,
+    pub message_type: MessageType,
+    /// ns since the epoch.
+    pub timestamp: i64,
+    pub app_id: Str,
+    pub source_type: Str,
+    pub source_instance: Str,
+}
+
+/// `HttpStartStop.peerType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PeerType {
+    Client,
+    Server,
+}
+
+impl PeerType {
+    pub fn from_wire(value: i32) -> Option<PeerType> {
+        match value {
+            1 => Some(PeerType::Client),
+            2 => Some(PeerType::Server),
+            _ => None,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PeerType> {
+        match name {
+            "Client" => Some(PeerType::Client),
+            "Server" => Some(PeerType::Server),
+            _ => None,
+        }
+    }
+
+    /// `Client` / `Server`, as the stores write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerType::Client => "Client",
+            PeerType::Server => "Server",
+        }
+    }
+}
+
+/// `HttpStartStop.method`: the wire value of the dropsonde `Method` enum, always valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Method(u8);
+
+const METHOD_NAMES: [&str; 44] = [
+    "GET",
+    "POST",
+    "PUT",
+    "DELETE",
+    "HEAD",
+    "ACL",
+    "BASELINE_CONTROL",
+    "BIND",
+    "CHECKIN",
+    "CHECKOUT",
+    "CONNECT",
+    "COPY",
+    "DEBUG",
+    "LABEL",
+    "LINK",
+    "LOCK",
+    "MERGE",
+    "MKACTIVITY",
+    "MKCALENDAR",
+    "MKCOL",
+    "MKREDIRECTREF",
+    "MKWORKSPACE",
+    "MOVE",
+    "OPTIONS",
+    "ORDERPATCH",
+    "PATCH",
+    "PRI",
+    "PROPFIND",
+    "PROPPATCH",
+    "REBIND",
+    "REPORT",
+    "SEARCH",
+    "SHOWMETHOD",
+    "SPACEJUMP",
+    "TEXTSEARCH",
+    "TRACE",
+    "TRACK",
+    "UNBIND",
+    "UNCHECKOUT",
+    "UNLINK",
+    "UNLOCK",
+    "UPDATE",
+    "UPDATEREDIRECTREF",
+    "VERSION_CONTROL",
+];
+
+impl Method {
+    pub const GET: Method = Method(1);
+    pub const POST: Method = Method(2);
+
+    pub fn from_wire(value: i32) -> Option<Method> {
+        (1..=METHOD_NAMES.len() as i32)
+            .contains(&value)
+            .then_some(Method(value as u8))
+    }
+
+    /// Parses an enum name (`GET`); v2 carries methods by name.
+    pub fn from_name(name: &str) -> Option<Method> {
+        METHOD_NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| Method(i as u8 + 1))
+    }
+
+    pub fn wire_value(self) -> i32 {
+        i32::from(self.0)
+    }
+
+    /// The enum name (`GET`), as the stores write it.
+    pub fn as_str(self) -> &'static str {
+        METHOD_NAMES[usize::from(self.0) - 1]
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HttpStartStop {
+    pub start_timestamp: i64,
+    pub stop_timestamp: i64,
+    pub request_id: Uuid,
+    pub peer_type: PeerType,
+    pub method: Method,
+    pub uri: Str,
+    pub remote_address: Str,
+    pub user_agent: Str,
+    pub status_code: i32,
+    pub content_length: i64,
+    pub application_id: Option<Uuid>,
+    pub instance_index: Option<i32>,
+    pub instance_id: Str,
+    pub forwarded: Vec<Str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerMetric {
+    pub application_id: Str,
+    pub instance_index: i32,
+    pub cpu_percentage: f64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub memory_bytes_quota: Option<u64>,
+    pub disk_bytes_quota: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValueMetric {
+    pub name: Str,
+    pub value: f64,
+    pub unit: Str,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CounterEvent {
+    pub name: Str,
+    pub delta: u64,
+    pub total: Option<u64>,
+}
+
+/// A dropsonde `Error` envelope's payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEvent {
+    pub source: Str,
+    pub code: i32,
+    pub message: Str,
+}
+
+/// Converts a dropsonde `UUID{low, high}`: the 16 bytes in little-endian order (SPEC §1.1).
+pub fn uuid_from_halves(low: u64, high: u64) -> Uuid {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&low.to_le_bytes());
+    bytes[8..].copy_from_slice(&high.to_le_bytes());
+    Uuid::from_bytes(bytes)
+}
+
+/// The inverse of [`uuid_from_halves`]: `(low, high)`.
+pub fn uuid_to_halves(uuid: Uuid) -> (u64, u64) {
+    let bytes = uuid.as_bytes();
+    let mut low = [0u8; 8];
+    let mut high = [0u8; 8];
+    low.copy_from_slice(&bytes[..8]);
+    high.copy_from_slice(&bytes[8..]);
+    (u64::from_le_bytes(low), u64::from_le_bytes(high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_halves_follow_the_spec_example() {
+        let uuid = uuid_from_halves(0x7243cc580bc17af4, 0x79d4c3b2020e67a5);
+        assert_eq!(uuid.to_string(), "f47ac10b-58cc-4372-a567-0e02b2c3d479");
+        assert_eq!(uuid_to_halves(uuid), (0x7243cc580bc17af4, 0x79d4c3b2020e67a5));
+    }
+
+    #[test]
+    fn method_names_round_trip_through_wire_values() {
+        assert_eq!(Method::from_wire(1).map(Method::as_str), Some("GET"));
+        assert_eq!(Method::from_wire(44).map(Method::as_str), Some("VERSION_CONTROL"));
+        assert_eq!(Method::from_wire(0), None);
+        assert_eq!(Method::from_wire(45), None);
+        for value in 1..=44 {
+            let method = Method::from_wire(value).expect("valid");
+            assert_eq!(Method::from_name(method.as_str()), Some(method));
+        }
+    }
+
+    #[test]
+    fn tags_keep_the_last_value_of_a_repeated_key() {
+        let tags = Tags::from_pairs(vec![
+            ("b".into(), "1".into()),
+            ("a".into(), "x".into()),
+            ("b".into(), "2".into()),
+        ]);
+        assert_eq!(tags.len(), 2);
+        assert_eq!(tags.get("b").map(|s| &**s), Some("2"));
+        assert_eq!(tags.get("a").map(|s| &**s), Some("x"));
+        assert_eq!(tags.get("c"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Replay framing (to be written).

@@ -1,0 +1,1 @@
+//! Loggregator v2 mapping (to be written).
