@@ -409,13 +409,19 @@ mod tests {
     fn uuid_halves_follow_the_spec_example() {
         let uuid = uuid_from_halves(0x7243cc580bc17af4, 0x79d4c3b2020e67a5);
         assert_eq!(uuid.to_string(), "f47ac10b-58cc-4372-a567-0e02b2c3d479");
-        assert_eq!(uuid_to_halves(uuid), (0x7243cc580bc17af4, 0x79d4c3b2020e67a5));
+        assert_eq!(
+            uuid_to_halves(uuid),
+            (0x7243cc580bc17af4, 0x79d4c3b2020e67a5)
+        );
     }
 
     #[test]
     fn method_names_round_trip_through_wire_values() {
         assert_eq!(Method::from_wire(1).map(Method::as_str), Some("GET"));
-        assert_eq!(Method::from_wire(44).map(Method::as_str), Some("VERSION_CONTROL"));
+        assert_eq!(
+            Method::from_wire(44).map(Method::as_str),
+            Some("VERSION_CONTROL")
+        );
         assert_eq!(Method::from_wire(0), None);
         assert_eq!(Method::from_wire(45), None);
         for value in 1..=44 {

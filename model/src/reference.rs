@@ -28,12 +28,11 @@ pub fn decode_v1(frame: &[u8]) -> Result<Event, DecodeError> {
 
 /// Converts a prost dropsonde envelope into an event.
 pub fn event_from_v1(envelope: pb::Envelope) -> Result<Event, DecodeError> {
-    let event_type =
-        EventType::from_wire(envelope.event_type).ok_or(DecodeError::UnknownEnum {
-            message: "Envelope",
-            field: "eventType",
-            value: i64::from(envelope.event_type),
-        })?;
+    let event_type = EventType::from_wire(envelope.event_type).ok_or(DecodeError::UnknownEnum {
+        message: "Envelope",
+        field: "eventType",
+        value: i64::from(envelope.event_type),
+    })?;
     let mismatch = || DecodeError::TypeMismatch {
         event_type: event_type_name(event_type),
     };
@@ -62,13 +61,11 @@ pub fn event_from_v1(envelope: pb::Envelope) -> Result<Event, DecodeError> {
                 start_timestamp: http.start_timestamp,
                 stop_timestamp: http.stop_timestamp,
                 request_id: uuid_from_halves(request_id.low, request_id.high),
-                peer_type: PeerType::from_wire(http.peer_type).ok_or(
-                    DecodeError::UnknownEnum {
-                        message: "HttpStartStop",
-                        field: "peerType",
-                        value: i64::from(http.peer_type),
-                    },
-                )?,
+                peer_type: PeerType::from_wire(http.peer_type).ok_or(DecodeError::UnknownEnum {
+                    message: "HttpStartStop",
+                    field: "peerType",
+                    value: i64::from(http.peer_type),
+                })?,
                 method: Method::from_wire(http.method).ok_or(DecodeError::UnknownEnum {
                     message: "HttpStartStop",
                     field: "method",

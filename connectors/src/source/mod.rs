@@ -1,0 +1,293 @@
+//! Sources: tokio tasks that read envelopes from somewhere, decode them, and hand batches of
+//! [`Event`]s to the pipeline through a bounded channel.
+//!
+//! Every source runs as `async fn run(config, ctx: SourceContext) -> Result<(), XxxError>`:
+//! it sends through [`SourceContext::send`], counts through [`SourceContext::metrics`] and the
+//! `SourceContext` reporting methods, stops when [`SourceContext::shutdown`] is cancelled, and
+//! returns `Ok(())` when a finite source is exhausted. Dropping the context closes the source's
+//! side of the channel, which is how the pipeline learns that a finite source has finished.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sluice_model::{DecodeError, Event};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::telemetry::{Counter, RateLimit, ReasonCounters};
+
+/// Decoded events from one source, and when they arrived.
+#[derive(Debug)]
+pub struct SourceBatch {
+    /// The name of the source component (`[sources.NAME]`).
+    pub source: Arc<str>,
+    pub events: Vec<Event>,
+    /// When the batch was received, ns since the epoch: the event time of events that carry
+    /// none (SPEC §2).
+    pub received_at: i64,
+}
+
+/// Why a record was skipped: every `DecodeError` reason and the framing problems of streams.
+pub const BAD_RECORD_REASONS: &[&str] = &[
+    "truncated",
+    "malformed",
+    "wire_type",
+    "missing_field",
+    "invalid_utf8",
+    "unknown_enum",
+    "type_mismatch",
+    "invalid",
+    "truncated_frame",
+    "oversized_frame",
+    "invalid_json",
+];
+
+/// Why a well-formed record produced no event (not an error in the input, but counted).
+pub const SKIP_REASONS: &[&str] = &["unmapped_v2", "non_binary_message"];
+
+/// A source's counters. Shared with the status line and the admin endpoint.
+#[derive(Debug)]
+pub struct SourceMetrics {
+    /// Events handed to the pipeline.
+    pub events: Counter,
+    /// Bytes of envelopes received (frame payloads, before decoding).
+    pub bytes: Counter,
+    /// Records skipped as bad, per reason of [`BAD_RECORD_REASONS`].
+    pub bad_records: ReasonCounters,
+    /// Well-formed records that carry nothing Sluice stores, per reason of [`SKIP_REASONS`].
+    pub skipped: ReasonCounters,
+    /// Connection attempts after the first (network sources).
+    pub reconnects: Counter,
+    /// Disconnects by the Traffic Controller for consuming too slowly (close code 1008).
+    pub slow_consumer_disconnects: Counter,
+    /// Whether a network source is connected now; finite sources report `true` while reading.
+    pub connected: AtomicBool,
+    bad_record_log: RateLimit,
+}
+
+impl Default for SourceMetrics {
+    fn default() -> SourceMetrics {
+        SourceMetrics {
+            events: Counter::default(),
+            bytes: Counter::default(),
+            bad_records: ReasonCounters::new(BAD_RECORD_REASONS),
+            skipped: ReasonCounters::new(SKIP_REASONS),
+            reconnects: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            connected: AtomicBool::new(false),
+            bad_record_log: RateLimit::default(),
+        }
+    }
+}
+
+/// The channel end a source sends into. The pipeline wraps a bounded channel and a wake-up of
+/// the dataflow (timely's `SyncActivator`); tests use [`SourceOutput::channel`].
+#[derive(Clone)]
+pub struct SourceOutput {
+    tx: mpsc::Sender<SourceBatch>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl fmt::Debug for SourceOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceOutput").finish_non_exhaustive()
+    }
+}
+
+impl SourceOutput {
+    /// `wake` is called after every batch is queued.
+    pub fn new(tx: mpsc::Sender<SourceBatch>, wake: Arc<dyn Fn() + Send + Sync>) -> SourceOutput {
+        SourceOutput { tx, wake }
+    }
+
+    /// A bounded channel with nothing to wake: for tests and for consumers that poll.
+    pub fn channel(capacity: usize) -> (SourceOutput, mpsc::Receiver<SourceBatch>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (SourceOutput::new(tx, Arc::new(|| {})), rx)
+    }
+}
+
+/// The pipeline has stopped taking batches; the source should return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the pipeline stopped taking batches")]
+pub struct PipelineClosed;
+
+/// Everything a running source needs from the pipeline.
+#[derive(Clone, Debug)]
+pub struct SourceContext {
+    pub name: Arc<str>,
+    pub metrics: Arc<SourceMetrics>,
+    /// Cancelled on Ctrl-C / SIGTERM and when the source is removed by a reload.
+    pub shutdown: CancellationToken,
+    output: SourceOutput,
+}
+
+impl SourceContext {
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        output: SourceOutput,
+        shutdown: CancellationToken,
+    ) -> Self {
+        SourceContext {
+            name: name.into(),
+            metrics: Arc::new(SourceMetrics::default()),
+            shutdown,
+            output,
+        }
+    }
+
+    /// Queues a batch of events, waiting while the channel is full (backpressure reaches the
+    /// socket or file this way). Empty batches are not sent.
+    pub async fn send(&self, events: Vec<Event>, received_at: i64) -> Result<(), PipelineClosed> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let count = events.len() as u64;
+        let batch = SourceBatch {
+            source: self.name.clone(),
+            events,
+            received_at,
+        };
+        self.output
+            .tx
+            .send(batch)
+            .await
+            .map_err(|_| PipelineClosed)?;
+        self.metrics.events.add(count);
+        (self.output.wake)();
+        Ok(())
+    }
+
+    /// Counts a record that could not be decoded and warns (rate-limited) with where it was:
+    /// a file offset, a connection and message number.
+    pub fn bad_record(&self, location: &dyn fmt::Display, error: &DecodeError) {
+        self.bad_record_reason(location, error.reason(), error);
+    }
+
+    /// Like [`bad_record`](Self::bad_record) for problems found outside the decoder (framing,
+    /// JSON), with one of [`BAD_RECORD_REASONS`].
+    pub fn bad_record_reason(
+        &self,
+        location: &dyn fmt::Display,
+        reason: &'static str,
+        error: &dyn fmt::Display,
+    ) {
+        self.metrics.bad_records.incr(reason);
+        if let Some(held_back) = self.metrics.bad_record_log.check() {
+            warn!(
+                source = %self.name,
+                at = %location,
+                reason,
+                held_back,
+                "Skipped a bad record: {error}."
+            );
+        }
+    }
+
+    /// Counts a record that decoded but carries nothing to store.
+    pub fn skipped(&self, reason: &'static str) {
+        self.metrics.skipped.incr(reason);
+    }
+
+    /// Counts and logs a lost connection that will be retried after `delay`.
+    pub fn reconnecting(&self, url: &str, error: &dyn fmt::Display, delay: Duration) {
+        self.metrics.connected.store(false, Ordering::Relaxed);
+        self.metrics.reconnects.incr();
+        warn!(
+            source = %self.name,
+            url,
+            retry_in = ?delay,
+            "Connection failed, retrying: {error}."
+        );
+    }
+
+    /// Counts and logs a disconnect for consuming too slowly (WebSocket close code 1008).
+    pub fn slow_consumer_disconnect(&self, url: &str, reason: &str) {
+        self.metrics.slow_consumer_disconnects.incr();
+        warn!(
+            source = %self.name,
+            url,
+            reason,
+            "Disconnected as a slow consumer: the Traffic Controller closed the stream with 1008. \
+             Add instances with the same subscription id or reduce downstream load."
+        );
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.metrics.connected.store(connected, Ordering::Relaxed);
+    }
+}
+
+/// Now, in ns since the epoch.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Capped exponential backoff for reconnects: 100 ms doubling up to `max`, reset on success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The delay before the next attempt; doubles the one after, up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Call after a successful connection.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(30))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+        assert_eq!(backoff.next_delay(), Duration::from_millis(200));
+        assert_eq!(backoff.next_delay(), Duration::from_millis(350));
+        assert_eq!(backoff.next_delay(), Duration::from_millis(350));
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn send_counts_events_and_skips_empty_batches() {
+        let (output, mut rx) = SourceOutput::channel(4);
+        let ctx = SourceContext::new("test", output, CancellationToken::new());
+        ctx.send(Vec::new(), 1).await.expect("open");
+        assert!(rx.try_recv().is_err());
+        assert_eq!(ctx.metrics.events.get(), 0);
+        drop(rx);
+        assert_eq!(ctx.send(Vec::new(), 1).await, Ok(()));
+    }
+}
