@@ -13,3 +13,5 @@
 
 pub mod source;
 pub mod telemetry;
+pub mod tls;
+pub mod uaa;
