@@ -1,0 +1,168 @@
+//! What flows through the graph and out of it: ingested records, and the rows of the derived
+//! streams (SPEC §3–§6).
+
+use serde::{Deserialize, Serialize};
+use sluice_model::{Event, Str};
+
+/// An event as the graph carries it: with its event time resolved and its lateness decided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stamped {
+    pub event: Event,
+    /// ns since the epoch: the event's own time, or when it was received (SPEC §2).
+    pub event_time: i64,
+    /// Its minute window had closed when it arrived: it reaches raw streams, not rollups.
+    pub late: bool,
+}
+
+/// The named streams of SPEC §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamName {
+    Logs,
+    ContainerMetrics,
+    Http,
+    AppEvents,
+    AppRollups,
+    PlatformRollups,
+    Errors,
+}
+
+impl StreamName {
+    pub const ALL: [StreamName; 7] = [
+        StreamName::Logs,
+        StreamName::ContainerMetrics,
+        StreamName::Http,
+        StreamName::AppEvents,
+        StreamName::AppRollups,
+        StreamName::PlatformRollups,
+        StreamName::Errors,
+    ];
+
+    pub fn all() -> Vec<StreamName> {
+        StreamName::ALL.to_vec()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamName::Logs => "logs",
+            StreamName::ContainerMetrics => "container_metrics",
+            StreamName::Http => "http",
+            StreamName::AppEvents => "app_events",
+            StreamName::AppRollups => "app_rollups",
+            StreamName::PlatformRollups => "platform_rollups",
+            StreamName::Errors => "errors",
+        }
+    }
+}
+
+impl std::fmt::Display for StreamName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An app lifecycle event parsed from a log line (SPEC §4): a row of `app_event`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppEvent {
+    pub app_id: Str,
+    /// The log message's timestamp, ns.
+    pub ts: i64,
+    /// The rule's event name (`crash`, `start`, ...).
+    pub event: Str,
+    pub source_type: Str,
+    pub source_instance: Str,
+    /// The log line, lossily decoded as UTF-8.
+    pub message: Str,
+}
+
+/// A row of `app_metric_rollup` (SPEC §5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppRollup {
+    pub app_id: Str,
+    /// Epoch seconds of the minute's start.
+    pub minute: i64,
+    pub instances: u32,
+    pub cpu_avg: Option<f64>,
+    pub cpu_max: Option<f64>,
+    pub memory_avg: Option<f64>,
+    pub memory_max: Option<u64>,
+    pub disk_avg: Option<f64>,
+    pub disk_max: Option<u64>,
+    pub requests: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    pub response_bytes: i64,
+    pub latency_avg_ms: Option<f64>,
+    pub latency_max_ms: Option<f64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub log_lines: u64,
+    pub log_err_lines: u64,
+    pub app_events: u64,
+    /// The window has closed: this row will not change again. Provisional rows are upserted
+    /// over until the final one.
+    pub is_final: bool,
+}
+
+/// A row of `platform_metric_rollup` (SPEC §6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlatformRollup {
+    pub origin: Str,
+    pub job: Str,
+    /// The envelope's `index`; '' when absent.
+    pub instance: Str,
+    pub name: Str,
+    /// Epoch seconds of the minute's start.
+    pub minute: i64,
+    pub kind: MetricKind,
+    pub unit: Str,
+    pub samples: u64,
+    pub value_avg: Option<f64>,
+    pub value_min: Option<f64>,
+    pub value_max: Option<f64>,
+    pub value_last: Option<f64>,
+    pub delta_sum: Option<u64>,
+    pub total_last: Option<u64>,
+    /// See [`AppRollup::is_final`].
+    pub is_final: bool,
+}
+
+/// Whether a platform series is a ValueMetric or a CounterEvent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    Gauge,
+    Counter,
+}
+
+impl MetricKind {
+    /// `gauge` / `counter`, as the stores write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+        }
+    }
+}
+
+/// The tumbling UTC minute of an event time in ns: epoch seconds of its start (SPEC §2).
+pub fn minute_of(event_time_ns: i64) -> i64 {
+    event_time_ns.div_euclid(60_000_000_000) * 60
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minutes_are_floored_including_before_the_epoch() {
+        assert_eq!(minute_of(0), 0);
+        assert_eq!(minute_of(59_999_999_999), 0);
+        assert_eq!(minute_of(60_000_000_000), 60);
+        assert_eq!(minute_of(1_710_234_017_448_058_219), 1_710_234_000);
+        assert_eq!(minute_of(-1), -60);
+    }
+}

@@ -1,0 +1,317 @@
+//! `Route`: splits ingested records into the raw streams of SPEC §3, parses app events, and
+//! extracts the small samples the rollups need — each record is moved once, never cloned.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+use sluice_model::{Event, Payload, Str};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+
+use crate::app_events::AppEventRules;
+use crate::records::{AppEvent, Stamped, minute_of};
+
+/// What one record adds to its app's minute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AppContribution {
+    Container {
+        instance: i32,
+        cpu: f64,
+        memory: u64,
+        disk: u64,
+    },
+    Http {
+        status: i32,
+        bytes: i64,
+        /// stop − start, clamped at 0.
+        latency_ns: i64,
+    },
+    Log {
+        err: bool,
+    },
+    AppEvent,
+}
+
+/// A record's contribution to `app_rollups`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppSample {
+    pub app_id: Str,
+    pub minute: i64,
+    pub contribution: AppContribution,
+}
+
+/// A platform series (SPEC §6 key without the minute).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlatformKey {
+    pub origin: Str,
+    pub job: Str,
+    pub instance: Str,
+    pub name: Str,
+}
+
+/// A ValueMetric's or CounterEvent's value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PlatformValue {
+    Gauge { value: f64, unit: Str },
+    Counter { delta: u64, total: Option<u64> },
+}
+
+/// A record's contribution to `platform_rollups`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlatformSample {
+    pub key: PlatformKey,
+    pub minute: i64,
+    pub event_time: i64,
+    pub value: PlatformValue,
+}
+
+/// The streams `Route` produces.
+pub struct Routed<'scope> {
+    pub logs: Stream<'scope, u64, Vec<Event>>,
+    pub container_metrics: Stream<'scope, u64, Vec<Event>>,
+    pub http: Stream<'scope, u64, Vec<Event>>,
+    pub errors: Stream<'scope, u64, Vec<Event>>,
+    pub app_events: Stream<'scope, u64, Vec<AppEvent>>,
+    pub app_samples: Stream<'scope, u64, Vec<AppSample>>,
+    pub platform_samples: Stream<'scope, u64, Vec<PlatformSample>>,
+}
+
+/// Splits a stream of [`Stamped`] records; see the module doc.
+pub trait Route<'scope> {
+    fn route(self, rules: AppEventRules) -> Routed<'scope>;
+}
+
+impl<'scope> Route<'scope> for Stream<'scope, u64, Vec<Stamped>> {
+    fn route(self, rules: AppEventRules) -> Routed<'scope> {
+        let mut builder = OperatorBuilder::new("Route".to_owned(), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        let (logs_out, logs) = builder.new_output();
+        let (containers_out, container_metrics) = builder.new_output();
+        let (http_out, http) = builder.new_output();
+        let (errors_out, errors) = builder.new_output();
+        let (events_out, app_events) = builder.new_output();
+        let (app_out, app_samples) = builder.new_output();
+        let (platform_out, platform_samples) = builder.new_output();
+
+        let mut logs_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Event>>>::from(logs_out);
+        let mut containers_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Event>>>::from(containers_out);
+        let mut http_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Event>>>::from(http_out);
+        let mut errors_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Event>>>::from(errors_out);
+        let mut events_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<AppEvent>>>::from(events_out);
+        let mut app_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<AppSample>>>::from(app_out);
+        let mut platform_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<PlatformSample>>>::from(platform_out);
+
+        builder.build(move |_capabilities| {
+            move |_frontiers| {
+                let mut logs_out = logs_out.activate();
+                let mut containers_out = containers_out.activate();
+                let mut http_out = http_out.activate();
+                let mut errors_out = errors_out.activate();
+                let mut events_out = events_out.activate();
+                let mut app_out = app_out.activate();
+                let mut platform_out = platform_out.activate();
+                input.for_each_stamp(|cap, data| {
+                    let mut logs = logs_out.session(&cap);
+                    let mut containers = containers_out.session(&cap);
+                    let mut http = http_out.session(&cap);
+                    let mut errors = errors_out.session(&cap);
+                    let mut events = events_out.session(&cap);
+                    let mut app = app_out.session(&cap);
+                    let mut platform = platform_out.session(&cap);
+                    for record in data.flat_map(|batch| batch.drain(..)) {
+                        let Stamped {
+                            event,
+                            event_time,
+                            late,
+                        } = record;
+                        let minute = minute_of(event_time);
+                        let app_id = canonical_app_id(&event);
+                        match &event.payload {
+                            Payload::Log(log) => {
+                                let event_name = (!log.app_id.is_empty())
+                                    .then(|| rules.classify(&log.source_type, &log.message))
+                                    .flatten();
+                                if let (Some(name), Some(app_id)) = (event_name, &app_id) {
+                                    events.give(AppEvent {
+                                        app_id: app_id.clone(),
+                                        ts: event_time,
+                                        event: name.clone(),
+                                        source_type: log.source_type.clone(),
+                                        source_instance: log.source_instance.clone(),
+                                        message: lossy_str(&log.message),
+                                    });
+                                    if !late {
+                                        app.give(AppSample {
+                                            app_id: app_id.clone(),
+                                            minute,
+                                            contribution: AppContribution::AppEvent,
+                                        });
+                                    }
+                                }
+                                if let (false, Some(app_id)) = (late, app_id) {
+                                    app.give(AppSample {
+                                        app_id,
+                                        minute,
+                                        contribution: AppContribution::Log {
+                                            err: log.message_type
+                                                == sluice_model::event::MessageType::Err,
+                                        },
+                                    });
+                                }
+                                logs.give(event);
+                            }
+                            Payload::Container(metric) => {
+                                if let (false, Some(app_id)) = (late, app_id) {
+                                    app.give(AppSample {
+                                        app_id,
+                                        minute,
+                                        contribution: AppContribution::Container {
+                                            instance: metric.instance_index,
+                                            cpu: metric.cpu_percentage,
+                                            memory: metric.memory_bytes,
+                                            disk: metric.disk_bytes,
+                                        },
+                                    });
+                                }
+                                containers.give(event);
+                            }
+                            Payload::Http(request) => {
+                                if let (false, Some(app_id)) = (late, app_id) {
+                                    app.give(AppSample {
+                                        app_id,
+                                        minute,
+                                        contribution: AppContribution::Http {
+                                            status: request.status_code,
+                                            bytes: request.content_length,
+                                            latency_ns: request
+                                                .stop_timestamp
+                                                .saturating_sub(request.start_timestamp)
+                                                .max(0),
+                                        },
+                                    });
+                                }
+                                http.give(event);
+                            }
+                            Payload::Error(_) => errors.give(event),
+                            Payload::Value(metric) => {
+                                if !late {
+                                    platform.give(PlatformSample {
+                                        key: platform_key(&event, &metric.name),
+                                        minute,
+                                        event_time,
+                                        value: PlatformValue::Gauge {
+                                            value: metric.value,
+                                            unit: metric.unit.clone(),
+                                        },
+                                    });
+                                }
+                            }
+                            Payload::Counter(counter) => {
+                                if !late {
+                                    platform.give(PlatformSample {
+                                        key: platform_key(&event, &counter.name),
+                                        minute,
+                                        event_time,
+                                        value: PlatformValue::Counter {
+                                            delta: counter.delta,
+                                            total: counter.total,
+                                        },
+                                    });
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+
+        Routed {
+            logs,
+            container_metrics,
+            http,
+            errors,
+            app_events,
+            app_samples,
+            platform_samples,
+        }
+    }
+}
+
+fn platform_key(event: &Event, name: &Str) -> PlatformKey {
+    PlatformKey {
+        origin: event.header.origin.clone(),
+        job: event.header.job.clone(),
+        instance: event.header.index.clone(),
+        name: name.clone(),
+    }
+}
+
+/// The log line as a string, sharing the frame when it is valid UTF-8 (it almost always is).
+pub fn lossy_str(message: &bytes::Bytes) -> Str {
+    match Str::try_from(message.clone()) {
+        Ok(text) => text,
+        Err(_) => Str::from(String::from_utf8_lossy(message).into_owned()),
+    }
+}
+
+/// The app an event belongs to, as SPEC §3 writes UUIDs: canonical lowercase 8-4-4-4-12.
+/// Ids that are not UUIDs are kept as they are.
+pub fn canonical_app_id(event: &Event) -> Option<Str> {
+    match &event.payload {
+        Payload::Log(log) if !log.app_id.is_empty() => Some(canonical_str(&log.app_id)),
+        Payload::Container(metric) if !metric.application_id.is_empty() => {
+            Some(canonical_str(&metric.application_id))
+        }
+        Payload::Http(request) => request
+            .application_id
+            .map(|id| Str::from(id.hyphenated().to_string())),
+        _ => None,
+    }
+}
+
+fn canonical_str(id: &Str) -> Str {
+    let is_canonical = id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        });
+    if is_canonical {
+        return id.clone();
+    }
+    match uuid::Uuid::try_parse(id) {
+        Ok(uuid) => Str::from(uuid.hyphenated().to_string()),
+        Err(_) => id.clone(),
+    }
+}
+
+/// Which worker a record goes to: its app (canonical id) for app data, its series for
+/// platform metrics, its origin for errors. Deterministic across workers and runs.
+pub fn exchange_key(record: &Stamped) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    let event = &record.event;
+    match &event.payload {
+        Payload::Http(request) => match request.application_id {
+            Some(id) => {
+                let mut buf = [0u8; 36];
+                hasher.write(id.hyphenated().encode_lower(&mut buf).as_bytes());
+            }
+            None => request.request_id.hash(&mut hasher),
+        },
+        Payload::Log(_) | Payload::Container(_) => match canonical_app_id(event) {
+            Some(id) => hasher.write(id.as_bytes()),
+            None => event.header.origin.hash(&mut hasher),
+        },
+        Payload::Value(metric) => platform_key(event, &metric.name).hash(&mut hasher),
+        Payload::Counter(counter) => platform_key(event, &counter.name).hash(&mut hasher),
+        Payload::Error(_) => event.header.origin.hash(&mut hasher),
+    }
+    hasher.finish()
+}

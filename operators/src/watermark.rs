@@ -1,0 +1,147 @@
+//! Event time, the watermark and lateness (SPEC §2), decided once, where records enter.
+//!
+//! The graph's timely timestamp is the watermark in whole seconds. Records enter on one worker
+//! in arrival order: each is classified against the watermark of the records before it, then
+//! moves it. A batch is sent at the (floored) watermark from before its first record, so every
+//! non-late record in it belongs to a window ending after the batch's time — which is why a
+//! window ending at `E` may close once the frontier reaches `E`. Deciding lateness in arrival
+//! order at one place is what makes results identical for any number of workers.
+
+use std::time::Duration;
+
+use sluice_model::{Event, EventType};
+
+use crate::records::{Stamped, minute_of};
+
+/// The greatest event time seen so far, less the allowed lateness.
+#[derive(Clone, Debug)]
+pub struct Watermark {
+    lateness_ns: i64,
+    max_event_time: Option<i64>,
+}
+
+impl Watermark {
+    pub fn new(allowed_lateness: Duration) -> Watermark {
+        Watermark {
+            lateness_ns: i64::try_from(allowed_lateness.as_nanos()).unwrap_or(i64::MAX),
+            max_event_time: None,
+        }
+    }
+
+    /// The watermark in ns since the epoch; `None` before the first record.
+    pub fn current(&self) -> Option<i64> {
+        self.max_event_time
+            .map(|t| t.saturating_sub(self.lateness_ns))
+    }
+
+    /// Whether a record with this event time is late now, i.e. its minute window has closed.
+    pub fn is_late(&self, event_time: i64) -> bool {
+        self.current()
+            .is_some_and(|w| window_end_ns(event_time) <= w)
+    }
+
+    /// Classifies a record, then lets it move the watermark. Returns whether it was late.
+    pub fn observe(&mut self, event_time: i64) -> bool {
+        let late = self.is_late(event_time);
+        if self.max_event_time.is_none_or(|max| event_time > max) {
+            self.max_event_time = Some(event_time);
+        }
+        late
+    }
+
+    /// The timely time for data sent now: the watermark in whole seconds, floored; 0 before
+    /// the first record or before the epoch.
+    pub fn epoch(&self) -> u64 {
+        self.current().map_or(0, |w| {
+            u64::try_from(w.div_euclid(1_000_000_000)).unwrap_or(0)
+        })
+    }
+}
+
+/// The end of the minute window an event time falls in, ns.
+pub fn window_end_ns(event_time: i64) -> i64 {
+    (minute_of(event_time) + 60).saturating_mul(1_000_000_000)
+}
+
+/// Late records per event kind, as the input counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LateCounts {
+    counts: [u64; 6],
+}
+
+impl LateCounts {
+    fn slot(kind: EventType) -> usize {
+        EventType::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+    }
+
+    pub fn add(&mut self, kind: EventType) {
+        self.counts[Self::slot(kind)] += 1;
+    }
+
+    pub fn get(&self, kind: EventType) -> u64 {
+        self.counts[Self::slot(kind)]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Resolves event times and lateness for one batch from a source, in order.
+///
+/// Returns the timely time the batch must be sent at (the watermark before it).
+pub fn stamp_batch(
+    watermark: &mut Watermark,
+    events: Vec<Event>,
+    received_at: i64,
+    out: &mut Vec<Stamped>,
+    late: &mut LateCounts,
+) -> u64 {
+    let time = watermark.epoch();
+    out.reserve(events.len());
+    for event in events {
+        let event_time = event.event_time().unwrap_or(received_at);
+        let is_late = watermark.observe(event_time);
+        if is_late {
+            late.add(event.event_type());
+        }
+        out.push(Stamped {
+            event,
+            event_time,
+            late: is_late,
+        });
+    }
+    time
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000_000_000;
+
+    #[test]
+    fn a_window_closes_once_the_watermark_reaches_its_end() {
+        let mut watermark = Watermark::new(Duration::from_secs(60));
+        assert!(!watermark.observe(10 * MIN + 5));
+        assert_eq!(watermark.current(), Some(9 * MIN + 5));
+        // Minute 8 ended at 9 * MIN, before the watermark: late. Minute 9 is still open.
+        assert!(watermark.is_late(8 * MIN + 30));
+        assert!(!watermark.is_late(9 * MIN));
+        // Exactly at the end counts as closed.
+        watermark.observe(11 * MIN);
+        assert_eq!(watermark.current(), Some(10 * MIN));
+        assert!(watermark.is_late(9 * MIN + 59_999_999_999));
+        assert!(!watermark.is_late(10 * MIN));
+    }
+
+    #[test]
+    fn the_watermark_never_moves_back_and_epochs_are_whole_seconds() {
+        let mut watermark = Watermark::new(Duration::from_secs(60));
+        assert_eq!(watermark.epoch(), 0);
+        watermark.observe(5 * MIN + 1_500_000_000);
+        watermark.observe(2 * MIN);
+        assert_eq!(watermark.current(), Some(4 * MIN + 1_500_000_000));
+        assert_eq!(watermark.epoch(), 241);
+    }
+}
