@@ -401,6 +401,29 @@ pub fn uuid_to_halves(uuid: Uuid) -> (u64, u64) {
     (u64::from_le_bytes(low), u64::from_le_bytes(high))
 }
 
+/// The deterministic id of a log line (SPEC §3): the `log_message` primary key and the
+/// Elasticsearch `_id`, so a retry or a replay never stores a line twice.
+///
+/// xxh3-128 over (app_id, timestamp, source_type, source_instance, message_type, message),
+/// each length-prefixed so no two different tuples hash the same input; 32 lowercase hex
+/// characters. The algorithm is fixed: changing it would duplicate every stored line.
+pub fn log_id(log: &LogMessage) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let parts: [&[u8]; 6] = [
+        log.app_id.as_bytes(),
+        &log.timestamp.to_le_bytes(),
+        log.source_type.as_bytes(),
+        log.source_instance.as_bytes(),
+        log.message_type.as_str().as_bytes(),
+        &log.message,
+    ];
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    format!("{:032x}", hasher.digest128())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,6 +451,29 @@ mod tests {
             let method = Method::from_wire(value).expect("valid");
             assert_eq!(Method::from_name(method.as_str()), Some(method));
         }
+    }
+
+    #[test]
+    fn log_ids_are_stable_and_tell_fields_apart() {
+        let log = LogMessage {
+            message: Bytes::from_static(b"hello"),
+            message_type: MessageType::Out,
+            timestamp: 1_710_234_019_085_086_325,
+            app_id: Str::from("84c69290-764b-4018-94b0-62ae88c88ad1"),
+            source_type: Str::from("APP/PROC/WEB"),
+            source_instance: Str::from("0"),
+        };
+        let id = log_id(&log);
+        assert_eq!(id.len(), 32);
+        assert_eq!(id, log_id(&log.clone()));
+        // Moving a byte from one field to the next changes the id.
+        let mut shifted = log.clone();
+        shifted.source_type = Str::from("APP/PROC/WEB0");
+        shifted.source_instance = Str::new();
+        assert_ne!(log_id(&shifted), id);
+        let mut err = log.clone();
+        err.message_type = MessageType::Err;
+        assert_ne!(log_id(&err), id);
     }
 
     #[test]

@@ -1,0 +1,157 @@
+//! Sinks: tokio tasks that receive batches of stream records from the dataflow and write them
+//! idempotently to a store (SPEC §3).
+//!
+//! Every sink runs as `async fn run(config, ctx: SinkContext) -> Result<(), XxxError>`: it
+//! receives [`Records`] from [`SinkContext::input`] until the channel closes — which happens
+//! when the dataflow has finished and every worker dropped its sender — writes them, counts
+//! through [`SinkContext::metrics`], and returns `Ok(())` only once everything it received is
+//! written. A batch is written with insert-or-ignore (raw streams) or upsert (rollups), so
+//! writing it twice after a retry or a replay changes nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use sluice_model::Event;
+use sluice_operators::records::{AppEvent, AppRollup, PlatformRollup, StreamName};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::Counter;
+
+/// A batch of one stream's records.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Records {
+    Logs(Vec<Event>),
+    ContainerMetrics(Vec<Event>),
+    Http(Vec<Event>),
+    Errors(Vec<Event>),
+    AppEvents(Vec<AppEvent>),
+    AppRollups(Vec<AppRollup>),
+    PlatformRollups(Vec<PlatformRollup>),
+}
+
+impl Records {
+    pub fn stream(&self) -> StreamName {
+        match self {
+            Records::Logs(_) => StreamName::Logs,
+            Records::ContainerMetrics(_) => StreamName::ContainerMetrics,
+            Records::Http(_) => StreamName::Http,
+            Records::Errors(_) => StreamName::Errors,
+            Records::AppEvents(_) => StreamName::AppEvents,
+            Records::AppRollups(_) => StreamName::AppRollups,
+            Records::PlatformRollups(_) => StreamName::PlatformRollups,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Logs(r)
+            | Records::ContainerMetrics(r)
+            | Records::Http(r)
+            | Records::Errors(r) => r.len(),
+            Records::AppEvents(r) => r.len(),
+            Records::AppRollups(r) => r.len(),
+            Records::PlatformRollups(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A sink's counters. Shared with the status line and the admin endpoint.
+#[derive(Debug, Default)]
+pub struct SinkMetrics {
+    /// Records written, per stream (indexed like [`StreamName::ALL`]).
+    written: [Counter; 7],
+    /// Write attempts that failed and will be retried.
+    pub retries: Counter,
+    /// Records given up on (non-retriable errors, `when_full = "drop_newest"`, shutdown).
+    pub dropped: Counter,
+    /// Records received and not yet written.
+    pub pending: AtomicI64,
+}
+
+impl SinkMetrics {
+    fn slot(stream: StreamName) -> usize {
+        StreamName::ALL
+            .iter()
+            .position(|s| *s == stream)
+            .unwrap_or(0)
+    }
+
+    /// Counts records as written (and no longer pending).
+    pub fn written(&self, stream: StreamName, n: usize) {
+        self.written[Self::slot(stream)].add(n as u64);
+        self.pending.fetch_sub(n as i64, Ordering::Relaxed);
+    }
+
+    pub fn written_of(&self, stream: StreamName) -> u64 {
+        self.written[Self::slot(stream)].get()
+    }
+
+    pub fn written_total(&self) -> u64 {
+        self.written.iter().map(Counter::get).sum()
+    }
+}
+
+/// The sending side of a sink's input, held by the dataflow's output operators.
+#[derive(Clone, Debug)]
+pub struct SinkSender {
+    tx: mpsc::Sender<Records>,
+    metrics: Arc<SinkMetrics>,
+}
+
+impl SinkSender {
+    /// Queues a batch, blocking the calling (timely worker) thread while the sink is behind:
+    /// backpressure travels from a slow store through the dataflow to the sources. Returns
+    /// false if the sink has stopped.
+    pub fn send_blocking(&self, records: Records) -> bool {
+        if records.is_empty() {
+            return true;
+        }
+        let n = records.len() as i64;
+        self.metrics.pending.fetch_add(n, Ordering::Relaxed);
+        if self.tx.blocking_send(records).is_err() {
+            self.metrics.pending.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// Everything a running sink needs from the pipeline.
+#[derive(Debug)]
+pub struct SinkContext {
+    pub name: Arc<str>,
+    pub metrics: Arc<SinkMetrics>,
+    /// Batches from the dataflow; `None` once the dataflow has finished.
+    pub input: mpsc::Receiver<Records>,
+    /// Cancelled on Ctrl-C / SIGTERM: a sink may stop retrying a store that is down (a disk
+    /// buffer keeps the rest for the next run).
+    pub shutdown: CancellationToken,
+}
+
+impl SinkContext {
+    /// A sink's context and the sender the dataflow writes into.
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        capacity: usize,
+        shutdown: CancellationToken,
+    ) -> (SinkContext, SinkSender) {
+        let (tx, input) = mpsc::channel(capacity);
+        let metrics = Arc::new(SinkMetrics::default());
+        let sender = SinkSender {
+            tx,
+            metrics: metrics.clone(),
+        };
+        let context = SinkContext {
+            name: name.into(),
+            metrics,
+            input,
+            shutdown,
+        };
+        (context, sender)
+    }
+}

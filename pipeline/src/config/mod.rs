@@ -1,0 +1,363 @@
+//! The TOML config (SPEC §7): loading, `${VAR}` interpolation, and validation that reports
+//! every problem at once, each naming the file and the key.
+//!
+//! Loading is pure apart from reading the file and the environment: nothing connects to
+//! anything, so `sluice validate` and the start of `sluice run` find the same problems, and
+//! never half-way through a run.
+
+mod interpolate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_connectors::source::file::FileSourceConfig;
+use sluice_connectors::source::firehose::FirehoseConfig;
+use sluice_connectors::source::rlp::RlpConfig;
+use sluice_connectors::source::simulator::SimulatorConfig;
+
+pub use interpolate::interpolate;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Pipeline-wide settings.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Named sources (`[sources.NAME]`).
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Named sinks (`[sinks.NAME]`).
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// timely worker threads; default: the number of cores.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// How far behind the greatest event time seen a record may be and still count in its
+    /// minute's rollup (SPEC §2).
+    #[serde(default = "default_allowed_lateness", with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// How often an open window's rollup row is rewritten provisionally.
+    #[serde(default = "default_flush_interval", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Batches queued between the sources and the dataflow before sources wait.
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+}
+
+const fn default_allowed_lateness() -> Duration {
+    Duration::from_secs(60)
+}
+
+const fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+const fn default_channel_capacity() -> usize {
+    64
+}
+
+impl Default for PipelineConfig {
+    fn default() -> PipelineConfig {
+        PipelineConfig {
+            workers: None,
+            allowed_lateness: default_allowed_lateness(),
+            flush_interval: default_flush_interval(),
+            channel_capacity: default_channel_capacity(),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// The worker count to run with.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1)
+        })
+    }
+}
+
+/// `[sources.NAME]`, by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// A replay file (SPEC §1.3): finite.
+    File(FileSourceConfig),
+    /// The Firehose v1 WebSocket.
+    Firehose(FirehoseConfig),
+    /// The RLP gateway's v2 Server-Sent Events.
+    Rlp(RlpConfig),
+    /// Built-in realistic traffic.
+    Simulator(SimulatorConfig),
+}
+
+impl SourceConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::File(_) => "file",
+            SourceConfig::Firehose(_) => "firehose",
+            SourceConfig::Rlp(_) => "rlp",
+            SourceConfig::Simulator(_) => "simulator",
+        }
+    }
+
+    /// A short description of where the data comes from, for the topology printout.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::File(c) => format!("{} ({:?})", c.path.display(), c.format),
+            SourceConfig::Firehose(c) => format!("{}/firehose/{}", c.url, c.subscription_id),
+            SourceConfig::Rlp(c) => format!("{}/v2/read shard_id={}", c.url, c.shard_id),
+            SourceConfig::Simulator(c) => match c.limit {
+                Some(limit) => format!("{} apps, {limit} envelopes", c.apps),
+                None => format!("{} apps, unbounded", c.apps),
+            },
+        }
+    }
+}
+
+/// `[sinks.NAME]`, by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// The embedded store.
+    Sqlite(SqliteSinkConfig),
+    /// NDJSON on standard output.
+    Stdout(StdoutSinkConfig),
+}
+
+impl SinkConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkConfig::Sqlite(_) => "sqlite",
+            SinkConfig::Stdout(_) => "stdout",
+        }
+    }
+
+    /// The streams this sink takes.
+    pub fn streams(&self) -> &[StreamName] {
+        match self {
+            SinkConfig::Sqlite(c) => &c.streams,
+            SinkConfig::Stdout(c) => &c.streams,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            SinkConfig::Sqlite(c) => c.path.display().to_string(),
+            SinkConfig::Stdout(_) => "standard output (NDJSON)".to_owned(),
+        }
+    }
+}
+
+/// `type = "sqlite"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSinkConfig {
+    /// The database file; created with its tables when absent.
+    pub path: PathBuf,
+    /// The streams written (SPEC §3).
+    #[serde(default = "StreamName::all")]
+    pub streams: Vec<StreamName>,
+}
+
+/// `type = "stdout"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    /// The streams printed, one JSON object per line with a `stream` field.
+    #[serde(default = "StreamName::all")]
+    pub streams: Vec<StreamName>,
+}
+
+/// The named streams of SPEC §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamName {
+    Logs,
+    ContainerMetrics,
+    Http,
+    AppEvents,
+    AppRollups,
+    PlatformRollups,
+    Errors,
+}
+
+impl StreamName {
+    pub const ALL: [StreamName; 7] = [
+        StreamName::Logs,
+        StreamName::ContainerMetrics,
+        StreamName::Http,
+        StreamName::AppEvents,
+        StreamName::AppRollups,
+        StreamName::PlatformRollups,
+        StreamName::Errors,
+    ];
+
+    pub fn all() -> Vec<StreamName> {
+        StreamName::ALL.to_vec()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamName::Logs => "logs",
+            StreamName::ContainerMetrics => "container_metrics",
+            StreamName::Http => "http",
+            StreamName::AppEvents => "app_events",
+            StreamName::AppRollups => "app_rollups",
+            StreamName::PlatformRollups => "platform_rollups",
+            StreamName::Errors => "errors",
+        }
+    }
+}
+
+impl fmt::Display for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything wrong with a config file. Displayed one problem a line, each naming the file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            write!(f, "\n  - {}: {problem}", self.path.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let error = |problems| ConfigError {
+            path: path.to_owned(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| error(vec![format!("cannot read the file: {e}")]))?;
+        Config::parse(&text, |name| std::env::var(name).ok()).map_err(error)
+    }
+
+    /// Parses config text, taking `${VAR}` values from `env`. Problems are returned all at once.
+    pub fn parse(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<String>> {
+        let text = interpolate(text, env)?;
+        let config: Config =
+            toml::from_str(&text).map_err(|e| vec![describe_toml_error(&text, &e)])?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The embedded default: the built-in simulator into `./sluice-data/sluice.db`.
+    pub fn embedded_default() -> Config {
+        let text = include_str!("../../../config/default.toml");
+        Config::parse(text, |_| None).unwrap_or_else(|problems| {
+            // The file is compiled in and covered by a test, so this cannot happen at run time.
+            unreachable!("config/default.toml is invalid: {problems:?}")
+        })
+    }
+
+    /// Cross-field checks serde cannot express. Pure: no I/O.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.pipeline.workers == Some(0) {
+            problems.push("pipeline.workers: must be at least 1".to_owned());
+        }
+        if self.pipeline.channel_capacity == 0 {
+            problems.push("pipeline.channel_capacity: must be at least 1".to_owned());
+        }
+        if self.pipeline.flush_interval.is_zero() {
+            problems.push("pipeline.flush_interval: must be greater than 0".to_owned());
+        }
+        if self.sources.is_empty() {
+            problems.push("sources: at least one source is needed".to_owned());
+        }
+        for (name, sink) in &self.sinks {
+            if sink.streams().is_empty() {
+                problems.push(format!("sinks.{name}.streams: names no stream"));
+            }
+            let mut seen = Vec::new();
+            for stream in sink.streams() {
+                if seen.contains(stream) {
+                    problems.push(format!("sinks.{name}.streams: `{stream}` is listed twice"));
+                }
+                seen.push(*stream);
+            }
+        }
+        let mut sqlite_paths: Vec<(&str, &Path)> = Vec::new();
+        for (name, sink) in &self.sinks {
+            if let SinkConfig::Sqlite(c) = sink {
+                if let Some((other, _)) = sqlite_paths.iter().find(|(_, p)| *p == c.path) {
+                    problems.push(format!(
+                        "sinks.{name}.path: `{}` is already written by sink `{other}`",
+                        c.path.display()
+                    ));
+                }
+                sqlite_paths.push((name, &c.path));
+            }
+        }
+        problems
+    }
+}
+
+/// One readable line: where (line and column, and the text there) and what.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim();
+    let Some(span) = error.span() else {
+        return message.to_owned();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
+    format!("line {line}, column {column} (`{source_line}`): {message}")
+}
+
+/// Serde support for humantime durations (`"60s"`, `"1m"`, `"250ms"`).
+pub mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{text}`: {e} (write e.g. \"60s\", \"1m\", \"250ms\")"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
