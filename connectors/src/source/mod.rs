@@ -19,6 +19,8 @@ use tracing::warn;
 
 use crate::telemetry::{Counter, RateLimit, ReasonCounters};
 
+pub mod file;
+
 /// Decoded events from one source, and when they arrived.
 #[derive(Debug)]
 pub struct SourceBatch {
