@@ -238,7 +238,7 @@ impl FirehoseStream {
         if let Some(mut connection) = self.connection.take() {
             let frame = CloseFrame {
                 code: CloseCode::Normal,
-                reason: "sluice is shutting down".into(),
+                reason: "sluice stopped reading".into(),
             };
             let closed = timeout(CLOSE_TIMEOUT, connection.socket.close(Some(frame))).await;
             debug!(source = %self.ctx.name, url = %self.endpoint, ?closed, "Closed the Firehose stream.");
