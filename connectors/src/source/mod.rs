@@ -7,6 +7,8 @@
 //! returns `Ok(())` when a finite source is exhausted. Dropping the context closes the source's
 //! side of the channel, which is how the pipeline learns that a finite source has finished.
 
+pub mod simulator;
+
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
