@@ -1,1 +1,21 @@
-//! placeholder
+//! Sluice's runtime: the config, the assembly of sources, dataflow and sinks, and the command
+//! line.
+//!
+//! Layout:
+//! - [`cli`] — the `sluice` command and its subcommands (`run`, `validate`, `simulate`,
+//!   `capture`, `bench`).
+//! - [`config`] — the TOML config of SPEC §7: `${VAR}` interpolation, parsing, validation that
+//!   reports every problem at once; [`topology`] prints what a config describes.
+//! - [`runtime`] — `sluice run`: starts sinks, the dataflow and sources, and stops them in the
+//!   order that loses nothing.
+//! - [`dataflow`] — the timely side: the `Ingest` bridge from the sources' channel into the
+//!   graph of `sluice-operators`, and the bridges from its streams into the sinks.
+//! - [`status`] — the live status line; [`telemetry`] — the graph's counters and memory.
+
+pub mod cli;
+pub mod config;
+pub mod dataflow;
+pub mod runtime;
+pub mod status;
+pub mod telemetry;
+pub mod topology;

@@ -8,6 +8,8 @@
 //! written. A batch is written with insert-or-ignore (raw streams) or upsert (rollups), so
 //! writing it twice after a retry or a replay changes nothing.
 
+pub mod blackhole;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -114,7 +116,9 @@ impl SinkSender {
         let n = records.len() as i64;
         self.metrics.pending.fetch_add(n, Ordering::Relaxed);
         if self.tx.blocking_send(records).is_err() {
+            // The sink stopped on a non-retriable error (and said so): count what it misses.
             self.metrics.pending.fetch_sub(n, Ordering::Relaxed);
+            self.metrics.dropped.add(n as u64);
             return false;
         }
         true

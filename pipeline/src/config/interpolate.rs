@@ -3,7 +3,10 @@
 
 /// Replaces every `${VAR}` / `${VAR:-default}` with `env(VAR)`; an unset variable without a
 /// default is a problem naming the variable and its line. All problems are returned together.
-pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
+pub fn interpolate(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<String, Vec<String>> {
     let mut out = String::with_capacity(text.len());
     let mut problems = Vec::new();
     for (number, line) in text.split_inclusive('\n').enumerate() {
@@ -26,9 +29,7 @@ pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<S
                     Some((name, default)) => (name, Some(default)),
                     None => (expression, None),
                 };
-                if name.is_empty()
-                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     problems.push(format!(
                         "line {}: `${{{expression}}}` is not a variable name",
                         number + 1

@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_connectors::sink::blackhole::BlackholeSinkConfig;
 use sluice_connectors::source::file::FileSourceConfig;
 use sluice_connectors::source::firehose::FirehoseConfig;
-use sluice_connectors::source::rlp::RlpConfig;
 use sluice_connectors::source::simulator::SimulatorConfig;
+use sluice_operators::app_events::{AppEventRule, AppEventRules};
+pub use sluice_operators::records::StreamName;
 
 pub use interpolate::interpolate;
 
@@ -52,6 +54,9 @@ pub struct PipelineConfig {
     /// Batches queued between the sources and the dataflow before sources wait.
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
+    /// App-event rules (SPEC §4), in order; the first match wins. Absent: the defaults.
+    #[serde(default)]
+    pub app_events: Option<Vec<AppEventRule>>,
 }
 
 const fn default_allowed_lateness() -> Duration {
@@ -73,11 +78,19 @@ impl Default for PipelineConfig {
             allowed_lateness: default_allowed_lateness(),
             flush_interval: default_flush_interval(),
             channel_capacity: default_channel_capacity(),
+            app_events: None,
         }
     }
 }
 
 impl PipelineConfig {
+    /// The configured app-event rules, or SPEC §4's defaults.
+    pub fn app_event_rules(&self) -> Vec<AppEventRule> {
+        self.app_events
+            .clone()
+            .unwrap_or_else(AppEventRule::defaults)
+    }
+
     /// The worker count to run with.
     pub fn workers(&self) -> usize {
         self.workers.unwrap_or_else(|| {
@@ -96,8 +109,6 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// The Firehose v1 WebSocket.
     Firehose(FirehoseConfig),
-    /// The RLP gateway's v2 Server-Sent Events.
-    Rlp(RlpConfig),
     /// Built-in realistic traffic.
     Simulator(SimulatorConfig),
 }
@@ -107,7 +118,6 @@ impl SourceConfig {
         match self {
             SourceConfig::File(_) => "file",
             SourceConfig::Firehose(_) => "firehose",
-            SourceConfig::Rlp(_) => "rlp",
             SourceConfig::Simulator(_) => "simulator",
         }
     }
@@ -117,7 +127,6 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => format!("{} ({:?})", c.path.display(), c.format),
             SourceConfig::Firehose(c) => format!("{}/firehose/{}", c.url, c.subscription_id),
-            SourceConfig::Rlp(c) => format!("{}/v2/read shard_id={}", c.url, c.shard_id),
             SourceConfig::Simulator(c) => match c.limit {
                 Some(limit) => format!("{} apps, {limit} envelopes", c.apps),
                 None => format!("{} apps, unbounded", c.apps),
@@ -130,100 +139,28 @@ impl SourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
-    /// The embedded store.
-    Sqlite(SqliteSinkConfig),
-    /// NDJSON on standard output.
-    Stdout(StdoutSinkConfig),
+    /// Counts and discards: for benchmarks and trying a topology out.
+    Blackhole(BlackholeSinkConfig),
 }
 
 impl SinkConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
-            SinkConfig::Sqlite(_) => "sqlite",
-            SinkConfig::Stdout(_) => "stdout",
+            SinkConfig::Blackhole(_) => "blackhole",
         }
     }
 
     /// The streams this sink takes.
     pub fn streams(&self) -> &[StreamName] {
         match self {
-            SinkConfig::Sqlite(c) => &c.streams,
-            SinkConfig::Stdout(c) => &c.streams,
+            SinkConfig::Blackhole(c) => &c.streams,
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
-            SinkConfig::Sqlite(c) => c.path.display().to_string(),
-            SinkConfig::Stdout(_) => "standard output (NDJSON)".to_owned(),
+            SinkConfig::Blackhole(_) => "discarded".to_owned(),
         }
-    }
-}
-
-/// `type = "sqlite"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SqliteSinkConfig {
-    /// The database file; created with its tables when absent.
-    pub path: PathBuf,
-    /// The streams written (SPEC §3).
-    #[serde(default = "StreamName::all")]
-    pub streams: Vec<StreamName>,
-}
-
-/// `type = "stdout"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StdoutSinkConfig {
-    /// The streams printed, one JSON object per line with a `stream` field.
-    #[serde(default = "StreamName::all")]
-    pub streams: Vec<StreamName>,
-}
-
-/// The named streams of SPEC §3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StreamName {
-    Logs,
-    ContainerMetrics,
-    Http,
-    AppEvents,
-    AppRollups,
-    PlatformRollups,
-    Errors,
-}
-
-impl StreamName {
-    pub const ALL: [StreamName; 7] = [
-        StreamName::Logs,
-        StreamName::ContainerMetrics,
-        StreamName::Http,
-        StreamName::AppEvents,
-        StreamName::AppRollups,
-        StreamName::PlatformRollups,
-        StreamName::Errors,
-    ];
-
-    pub fn all() -> Vec<StreamName> {
-        StreamName::ALL.to_vec()
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StreamName::Logs => "logs",
-            StreamName::ContainerMetrics => "container_metrics",
-            StreamName::Http => "http",
-            StreamName::AppEvents => "app_events",
-            StreamName::AppRollups => "app_rollups",
-            StreamName::PlatformRollups => "platform_rollups",
-            StreamName::Errors => "errors",
-        }
-    }
-}
-
-impl fmt::Display for StreamName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -263,10 +200,7 @@ impl Config {
     }
 
     /// Parses config text, taking `${VAR}` values from `env`. Problems are returned all at once.
-    pub fn parse(
-        text: &str,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, Vec<String>> {
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
         let text = interpolate(text, env)?;
         let config: Config =
             toml::from_str(&text).map_err(|e| vec![describe_toml_error(&text, &e)])?;
@@ -299,6 +233,9 @@ impl Config {
         if self.pipeline.flush_interval.is_zero() {
             problems.push("pipeline.flush_interval: must be greater than 0".to_owned());
         }
+        if let Err(e) = AppEventRules::new(&self.pipeline.app_event_rules()) {
+            problems.push(format!("pipeline.app_events: {e}"));
+        }
         if self.sources.is_empty() {
             problems.push("sources: at least one source is needed".to_owned());
         }
@@ -312,18 +249,6 @@ impl Config {
                     problems.push(format!("sinks.{name}.streams: `{stream}` is listed twice"));
                 }
                 seen.push(*stream);
-            }
-        }
-        let mut sqlite_paths: Vec<(&str, &Path)> = Vec::new();
-        for (name, sink) in &self.sinks {
-            if let SinkConfig::Sqlite(c) = sink {
-                if let Some((other, _)) = sqlite_paths.iter().find(|(_, p)| *p == c.path) {
-                    problems.push(format!(
-                        "sinks.{name}.path: `{}` is already written by sink `{other}`",
-                        c.path.display()
-                    ));
-                }
-                sqlite_paths.push((name, &c.path));
             }
         }
         problems
@@ -358,6 +283,3 @@ pub mod humantime_serde {
         })
     }
 }
-
-#[cfg(test)]
-mod tests;

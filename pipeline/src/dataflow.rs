@@ -1,0 +1,208 @@
+//! The timely side of a run: the bridge from the sources' channel into the graph, the graph
+//! itself, and the bridges from its streams into the sinks' channels.
+//!
+//! Sources (tokio tasks) queue [`SourceBatch`]es on one bounded channel and wake the `Ingest`
+//! operator through a `SyncActivator`. Worker 0 alone drains that channel: it decides event
+//! time and lateness in arrival order (see `sluice_operators::watermark`) and the graph's
+//! exchange spreads the work over every worker. When the channel closes (every source is done
+//! or stopped), Ingest drops its capability, the frontier empties, the rollups close their
+//! windows, and the dataflow completes; the sinks' senders go with it.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_connectors::sink::{Records, SinkSender};
+use sluice_connectors::source::SourceBatch;
+use sluice_operators::app_events::AppEventRules;
+use sluice_operators::graph;
+use sluice_operators::records::{Stamped, StreamName};
+use sluice_operators::rollup::WindowOptions;
+use sluice_operators::watermark::{LateCounts, Watermark, stamp_batch};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, Stream};
+use timely::scheduling::SyncActivator;
+use tokio::sync::mpsc::{self, error::TryRecvError};
+
+use crate::telemetry::GraphMetrics;
+
+/// Batches Ingest takes from the channel before it yields to the rest of the graph.
+const INGEST_BUDGET: usize = 32;
+
+/// The receiving end of the sources' channel and the activator that wakes its reader.
+#[derive(Debug)]
+pub struct IngestChannel {
+    receiver: Mutex<Option<mpsc::Receiver<SourceBatch>>>,
+    activator: Mutex<Option<SyncActivator>>,
+}
+
+impl IngestChannel {
+    pub fn new(receiver: mpsc::Receiver<SourceBatch>) -> Arc<IngestChannel> {
+        Arc::new(IngestChannel {
+            receiver: Mutex::new(Some(receiver)),
+            activator: Mutex::new(None),
+        })
+    }
+
+    /// Wakes the Ingest operator: sources call it after every batch they queue.
+    pub fn wake(&self) {
+        if let Some(activator) = lock(&self.activator).as_ref() {
+            // An error means the dataflow is gone; the batch's send already failed or will.
+            let _ = activator.activate();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the dataflow needs, shared by every worker.
+#[derive(Debug)]
+pub struct DataflowPlan {
+    pub workers: usize,
+    pub allowed_lateness: Duration,
+    pub rules: AppEventRules,
+    pub flush_interval: Duration,
+    /// Set on Ctrl-C: windows still open at the end are emitted provisional.
+    pub shutting_down: Arc<AtomicBool>,
+    /// Each sink with the streams it takes.
+    pub sinks: Vec<(Vec<StreamName>, SinkSender)>,
+    pub ingest: Arc<IngestChannel>,
+    pub metrics: Arc<GraphMetrics>,
+}
+
+/// Runs the dataflow on `plan.workers` threads until the sources' channel closes and every
+/// record has been handed to the sinks. Blocks the calling thread.
+pub fn run(plan: DataflowPlan) -> Result<(), String> {
+    let workers = plan.workers;
+    let plan = Arc::new(plan);
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let plan = plan.clone();
+        worker.dataflow::<u64, _, _>(move |scope| build(scope, &plan));
+    })?;
+    for result in guards.join() {
+        result?;
+    }
+    Ok(())
+}
+
+fn build(scope: Scope<'_, u64>, plan: &DataflowPlan) {
+    let options = WindowOptions {
+        flush_interval: plan.flush_interval,
+        shutting_down: plan.shutting_down.clone(),
+        open_windows: plan.metrics.open_windows.clone(),
+    };
+    let input = ingest(scope, plan);
+    let streams = graph::build(input, plan.rules.clone(), options);
+    for (wanted, sender) in &plan.sinks {
+        for stream in wanted {
+            let sender = sender.clone();
+            match stream {
+                StreamName::Logs => forward(streams.logs.clone(), sender, Records::Logs),
+                StreamName::ContainerMetrics => forward(
+                    streams.container_metrics.clone(),
+                    sender,
+                    Records::ContainerMetrics,
+                ),
+                StreamName::Http => forward(streams.http.clone(), sender, Records::Http),
+                StreamName::Errors => forward(streams.errors.clone(), sender, Records::Errors),
+                StreamName::AppEvents => {
+                    forward(streams.app_events.clone(), sender, Records::AppEvents)
+                }
+                StreamName::AppRollups => {
+                    forward(streams.app_rollups.clone(), sender, Records::AppRollups)
+                }
+                StreamName::PlatformRollups => forward(
+                    streams.platform_rollups.clone(),
+                    sender,
+                    Records::PlatformRollups,
+                ),
+            }
+        }
+    }
+}
+
+/// The Ingest operator; see the module doc.
+fn ingest<'scope>(
+    scope: Scope<'scope, u64>,
+    plan: &DataflowPlan,
+) -> Stream<'scope, u64, Vec<Stamped>> {
+    let channel = plan.ingest.clone();
+    let metrics = plan.metrics.clone();
+    let lateness = plan.allowed_lateness;
+    source::<_, CapacityContainerBuilder<Vec<Stamped>>, _, _>(
+        scope,
+        "Ingest",
+        move |capability, info| {
+            let mut receiver = if scope.index() == 0 {
+                lock(&channel.receiver).take()
+            } else {
+                None
+            };
+            let myself = scope.activator_for(info.address.clone());
+            if receiver.is_some() {
+                let activator = scope.worker().sync_activator_for(info.address.to_vec());
+                *lock(&channel.activator) = Some(activator);
+                // Batches queued before the activator was registered woke nobody.
+                myself.activate();
+            }
+            let mut capability = receiver.is_some().then_some(capability);
+            let mut watermark = Watermark::new(lateness);
+            move |output| {
+                let (Some(rx), Some(held)) = (receiver.as_mut(), capability.as_mut()) else {
+                    return;
+                };
+                for _ in 0..INGEST_BUDGET {
+                    match rx.try_recv() {
+                        Ok(batch) => {
+                            let mut late = LateCounts::default();
+                            let mut stamped = Vec::with_capacity(batch.events.len());
+                            let time = stamp_batch(
+                                &mut watermark,
+                                batch.events,
+                                batch.received_at,
+                                &mut stamped,
+                                &mut late,
+                            );
+                            metrics.ingested(stamped.len(), &late, watermark.current());
+                            let at = held.delayed(&time);
+                            output.session(&at).give_container(&mut stamped);
+                            let next = watermark.epoch();
+                            if next > *held.time() {
+                                held.downgrade(&next);
+                            }
+                        }
+                        Err(TryRecvError::Empty) => return,
+                        Err(TryRecvError::Disconnected) => {
+                            // Every source has finished: release the input so windows close.
+                            capability = None;
+                            receiver = None;
+                            return;
+                        }
+                    }
+                }
+                // More may be queued: continue after the rest of the graph had its turn.
+                myself.activate();
+            }
+        },
+    )
+}
+
+/// Hands every batch of a stream to a sink, blocking while the sink is behind.
+fn forward<T: Clone + 'static>(
+    stream: Stream<'_, u64, Vec<T>>,
+    sender: SinkSender,
+    wrap: fn(Vec<T>) -> Records,
+) {
+    stream.sink(Pipeline, "Forward", move |(input, _frontier)| {
+        input.for_each(|_time, data| {
+            sender.send_blocking(wrap(std::mem::take(data)));
+        });
+    });
+}

@@ -1,0 +1,54 @@
+//! The topology a config describes, as `sluice validate` prints it.
+
+use std::fmt::Write;
+
+use crate::config::{Config, StreamName};
+
+/// A readable graph: sources → the dataflow → each stream → the sinks taking it.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let pipeline = &config.pipeline;
+    let _ = writeln!(out, "sources");
+    for (name, source) in &config.sources {
+        let _ = writeln!(
+            out,
+            "  {name} ({}): {}",
+            source.type_name(),
+            source.describe()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "dataflow: {} worker{}, allowed lateness {}, flush interval {}, {} app-event rule{}",
+        pipeline.workers(),
+        if pipeline.workers() == 1 { "" } else { "s" },
+        humantime::format_duration(pipeline.allowed_lateness),
+        humantime::format_duration(pipeline.flush_interval),
+        pipeline.app_event_rules().len(),
+        if pipeline.app_event_rules().len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+    );
+    let _ = writeln!(out, "streams");
+    for stream in StreamName::ALL {
+        let takers: Vec<&str> = config
+            .sinks
+            .iter()
+            .filter(|(_, sink)| sink.streams().contains(&stream))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let targets = if takers.is_empty() {
+            "(not written)".to_owned()
+        } else {
+            format!("→ {}", takers.join(", "))
+        };
+        let _ = writeln!(out, "  {:<17} {targets}", stream.as_str());
+    }
+    let _ = writeln!(out, "sinks");
+    for (name, sink) in &config.sinks {
+        let _ = writeln!(out, "  {name} ({}): {}", sink.type_name(), sink.describe());
+    }
+    out
+}
