@@ -11,5 +11,6 @@
 //! - [`telemetry`] — counters and rate-limited warnings: every drop, retry and reconnect is
 //!   counted where it is logged.
 
+pub mod simulate;
 pub mod source;
 pub mod telemetry;
