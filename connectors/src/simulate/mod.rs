@@ -39,7 +39,10 @@ pub struct SimulateConfig {
     pub client_id: String,
     /// Its secret (`--client-secret`).
     pub client_secret: String,
-    /// The traffic every subscription gets (`--apps`, `--rate`, `--seed` set its fields).
+    /// The traffic every subscription id gets, each from its own generator (`--apps`, `--rate`,
+    /// `--seed` set these fields). `rate` is per subscription id; at `rate = 0` the stream goes
+    /// as fast as its connections read and nobody is closed as slow. `limit` ends each
+    /// subscription's stream after that many envelopes (its connections then stay open, idle).
     pub generator: SimulatorConfig,
     /// How long an issued token is accepted (UAA's `expires_in`).
     pub token_ttl: Duration,

@@ -4,6 +4,7 @@
 //! - this file — [`SimulatorConfig`] and [`run`], the source task that paces a [`Generator`]
 //!   into the pipeline.
 //! - `generator` — [`Generator`]: the traffic mix and its clock.
+//! - `request` — one HTTP request: gorouter's HttpStartStop and the log lines that go with it.
 //! - `topology` — the simulated foundation: apps and their instances, Diego cells, routers,
 //!   Dopplers and the platform metric series they report.
 //! - `lines` — the text of log lines: access logs, gorouter `RTR` lines, app output, and the
@@ -14,6 +15,7 @@
 
 mod generator;
 mod lines;
+mod request;
 mod topology;
 
 #[cfg(test)]
