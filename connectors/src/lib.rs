@@ -16,6 +16,7 @@
 
 pub mod capture;
 pub mod sink;
+pub mod simulate;
 pub mod source;
 pub mod telemetry;
 pub mod tls;

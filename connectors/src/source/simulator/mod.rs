@@ -4,6 +4,7 @@
 //! - this file — [`SimulatorConfig`] and [`run`], the source task that paces a [`Generator`]
 //!   into the pipeline.
 //! - `generator` — [`Generator`]: the traffic mix and its clock.
+//! - `request` — one HTTP request: gorouter's HttpStartStop and the log lines that go with it.
 //! - `topology` — the simulated foundation: apps and their instances, Diego cells, routers,
 //!   Dopplers and the platform metric series they report.
 //! - `lines` — the text of log lines: access logs, gorouter `RTR` lines, app output, and the
@@ -14,6 +15,7 @@
 
 mod generator;
 mod lines;
+mod request;
 mod topology;
 
 #[cfg(test)]
@@ -29,13 +31,13 @@ pub use generator::Generator;
 use super::{PipelineClosed, SourceContext, now_ns};
 
 /// Events per batch when the rate is unlimited.
-const UNPACED_BATCH: usize = 1024;
+pub(crate) const UNPACED_BATCH: usize = 1024;
 
 /// Events per batch at most when paced, so a high rate still yields between batches.
 const MAX_PACED_BATCH: u64 = 8192;
 
 /// How often a paced source sends a batch.
-const PACING_TICK: Duration = Duration::from_millis(10);
+pub(crate) const PACING_TICK: Duration = Duration::from_millis(10);
 
 /// `[sources.NAME] type = "simulator"`: how much traffic of what shape to make.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -327,6 +329,13 @@ impl Pacer {
     /// Records that `count` were sent.
     pub(crate) fn sent(&mut self, count: u64) {
         self.sent += count;
+    }
+
+    /// Starts owing from now on, forgetting the time spent idle (no consumer connected), so
+    /// a consumer that connects late gets no burst.
+    pub(crate) fn restart(&mut self) {
+        self.started = Instant::now();
+        self.owed_before = self.sent;
     }
 }
 

@@ -168,6 +168,21 @@ fn the_simulated_clock_spans_the_expected_event_time() {
 }
 
 #[test]
+fn the_wall_clock_stamps_events_with_now_less_the_jitter() {
+    let before = now_ns();
+    let all = events(&SimulatorConfig::default(), 5000);
+    let after = now_ns();
+    for event in &all {
+        let time = event
+            .event_time()
+            .expect("every simulated event has a time");
+        // Up to 2 s of jitter before; gorouter's RTR line comes a moment after the request.
+        assert!(time >= before - 2_000_000_000, "{time} < {before} - 2 s");
+        assert!(time <= after + 1_000_000, "{time} > {after}");
+    }
+}
+
+#[test]
 fn a_late_fraction_puts_that_share_minutes_in_the_past() {
     let config = SimulatorConfig {
         late_fraction: 0.1,
