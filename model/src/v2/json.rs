@@ -364,3 +364,6 @@ struct JsonEvent {
     #[serde(deserialize_with = "nullable")]
     body: String,
 }
+
+#[cfg(test)]
+mod tests;
