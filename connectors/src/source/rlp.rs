@@ -47,6 +47,7 @@ pub struct RlpConfig {
     pub uaa_url: String,
     /// A UAA client with the `doppler.firehose` (or `logs.admin`) authority.
     pub client_id: String,
+    /// The client's secret (never logged: `Debug` redacts it).
     pub client_secret: String,
     /// Accept any TLS certificate from the gateway and UAA (self-signed foundations).
     #[serde(default)]
@@ -92,8 +93,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 /// Why the source stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum RlpError {
+    /// `url` is not an http(s) URL.
     #[error("invalid RLP gateway URL {url:?}: {detail}")]
     Url { url: String, detail: String },
+    /// No TLS configuration (the platform's trust store could not be loaded).
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// UAA refused the client's credentials.
