@@ -11,7 +11,7 @@
 //!   platform rollups are keyed by it).
 //! - `deprecated_tags` become string tags (`text` as is, `integer` and `decimal` printed);
 //!   `tags` win over a deprecated tag of the same name. The `__v1_type` tag, which Loggregator
-//!   adds to envelopes converted from v1, is dropped.
+//!   adds to envelopes it converted from v1, is consumed (it only matters for Errors, below).
 //!
 //! # Payloads
 //! - `log` → LogMessage: `app_id` = `source_id`, `source_instance` = `instance_id`,
@@ -27,13 +27,18 @@
 //! - any other `gauge` → one ValueMetric per entry, in name order, all sharing the header.
 //! - `timer` named `http` → HttpStartStop: `start`/`stop`; `application_id` = `source_id` when
 //!   it is a UUID (else `None`); `instance_index` = `instance_id` when set, else the tag
-//!   `instance_index`, else `None`; `instance_id` = tag `instance_id`; `forwarded` = tag
-//!   `forwarded` split at commas. Tags `request_id`, `peer_type` and `method` are required;
+//!   `instance_index`, else `None`; `instance_id` = tag `instance_id` (or, as Loggregator's own
+//!   v1→v2 conversion names it, `routing_instance_id`); `forwarded` = tag `forwarded` split at
+//!   commas or newlines (Loggregator joins with `\n`). Tags `request_id`, `peer_type` and
+//!   `method` are required;
 //!   `uri`, `remote_address`, `user_agent` default to empty and `status_code`,
 //!   `content_length` to 0. All these tags are consumed.
 //! - For CounterEvents and ValueMetrics, a `source_id` that differs from the origin and a
 //!   non-empty `instance_id` are kept as tags of those names (unless `tags` already has
 //!   them), so app metrics sent by the metric registrar keep their app.
+//! - A `log` tagged `__v1_type` = `Error` is how Loggregator carries a v1 Error in v2: it maps
+//!   back to an Error (`source` and `code` from the tags of those names, the message from the
+//!   payload) rather than to a LogMessage.
 //! - Other timers, `event` envelopes and envelopes without a payload map to nothing (`Ok(0)`):
 //!   v1 has no equivalent. The caller counts them as skipped (`unmapped_v2`).
 //!
@@ -43,7 +48,7 @@
 //!   The event time of SPEC §2 is the same.
 //! - ValueMetric order: v1 emitters send a gauge's metrics in their own order, v2 carries them
 //!   in a map, mapped here in name order.
-//! - v2 has no Error envelope.
+//! - v2 has no Error envelope of its own (see the `__v1_type` convention above).
 //!
 //! A mapping error never pushes part of an envelope's events.
 
@@ -55,8 +60,8 @@ use uuid::Uuid;
 
 use crate::error::DecodeError;
 use crate::event::{
-    ContainerMetric, CounterEvent, Event, Header, HttpStartStop, LogMessage, MessageType, Method,
-    Payload, PeerType, Str, Tags, ValueMetric,
+    ContainerMetric, CounterEvent, ErrorEvent, Event, Header, HttpStartStop, LogMessage,
+    MessageType, Method, Payload, PeerType, Str, Tags, ValueMetric,
 };
 use crate::proto::loggregator::v2 as pb;
 
@@ -90,6 +95,7 @@ pub fn map_envelope(envelope: &pb::Envelope, out: &mut Vec<Event>) -> Result<usi
         return Ok(0);
     }
     let mut tags = TagMap::of(envelope);
+    let v1_type = tags.take("__v1_type");
     let header = |tags: &mut TagMap<'_>| Header {
         origin: tags
             .take("origin")
@@ -102,6 +108,27 @@ pub fn map_envelope(envelope: &pb::Envelope, out: &mut Vec<Event>) -> Result<usi
     };
     let timestamp = envelope.timestamp;
     match message {
+        M::Log(log) if v1_type.as_deref() == Some("Error") => {
+            let mut header = header(&mut tags);
+            let source = tags.take("source").unwrap_or_default();
+            let code = tags.parsed::<i32>("code", "is not an error code")?;
+            header.tags = tags.into_tags();
+            let message =
+                Str::try_from(log.payload.clone()).map_err(|_| DecodeError::InvalidUtf8 {
+                    message: "Log",
+                    field: "payload",
+                })?;
+            out.push(Event {
+                timestamp,
+                header,
+                payload: Payload::Error(ErrorEvent {
+                    source,
+                    code: code.unwrap_or_default(),
+                    message,
+                }),
+            });
+            Ok(1)
+        }
         M::Log(log) => {
             let mut header = header(&mut tags);
             let source_type = tags.take("source_type").unwrap_or_default();
@@ -267,11 +294,15 @@ fn http_start_stop(
         })?),
     };
     let forwarded = match tags.take("forwarded") {
-        Some(list) if !list.trim().is_empty() => {
-            list.split(',').map(|a| Str::from(a.trim())).collect()
-        }
+        Some(list) if !list.trim().is_empty() => list
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(Str::from)
+            .collect(),
         _ => Vec::new(),
     };
+    let routing_instance_id = tags.take("routing_instance_id");
     Ok(HttpStartStop {
         start_timestamp: timer.start,
         stop_timestamp: timer.stop,
@@ -285,7 +316,10 @@ fn http_start_stop(
         content_length: content_length.unwrap_or_default(),
         application_id: Uuid::parse_str(&envelope.source_id).ok(),
         instance_index,
-        instance_id: tags.take("instance_id").unwrap_or_default(),
+        instance_id: tags
+            .take("instance_id")
+            .or(routing_instance_id)
+            .unwrap_or_default(),
         forwarded,
     })
 }
@@ -316,7 +350,6 @@ impl<'a> TagMap<'a> {
         for (name, value) in &envelope.tags {
             map.insert(name, Cow::Borrowed(value));
         }
-        map.remove("__v1_type");
         TagMap(map)
     }
 

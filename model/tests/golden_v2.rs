@@ -202,3 +202,19 @@ fn event_to_v2_of_golden_v1_events_reproduces_the_golden_v2_json() {
         );
     }
 }
+
+/// Every golden v1 event, Errors included, survives the trip through a v2 envelope
+/// unchanged — except a log's envelope timestamp, which v2 does not carry.
+#[test]
+fn every_golden_v1_event_survives_a_trip_through_v2() {
+    for (i, record) in records("golden-v1.bin").iter().enumerate() {
+        let mut expected = decode_v1(record).expect("golden v1 record decodes");
+        if let Payload::Log(log) = &expected.payload {
+            expected.timestamp = log.timestamp;
+        }
+        let mut events = Vec::new();
+        let envelope = event_to_v2(&expected).encode_to_vec();
+        decode_v2(&envelope, &mut events).unwrap_or_else(|e| panic!("record {i}: {e}"));
+        assert_eq!(events, vec![expected], "record {i}");
+    }
+}

@@ -23,6 +23,7 @@ use tracing::warn;
 use crate::telemetry::{Counter, RateLimit, ReasonCounters};
 
 pub mod file;
+pub mod rlp;
 
 /// Decoded events from one source, and when they arrived.
 #[derive(Debug)]

@@ -11,8 +11,8 @@ use crate::proto::loggregator::v2 as pb;
 ///
 /// Where v2 has less room than v1 the event is approximated: a LogMessage's envelope
 /// timestamp is replaced by the log's own; a header field wins over a tag of the same name;
-/// an Error (which v2 lacks) becomes an `event` envelope (title = source, body = message, tag
-/// `code`), which maps back to nothing.
+/// an Error (which v2 lacks) becomes what Loggregator makes of one: a `log` tagged
+/// `__v1_type` = `Error` with tags `source` and `code`, which maps back to the Error.
 pub fn event_to_v2(event: &Event) -> pb::Envelope {
     let header = &event.header;
     let mut tags: BTreeMap<String, String> = header
@@ -143,10 +143,12 @@ pub fn event_to_v2(event: &Event) -> pb::Envelope {
         }
         Payload::Error(error) => {
             envelope.source_id = header.origin.to_string();
+            tags.insert("__v1_type".into(), "Error".into());
+            tags.insert("source".into(), error.source.to_string());
             tags.insert("code".into(), error.code.to_string());
-            M::Event(pb::Event {
-                title: error.source.to_string(),
-                body: error.message.to_string(),
+            M::Log(pb::Log {
+                payload: error.message.as_bytes().clone(),
+                r#type: pb::log::Type::Out as i32,
             })
         }
     });

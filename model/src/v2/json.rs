@@ -45,6 +45,7 @@ pub struct SseBatch {
 pub struct RejectedEnvelope {
     /// Its position in the batch, from 0.
     pub index: usize,
+    /// Why it was rejected; its `reason()` is the bad-record counter label.
     pub error: DecodeError,
 }
 
@@ -364,3 +365,6 @@ struct JsonEvent {
     #[serde(deserialize_with = "nullable")]
     body: String,
 }
+
+#[cfg(test)]
+mod tests;
