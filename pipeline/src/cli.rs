@@ -13,16 +13,15 @@ use crate::runtime::{self, RunOptions};
 use crate::status::LogWriter;
 use crate::topology;
 
+mod bench;
+mod capture;
+mod simulate;
+
 /// Sluice consumes the Cloud Foundry Loggregator Firehose and keeps what it carries in stores
 /// people query: app logs, container metrics, HTTP requests, app lifecycle events and
 /// per-minute rollups, in SQLite (embedded, the default), MySQL or Elasticsearch.
 #[derive(Debug, Parser)]
-#[command(
-    name = "sluice",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "sluice", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,6 +54,15 @@ enum Command {
     /// Check a config file and print the topology it describes. Exits 2 when it has problems,
     /// listing every one with the key it concerns.
     Validate(ValidateArgs),
+    /// Serve simulated traffic as a real Firehose (UAA token endpoint and WebSocket), so the
+    /// `firehose` source can be tried and tested without a Cloud Foundry.
+    Simulate(simulate::SimulateArgs),
+    /// Record a Firehose (or the built-in simulator) into a replay file (SPEC §1.3), for
+    /// `type = "file"` sources and benchmarks. `.gz` output is gzip-compressed.
+    Capture(capture::CaptureArgs),
+    /// Measure the pipeline: simulator → full graph → a discarding sink. Reports envelopes/s
+    /// and memory.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +92,9 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
+        Command::Simulate(args) => simulate::main(args),
+        Command::Capture(args) => capture::main(args),
+        Command::Bench(args) => bench::main(args),
     }
 }
 
@@ -121,9 +132,7 @@ fn run(args: RunArgs) -> ExitCode {
         config.pipeline.workers = Some(workers.max(1));
     }
     if args.config.is_none() {
-        info!(
-            "No --config given: running the embedded default, the built-in simulator into ./sluice-data/sluice.db. Stop with Ctrl-C."
-        );
+        info!("No --config given: running the embedded default, the built-in simulator into ./sluice-data/sluice.db. Stop with Ctrl-C.");
     }
     let options = RunOptions {
         status: !args.no_status,

@@ -240,6 +240,7 @@ async fn run_source(config: SourceConfig, ctx: SourceContext) -> Result<(), BoxE
     match config {
         SourceConfig::File(c) => source::file::run(c, ctx).await?,
         SourceConfig::Firehose(c) => source::firehose::run(c, ctx).await?,
+        SourceConfig::Rlp(c) => source::rlp::run(c, ctx).await?,
         SourceConfig::Simulator(c) => source::simulator::run(c, ctx).await?,
     }
     Ok(())

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use sluice_connectors::sink::blackhole::BlackholeSinkConfig;
 use sluice_connectors::source::file::FileSourceConfig;
 use sluice_connectors::source::firehose::FirehoseConfig;
+use sluice_connectors::source::rlp::RlpConfig;
 use sluice_connectors::source::simulator::SimulatorConfig;
 use sluice_operators::app_events::{AppEventRule, AppEventRules};
 pub use sluice_operators::records::StreamName;
@@ -86,9 +87,7 @@ impl Default for PipelineConfig {
 impl PipelineConfig {
     /// The configured app-event rules, or SPEC §4's defaults.
     pub fn app_event_rules(&self) -> Vec<AppEventRule> {
-        self.app_events
-            .clone()
-            .unwrap_or_else(AppEventRule::defaults)
+        self.app_events.clone().unwrap_or_else(AppEventRule::defaults)
     }
 
     /// The worker count to run with.
@@ -109,6 +108,8 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// The Firehose v1 WebSocket.
     Firehose(FirehoseConfig),
+    /// The RLP gateway's v2 Server-Sent Events.
+    Rlp(RlpConfig),
     /// Built-in realistic traffic.
     Simulator(SimulatorConfig),
 }
@@ -118,6 +119,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(_) => "file",
             SourceConfig::Firehose(_) => "firehose",
+            SourceConfig::Rlp(_) => "rlp",
             SourceConfig::Simulator(_) => "simulator",
         }
     }
@@ -127,6 +129,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => format!("{} ({:?})", c.path.display(), c.format),
             SourceConfig::Firehose(c) => format!("{}/firehose/{}", c.url, c.subscription_id),
+            SourceConfig::Rlp(c) => format!("{}/v2/read shard_id={}", c.url, c.shard_id),
             SourceConfig::Simulator(c) => match c.limit {
                 Some(limit) => format!("{} apps, {limit} envelopes", c.apps),
                 None => format!("{} apps, unbounded", c.apps),
@@ -200,7 +203,10 @@ impl Config {
     }
 
     /// Parses config text, taking `${VAR}` values from `env`. Problems are returned all at once.
-    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+    pub fn parse(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<String>> {
         let text = interpolate(text, env)?;
         let config: Config =
             toml::from_str(&text).map_err(|e| vec![describe_toml_error(&text, &e)])?;
@@ -283,3 +289,4 @@ pub mod humantime_serde {
         })
     }
 }
+
