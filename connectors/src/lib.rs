@@ -13,6 +13,7 @@
 //!   counted where it is logged.
 
 pub mod capture;
+pub mod simulate;
 pub mod source;
 pub mod telemetry;
 pub mod tls;

@@ -8,6 +8,7 @@
 //! side of the channel, which is how the pipeline learns that a finite source has finished.
 
 pub mod firehose;
+pub mod simulator;
 
 use std::fmt;
 use std::sync::Arc;
