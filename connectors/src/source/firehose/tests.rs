@@ -213,6 +213,28 @@ async fn a_401_is_retried_at_once_with_a_fresh_token() {
 }
 
 #[tokio::test]
+async fn a_fresh_token_refused_too_is_retried_after_a_backoff() {
+    let server = TestServer::start_with(
+        Arc::new(|_, mut socket| {
+            Box::pin(async move {
+                send_events(&mut socket, &events(0..1)).await;
+                drain(socket).await;
+            })
+        }),
+        2,
+        false,
+    )
+    .await;
+    let (ctx, mut rx) = context(8);
+    let metrics = ctx.metrics.clone();
+    tokio::spawn(run(server.config(), ctx));
+    receive(&mut rx, 1).await;
+    // 401, fresh token, 401 again: logged, counted, retried with the fresh token.
+    assert_eq!(server.state.token_requests.load(Ordering::SeqCst), 2);
+    assert_eq!(metrics.reconnects.get(), 1);
+}
+
+#[tokio::test]
 async fn refused_credentials_stop_the_source_naming_uaa_and_the_client() {
     let server =
         TestServer::start_with(Arc::new(|_, socket| Box::pin(drain(socket))), 0, true).await;
