@@ -1,7 +1,9 @@
 //! `Route`: splits ingested records into the raw streams of SPEC §3, parses app events, and
 //! extracts the small samples the rollups need — each record is moved once, never cloned.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::FxHasher;
 
 use serde::{Deserialize, Serialize};
 use sluice_model::{Event, Payload, Str};
@@ -277,13 +279,16 @@ pub fn canonical_app_id(event: &Event) -> Option<Str> {
     }
 }
 
-fn canonical_str(id: &Str) -> Str {
-    let is_canonical = id.len() == 36
+fn is_canonical_uuid(id: &str) -> bool {
+    id.len() == 36
         && id.bytes().enumerate().all(|(i, b)| match i {
             8 | 13 | 18 | 23 => b == b'-',
             _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
-        });
-    if is_canonical {
+        })
+}
+
+fn canonical_str(id: &Str) -> Str {
+    if is_canonical_uuid(id) {
         return id.clone();
     }
     match uuid::Uuid::try_parse(id) {
@@ -292,10 +297,22 @@ fn canonical_str(id: &Str) -> Str {
     }
 }
 
+/// Feeds the canonical form of an app id to a hasher without allocating.
+fn hash_app_id(id: &str, hasher: &mut impl Hasher) {
+    if is_canonical_uuid(id) {
+        hasher.write(id.as_bytes());
+    } else if let Ok(uuid) = uuid::Uuid::try_parse(id) {
+        let mut buf = [0u8; 36];
+        hasher.write(uuid.hyphenated().encode_lower(&mut buf).as_bytes());
+    } else {
+        hasher.write(id.as_bytes());
+    }
+}
+
 /// Which worker a record goes to: its app (canonical id) for app data, its series for
 /// platform metrics, its origin for errors. Deterministic across workers and runs.
 pub fn exchange_key(record: &Stamped) -> u64 {
-    let mut hasher = DefaultHasher::new();
+    let mut hasher = FxHasher::default();
     let event = &record.event;
     match &event.payload {
         Payload::Http(request) => match request.application_id {
@@ -305,10 +322,11 @@ pub fn exchange_key(record: &Stamped) -> u64 {
             }
             None => request.request_id.hash(&mut hasher),
         },
-        Payload::Log(_) | Payload::Container(_) => match canonical_app_id(event) {
-            Some(id) => hasher.write(id.as_bytes()),
-            None => event.header.origin.hash(&mut hasher),
-        },
+        Payload::Log(log) if !log.app_id.is_empty() => hash_app_id(&log.app_id, &mut hasher),
+        Payload::Container(metric) if !metric.application_id.is_empty() => {
+            hash_app_id(&metric.application_id, &mut hasher)
+        }
+        Payload::Log(_) | Payload::Container(_) => event.header.origin.hash(&mut hasher),
         Payload::Value(metric) => platform_key(event, &metric.name).hash(&mut hasher),
         Payload::Counter(counter) => platform_key(event, &counter.name).hash(&mut hasher),
         Payload::Error(_) => event.header.origin.hash(&mut hasher),

@@ -8,12 +8,13 @@
 pub mod app;
 pub mod platform;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
@@ -70,7 +71,7 @@ impl<'scope, S: 'static> Windowed<'scope, S> for Stream<'scope, u64, Vec<S>> {
         self.unary_frontier(Pipeline, name, move |_capability, info| {
             let activator = scope.activator_for(info.address);
             // Windows by minute, so closing pops the oldest minutes instead of scanning all.
-            let mut windows: BTreeMap<i64, HashMap<A::Key, Window<A::State>>> = BTreeMap::new();
+            let mut windows: BTreeMap<i64, FxHashMap<A::Key, Window<A::State>>> = BTreeMap::new();
             let mut capability: Option<Capability<u64>> = None;
             let mut next_flush = Instant::now() + options.flush_interval;
             move |(input, frontier), output| {
