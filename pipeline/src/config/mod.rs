@@ -87,7 +87,9 @@ impl Default for PipelineConfig {
 impl PipelineConfig {
     /// The configured app-event rules, or SPEC §4's defaults.
     pub fn app_event_rules(&self) -> Vec<AppEventRule> {
-        self.app_events.clone().unwrap_or_else(AppEventRule::defaults)
+        self.app_events
+            .clone()
+            .unwrap_or_else(AppEventRule::defaults)
     }
 
     /// The worker count to run with.
@@ -203,10 +205,7 @@ impl Config {
     }
 
     /// Parses config text, taking `${VAR}` values from `env`. Problems are returned all at once.
-    pub fn parse(
-        text: &str,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, Vec<String>> {
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
         let text = interpolate(text, env)?;
         let config: Config =
             toml::from_str(&text).map_err(|e| vec![describe_toml_error(&text, &e)])?;
@@ -244,6 +243,33 @@ impl Config {
         }
         if self.sources.is_empty() {
             problems.push("sources: at least one source is needed".to_owned());
+        }
+        for (name, source) in &self.sources {
+            let keyed: Vec<(&str, String)> = match source {
+                SourceConfig::Firehose(c) => c
+                    .validate()
+                    .err()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| (e.key, e.problem))
+                    .collect(),
+                SourceConfig::Simulator(c) => c
+                    .validate()
+                    .err()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| (e.key, e.problem))
+                    .collect(),
+                SourceConfig::File(c) if c.path.as_os_str().is_empty() => {
+                    vec![("path", "is empty".to_owned())]
+                }
+                SourceConfig::File(_) | SourceConfig::Rlp(_) => Vec::new(),
+            };
+            problems.extend(
+                keyed
+                    .into_iter()
+                    .map(|(key, problem)| format!("sources.{name}.{key}: {problem}")),
+            );
         }
         for (name, sink) in &self.sinks {
             if sink.streams().is_empty() {
@@ -289,4 +315,3 @@ pub mod humantime_serde {
         })
     }
 }
-
