@@ -15,8 +15,8 @@
 //!   counted where it is logged.
 
 pub mod capture;
-pub mod sink;
 pub mod simulate;
+pub mod sink;
 pub mod source;
 pub mod telemetry;
 pub mod tls;

@@ -21,7 +21,12 @@ mod simulate;
 /// people query: app logs, container metrics, HTTP requests, app lifecycle events and
 /// per-minute rollups, in SQLite (embedded, the default), MySQL or Elasticsearch.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "sluice",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -132,7 +137,9 @@ fn run(args: RunArgs) -> ExitCode {
         config.pipeline.workers = Some(workers.max(1));
     }
     if args.config.is_none() {
-        info!("No --config given: running the embedded default, the built-in simulator into ./sluice-data/sluice.db. Stop with Ctrl-C.");
+        info!(
+            "No --config given: running the embedded default, the built-in simulator into ./sluice-data/sluice.db. Stop with Ctrl-C."
+        );
     }
     let options = RunOptions {
         status: !args.no_status,

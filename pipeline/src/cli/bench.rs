@@ -83,19 +83,28 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             let path = match &args.capture {
                 Some(path) => path.clone(),
                 None => {
-                    let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
+                    let dir =
+                        tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
                     let path = dir.path().join("bench.bin");
                     _temporary = Some(dir);
                     path
                 }
             };
             if !path.exists() {
-                eprintln!("Writing {} simulated envelopes to {} (not timed)…", args.envelopes, path.display());
+                eprintln!(
+                    "Writing {} simulated envelopes to {} (not timed)…",
+                    args.envelopes,
+                    path.display()
+                );
                 write_simulated(&simulator, args.envelopes, &path)
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             }
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            eprintln!("Capture: {} ({:.1} MiB).", path.display(), bytes as f64 / (1 << 20) as f64);
+            eprintln!(
+                "Capture: {} ({:.1} MiB).",
+                path.display(),
+                bytes as f64 / (1 << 20) as f64
+            );
             SourceConfig::File(FileSourceConfig {
                 path,
                 format: ReplayFormat::Dropsonde,
@@ -147,9 +156,20 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     let samples = sampler.join().unwrap_or_default();
 
     let records = summary.metrics.graph.records_in.get();
-    let written: u64 = summary.metrics.sinks.iter().map(|(_, m)| m.written_total()).sum();
+    let written: u64 = summary
+        .metrics
+        .sinks
+        .iter()
+        .map(|(_, m)| m.written_total())
+        .sum();
     let rate = records as f64 / elapsed.as_secs_f64();
-    println!("sluice bench: {:?} source, {} workers, {} apps, {} of event time", args.source, args.workers, args.apps, humantime::format_duration(args.event_time));
+    println!(
+        "sluice bench: {:?} source, {} workers, {} apps, {} of event time",
+        args.source,
+        args.workers,
+        args.apps,
+        humantime::format_duration(args.event_time)
+    );
     println!("  envelopes      {records}");
     println!("  rows out       {written}");
     println!("  elapsed        {:.2} s", elapsed.as_secs_f64());

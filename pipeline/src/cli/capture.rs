@@ -56,7 +56,12 @@ pub(super) struct CaptureArgs {
     #[arg(long, default_value = "sluice")]
     client_id: String,
     /// Firehose: the UAA client secret.
-    #[arg(long, env = "UAA_CLIENT_SECRET", default_value = "", hide_default_value = true)]
+    #[arg(
+        long,
+        env = "UAA_CLIENT_SECRET",
+        default_value = "",
+        hide_default_value = true
+    )]
     client_secret: String,
     /// Firehose: accept any TLS certificate.
     #[arg(long)]
@@ -93,7 +98,11 @@ pub(super) fn capture_simulator(args: &CaptureArgs) -> std::io::Result<()> {
 }
 
 /// Writes `count` simulated envelopes to `path` with a progress line.
-pub(super) fn write_simulated(config: &SimulatorConfig, count: u64, path: &Path) -> std::io::Result<()> {
+pub(super) fn write_simulated(
+    config: &SimulatorConfig,
+    count: u64,
+    path: &Path,
+) -> std::io::Result<()> {
     let started = Instant::now();
     let bar = spinner();
     let mut writer = replay_writer(path)?;

@@ -43,7 +43,10 @@ pub(super) fn main(args: SimulateArgs) -> ExitCode {
         ..SimulateConfig::default()
     };
     let client_id = config.client_id.clone();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             error!("Cannot start the async runtime: {e}");
