@@ -7,11 +7,21 @@
 //! through [`SinkContext::metrics`], and returns `Ok(())` only once everything it received is
 //! written. A batch is written with insert-or-ignore (raw streams) or upsert (rollups), so
 //! writing it twice after a retry or a replay changes nothing.
+//!
+//! Layout: [`rows`] maps records to the columns of the tables of SPEC §3 (shared by every
+//! row-shaped sink); [`sqlite`] is the embedded store; [`stdout`] prints NDJSON.
+
+pub mod rows;
+pub mod sqlite;
+pub mod stdout;
 
 pub mod blackhole;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
 
 use sluice_model::Event;
 use sluice_operators::records::{AppEvent, AppRollup, PlatformRollup, StreamName};
@@ -96,6 +106,12 @@ impl SinkMetrics {
     pub fn written_total(&self) -> u64 {
         self.written.iter().map(Counter::get).sum()
     }
+
+    /// Counts records as given up on (and no longer pending).
+    pub fn dropped(&self, n: usize) {
+        self.dropped.add(n as u64);
+        self.pending.fetch_sub(n as i64, Ordering::Relaxed);
+    }
 }
 
 /// The sending side of a sink's input, held by the dataflow's output operators.
@@ -158,4 +174,17 @@ impl SinkContext {
         };
         (context, sender)
     }
+}
+
+/// Deserializes a humantime duration string (`"1s"`, `"250ms"`) — the config's duration format
+/// (SPEC §7).
+pub(crate) fn deserialize_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?}: {e} (e.g. \"1s\", \"250ms\")"
+        ))
+    })
 }
