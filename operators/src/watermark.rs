@@ -99,7 +99,12 @@ pub fn stamp_batch(
 ) -> u64 {
     let time = watermark.epoch();
     out.reserve(events.len());
-    for event in events {
+    for mut event in events {
+        // An envelope without a timestamp is stamped with its arrival, so raw rows keyed by
+        // `ts` (container metrics, errors) get the same time the rollups use (SPEC §2).
+        if event.timestamp == 0 {
+            event.timestamp = received_at;
+        }
         let event_time = event.event_time().unwrap_or(received_at);
         let is_late = watermark.observe(event_time);
         if is_late {

@@ -1,7 +1,7 @@
 //! Helpers shared by the whole-program tests: captures, configs, running the binary, reading
 //! the SQLite store.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -84,4 +84,78 @@ pub fn assert_success(output: &Output) {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Hand-built events for edge cases.
+pub mod build {
+    use bytes::Bytes;
+    use sluice_model::event::{
+        ContainerMetric, Header, HttpStartStop, LogMessage, MessageType, Method, PeerType,
+    };
+    use sluice_model::{Event, Payload, Str};
+
+    fn header(origin: &str) -> Header {
+        Header {
+            origin: Str::from(origin),
+            deployment: Str::from("cf"),
+            job: Str::from("diego_cell"),
+            index: Str::from("0"),
+            ip: Str::from("10.0.16.10"),
+            ..Header::default()
+        }
+    }
+
+    pub fn log(app: &str, at: i64, message: &str) -> Event {
+        Event {
+            timestamp: at,
+            header: header("rep"),
+            payload: Payload::Log(LogMessage {
+                message: Bytes::from(message.to_owned()),
+                message_type: MessageType::Out,
+                timestamp: at,
+                app_id: Str::from(app),
+                source_type: Str::from("APP/PROC/WEB"),
+                source_instance: Str::from("0"),
+            }),
+        }
+    }
+
+    pub fn container(app: &str, at: i64, instance: i32, cpu: f64) -> Event {
+        Event {
+            timestamp: at,
+            header: header("rep"),
+            payload: Payload::Container(ContainerMetric {
+                application_id: Str::from(app),
+                instance_index: instance,
+                cpu_percentage: cpu,
+                memory_bytes: 1 << 28,
+                disk_bytes: 1 << 27,
+                memory_bytes_quota: Some(1 << 30),
+                disk_bytes_quota: None,
+            }),
+        }
+    }
+
+    pub fn http(app: uuid::Uuid, start: i64, stop: i64, status: i32, id: u128) -> Event {
+        Event {
+            timestamp: stop,
+            header: header("gorouter"),
+            payload: Payload::Http(HttpStartStop {
+                start_timestamp: start,
+                stop_timestamp: stop,
+                request_id: uuid::Uuid::from_u128(id),
+                peer_type: PeerType::Client,
+                method: Method::GET,
+                uri: Str::from("https://app.example.com/"),
+                remote_address: Str::from("10.0.0.1:5000"),
+                user_agent: Str::from("curl/8.4.0"),
+                status_code: status,
+                content_length: 512,
+                application_id: Some(app),
+                instance_index: Some(0),
+                instance_id: Str::new(),
+                forwarded: Vec::new(),
+            }),
+        }
+    }
 }

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_connectors::sink::blackhole::BlackholeSinkConfig;
+use sluice_connectors::sink::sqlite::SqliteSinkConfig;
+use sluice_connectors::sink::stdout::StdoutSinkConfig;
 use sluice_connectors::source::file::FileSourceConfig;
 use sluice_connectors::source::firehose::FirehoseConfig;
 use sluice_connectors::source::rlp::RlpConfig;
@@ -144,6 +146,10 @@ impl SourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
+    /// The embedded store.
+    Sqlite(SqliteSinkConfig),
+    /// NDJSON on standard output.
+    Stdout(StdoutSinkConfig),
     /// Counts and discards: for benchmarks and trying a topology out.
     Blackhole(BlackholeSinkConfig),
 }
@@ -151,6 +157,8 @@ pub enum SinkConfig {
 impl SinkConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
+            SinkConfig::Sqlite(_) => "sqlite",
+            SinkConfig::Stdout(_) => "stdout",
             SinkConfig::Blackhole(_) => "blackhole",
         }
     }
@@ -158,12 +166,16 @@ impl SinkConfig {
     /// The streams this sink takes.
     pub fn streams(&self) -> &[StreamName] {
         match self {
+            SinkConfig::Sqlite(c) => &c.streams,
+            SinkConfig::Stdout(c) => &c.streams,
             SinkConfig::Blackhole(c) => &c.streams,
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
+            SinkConfig::Sqlite(c) => c.path.display().to_string(),
+            SinkConfig::Stdout(_) => "standard output (NDJSON)".to_owned(),
             SinkConfig::Blackhole(_) => "discarded".to_owned(),
         }
     }
@@ -283,6 +295,18 @@ impl Config {
                 seen.push(*stream);
             }
         }
+        let mut sqlite_paths: Vec<(&str, &Path)> = Vec::new();
+        for (name, sink) in &self.sinks {
+            if let SinkConfig::Sqlite(c) = sink {
+                if let Some((other, _)) = sqlite_paths.iter().find(|(_, p)| *p == c.path) {
+                    problems.push(format!(
+                        "sinks.{name}.path: `{}` is already written by sink `{other}`",
+                        c.path.display()
+                    ));
+                }
+                sqlite_paths.push((name, &c.path));
+            }
+        }
         problems
     }
 }
@@ -315,3 +339,6 @@ pub mod humantime_serde {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, Vec<String>> {
+    Config::parse(text, |name| {
+        (name == "UAA_CLIENT_SECRET").then(|| "s3cr3t".to_owned())
+    })
+}
+
+const MINIMAL: &str = r#"
+[pipeline]
+workers = 2
+allowed_lateness = "60s"
+
+[sources.replay]
+type = "file"
+path = "capture.bin.gz"
+format = "dropsonde"
+
+[sinks.local]
+type = "blackhole"
+streams = ["logs", "container_metrics", "http", "app_events", "app_rollups", "platform_rollups", "errors"]
+"#;
+
+#[test]
+fn the_spec_minimal_config_parses() {
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(config.pipeline.workers(), 2);
+    assert_eq!(config.pipeline.allowed_lateness, Duration::from_secs(60));
+    assert_eq!(config.pipeline.flush_interval, Duration::from_secs(1));
+    assert!(matches!(config.sources["replay"], SourceConfig::File(_)));
+    assert_eq!(config.sinks["local"].streams().len(), 7);
+}
+
+#[test]
+fn the_spec_source_keys_parse_with_secrets_from_the_environment() {
+    let config = parse(
+        r#"
+[sources.cf]
+type = "firehose"
+url = "wss://doppler.sys.example.com:443"
+subscription_id = "sluice"
+uaa_url = "https://uaa.sys.example.com"
+client_id = "sluice"
+client_secret = "${UAA_CLIENT_SECRET}"
+skip_tls_verify = false
+
+[sources.cf2]
+type = "rlp"
+url = "https://log-stream.sys.example.com"
+shard_id = "sluice"
+uaa_url = "https://uaa.sys.example.com"
+client_id = "sluice"
+client_secret = "${UAA_CLIENT_SECRET}"
+"#,
+    )
+    .expect("valid");
+    let SourceConfig::Firehose(firehose) = &config.sources["cf"] else {
+        panic!("cf is a firehose source");
+    };
+    assert_eq!(firehose.client_secret, "s3cr3t");
+    assert!(matches!(config.sources["cf2"], SourceConfig::Rlp(_)));
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let problems = parse(&MINIMAL.replace("format = \"dropsonde\"", "formt = \"dropsonde\""))
+        .expect_err("unknown key");
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].contains("line 10"), "{}", problems[0]);
+    assert!(problems[0].contains("formt"), "{}", problems[0]);
+}
+
+#[test]
+fn unknown_types_and_streams_are_errors() {
+    let problems =
+        parse(&MINIMAL.replace("type = \"file\"", "type = \"kafka\"")).expect_err("type");
+    assert!(problems[0].contains("kafka"), "{}", problems[0]);
+    let problems = parse(&MINIMAL.replace("\"errors\"]", "\"erors\"]")).expect_err("stream");
+    assert!(problems[0].contains("erors"), "{}", problems[0]);
+}
+
+#[test]
+fn a_bad_duration_says_how_to_write_one() {
+    let problems = parse(&MINIMAL.replace("\"60s\"", "\"sixty\"")).expect_err("duration");
+    assert!(
+        problems[0].contains("sixty") && problems[0].contains("\"60s\""),
+        "{}",
+        problems[0]
+    );
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let text = r#"
+[pipeline]
+workers = 0
+flush_interval = "0s"
+app_events = [{ event = "broken", source_type = "API", message = "(" }]
+
+[sources.sim]
+type = "simulator"
+apps = 0
+
+[sinks.a]
+type = "blackhole"
+streams = ["logs", "logs"]
+"#;
+    let problems = parse(text).expect_err("problems");
+    let all = problems.join("\n");
+    assert!(all.contains("pipeline.workers"), "{all}");
+    assert!(all.contains("pipeline.flush_interval"), "{all}");
+    assert!(
+        all.contains("pipeline.app_events: rule 0 (`broken`)"),
+        "{all}"
+    );
+    assert!(all.contains("sources.sim.apps"), "{all}");
+    assert!(
+        all.contains("sinks.a.streams: `logs` is listed twice"),
+        "{all}"
+    );
+    assert_eq!(problems.len(), 5, "{all}");
+}
+
+#[test]
+fn an_unset_variable_is_a_problem_not_an_empty_secret() {
+    let problems = Config::parse(
+        MINIMAL.replace("capture.bin.gz", "${CAPTURE}").as_str(),
+        |_| None,
+    )
+    .expect_err("unset");
+    assert!(
+        problems[0].contains("`CAPTURE` is not set"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[test]
+fn the_embedded_default_is_valid_and_runs_the_simulator_into_sqlite() {
+    let config = Config::embedded_default();
+    assert!(matches!(
+        config.sources["simulator"],
+        SourceConfig::Simulator(_)
+    ));
+    assert_eq!(config.sinks["local"].type_name(), "sqlite");
+    assert_eq!(config.sinks["local"].streams().len(), 7);
+}
