@@ -4,7 +4,7 @@
 /// [`reason`](DecodeError::reason) used as the label of the `bad records` counters.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The bytes end in the middle of a field.
+    /// The bytes end in the middle of a field (`field` is its number; 0 inside a field's key).
     #[error("truncated {message}: the bytes end inside field {field}")]
     Truncated { message: &'static str, field: u32 },
     /// A varint longer than 10 bytes, a length past the end, a group, or field number 0.
@@ -65,5 +65,13 @@ impl DecodeError {
             DecodeError::TypeMismatch { .. } => "type_mismatch",
             DecodeError::Invalid { .. } => "invalid",
         }
+    }
+}
+
+/// Unboxes an error: the hot-path decoder carries errors boxed internally so that its results
+/// stay small, and unboxes them at its boundary.
+impl From<Box<DecodeError>> for DecodeError {
+    fn from(error: Box<DecodeError>) -> Self {
+        *error
     }
 }

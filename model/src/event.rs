@@ -1,7 +1,8 @@
 //! The normalized events the dataflow carries: one type per dropsonde payload, whichever
 //! wire format (v1 dropsonde, v2 Loggregator) they arrived in.
 //!
-//! Strings are [`Str`]s: UTF-8 views into the frame they were decoded from, so decoding
+//! Strings are [`Str`]s: UTF-8 views into the frame they were decoded from, or for header
+//! values that recur (origins, IPs, tags, app ids...) shared interned copies, so decoding
 //! copies no string and allocates nothing per field. An absent optional string is empty.
 
 use bytes::Bytes;
@@ -148,17 +149,20 @@ pub struct Tags(Vec<(Str, Str)>);
 impl Tags {
     /// Builds tags from wire-order pairs: sorts by key and keeps the last value of a key.
     pub fn from_pairs(mut pairs: Vec<(Str, Str)>) -> Tags {
-        if pairs.len() > 1 {
+        // Envelopes usually carry a handful of distinct, often already sorted keys: check
+        // before sorting, and dedup in place (the decoder's hot path allocates nothing here).
+        if !pairs.is_sorted_by(|a, b| a.0 < b.0) {
             // A stable sort keeps wire order among equal keys, so the last one is the winner.
             pairs.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut deduped: Vec<(Str, Str)> = Vec::with_capacity(pairs.len());
-            for pair in pairs {
-                match deduped.last_mut() {
-                    Some(last) if last.0 == pair.0 => *last = pair,
-                    _ => deduped.push(pair),
+            // `dedup_by` keeps the first of a run and hands us (later, kept): move the later
+            // value into the kept pair before the later one is dropped.
+            pairs.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    std::mem::swap(&mut later.1, &mut kept.1);
                 }
-            }
-            pairs = deduped;
+                same
+            });
         }
         Tags(pairs)
     }
@@ -482,9 +486,13 @@ mod tests {
             ("b".into(), "1".into()),
             ("a".into(), "x".into()),
             ("b".into(), "2".into()),
+            ("d".into(), "1".into()),
+            ("d".into(), "2".into()),
+            ("d".into(), "3".into()),
         ]);
-        assert_eq!(tags.len(), 2);
+        assert_eq!(tags.len(), 3);
         assert_eq!(tags.get("b").map(|s| &**s), Some("2"));
+        assert_eq!(tags.get("d").map(|s| &**s), Some("3"));
         assert_eq!(tags.get("a").map(|s| &**s), Some("x"));
         assert_eq!(tags.get("c"), None);
     }
