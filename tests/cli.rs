@@ -146,9 +146,14 @@ fn ctrl_c_writes_what_was_read_and_exits_0() {
             break;
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !db.exists() || std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) < 64 * 1024 {
-        assert!(Instant::now() < deadline, "no rows written within 30 s");
+    // Committed transactions land in the write-ahead log first (WAL mode).
+    let wal = dir.path().join("interrupted.db-wal");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) < 64 * 1024 {
+        assert!(Instant::now() < deadline, "no rows written within 60 s");
+        if let Some(status) = child.try_wait().expect("child status") {
+            panic!("sluice exited early ({status})");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = child.id().to_string();
@@ -163,4 +168,26 @@ fn ctrl_c_writes_what_was_read_and_exits_0() {
     let log = rest.join("\n");
     assert!(log.contains("SIGINT"), "{log}");
     assert!(log.contains("interrupted=true"), "{log}");
+
+    // What was read is in the store, rollups included (open windows as provisional rows).
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (logs, rollups) = runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .expect("store opens");
+        let logs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_message")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        let rollups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM app_metric_rollup")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        (logs, rollups)
+    });
+    assert!(logs > 0, "{logs} log lines stored");
+    assert!(
+        rollups > 0,
+        "open windows were flushed: {rollups} rollup rows"
+    );
 }

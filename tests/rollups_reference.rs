@@ -301,11 +301,10 @@ async fn check_store(db: &Path, expected: &Reference) {
             1e-9,
             &format!("{what} memory_avg"),
         );
-        close(
-            float("memory_max"),
-            w.memory.iter().max().map(|m| *m as f64),
-            1e-9,
-            &format!("{what} memory_max"),
+        assert_eq!(
+            row.get::<Option<i64>, _>("memory_max"),
+            w.memory.iter().max().map(|m| *m as i64),
+            "{what} memory_max"
         );
         let disk: Vec<f64> = w.disk.iter().map(|m| *m as f64).collect();
         close(
@@ -314,11 +313,10 @@ async fn check_store(db: &Path, expected: &Reference) {
             1e-9,
             &format!("{what} disk_avg"),
         );
-        close(
-            float("disk_max"),
-            w.disk.iter().max().map(|m| *m as f64),
-            1e-9,
-            &format!("{what} disk_max"),
+        assert_eq!(
+            row.get::<Option<i64>, _>("disk_max"),
+            w.disk.iter().max().map(|m| *m as i64),
+            "{what} disk_max"
         );
         assert_eq!(
             int("requests") as usize,

@@ -33,7 +33,8 @@ pub fn simulated_events(seed: u64, apps: u32, count: usize, late_fraction: f64) 
         seed,
         rate: 0,
         clock: Clock::Simulated,
-        density: 200,
+        // About 33 minutes of event time for 20 000 envelopes.
+        density: 10,
         jitter: std::time::Duration::from_secs(20),
         late_fraction,
         ..SimulatorConfig::default()

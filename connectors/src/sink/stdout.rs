@@ -22,7 +22,8 @@ const BUFFER_BYTES: usize = 256 * 1024;
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {
-    /// The streams printed.
+    /// The streams printed. Default: all of them.
+    #[serde(default = "StreamName::all")]
     pub streams: Vec<StreamName>,
 }
 

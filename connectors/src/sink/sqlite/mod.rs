@@ -46,7 +46,8 @@ const ATTEMPTS_AFTER_SHUTDOWN: u32 = 3;
 pub struct SqliteSinkConfig {
     /// The database file; it and its parent directory are created when absent.
     pub path: PathBuf,
-    /// The streams written to this file, each to its table of SPEC §3.
+    /// The streams written to this file, each to its table of SPEC §3. Default: all of them.
+    #[serde(default = "StreamName::all")]
     pub streams: Vec<StreamName>,
     /// Rows written in one transaction at most; larger batches mean fewer commits.
     #[serde(default = "default_batch_size")]
