@@ -15,4 +15,4 @@ if [ ! -d ../shared/testdata ]; then
   exit 2
 fi
 
-cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --all-targets --locked --no-fail-fast "$@"

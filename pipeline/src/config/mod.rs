@@ -317,11 +317,31 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     let Some(span) = error.span() else {
         return message.to_owned();
     };
-    let before = &text[..span.start.min(text.len())];
+    // Inside a `type`-tagged table toml points at the table's header; an unknown key has a
+    // line of its own below it, which is where the reader should look.
+    let start = unknown_field(message)
+        .and_then(|field| {
+            let from = span.start.min(text.len());
+            let body = &text[from..];
+            let end = body[1..].find("\n[").map_or(body.len(), |at| at + 1);
+            let table = &body[..end];
+            table
+                .find(&format!("\n{field} "))
+                .or_else(|| table.find(&format!("\n{field}=")))
+                .map(|at| from + at + 1)
+        })
+        .unwrap_or(span.start);
+    let before = &text[..start.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
     format!("line {line}, column {column} (`{source_line}`): {message}")
+}
+
+/// The field an "unknown field `x`" message is about.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
 }
 
 /// Serde support for humantime durations (`"60s"`, `"1m"`, `"250ms"`).

@@ -66,7 +66,7 @@ fn an_unknown_key_is_named_with_its_line() {
     let problems = parse(&MINIMAL.replace("format = \"dropsonde\"", "formt = \"dropsonde\""))
         .expect_err("unknown key");
     assert_eq!(problems.len(), 1);
-    assert!(problems[0].contains("line 10"), "{}", problems[0]);
+    assert!(problems[0].contains("line 9,"), "{}", problems[0]);
     assert!(problems[0].contains("formt"), "{}", problems[0]);
 }
 
