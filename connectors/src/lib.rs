@@ -15,6 +15,7 @@
 //!   counted where it is logged.
 
 pub mod capture;
+pub mod config;
 pub mod simulate;
 pub mod sink;
 pub mod source;

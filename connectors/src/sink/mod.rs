@@ -19,9 +19,6 @@ pub mod blackhole;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
-
-use serde::{Deserialize, Deserializer};
 
 use sluice_model::Event;
 use sluice_operators::records::{AppEvent, AppRollup, PlatformRollup, StreamName};
@@ -174,17 +171,4 @@ impl SinkContext {
         };
         (context, sender)
     }
-}
-
-/// Deserializes a humantime duration string (`"1s"`, `"250ms"`) — the config's duration format
-/// (SPEC §7).
-pub(crate) fn deserialize_duration<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?}: {e} (e.g. \"1s\", \"250ms\")"
-        ))
-    })
 }

@@ -16,7 +16,7 @@ mod tests;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use sluice_model::decode::decode_v1;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tracing::error;
@@ -49,11 +49,11 @@ pub struct FirehoseConfig {
     pub skip_tls_verify: bool,
     /// How often a ping is sent. A connection on which nothing at all (message or pong) arrives
     /// for twice this long is taken for dead and replaced. Default `"15s"`.
-    #[serde(default = "default_keepalive", deserialize_with = "duration")]
+    #[serde(default = "default_keepalive", with = "crate::config::duration")]
     pub keepalive: Duration,
     /// The longest wait between reconnection attempts (the backoff starts at 100 ms and
     /// doubles). Default `"30s"`.
-    #[serde(default = "default_max_backoff", deserialize_with = "duration")]
+    #[serde(default = "default_max_backoff", with = "crate::config::duration")]
     pub max_backoff: Duration,
     /// The most events handed to the pipeline in one batch. A batch is also sent as soon as no
     /// further message is waiting, so a quiet stream adds no latency. Default 1024.
@@ -71,16 +71,6 @@ const fn default_max_backoff() -> Duration {
 
 const fn default_batch_size() -> usize {
     1024
-}
-
-/// A humantime string (`"15s"`, `"1m"`, `"250ms"`).
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration '{text}' ({e}); write e.g. \"15s\""
-        ))
-    })
 }
 
 // The secret must never reach a log line, so Debug is written by hand.

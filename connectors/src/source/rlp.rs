@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use sluice_model::v2::parse_sse_batch;
 use tracing::{error, info};
 
@@ -54,10 +54,10 @@ pub struct RlpConfig {
     pub skip_tls_verify: bool,
     /// Reconnect when nothing, not even a heartbeat, arrived for this long: the connection
     /// is dead without having been closed. Default `"60s"` (the gateway beats every 10 s).
-    #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
+    #[serde(default = "default_idle_timeout", with = "crate::config::duration")]
     pub idle_timeout: Duration,
     /// The longest wait between reconnect attempts. Default `"30s"`.
-    #[serde(default = "default_max_backoff", deserialize_with = "duration")]
+    #[serde(default = "default_max_backoff", with = "crate::config::duration")]
     pub max_backoff: Duration,
 }
 
@@ -82,12 +82,6 @@ const fn default_idle_timeout() -> Duration {
 
 const fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
 }
 
 /// Why the source stopped for good.

@@ -49,10 +49,16 @@ pub struct PipelineConfig {
     pub workers: Option<usize>,
     /// How far behind the greatest event time seen a record may be and still count in its
     /// minute's rollup (SPEC §2).
-    #[serde(default = "default_allowed_lateness", with = "humantime_serde")]
+    #[serde(
+        default = "default_allowed_lateness",
+        with = "sluice_connectors::config::duration"
+    )]
     pub allowed_lateness: Duration,
     /// How often an open window's rollup row is rewritten provisionally.
-    #[serde(default = "default_flush_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_flush_interval",
+        with = "sluice_connectors::config::duration"
+    )]
     pub flush_interval: Duration,
     /// Batches queued between the sources and the dataflow before sources wait.
     #[serde(default = "default_channel_capacity")]
@@ -342,22 +348,6 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 fn unknown_field(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("unknown field `")?;
     rest.split('`').next()
-}
-
-/// Serde support for humantime durations (`"60s"`, `"1m"`, `"250ms"`).
-pub mod humantime_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration `{text}`: {e} (write e.g. \"60s\", \"1m\", \"250ms\")"
-            ))
-        })
-    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use self::statements::{insert, insert_sql, statement_sizes};
 use super::rows::{self, TABLES, Table, Value};
-use super::{Records, SinkContext, deserialize_duration};
+use super::{Records, SinkContext};
 use crate::source::Backoff;
 
 /// Once shutdown is requested, a busy database gets this many more attempts before the
@@ -53,17 +53,11 @@ pub struct SqliteSinkConfig {
     #[serde(default = "default_batch_size")]
     pub batch_size: NonZeroUsize,
     /// How long a received row may wait for a fuller batch before it is written (`"1s"`).
-    #[serde(
-        default = "default_flush_interval",
-        deserialize_with = "deserialize_duration"
-    )]
+    #[serde(default = "default_flush_interval", with = "crate::config::duration")]
     pub flush_interval: Duration,
     /// How long SQLite waits for another process's lock on the file before the write is
     /// reported busy and retried with backoff (`"5s"`).
-    #[serde(
-        default = "default_busy_timeout",
-        deserialize_with = "deserialize_duration"
-    )]
+    #[serde(default = "default_busy_timeout", with = "crate::config::duration")]
     pub busy_timeout: Duration,
 }
 

@@ -71,7 +71,7 @@ pub struct SimulatorConfig {
     pub density: u64,
     /// Event times scatter up to this far before the clock (out-of-order arrival), like the
     /// buffering of Loggregator agents. A duration string such as `"2s"`.
-    #[serde(default = "default_jitter", with = "duration")]
+    #[serde(default = "default_jitter", with = "crate::config::duration")]
     pub jitter: Duration,
     /// Share (0 to 1) of records whose event time lies 2 to 10 minutes in the past: late
     /// records for lateness tests.
@@ -362,27 +362,5 @@ mod rfc3339 {
             .map_err(|_| de::Error::custom(format!("'{text}' is before 1970")))?;
         i64::try_from(since_epoch.as_nanos())
             .map_err(|_| de::Error::custom(format!("'{text}' is too far in the future")))
-    }
-}
-
-/// Durations as humantime strings (`"2s"`, `"1m 30s"`).
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de};
-
-    pub(super) fn serialize<S: Serializer>(
-        value: &Duration,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_duration(*value))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| de::Error::custom(format!("'{text}' is not a duration like \"2s\": {e}")))
     }
 }
