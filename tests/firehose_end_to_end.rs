@@ -1,0 +1,155 @@
+//! The path a user takes on loopback: `sluice simulate` serves a Firehose, `sluice run` reads
+//! it through the real `firehose` source (UAA token, WebSocket) into SQLite, and Ctrl-C stops
+//! it with everything read written.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Kills a child process if the test fails half-way.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until the child's stderr shows `needle`.
+fn wait_for_line(child: &mut Child, needle: &str) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.expect("utf-8").contains(needle) {
+            // Keep draining so the child never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return;
+        }
+    }
+    panic!("the process ended without logging `{needle}`");
+}
+
+#[test]
+fn run_reads_a_simulated_firehose_into_sqlite_and_stops_on_ctrl_c() {
+    let port = free_port();
+    let mut simulator = Reaper(
+        sluice()
+            .args([
+                "simulate",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--rate",
+                "3000",
+                "--apps",
+                "20",
+            ])
+            .args(["--client-secret", "s3cr3t"])
+            .env("SLUICE_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("simulate starts"),
+    );
+    wait_for_line(&mut simulator.0, "Serving a simulated Firehose");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("firehose.db");
+    let config = dir.path().join("firehose.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sources.cf]
+type = "firehose"
+url = "ws://127.0.0.1:{port}"
+subscription_id = "sluice-test"
+uaa_url = "http://127.0.0.1:{port}"
+client_id = "sluice"
+client_secret = "${{TEST_UAA_SECRET}}"
+
+[sinks.local]
+type = "sqlite"
+path = {db:?}
+"#
+        ),
+    )
+    .expect("config written");
+    let mut run = Reaper(
+        sluice()
+            .args([
+                "run",
+                "--no-status",
+                "--config",
+                config.to_str().expect("utf-8"),
+            ])
+            .env("SLUICE_LOG", "info")
+            .env("TEST_UAA_SECRET", "s3cr3t")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run starts"),
+    );
+    wait_for_line(&mut run.0, "Pipeline running");
+
+    let wal = dir.path().join("firehose.db-wal");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) < 256 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing stored from the Firehose within 60 s"
+        );
+        if let Some(status) = run.0.try_wait().expect("status") {
+            panic!("sluice run exited early ({status})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = run.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = run.0.wait().expect("run exits");
+    assert!(status.success(), "sluice run exited with {status}");
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let counts = runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .expect("store opens");
+        let mut counts = Vec::new();
+        for table in [
+            "log_message",
+            "container_metric",
+            "http_start_stop",
+            "app_metric_rollup",
+            "platform_metric_rollup",
+        ] {
+            let n: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+            counts.push((table, n));
+        }
+        counts
+    });
+    for (table, n) in counts {
+        assert!(n > 0, "{table} is empty after reading the Firehose");
+    }
+}
