@@ -86,6 +86,31 @@ fn a_missing_replay_file_fails_the_run_naming_the_path() {
 }
 
 #[test]
+fn a_sink_that_cannot_start_stops_an_endless_run_with_exit_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "a file").expect("write");
+    let config = dir.path().join("unwritable.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.sim]\ntype = \"simulator\"\nrate = 1000\n\n[sinks.local]\ntype = \"sqlite\"\npath = {:?}\n",
+            blocker.join("x.db")
+        ),
+    )
+    .expect("write");
+    let output = run_sluice(&[
+        "run",
+        "--no-status",
+        "--config",
+        config.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("not-a-directory"), "{text}");
+}
+
+#[test]
 fn a_finite_run_exits_0_after_writing_everything_it_read() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("finite.toml");

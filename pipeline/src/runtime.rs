@@ -196,6 +196,19 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
                     shutdown.cancel();
                 }
             },
+            // A sink only ends early on an error it cannot retry: what it would have written is
+            // lost from here on, so the run stops cleanly rather than read on for nothing.
+            Some(finished) = sink_tasks.join_next(), if !sink_tasks.is_empty() => {
+                let failure = match finished {
+                    Ok((name, Ok(()))) => format!("sink {name} stopped before the pipeline did"),
+                    Ok((name, Err(e))) => format!("sink {name}: {e}"),
+                    Err(panic) => format!("a sink panicked: {panic}"),
+                };
+                error!("Stopping the run: {failure}");
+                failures.push(failure);
+                shutting_down.store(true, Ordering::Relaxed);
+                shutdown.cancel();
+            }
         }
     }
 
