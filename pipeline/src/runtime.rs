@@ -128,14 +128,7 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
         source_metrics.push((name.clone(), ctx.metrics.clone()));
         let name = name.clone();
         let source_config = source_config.clone();
-        let channel = ingest.clone();
-        source_tasks.spawn(async move {
-            let result = run_source(source_config, ctx).await;
-            // The source's end of the channel is gone now; if it was the last, Ingest must
-            // run once more to see the channel closed, or the dataflow would never finish.
-            channel.wake();
-            (name, result)
-        });
+        source_tasks.spawn(async move { (name, run_source(source_config, ctx).await) });
     }
     // Only the sources hold the channel now: it closes when the last one finishes.
     drop(batches);

@@ -93,8 +93,21 @@ impl Default for SourceMetrics {
 /// the dataflow (timely's `SyncActivator`); tests use [`SourceOutput::channel`].
 #[derive(Clone)]
 pub struct SourceOutput {
+    // Field order matters: the sender must be dropped before the guard wakes the reader.
     tx: mpsc::Sender<SourceBatch>,
     wake: Arc<dyn Fn() + Send + Sync>,
+    _closed: Arc<WakeOnDrop>,
+}
+
+/// Wakes the reader once the last clone of a [`SourceOutput`] is gone, so it sees the channel
+/// closed however the source ended (returned, failed, or a clone held by a reader thread went
+/// last). Without it the dataflow could sleep forever after its last source finished.
+struct WakeOnDrop(Arc<dyn Fn() + Send + Sync>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        (self.0)();
+    }
 }
 
 impl fmt::Debug for SourceOutput {
@@ -104,9 +117,14 @@ impl fmt::Debug for SourceOutput {
 }
 
 impl SourceOutput {
-    /// `wake` is called after every batch is queued.
+    /// `wake` is called after every batch is queued, and once more when the last clone of
+    /// this output is dropped.
     pub fn new(tx: mpsc::Sender<SourceBatch>, wake: Arc<dyn Fn() + Send + Sync>) -> SourceOutput {
-        SourceOutput { tx, wake }
+        SourceOutput {
+            tx,
+            _closed: Arc::new(WakeOnDrop(wake.clone())),
+            wake,
+        }
     }
 
     /// A bounded channel with nothing to wake: for tests and for consumers that poll.
@@ -284,6 +302,34 @@ mod tests {
         assert_eq!(backoff.next_delay(), Duration::from_millis(350));
         backoff.reset();
         assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_reader_is_woken_when_the_last_output_is_dropped_and_not_before() {
+        use std::sync::atomic::AtomicUsize;
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counter = wakes.clone();
+        let (tx, mut rx) = mpsc::channel(1);
+        let output = SourceOutput::new(
+            tx,
+            Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let clone = output.clone();
+        drop(output);
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            0,
+            "a clone still holds the channel"
+        );
+        drop(clone);
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        // By the time of the wake-up the channel is closed.
+        assert!(matches!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
     }
 
     #[tokio::test]
