@@ -12,29 +12,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_connectors::capture::{CaptureEnd, capture};
-use sluice_connectors::simulate::{
-    SimulateConfig, SimulateError, SimulateHandle, SimulateServer, SimulateStats,
-};
+use sluice_connectors::simulate::SimulateConfig;
 use sluice_connectors::source::firehose::{FirehoseConfig, FirehoseError, run};
 use sluice_connectors::source::simulator::{Clock, Generator, SimulatorConfig};
 use sluice_connectors::source::{SourceBatch, SourceContext, SourceMetrics, SourceOutput};
 use sluice_connectors::uaa::UaaError;
 use sluice_model::reference::encode_v1;
 use sluice_model::{Event, EventType};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
-/// Generous: CI runs the suite on 2 shared cores.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-struct Running {
-    handle: SimulateHandle,
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), SimulateError>>,
-}
+mod simulated;
+use simulated::{PATIENCE, Running};
 
 impl Running {
     async fn start(generator: SimulatorConfig) -> Running {
@@ -43,40 +34,6 @@ impl Running {
             simulate(generator),
         )
         .await
-    }
-
-    async fn start_on(addr: SocketAddr, config: SimulateConfig) -> Running {
-        let server = SimulateServer::bind(addr, config)
-            .await
-            .expect("binds the port");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = server.handle();
-        let addr = server.local_addr();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        Running {
-            handle,
-            addr,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) -> SimulateStats {
-        let _ = self.stop.send(());
-        timeout(PATIENCE, self.task)
-            .await
-            .expect("the server stops in time")
-            .expect("the server does not panic")
-            .expect("the server stops cleanly");
-        self.handle.stats()
-    }
-
-    async fn wait_for(&self, condition: impl FnMut(&SimulateStats) -> bool) -> SimulateStats {
-        timeout(PATIENCE, self.handle.wait_for(condition))
-            .await
-            .expect("the server reaches the expected state")
     }
 }
 

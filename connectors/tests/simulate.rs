@@ -2,14 +2,11 @@
 //! split between connections, slow consumers and shutdown.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use sluice_connectors::simulate::{
-    SimulateConfig, SimulateError, SimulateHandle, SimulateServer, SimulateStats,
-};
+use sluice_connectors::simulate::SimulateConfig;
 use sluice_connectors::source::simulator::{Clock, Generator, SimulatorConfig};
 use sluice_model::EventType;
 use sluice_model::reference::encode_v1;
@@ -22,51 +19,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod simulated;
+use simulated::{PATIENCE, Running};
+
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Generous: CI runs the suite on 2 shared cores.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-struct Running {
-    handle: SimulateHandle,
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), SimulateError>>,
-}
 
 impl Running {
     async fn start(config: SimulateConfig) -> Running {
-        let server = SimulateServer::bind("127.0.0.1:0".parse().expect("an address"), config)
-            .await
-            .expect("binds a free port");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = server.handle();
-        let addr = server.local_addr();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        Running {
-            handle,
-            addr,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) -> SimulateStats {
-        let _ = self.stop.send(());
-        timeout(PATIENCE, self.task)
-            .await
-            .expect("the server stops in time")
-            .expect("the server does not panic")
-            .expect("the server stops cleanly");
-        self.handle.stats()
-    }
-
-    async fn wait_for(&self, condition: impl FnMut(&SimulateStats) -> bool) -> SimulateStats {
-        timeout(PATIENCE, self.handle.wait_for(condition))
-            .await
-            .expect("the server reaches the expected state")
+        Running::start_on("127.0.0.1:0".parse().expect("an address"), config).await
     }
 
     async fn token_response(&self, basic: Option<(&str, &str)>, grant: &str) -> reqwest::Response {
