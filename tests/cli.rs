@@ -5,7 +5,6 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -28,12 +27,11 @@ fn help_explains_every_command() {
 #[test]
 fn validate_prints_the_topology_or_every_problem_with_exit_2() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let good = dir.path().join("good.toml");
-    std::fs::write(
-        &good,
+    let good = write_config(
+        dir.path(),
+        "good.toml",
         "[sources.sim]\ntype = \"simulator\"\nlimit = 10\n\n[sinks.out]\ntype = \"blackhole\"\nstreams = [\"logs\", \"app_rollups\"]\n",
-    )
-    .expect("write");
+    );
     let output = run_sluice(&["validate", "--config", good.to_str().expect("utf-8")]);
     assert_success(&output);
     let text = String::from_utf8_lossy(&output.stdout);
@@ -47,12 +45,11 @@ fn validate_prints_the_topology_or_every_problem_with_exit_2() {
         "{text}"
     );
 
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
+    let bad = write_config(
+        dir.path(),
+        "bad.toml",
         "[pipeline]\nworkers = 0\n\n[sources.sim]\ntype = \"simulator\"\napps = 0\n",
-    )
-    .expect("write");
+    );
     let output = run_sluice(&["validate", "--config", bad.to_str().expect("utf-8")]);
     assert_eq!(output.status.code(), Some(2));
     let text = String::from_utf8_lossy(&output.stderr);
@@ -68,18 +65,12 @@ fn validate_prints_the_topology_or_every_problem_with_exit_2() {
 #[test]
 fn a_missing_replay_file_fails_the_run_naming_the_path() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("missing.toml");
-    std::fs::write(
-        &config,
+    let config = write_config(
+        dir.path(),
+        "missing.toml",
         "[sources.replay]\ntype = \"file\"\npath = \"/nonexistent/capture.bin\"\n\n[sinks.out]\ntype = \"blackhole\"\n",
-    )
-    .expect("write");
-    let output = run_sluice(&[
-        "run",
-        "--no-status",
-        "--config",
-        config.to_str().expect("utf-8"),
-    ]);
+    );
+    let output = run_config(&config);
     assert_eq!(output.status.code(), Some(1));
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("/nonexistent/capture.bin"), "{text}");
@@ -90,21 +81,15 @@ fn a_sink_that_cannot_start_stops_an_endless_run_with_exit_1() {
     let dir = tempfile::tempdir().expect("temp dir");
     let blocker = dir.path().join("not-a-directory");
     std::fs::write(&blocker, "a file").expect("write");
-    let config = dir.path().join("unwritable.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = write_config(
+        dir.path(),
+        "unwritable.toml",
+        &format!(
             "[sources.sim]\ntype = \"simulator\"\nrate = 1000\n\n[sinks.local]\ntype = \"sqlite\"\npath = {:?}\n",
             blocker.join("x.db")
         ),
-    )
-    .expect("write");
-    let output = run_sluice(&[
-        "run",
-        "--no-status",
-        "--config",
-        config.to_str().expect("utf-8"),
-    ]);
+    );
+    let output = run_config(&config);
     assert_eq!(output.status.code(), Some(1));
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("not-a-directory"), "{text}");
@@ -113,18 +98,12 @@ fn a_sink_that_cannot_start_stops_an_endless_run_with_exit_1() {
 #[test]
 fn a_finite_run_exits_0_after_writing_everything_it_read() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("finite.toml");
-    std::fs::write(
-        &config,
+    let config = write_config(
+        dir.path(),
+        "finite.toml",
         "[sources.sim]\ntype = \"simulator\"\nrate = 0\nlimit = 5000\nclock = \"simulated\"\n\n[sinks.out]\ntype = \"stdout\"\nstreams = [\"logs\", \"container_metrics\", \"http\", \"errors\"]\n",
-    )
-    .expect("write");
-    let output = run_sluice(&[
-        "run",
-        "--no-status",
-        "--config",
-        config.to_str().expect("utf-8"),
-    ]);
+    );
+    let output = run_config(&config);
     assert_success(&output);
     let lines = String::from_utf8_lossy(&output.stdout);
     let raw = lines
@@ -144,14 +123,13 @@ fn a_finite_run_exits_0_after_writing_everything_it_read() {
 fn ctrl_c_writes_what_was_read_and_exits_0() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("interrupted.db");
-    let config = dir.path().join("endless.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = write_config(
+        dir.path(),
+        "endless.toml",
+        &format!(
             "[sources.sim]\ntype = \"simulator\"\nrate = 5000\n\n[sinks.local]\ntype = \"sqlite\"\npath = {db:?}\n"
         ),
-    )
-    .expect("write");
+    );
     let mut child = sluice()
         .args([
             "run",
@@ -171,16 +149,7 @@ fn ctrl_c_writes_what_was_read_and_exits_0() {
             break;
         }
     }
-    // Committed transactions land in the write-ahead log first (WAL mode).
-    let wal = dir.path().join("interrupted.db-wal");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) < 64 * 1024 {
-        assert!(Instant::now() < deadline, "no rows written within 60 s");
-        if let Some(status) = child.try_wait().expect("child status") {
-            panic!("sluice exited early ({status})");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_rows(&mut child, &db, "log_message", 1);
     let pid = child.id().to_string();
     let kill = std::process::Command::new("kill")
         .args(["-INT", &pid])
@@ -195,21 +164,8 @@ fn ctrl_c_writes_what_was_read_and_exits_0() {
     assert!(log.contains("interrupted=true"), "{log}");
 
     // What was read is in the store, rollups included (open windows as provisional rows).
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (logs, rollups) = runtime.block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .expect("store opens");
-        let logs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_message")
-            .fetch_one(&pool)
-            .await
-            .expect("count");
-        let rollups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM app_metric_rollup")
-            .fetch_one(&pool)
-            .await
-            .expect("count");
-        (logs, rollups)
-    });
+    let logs = count_rows(&db, "log_message");
+    let rollups = count_rows(&db, "app_metric_rollup");
     assert!(logs > 0, "{logs} log lines stored");
     assert!(
         rollups > 0,

@@ -7,7 +7,6 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -104,18 +103,7 @@ path = {db:?}
     );
     wait_for_line(&mut run.0, "Pipeline running");
 
-    let wal = dir.path().join("firehose.db-wal");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) < 256 * 1024 {
-        assert!(
-            Instant::now() < deadline,
-            "nothing stored from the Firehose within 60 s"
-        );
-        if let Some(status) = run.0.try_wait().expect("status") {
-            panic!("sluice run exited early ({status})");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_rows(&mut run.0, &db, "log_message", 100);
     let pid = run.0.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -127,28 +115,14 @@ path = {db:?}
     let status = run.0.wait().expect("run exits");
     assert!(status.success(), "sluice run exited with {status}");
 
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let counts = runtime.block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .expect("store opens");
-        let mut counts = Vec::new();
-        for table in [
-            "log_message",
-            "container_metric",
-            "http_start_stop",
-            "app_metric_rollup",
-            "platform_metric_rollup",
-        ] {
-            let n: i64 =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-                    .fetch_one(&pool)
-                    .await
-                    .expect("count");
-            counts.push((table, n));
-        }
-        counts
-    });
+    let counts = [
+        "log_message",
+        "container_metric",
+        "http_start_stop",
+        "app_metric_rollup",
+        "platform_metric_rollup",
+    ]
+    .map(|table| (table, count_rows(&db, table)));
     for (table, n) in counts {
         assert!(n > 0, "{table} is empty after reading the Firehose");
     }

@@ -485,12 +485,11 @@ async fn run_matches_the_reference_with_any_worker_count_and_on_replay() {
     for workers in [1, 2, 4] {
         let db = dir.path().join(format!("workers-{workers}.db"));
         let config = replay_config(dir.path(), &capture, &db, workers);
-        let config = config.to_str().expect("utf-8 path");
-        assert_success(&run_sluice(&["run", "--no-status", "--config", config]));
+        assert_success(&run_config(&config));
         check_store(&db, &expected).await;
         if workers == 2 {
             // Replaying the same capture into the same store changes nothing.
-            assert_success(&run_sluice(&["run", "--no-status", "--config", config]));
+            assert_success(&run_config(&config));
             check_store(&db, &expected).await;
         }
     }
@@ -554,11 +553,6 @@ async fn edge_cases_match_the_reference() {
     assert!(expected.apps.len() > 10_000);
     let db = dir.path().join("edges.db");
     let config = replay_config(dir.path(), &capture, &db, 2);
-    assert_success(&run_sluice(&[
-        "run",
-        "--no-status",
-        "--config",
-        config.to_str().expect("utf-8"),
-    ]));
+    assert_success(&run_config(&config));
     check_store(&db, &expected).await;
 }

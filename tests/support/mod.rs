@@ -25,6 +25,23 @@ pub fn run_sluice(args: &[&str]) -> Output {
         .expect("the sluice binary runs")
 }
 
+/// Writes a config file `name` into `dir`.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// `sluice run --no-status --config <config>`, to completion.
+pub fn run_config(config: &Path) -> Output {
+    run_sluice(&[
+        "run",
+        "--no-status",
+        "--config",
+        config.to_str().expect("utf-8 path"),
+    ])
+}
+
 /// `count` simulated envelopes on a simulated clock: out of order by up to `jitter`, with a
 /// share of very late records.
 pub fn simulated_events(seed: u64, apps: u32, count: usize, late_fraction: f64) -> Vec<Event> {
@@ -56,7 +73,6 @@ pub fn write_capture(path: &Path, events: &[Event]) {
 
 /// A config replaying `capture` into the SQLite file `db` with `workers` workers.
 pub fn replay_config(dir: &Path, capture: &Path, db: &Path, workers: usize) -> PathBuf {
-    let path = dir.join(format!("replay-{workers}.toml"));
     let text = format!(
         r#"
 [pipeline]
@@ -73,8 +89,47 @@ path = {db:?}
 streams = ["logs", "container_metrics", "http", "app_events", "app_rollups", "platform_rollups", "errors"]
 "#
     );
-    std::fs::write(&path, text).expect("config written");
-    path
+    write_config(dir, &format!("replay-{workers}.toml"), &text)
+}
+
+/// Rows in `table` of the SQLite store at `db` (0 while the file or table does not exist yet).
+/// Read-only, so it can watch a store a running `sluice` writes (WAL mode).
+pub fn count_rows(db: &Path, table: &'static str) -> i64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let Ok(pool) =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await
+        else {
+            return 0;
+        };
+        // `table` is one of the SPEC's table names, written in the calling test.
+        let count =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+        pool.close().await;
+        count
+    })
+}
+
+/// Waits until `table` of the store at `db` has at least `rows` rows, failing the test if
+/// `child` exits first or a minute passes.
+pub fn wait_for_rows(child: &mut std::process::Child, db: &Path, table: &'static str, rows: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count_rows(db, table) < rows {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {rows} rows in {table} after 60 s"
+        );
+        if let Some(status) = child.try_wait().expect("child status") {
+            panic!("sluice exited early ({status})");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Asserts a finished `sluice` run exited 0, showing its stderr otherwise.
