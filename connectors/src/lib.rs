@@ -14,6 +14,7 @@
 //! - [`telemetry`] — counters and rate-limited warnings: every drop, retry and reconnect is
 //!   counted where it is logged.
 
+pub mod buffer;
 pub mod capture;
 pub mod config;
 pub mod simulate;

@@ -122,7 +122,9 @@ async fn a_closed_stdout_ends_the_sink_with_an_error() {
     let error = stdout::run_with_writer(config, ctx, writer)
         .await
         .expect_err("a broken pipe");
-    let StdoutSinkError::Write { source } = &error;
+    let StdoutSinkError::Write { source } = &error else {
+        panic!("expected a write error, got {error}");
+    };
     assert_eq!(source.kind(), std::io::ErrorKind::BrokenPipe);
     assert_eq!(metrics.dropped.get(), 1);
     // The sink is gone: the feeder's send fails rather than blocking forever.

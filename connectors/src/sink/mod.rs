@@ -11,11 +11,14 @@
 //! Layout: [`rows`] maps records to the columns of the tables of SPEC §3 (shared by every
 //! row-shaped sink); [`sqlite`] is the embedded store; [`stdout`] prints NDJSON.
 
+pub mod input;
 pub mod rows;
 pub mod sqlite;
 pub mod stdout;
 
 pub mod blackhole;
+
+pub use input::SinkInput;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -144,7 +147,7 @@ pub struct SinkContext {
     pub name: Arc<str>,
     pub metrics: Arc<SinkMetrics>,
     /// Batches from the dataflow; `None` once the dataflow has finished.
-    pub input: mpsc::Receiver<Records>,
+    pub input: SinkInput,
     /// Cancelled on Ctrl-C / SIGTERM: a sink may stop retrying a store that is down (a disk
     /// buffer keeps the rest for the next run).
     pub shutdown: CancellationToken,
@@ -166,7 +169,7 @@ impl SinkContext {
         let context = SinkContext {
             name: name.into(),
             metrics,
-            input,
+            input: SinkInput::memory(input),
             shutdown,
         };
         (context, sender)

@@ -33,6 +33,8 @@ pub enum StdoutSinkError {
     /// Standard output is closed (the reader of a pipe went away) or failing.
     #[error("cannot write to standard output: {source}")]
     Write { source: std::io::Error },
+    #[error(transparent)]
+    Buffer(#[from] crate::buffer::BufferError),
 }
 
 /// Runs the sink on the process's standard output until its input closes.
@@ -63,7 +65,7 @@ pub async fn run_with_writer<W: AsyncWrite + Unpin>(
                 }
             }
             if buffer.len() < BUFFER_BYTES {
-                next = ctx.input.try_recv().ok();
+                next = ctx.input.try_recv();
             }
         }
         let write = async {
@@ -79,6 +81,7 @@ pub async fn run_with_writer<W: AsyncWrite + Unpin>(
         for (stream, n) in written {
             ctx.metrics.written(stream, n);
         }
+        ctx.input.commit().await?;
     }
     out.flush()
         .await

@@ -112,6 +112,8 @@ pub enum SqliteSinkError {
     },
     #[error("cannot commit a transaction to SQLite database {}: {source}", path.display())]
     Commit { path: PathBuf, source: sqlx::Error },
+    #[error(transparent)]
+    Buffer(#[from] crate::buffer::BufferError),
 }
 
 impl SqliteSinkError {
@@ -126,7 +128,7 @@ impl SqliteSinkError {
                 | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => is_busy(e),
                 _ => false,
             },
-            SqliteSinkError::CreateDir { .. } => false,
+            SqliteSinkError::CreateDir { .. } | SqliteSinkError::Buffer(_) => false,
         }
     }
 }
@@ -155,6 +157,7 @@ pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), S
                 Ok(received) => received,
                 Err(_elapsed) => {
                     store.flush(&mut batch, &ctx).await?;
+                    ctx.input.commit().await?;
                     continue;
                 }
             }
@@ -173,9 +176,11 @@ pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), S
         batch.push(records);
         if batch.rows >= config.batch_size.get() {
             store.flush(&mut batch, &ctx).await?;
+            ctx.input.commit().await?;
         }
     }
     store.flush(&mut batch, &ctx).await?;
+    ctx.input.commit().await?;
     store.close().await;
     info!(sink = %ctx.name, rows = ctx.metrics.written_total(), "Closed the SQLite database.");
     Ok(())

@@ -1,0 +1,40 @@
+//! What a sink reads from: its buffer's records, in the order the dataflow sent them.
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+
+use super::Records;
+use crate::buffer::BufferError;
+
+/// A sink's input. A sink calls [`SinkInput::commit`] after the records it received are in its
+/// store; a durable buffer keeps them until then, so nothing accepted is lost to a crash or
+/// an outage.
+#[derive(Debug)]
+pub struct SinkInput {
+    channel: mpsc::Receiver<Records>,
+}
+
+impl SinkInput {
+    pub(crate) fn memory(channel: mpsc::Receiver<Records>) -> SinkInput {
+        SinkInput { channel }
+    }
+
+    /// The next batch; `None` once the dataflow has finished and everything was received.
+    pub async fn recv(&mut self) -> Option<Records> {
+        self.channel.recv().await
+    }
+
+    /// The next batch if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Records> {
+        match self.channel.try_recv() {
+            Ok(records) => Some(records),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// Acknowledges everything received so far as written to the store: the buffer may let
+    /// go of it.
+    pub async fn commit(&mut self) -> Result<(), BufferError> {
+        Ok(())
+    }
+}
