@@ -1,7 +1,6 @@
 //! What a sink reads from: its buffer's records, in the order the dataflow sent them.
 
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TryRecvError;
 
 use super::Records;
 use crate::buffer::BufferError;
@@ -26,10 +25,8 @@ impl SinkInput {
 
     /// The next batch if one is ready now.
     pub fn try_recv(&mut self) -> Option<Records> {
-        match self.channel.try_recv() {
-            Ok(records) => Some(records),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        // Empty and closed alike: `recv` tells the two apart when the sink waits.
+        self.channel.try_recv().ok()
     }
 
     /// Acknowledges everything received so far as written to the store: the buffer may let
