@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_connectors::sink::blackhole::BlackholeSinkConfig;
+use sluice_connectors::sink::mysql::MysqlSinkConfig;
 use sluice_connectors::sink::sqlite::SqliteSinkConfig;
 use sluice_connectors::sink::stdout::StdoutSinkConfig;
 use sluice_connectors::source::file::FileSourceConfig;
@@ -154,6 +155,8 @@ impl SourceConfig {
 pub enum SinkConfig {
     /// The embedded store.
     Sqlite(SqliteSinkConfig),
+    /// MySQL or MariaDB: the production store for everything but logs.
+    Mysql(MysqlSinkConfig),
     /// NDJSON on standard output.
     Stdout(StdoutSinkConfig),
     /// Counts and discards: for benchmarks and trying a topology out.
@@ -164,6 +167,7 @@ impl SinkConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             SinkConfig::Sqlite(_) => "sqlite",
+            SinkConfig::Mysql(_) => "mysql",
             SinkConfig::Stdout(_) => "stdout",
             SinkConfig::Blackhole(_) => "blackhole",
         }
@@ -173,6 +177,7 @@ impl SinkConfig {
     pub fn streams(&self) -> &[StreamName] {
         match self {
             SinkConfig::Sqlite(c) => &c.streams,
+            SinkConfig::Mysql(c) => &c.streams,
             SinkConfig::Stdout(c) => &c.streams,
             SinkConfig::Blackhole(c) => &c.streams,
         }
@@ -181,6 +186,7 @@ impl SinkConfig {
     pub fn describe(&self) -> String {
         match self {
             SinkConfig::Sqlite(c) => c.path.display().to_string(),
+            SinkConfig::Mysql(c) => format!("mysql://{}", c.url.endpoint()),
             SinkConfig::Stdout(_) => "standard output (NDJSON)".to_owned(),
             SinkConfig::Blackhole(_) => "discarded".to_owned(),
         }
@@ -299,6 +305,13 @@ impl Config {
                     problems.push(format!("sinks.{name}.streams: `{stream}` is listed twice"));
                 }
                 seen.push(*stream);
+            }
+        }
+        for (name, sink) in &self.sinks {
+            if let SinkConfig::Mysql(c) = sink
+                && let Err(problem) = c.url.check()
+            {
+                problems.push(format!("sinks.{name}.url: {problem}"));
             }
         }
         let mut sqlite_paths: Vec<(&str, &Path)> = Vec::new();
