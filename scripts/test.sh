@@ -4,9 +4,12 @@
 #   ./scripts/test.sh            # everything
 #   ./scripts/test.sh -p sluice-operators   # extra arguments go to `cargo test`
 #
-# Today the tests need only Rust and the golden data in ../shared/testdata (SPEC §1.3).
-# Connectors that talk to servers start their own on loopback (the Firehose simulator, an
-# SSE gateway); the MySQL and Elasticsearch connectors will add their servers here.
+# The tests need Rust, the golden data in ../shared/testdata (SPEC §1.3) and a MariaDB
+# server: the one on 127.0.0.1:3306 if it runs, else the machine's mariadbd started here,
+# else mariadb-server installed from Debian's packages and started. Tests reach it through
+# SLUICE_TEST_MYSQL_URL (set it yourself to use another server). Tests that stop and restart
+# a server start private mariadbd processes of their own. Other servers the tests talk to
+# (the Firehose simulator, an SSE gateway) are started by the tests on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,5 +17,62 @@ if [ ! -d ../shared/testdata ]; then
   echo "error: ../shared/testdata is missing: the golden envelopes live beside this repository (see README)." >&2
   exit 2
 fi
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+mysql_url_works() {
+  local url=$1 rest user pass hostport
+  rest=${url#mysql://}
+  user=${rest%%@*}
+  hostport=${rest#*@}
+  pass=""
+  if [[ $user == *:* ]]; then pass=${user#*:}; user=${user%%:*}; fi
+  mariadb --protocol=tcp -h "${hostport%%:*}" -P "${hostport##*:}" -u "$user" ${pass:+-p"$pass"} \
+    -e 'SELECT 1' >/dev/null 2>&1
+}
+
+ensure_mariadb() {
+  if [ -n "${SLUICE_TEST_MYSQL_URL:-}" ]; then
+    return
+  fi
+  local url="mysql://root@127.0.0.1:3306"
+  if command -v mariadb >/dev/null && mysql_url_works "$url"; then
+    export SLUICE_TEST_MYSQL_URL=$url
+    return
+  fi
+  if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null; then
+    echo "==> installing mariadb-server from Debian's packages" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mariadb-server mariadb-client
+  fi
+  echo "==> starting mariadbd" >&2
+  as_root mkdir -p /run/mysqld
+  as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
+  as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  for _ in $(seq 1 120); do
+    if as_root mariadb -e 'SELECT 1' >/dev/null 2>&1; then break; fi
+    sleep 0.5
+  done
+  if mysql_url_works "$url"; then
+    export SLUICE_TEST_MYSQL_URL=$url
+    return
+  fi
+  # Debian's root authenticates by unix socket only: give the tests a user of their own.
+  as_root mariadb -e "CREATE USER IF NOT EXISTS 'sluice_test'@'127.0.0.1' IDENTIFIED BY 'sluice_test';
+    CREATE USER IF NOT EXISTS 'sluice_test'@'localhost' IDENTIFIED BY 'sluice_test';
+    GRANT ALL PRIVILEGES ON *.* TO 'sluice_test'@'127.0.0.1';
+    GRANT ALL PRIVILEGES ON *.* TO 'sluice_test'@'localhost';"
+  url="mysql://sluice_test:sluice_test@127.0.0.1:3306"
+  if ! mysql_url_works "$url"; then
+    echo "error: MariaDB is running but $url cannot connect; set SLUICE_TEST_MYSQL_URL" >&2
+    exit 2
+  fi
+  export SLUICE_TEST_MYSQL_URL=$url
+}
+
+ensure_mariadb
+echo "==> MariaDB for tests at ${SLUICE_TEST_MYSQL_URL#*@}" >&2
 
 cargo test --workspace --all-targets --locked --no-fail-fast "$@"

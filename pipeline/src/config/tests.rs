@@ -145,3 +145,70 @@ fn the_embedded_default_is_valid_and_runs_the_simulator_into_sqlite() {
     assert_eq!(config.sinks["local"].type_name(), "sqlite");
     assert_eq!(config.sinks["local"].streams().len(), 7);
 }
+
+#[test]
+fn the_spec_mysql_sink_parses_and_never_prints_its_password() {
+    let config = Config::parse(
+        r#"
+[sources.replay]
+type = "file"
+path = "capture.bin.gz"
+
+[sinks.db]
+type = "mysql"
+url = "mysql://sluice:${MYSQL_PASSWORD}@db.example.com:3306/sluice"
+streams = ["container_metrics", "http", "app_events", "app_rollups", "platform_rollups", "errors"]
+retention = { raw = "1d", interval = "1m" }
+"#,
+        |name| (name == "MYSQL_PASSWORD").then(|| "hunter2".to_owned()),
+    )
+    .expect("valid");
+    let SinkConfig::Mysql(mysql) = &config.sinks["db"] else {
+        panic!("db is a mysql sink");
+    };
+    assert_eq!(mysql.retention.raw, Duration::from_secs(24 * 3600));
+    assert_eq!(mysql.retention.rollups, Duration::from_secs(14 * 24 * 3600));
+    assert_eq!(mysql.pool_size.get(), 4);
+    let shown = format!("{} {:?}", config.sinks["db"].describe(), config.sinks["db"]);
+    assert!(shown.contains("db.example.com:3306/sluice"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn a_malformed_mysql_url_is_named_by_key() {
+    let problems = parse(
+        r#"
+[sources.replay]
+type = "file"
+path = "capture.bin.gz"
+
+[sinks.db]
+type = "mysql"
+url = "postgres://nope"
+"#,
+    )
+    .expect_err("a bad URL");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("sinks.db.url: invalid MySQL URL")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("config/ exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).expect("readable");
+            if let Err(problems) = Config::parse(&text, |_| None) {
+                panic!("{} is invalid: {problems:?}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} example configs");
+}

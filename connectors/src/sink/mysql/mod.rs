@@ -24,6 +24,7 @@ pub use statements::MAX_ROWS_PER_STATEMENT;
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -130,6 +131,12 @@ impl DatabaseUrl {
 
     /// Checks the URL's syntax, for `sluice validate`.
     pub fn check(&self) -> Result<(), String> {
+        let scheme = self.0.split_once("://").map(|(scheme, _)| scheme);
+        if !matches!(scheme, Some("mysql" | "mariadb")) {
+            return Err(
+                "invalid MySQL URL: it must start with mysql:// (or mariadb://)".to_owned(),
+            );
+        }
         MySqlConnectOptions::from_str(&self.0)
             .map(drop)
             .map_err(|e| format!("invalid MySQL URL: {e}"))
@@ -379,6 +386,9 @@ struct MysqlStore {
     /// `sql[slot][log2(rows)]`, built once so the statement cache prepares each only once.
     sql: Vec<Vec<Arc<str>>>,
     limits: Vec<Vec<Limit>>,
+    /// Parts a table's rows are split into by key, written in parallel on their own
+    /// connections: one connection's round trips and commits leave the server idle.
+    partitions: usize,
 }
 
 impl MysqlStore {
@@ -428,6 +438,7 @@ impl MysqlStore {
                 })
                 .collect(),
             limits: TABLES.iter().map(limits).collect(),
+            partitions: config.pool_size.get() as usize,
         })
     }
 
@@ -459,11 +470,13 @@ impl MysqlStore {
                     "Dropped events whose type does not belong to their stream.");
                 ctx.metrics.dropped(skipped);
             }
-            tables.push(TableRows {
-                table,
-                values,
-                written: false,
-            });
+            for values in partition(table, values, self.partitions) {
+                tables.push(TableRows {
+                    table,
+                    values,
+                    written: false,
+                });
+            }
         }
         let rows: usize = tables.iter().map(TableRows::rows).sum();
         loop {
@@ -527,6 +540,48 @@ impl MysqlStore {
         Ok(truncated)
     }
 }
+
+/// Splits a table's rows into `parts` by a hash of their key, keeping arrival order within a
+/// part: rows of one key (a provisional rollup and its final one) stay in order on one
+/// connection, while different keys are written in parallel.
+fn partition<'a>(table: &Table, values: Vec<Value<'a>>, parts: usize) -> Vec<Vec<Value<'a>>> {
+    let columns = table.columns.len();
+    if parts <= 1 || values.len() / columns < 2 * MIN_ROWS_PER_PART {
+        return vec![values];
+    }
+    let key: Vec<usize> = table
+        .key
+        .iter()
+        .filter_map(|k| table.columns.iter().position(|c| c == k))
+        .collect();
+    let mut split: Vec<Vec<Value<'a>>> = (0..parts)
+        .map(|_| Vec::with_capacity(values.len() / parts + columns))
+        .collect();
+    let mut values = values.into_iter();
+    let mut row = Vec::with_capacity(columns);
+    loop {
+        row.extend(values.by_ref().take(columns));
+        if row.len() < columns {
+            break;
+        }
+        let mut hasher = rustc_hash::FxHasher::default();
+        for &i in &key {
+            match &row[i] {
+                Value::Text(text) => text.hash(&mut hasher),
+                Value::Int(n) => n.hash(&mut hasher),
+                Value::Real(x) => x.to_bits().hash(&mut hasher),
+                Value::Null => 0u8.hash(&mut hasher),
+            }
+        }
+        let part = (hasher.finish() % parts as u64) as usize;
+        split[part].append(&mut row);
+    }
+    split.retain(|part| !part.is_empty());
+    split
+}
+
+/// Fewer rows than this in a part would cost more in round trips than parallelism gains.
+const MIN_ROWS_PER_PART: usize = 256;
 
 /// `CREATE DATABASE IF NOT EXISTS` for the URL's database, over a connection to no database.
 async fn create_database(
@@ -705,5 +760,49 @@ impl Retry {
         self.failures = 0;
         self.backoff.reset();
         self.give_up_at = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_keep_every_row_and_the_order_of_each_key() {
+        let table = rows::table(StreamName::PlatformRollups);
+        let columns = table.columns.len();
+        // 2 000 rows over 50 keys; column 7 (`samples`) numbers the rows in arrival order.
+        let values: Vec<Value<'static>> = (0..2_000i64)
+            .flat_map(|i| {
+                let mut row = vec![Value::Null; columns];
+                row[0] = Value::Text(format!("origin-{}", i % 50).into());
+                row[1] = Value::Text("job".into());
+                row[2] = Value::Text("0".into());
+                row[3] = Value::Text("name".into());
+                row[4] = Value::Int(60);
+                row[7] = Value::Int(i);
+                row
+            })
+            .collect();
+        let parts = partition(table, values, 4);
+        assert_eq!(parts.len(), 4);
+        let mut seen = Vec::new();
+        for part in &parts {
+            let mut last_of_key = std::collections::HashMap::new();
+            for row in part.chunks_exact(columns) {
+                let (Value::Text(origin), Value::Int(i)) = (&row[0], &row[7]) else {
+                    panic!("row shape");
+                };
+                if let Some(previous) = last_of_key.insert(origin.clone(), *i) {
+                    assert!(previous < *i, "rows of {origin} out of order");
+                }
+                seen.push(*i);
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..2_000).collect::<Vec<_>>());
+        // Few rows stay in one part.
+        let few = vec![Value::Null; columns * 10];
+        assert_eq!(partition(table, few, 4).len(), 1);
     }
 }
