@@ -13,6 +13,7 @@
 
 pub mod input;
 pub mod mysql;
+mod retry;
 pub mod rows;
 pub mod sqlite;
 pub mod stdout;

@@ -39,10 +39,10 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use self::statements::{Limit, insert, insert_sql, limits, statement_sizes};
+use super::retry::{Retry, Stop};
 use super::rows::{self, TABLES, Table, Value};
 use super::{Records, SinkContext};
 use crate::buffer::{BufferConfig, BufferError};
-use crate::source::Backoff;
 
 /// `[sinks.<name>]` with `type = "mysql"`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -267,13 +267,13 @@ pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), My
     let options = MySqlConnectOptions::from_str(&config.url.0)
         .map_err(|source| MysqlSinkError::InvalidUrl { source })?;
     let endpoint = endpoint(&options);
-    let mut retry = Retry::new(&config, &ctx, &endpoint);
+    let mut retry = Retry::new("MySQL", &endpoint, config.shutdown_timeout);
     let store = loop {
         match MysqlStore::open(&config, options.clone(), &endpoint).await {
             Ok(store) => break store,
             Err(error) => {
-                if let Some(stop) = retry.wait(error, 0, &mut ctx).await? {
-                    return stop.finish(&ctx);
+                if let Some(stop) = wait_or_fail(&mut retry, error, 0, &mut ctx).await? {
+                    return finish(stop, &endpoint);
                 }
             }
         }
@@ -315,7 +315,7 @@ async fn write_until_closed(
                 Ok(received) => received,
                 Err(_elapsed) => {
                     if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
-                        return stop.finish(ctx);
+                        return finish(stop, &store.endpoint);
                     }
                     ctx.input.commit().await?;
                     continue;
@@ -335,13 +335,13 @@ async fn write_until_closed(
         batch.push(records);
         if batch.rows >= config.batch_size.get() {
             if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
-                return stop.finish(ctx);
+                return finish(stop, &store.endpoint);
             }
             ctx.input.commit().await?;
         }
     }
     if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
-        return stop.finish(ctx);
+        return finish(stop, &store.endpoint);
     }
     ctx.input.commit().await?;
     Ok(())
@@ -505,7 +505,7 @@ impl MysqlStore {
                 .filter(|t| !t.written)
                 .map(TableRows::rows)
                 .sum();
-            if let Some(stop) = retry.wait(error, unwritten, ctx).await? {
+            if let Some(stop) = wait_or_fail(retry, error, unwritten, ctx).await? {
                 return Ok(Some(stop));
             }
         }
@@ -650,116 +650,29 @@ async fn check_columns(pool: &MySqlPool, endpoint: &str) -> Result<(), MysqlSink
     Ok(())
 }
 
-/// How the sink stops early: on shutdown while the store is down.
-enum Stop {
-    /// The input is durable: what was not written stays in the disk buffer for the next run.
-    LeftInBuffer { endpoint: String },
-    /// The records held in memory are given up (counted as dropped).
-    Abandoned { endpoint: String, records: u64 },
-}
-
-impl Stop {
-    fn finish(self, ctx: &SinkContext) -> Result<(), MysqlSinkError> {
-        match self {
-            Stop::LeftInBuffer { endpoint } => {
-                warn!(sink = %ctx.name, %endpoint,
-                    "Stopping while MySQL is unavailable; undelivered records stay in the disk buffer for the next run.");
-                Ok(())
-            }
-            Stop::Abandoned { endpoint, records } => {
-                Err(MysqlSinkError::Abandoned { endpoint, records })
-            }
-        }
+/// Returns a non-retriable error (counting the records it loses), or waits for the next
+/// attempt; `Some(stop)` if the sink should stop instead (shutdown while MySQL is down).
+async fn wait_or_fail(
+    retry: &mut Retry,
+    error: MysqlSinkError,
+    unwritten: usize,
+    ctx: &mut SinkContext,
+) -> Result<Option<Stop>, MysqlSinkError> {
+    if !error.is_retriable() {
+        ctx.metrics.dropped(unwritten);
+        return Err(error);
     }
+    Ok(retry.wait(&error, unwritten, ctx).await)
 }
 
-/// Capped backoff between attempts, and the decision to stop trying at shutdown.
-struct Retry {
-    endpoint: String,
-    backoff: Backoff,
-    shutdown_timeout: Duration,
-    /// When shutdown was first seen while the store was failing.
-    give_up_at: Option<Instant>,
-    /// Failed attempts since the last success; the first is logged as an error, the rest
-    /// at debug level (the retry counter shows them).
-    failures: u64,
-}
-
-impl Retry {
-    fn new(config: &MysqlSinkConfig, _ctx: &SinkContext, endpoint: &str) -> Retry {
-        Retry {
+/// Ends the run after a [`Stop`].
+fn finish(stop: Stop, endpoint: &str) -> Result<(), MysqlSinkError> {
+    match stop {
+        Stop::LeftInBuffer => Ok(()),
+        Stop::Abandoned { records } => Err(MysqlSinkError::Abandoned {
             endpoint: endpoint.to_owned(),
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
-            shutdown_timeout: config.shutdown_timeout,
-            give_up_at: None,
-            failures: 0,
-        }
-    }
-
-    /// After a failed attempt: returns the error if it is not retriable, `Some(stop)` if the
-    /// sink should stop (shutdown), or `None` after waiting for the next attempt. `unwritten`
-    /// is how many rows the failed attempt holds.
-    async fn wait(
-        &mut self,
-        error: MysqlSinkError,
-        unwritten: usize,
-        ctx: &mut SinkContext,
-    ) -> Result<Option<Stop>, MysqlSinkError> {
-        if !error.is_retriable() {
-            ctx.metrics.dropped(unwritten);
-            return Err(error);
-        }
-        self.failures += 1;
-        ctx.metrics.retries.incr();
-        if self.failures == 1 {
-            error!(sink = %ctx.name, endpoint = %self.endpoint, %error,
-                "MySQL is unavailable; retrying with backoff while the buffer holds the data.");
-        } else {
-            debug!(sink = %ctx.name, %error, attempt = self.failures, "MySQL is still unavailable.");
-        }
-        let now = Instant::now();
-        if ctx.shutdown.is_cancelled() {
-            if ctx.input.is_durable() {
-                return Ok(Some(Stop::LeftInBuffer {
-                    endpoint: self.endpoint.clone(),
-                }));
-            }
-            let give_up_at = *self.give_up_at.get_or_insert(now + self.shutdown_timeout);
-            if now >= give_up_at {
-                let mut abandoned = unwritten as u64;
-                ctx.metrics.dropped(unwritten);
-                while let Some(records) = ctx.input.try_recv() {
-                    abandoned += records.len() as u64;
-                    ctx.metrics.dropped(records.len());
-                }
-                return Ok(Some(Stop::Abandoned {
-                    endpoint: self.endpoint.clone(),
-                    records: abandoned,
-                }));
-            }
-        }
-        let delay = self.backoff.next_delay();
-        let wake_at = match self.give_up_at {
-            Some(give_up_at) => (now + delay).min(give_up_at),
-            None => now + delay,
-        };
-        tokio::select! {
-            () = tokio::time::sleep_until(wake_at) => {}
-            // Shutdown shortens the wait: the decision above is taken again at once.
-            () = ctx.shutdown.cancelled(), if self.give_up_at.is_none() => {}
-        }
-        Ok(None)
-    }
-
-    /// After a successful attempt.
-    fn recovered(&mut self, ctx: &SinkContext) {
-        if self.failures > 0 {
-            info!(sink = %ctx.name, endpoint = %self.endpoint, attempts = self.failures,
-                "MySQL is available again.");
-        }
-        self.failures = 0;
-        self.backoff.reset();
-        self.give_up_at = None;
+            records,
+        }),
     }
 }
 
