@@ -87,3 +87,41 @@ impl EventGate {
             .held
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn block_waits_for_room_and_close_releases_waiting_senders() {
+        let gate = Arc::new(EventGate::new(10, WhenFull::Block));
+        assert_eq!(gate.take(8), Admit::Queued);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let sender = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                done_tx.send(gate.take(5)).expect("the test waits");
+                done_tx.send(gate.take(10)).expect("the test waits");
+            })
+        };
+        assert!(done_rx.try_recv().is_err(), "took room that was not there");
+        gate.release(8);
+        let wait = Duration::from_secs(30);
+        assert_eq!(done_rx.recv_timeout(wait), Ok(Admit::Queued));
+        assert_eq!(gate.held(), 5);
+        gate.close();
+        assert_eq!(done_rx.recv_timeout(wait), Ok(Admit::Closed));
+        sender.join().expect("the sender thread ends");
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_cap_enters_an_empty_buffer() {
+        let gate = EventGate::new(10, WhenFull::DropNewest);
+        assert_eq!(gate.take(50), Admit::Queued);
+        assert_eq!(gate.take(1), Admit::Dropped);
+        gate.release(50);
+        assert_eq!(gate.take(1), Admit::Queued);
+    }
+}
