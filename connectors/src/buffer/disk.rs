@@ -17,9 +17,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tracing::warn;
@@ -99,6 +100,10 @@ struct Shared {
     room: Condvar,
     /// The reader waits here for frames (one reader: `notify_one` keeps a permit).
     appended: Notify,
+    /// `sync = "interval"`: appended since the last fsync.
+    dirty: AtomicBool,
+    /// The interval syncer waits here, woken early when the writer finishes.
+    writer_finished: Condvar,
     metrics: Arc<SinkMetrics>,
 }
 
@@ -230,8 +235,19 @@ pub fn open(
         state: Mutex::new(state),
         room: Condvar::new(),
         appended: Notify::new(),
+        dirty: AtomicBool::new(false),
+        writer_finished: Condvar::new(),
         metrics,
     });
+    let syncer = if config.sync == SyncPolicy::Interval {
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("buffer-sync".to_owned())
+            .spawn(move || sync_every_interval(&shared));
+        Some(spawned.map_err(BufferError::io(&config.path))?)
+    } else {
+        None
+    };
     shared.publish_gauges(&shared.lock());
     let writer = DiskWriter {
         shared: shared.clone(),
@@ -241,8 +257,8 @@ pub fn open(
         size,
         group: Vec::new(),
         group_records: 0,
-        last_sync: Instant::now(),
         unsynced: false,
+        syncer,
     };
     let reader = DiskReader {
         shared,
@@ -430,8 +446,9 @@ pub struct DiskWriter {
     size: u64,
     group: Vec<u8>,
     group_records: u64,
-    last_sync: Instant,
     unsynced: bool,
+    /// `sync = "interval"`: the thread that fsyncs once a second what was appended.
+    syncer: Option<JoinHandle<()>>,
 }
 
 impl DiskWriter {
@@ -494,8 +511,8 @@ impl DiskWriter {
         self.group_records
     }
 
-    /// Writes the group, fsyncs it under `sync = "batch"` (and `"interval"` once a second
-    /// has passed), then lets the reader see it. On a failed write the segment is cut back
+    /// Writes the group, fsyncs it under `sync = "batch"` (under `"interval"` the syncer
+    /// thread does within a second), then lets the reader see it. On a failed write the segment is cut back
     /// to its last good end and the group's records are counted as dropped.
     pub fn flush(&mut self) -> Result<(), BufferError> {
         if self.group.is_empty() {
@@ -504,12 +521,11 @@ impl DiskWriter {
         let written = self.file.write_all(&self.group).and_then(|()| {
             match self.config.sync {
                 SyncPolicy::Batch => self.file.sync_data()?,
-                SyncPolicy::Interval if self.last_sync.elapsed() >= SYNC_INTERVAL => {
-                    self.file.sync_data()?;
-                    self.last_sync = Instant::now();
-                    self.unsynced = false;
+                SyncPolicy::Interval => {
+                    self.unsynced = true;
+                    self.shared.dirty.store(true, Ordering::Release);
                 }
-                SyncPolicy::Interval | SyncPolicy::None => self.unsynced = true,
+                SyncPolicy::None => self.unsynced = true,
             }
             Ok(())
         });
@@ -578,6 +594,38 @@ impl Drop for DiskWriter {
     fn drop(&mut self) {
         self.shared.lock().writer_done = true;
         self.shared.appended.notify_one();
+        self.shared.writer_finished.notify_all();
+        if let Some(syncer) = self.syncer.take() {
+            let _ = syncer.join();
+        }
+    }
+}
+
+/// `sync = "interval"`: once a second, fsyncs the segment being appended to if anything was
+/// appended since (a sealed segment was fsynced when the writer moved on). fsync applies to
+/// the file, not the descriptor, so opening the segment by name is enough.
+fn sync_every_interval(shared: &Shared) {
+    let mut state = shared.lock();
+    loop {
+        let done = state.writer_done;
+        if !done {
+            state = shared
+                .writer_finished
+                .wait_timeout(state, SYNC_INTERVAL)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        if shared.dirty.swap(false, Ordering::AcqRel) {
+            let path = shared.segment_path(state.write_end.segment);
+            drop(state);
+            if let Err(e) = File::open(&path).and_then(|f| f.sync_data()) {
+                warn!(file = %path.display(), error = %e, "Could not fsync a disk buffer segment.");
+            }
+            state = shared.lock();
+        }
+        if done {
+            return;
+        }
     }
 }
 
@@ -1030,6 +1078,20 @@ mod tests {
         assert!(taken);
         blocked.join().expect("the writer thread ends");
         assert_eq!(read_available(&mut reader), vec![3]);
+    }
+
+    #[test]
+    fn interval_sync_leaves_nothing_unsynced_once_the_writer_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = config(dir.path(), 100, 1 << 20, WhenFull::Block);
+        config.sync = SyncPolicy::Interval;
+        let (mut writer, mut reader, _) = open_at(&config);
+        append_all(&mut writer, 0..5);
+        // Dropping the writer wakes its syncer, which fsyncs and ends (the drop joins it).
+        drop(writer);
+        assert!(!reader.shared.dirty.load(Ordering::Acquire));
+        assert_eq!(read_available(&mut reader), (0..5).collect::<Vec<_>>());
+        assert_eq!(reader.try_next().expect("reads"), Next::Finished);
     }
 
     #[test]
