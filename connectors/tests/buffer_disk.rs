@@ -171,7 +171,8 @@ async fn a_memory_buffer_drops_past_max_events_and_counts_it() {
     assert_eq!(ctx.metrics.dropped.get(), 30);
 }
 
-#[tokio::test]
+// Multi-threaded, as in `sluice run`: commits run in `block_in_place` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_sink_behind_a_disk_buffer_stores_every_row_and_empties_the_buffer() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("sluice.db");

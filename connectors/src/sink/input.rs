@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
@@ -161,7 +162,17 @@ impl SinkInput {
     pub async fn commit(&mut self) -> Result<(), BufferError> {
         match &mut self.source {
             Source::Memory { .. } => Ok(()),
-            Source::Disk { reader, .. } => reader.commit(),
+            Source::Disk { reader, .. } => {
+                // A commit renames the ack file and may unlink whole segments: off the async
+                // workers when the runtime has others to run them.
+                let multi_thread = tokio::runtime::Handle::try_current()
+                    .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+                if multi_thread {
+                    tokio::task::block_in_place(|| reader.commit())
+                } else {
+                    reader.commit()
+                }
+            }
         }
     }
 }
