@@ -250,7 +250,10 @@ fn fill_disk_buffer(
             error!(sink = %name, error = %e, "The disk buffer could not write a group of batches.");
         }
     }
-    if let Err(e) = writer.finish() {
-        error!(sink = %name, error = %e, "The disk buffer could not write its last group.");
+    match writer.finish() {
+        Ok(()) => info!(sink = %name, "Everything the dataflow sent is in the disk buffer."),
+        Err(e) => {
+            error!(sink = %name, error = %e, "The disk buffer could not write its last group.");
+        }
     }
 }
