@@ -267,6 +267,7 @@ async fn run_source(config: SourceConfig, ctx: SourceContext) -> Result<(), BoxE
 async fn run_sink(config: SinkConfig, ctx: SinkContext) -> Result<(), BoxError> {
     match config {
         SinkConfig::Sqlite(c) => sink::sqlite::run(c, ctx).await?,
+        SinkConfig::Mysql(c) => sink::mysql::run(c, ctx).await?,
         SinkConfig::Stdout(c) => sink::stdout::run(c, ctx).await?,
         SinkConfig::Blackhole(c) => sink::blackhole::run(c, ctx).await?,
     }

@@ -104,6 +104,12 @@ impl SinkInput {
         })
     }
 
+    /// True if what this input holds survives the process (a disk buffer): a sink may then
+    /// stop at shutdown with records undelivered, and the next run delivers them.
+    pub fn is_durable(&self) -> bool {
+        false
+    }
+
     /// The next batch; `None` once the dataflow has finished and everything was received.
     pub async fn recv(&mut self) -> Option<Records> {
         match &mut self.source {

@@ -12,6 +12,7 @@
 //! row-shaped sink); [`sqlite`] is the embedded store; [`stdout`] prints NDJSON.
 
 pub mod input;
+pub mod mysql;
 pub mod rows;
 pub mod sqlite;
 pub mod stdout;

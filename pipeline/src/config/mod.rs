@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_connectors::buffer::BufferConfig;
 use sluice_connectors::sink::blackhole::BlackholeSinkConfig;
+use sluice_connectors::sink::mysql::MysqlSinkConfig;
 use sluice_connectors::sink::sqlite::SqliteSinkConfig;
 use sluice_connectors::sink::stdout::StdoutSinkConfig;
 use sluice_connectors::source::file::FileSourceConfig;
@@ -155,6 +156,8 @@ impl SourceConfig {
 pub enum SinkConfig {
     /// The embedded store.
     Sqlite(SqliteSinkConfig),
+    /// MySQL or MariaDB: the production store for everything but logs.
+    Mysql(MysqlSinkConfig),
     /// NDJSON on standard output.
     Stdout(StdoutSinkConfig),
     /// Counts and discards: for benchmarks and trying a topology out.
@@ -165,6 +168,7 @@ impl SinkConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             SinkConfig::Sqlite(_) => "sqlite",
+            SinkConfig::Mysql(_) => "mysql",
             SinkConfig::Stdout(_) => "stdout",
             SinkConfig::Blackhole(_) => "blackhole",
         }
@@ -174,6 +178,7 @@ impl SinkConfig {
     pub fn streams(&self) -> &[StreamName] {
         match self {
             SinkConfig::Sqlite(c) => &c.streams,
+            SinkConfig::Mysql(c) => &c.streams,
             SinkConfig::Stdout(c) => &c.streams,
             SinkConfig::Blackhole(c) => &c.streams,
         }
@@ -193,6 +198,7 @@ impl SinkConfig {
     pub fn describe(&self) -> String {
         match self {
             SinkConfig::Sqlite(c) => c.path.display().to_string(),
+            SinkConfig::Mysql(c) => format!("mysql://{}", c.url.endpoint()),
             SinkConfig::Stdout(_) => "standard output (NDJSON)".to_owned(),
             SinkConfig::Blackhole(_) => "discarded".to_owned(),
         }
@@ -311,6 +317,13 @@ impl Config {
                     problems.push(format!("sinks.{name}.streams: `{stream}` is listed twice"));
                 }
                 seen.push(*stream);
+            }
+        }
+        for (name, sink) in &self.sinks {
+            if let SinkConfig::Mysql(c) = sink
+                && let Err(problem) = c.url.check()
+            {
+                problems.push(format!("sinks.{name}.url: {problem}"));
             }
         }
         let mut sqlite_paths: Vec<(&str, &Path)> = Vec::new();

@@ -1,0 +1,709 @@
+//! The `mysql` sink: the production store for everything but logs, as PCF Metrics had it,
+//! over the MySQL protocol (MariaDB and MySQL alike).
+//!
+//! Received batches are gathered up to `batch_size` rows or `flush_interval`, then each
+//! table's share is written in one transaction on its own pooled connection, the tables in
+//! parallel, with multi-row `INSERT … ON DUPLICATE KEY UPDATE`: a no-op for raw streams
+//! (insert-or-ignore without `INSERT IGNORE`'s silent clamping of bad values, see
+//! `statements.rs`) and an overwrite for rollups. So a retry or a replay changes nothing and a
+//! provisional rollup row becomes the final one in place. Only after a flush is in the
+//! database does the sink commit its input, so a durable buffer lets go of nothing unwritten.
+//!
+//! The store going away is expected: the sink says so once (naming host and port), retries
+//! with capped backoff while its buffer holds the data, and says when it is back. Errors that
+//! waiting cannot fix (bad credentials, a schema that does not match) stop the sink loudly.
+//!
+//! `statements.rs` builds the SQL; `retention.rs` deletes old rows in the background; the
+//! schema lives in the migrations under `connectors/migrations/mysql/`.
+
+mod retention;
+mod statements;
+
+pub use retention::RetentionConfig;
+pub use statements::MAX_ROWS_PER_STATEMENT;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde::Deserialize;
+use sluice_operators::records::StreamName;
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
+use sqlx::{Connection, Row};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use self::statements::{Limit, insert, insert_sql, limits, statement_sizes};
+use super::rows::{self, TABLES, Table, Value};
+use super::{Records, SinkContext};
+use crate::buffer::{BufferConfig, BufferError};
+use crate::source::Backoff;
+
+/// `[sinks.<name>]` with `type = "mysql"`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSinkConfig {
+    /// `mysql://user:password@host:3306/database` (sqlx's URL syntax, e.g. `?ssl-mode=required`).
+    /// Put the password in the environment: `"mysql://sluice:${MYSQL_PASSWORD}@db:3306/sluice"`.
+    pub url: DatabaseUrl,
+    /// The streams written, each to its table of SPEC §3. Default: all of them.
+    #[serde(default = "StreamName::all")]
+    pub streams: Vec<StreamName>,
+    /// Connections at most; tables of one flush are written in parallel on separate ones.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: NonZeroU32,
+    /// Rows gathered at most before they are written.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: NonZeroUsize,
+    /// How long a received row may wait for a fuller batch before it is written (`"1s"`).
+    #[serde(default = "default_flush_interval", with = "crate::config::duration")]
+    pub flush_interval: Duration,
+    /// How long connecting may take before the attempt counts as failed (`"10s"`).
+    #[serde(default = "default_connect_timeout", with = "crate::config::duration")]
+    pub connect_timeout: Duration,
+    /// On Ctrl-C, how long a sink whose store is down keeps trying before it abandons what
+    /// its memory buffer holds (a disk buffer keeps it for the next run instead).
+    #[serde(default = "default_shutdown_timeout", with = "crate::config::duration")]
+    pub shutdown_timeout: Duration,
+    /// Deleting old rows: `retention = { raw = "2d", rollups = "14d" }`.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// Where records wait while the store is slow or down.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+fn default_pool_size() -> NonZeroU32 {
+    NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_batch_size() -> NonZeroUsize {
+    NonZeroUsize::new(5000).unwrap_or(NonZeroUsize::MIN)
+}
+
+const fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+const fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+const fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl MysqlSinkConfig {
+    /// A config with the defaults for `url` and `streams`.
+    pub fn new(url: impl Into<String>, streams: Vec<StreamName>) -> MysqlSinkConfig {
+        MysqlSinkConfig {
+            url: DatabaseUrl(url.into()),
+            streams,
+            pool_size: default_pool_size(),
+            batch_size: default_batch_size(),
+            flush_interval: default_flush_interval(),
+            connect_timeout: default_connect_timeout(),
+            shutdown_timeout: default_shutdown_timeout(),
+            retention: RetentionConfig::default(),
+            buffer: BufferConfig::default(),
+        }
+    }
+}
+
+/// A database URL. It may carry a password, so it prints as its endpoint only.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    /// `host:port/database`, for messages: never the credentials.
+    pub fn endpoint(&self) -> String {
+        match MySqlConnectOptions::from_str(&self.0) {
+            Ok(options) => endpoint(&options),
+            Err(_) => "(invalid URL)".to_owned(),
+        }
+    }
+
+    /// Checks the URL's syntax, for `sluice validate`.
+    pub fn check(&self) -> Result<(), String> {
+        MySqlConnectOptions::from_str(&self.0)
+            .map(drop)
+            .map_err(|e| format!("invalid MySQL URL: {e}"))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.endpoint())
+    }
+}
+
+fn endpoint(options: &MySqlConnectOptions) -> String {
+    let database = options.get_database().unwrap_or("");
+    match options.get_socket() {
+        Some(socket) => format!("{}/{database}", socket.display()),
+        None => format!("{}:{}/{database}", options.get_host(), options.get_port()),
+    }
+}
+
+/// Why the `mysql` sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlSinkError {
+    #[error("invalid MySQL URL: {source}")]
+    InvalidUrl { source: sqlx::Error },
+    #[error("cannot connect to MySQL at {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: sqlx::Error,
+    },
+    #[error("cannot create database `{database}` at {endpoint}: {source}")]
+    CreateDatabase {
+        endpoint: String,
+        database: String,
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the schema of MySQL database {endpoint}: {source}")]
+    Migrate {
+        endpoint: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error(
+        "MySQL database {endpoint} does not match Sluice's schema: table {table} has no column {column}"
+    )]
+    MissingColumn {
+        endpoint: String,
+        table: &'static str,
+        column: &'static str,
+    },
+    #[error("cannot write table {table} of MySQL database {endpoint}: {source}")]
+    Write {
+        endpoint: String,
+        table: &'static str,
+        source: sqlx::Error,
+    },
+    #[error(
+        "MySQL at {endpoint} stayed unavailable for the shutdown timeout: abandoned {records} records held in memory"
+    )]
+    Abandoned { endpoint: String, records: u64 },
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+}
+
+impl MysqlSinkError {
+    /// Whether waiting and trying again may succeed: the server is down, restarting,
+    /// overloaded or failing over; a lock wait timed out or a deadlock was broken.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            MysqlSinkError::Connect { source, .. }
+            | MysqlSinkError::CreateDatabase { source, .. }
+            | MysqlSinkError::Write { source, .. } => is_retriable(source),
+            MysqlSinkError::Migrate { source, .. } => match source {
+                sqlx::migrate::MigrateError::Execute(e)
+                | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => is_retriable(e),
+                _ => false,
+            },
+            MysqlSinkError::InvalidUrl { .. }
+            | MysqlSinkError::MissingColumn { .. }
+            | MysqlSinkError::Abandoned { .. }
+            | MysqlSinkError::Buffer(_) => false,
+        }
+    }
+}
+
+/// MySQL/MariaDB error numbers worth waiting out.
+const RETRIABLE_ERRORS: &[u16] = &[
+    1040, // too many connections
+    1053, // server shutdown in progress
+    1152, 1153, 1158, 1159, 1160, 1161, // aborted connection, packet and network errors
+    1205, // lock wait timeout
+    1213, // deadlock
+    1290, // --read-only (a failover in progress)
+    1317, // query interrupted
+    1836, // read-only mode
+    1927, // connection killed
+    2002, 2003, 2006, 2013, // cannot connect, server gone, lost connection
+    4031, // disconnected by the server for inactivity
+];
+
+/// Whether a sqlx error is transient: connection-level failures, and the server errors above.
+pub fn is_retriable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|e| RETRIABLE_ERRORS.contains(&e.number())),
+        _ => false,
+    }
+}
+
+fn error_number(error: &sqlx::Error) -> Option<u16> {
+    match error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(MySqlDatabaseError::number),
+        _ => None,
+    }
+}
+
+/// MySQL's "unknown database".
+const ER_BAD_DB_ERROR: u16 = 1049;
+
+/// Runs the sink until its input closes: writes everything received, then closes the pool.
+pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), MysqlSinkError> {
+    let options = MySqlConnectOptions::from_str(&config.url.0)
+        .map_err(|source| MysqlSinkError::InvalidUrl { source })?;
+    let endpoint = endpoint(&options);
+    let mut retry = Retry::new(&config, &ctx, &endpoint);
+    let store = loop {
+        match MysqlStore::open(&config, options.clone(), &endpoint).await {
+            Ok(store) => break store,
+            Err(error) => {
+                if let Some(stop) = retry.wait(error, 0, &mut ctx).await? {
+                    return stop.finish(&ctx);
+                }
+            }
+        }
+    };
+    retry.recovered(&ctx);
+    info!(sink = %ctx.name, %endpoint, "Connected to MySQL; the schema is up to date.");
+    let retention = retention::spawn(
+        config.retention.clone(),
+        store.pool.clone(),
+        ctx.name.clone(),
+        ctx.metrics.clone(),
+        ctx.shutdown.clone(),
+    );
+
+    let result = write_until_closed(&config, &mut ctx, &store, &mut retry).await;
+    retention.stop().await;
+    store.pool.close().await;
+    match &result {
+        Ok(()) => info!(sink = %ctx.name, rows = ctx.metrics.written_total(),
+            "Closed the MySQL connections."),
+        Err(error) => error!(sink = %ctx.name, %error, "The MySQL sink stopped."),
+    }
+    result
+}
+
+async fn write_until_closed(
+    config: &MysqlSinkConfig,
+    ctx: &mut SinkContext,
+    store: &MysqlStore,
+    retry: &mut Retry,
+) -> Result<(), MysqlSinkError> {
+    let mut batch = Batch::default();
+    let mut deadline = Instant::now();
+    loop {
+        let received = if batch.rows == 0 {
+            ctx.input.recv().await
+        } else {
+            match tokio::time::timeout_at(deadline, ctx.input.recv()).await {
+                Ok(received) => received,
+                Err(_elapsed) => {
+                    if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
+                        return stop.finish(ctx);
+                    }
+                    ctx.input.commit().await?;
+                    continue;
+                }
+            }
+        };
+        let Some(records) = received else { break };
+        if !config.streams.contains(&records.stream()) {
+            warn!(sink = %ctx.name, stream = %records.stream(), rows = records.len(),
+                "Dropped records of a stream this sink is not configured for.");
+            ctx.metrics.dropped(records.len());
+            continue;
+        }
+        if batch.rows == 0 {
+            deadline = Instant::now() + config.flush_interval;
+        }
+        batch.push(records);
+        if batch.rows >= config.batch_size.get() {
+            if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
+                return stop.finish(ctx);
+            }
+            ctx.input.commit().await?;
+        }
+    }
+    if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
+        return stop.finish(ctx);
+    }
+    ctx.input.commit().await?;
+    Ok(())
+}
+
+/// Records received and not yet written, grouped by stream so that each table's rows go in
+/// arrival order (a final rollup after its provisional one).
+#[derive(Default)]
+struct Batch {
+    by_stream: [Vec<Records>; 7],
+    rows: usize,
+}
+
+impl Batch {
+    fn push(&mut self, records: Records) {
+        let slot = StreamName::ALL
+            .iter()
+            .position(|s| *s == records.stream())
+            .unwrap_or(0);
+        self.rows += records.len();
+        self.by_stream[slot].push(records);
+    }
+}
+
+/// One table's share of a batch, as column values, and whether it is in the database yet.
+struct TableRows<'a> {
+    table: &'static Table,
+    values: Vec<Value<'a>>,
+    written: bool,
+}
+
+impl TableRows<'_> {
+    fn rows(&self) -> usize {
+        self.values.len() / self.table.columns.len()
+    }
+}
+
+/// The pool and the SQL of every table's statements.
+struct MysqlStore {
+    endpoint: String,
+    pool: MySqlPool,
+    /// `sql[slot][log2(rows)]`, built once so the statement cache prepares each only once.
+    sql: Vec<Vec<Arc<str>>>,
+    limits: Vec<Vec<Limit>>,
+}
+
+impl MysqlStore {
+    /// Connects (`SELECT 1`), creates the database if it does not exist, migrates the schema
+    /// and checks that every column the sink writes is there.
+    async fn open(
+        config: &MysqlSinkConfig,
+        options: MySqlConnectOptions,
+        endpoint: &str,
+    ) -> Result<MysqlStore, MysqlSinkError> {
+        let connect_error = |source| MysqlSinkError::Connect {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let pool = MySqlPoolOptions::new()
+            .max_connections(config.pool_size.get())
+            .acquire_timeout(config.connect_timeout)
+            .connect_lazy_with(options.clone());
+        match sqlx::query("SELECT 1").execute(&pool).await {
+            Ok(_) => {}
+            Err(error) if error_number(&error) == Some(ER_BAD_DB_ERROR) => {
+                create_database(&config.url, &options, endpoint).await?;
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map_err(connect_error)?;
+            }
+            Err(error) => return Err(connect_error(error)),
+        }
+        sqlx::migrate!("migrations/mysql")
+            .run(&pool)
+            .await
+            .map_err(|source| MysqlSinkError::Migrate {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
+        check_columns(&pool, endpoint).await?;
+        Ok(MysqlStore {
+            endpoint: endpoint.to_owned(),
+            pool,
+            sql: TABLES
+                .iter()
+                .map(|table| {
+                    statement_sizes(table)
+                        .map(|rows| Arc::from(insert_sql(table, rows)))
+                        .collect()
+                })
+                .collect(),
+            limits: TABLES.iter().map(limits).collect(),
+        })
+    }
+
+    /// Writes and empties `batch`, retrying transient failures. `Some(stop)` if the sink must
+    /// stop instead (shutdown while the store is down).
+    async fn flush(
+        &self,
+        batch: &mut Batch,
+        ctx: &mut SinkContext,
+        retry: &mut Retry,
+    ) -> Result<Option<Stop>, MysqlSinkError> {
+        if batch.rows == 0 {
+            return Ok(None);
+        }
+        let taken = std::mem::take(batch);
+        let mut tables = Vec::new();
+        for (slot, records) in taken.by_stream.iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            let table = &TABLES[slot];
+            let mut values = Vec::new();
+            let mut skipped = 0;
+            for r in records {
+                skipped += rows::push_rows(r, &mut values);
+            }
+            if skipped > 0 {
+                warn!(sink = %ctx.name, stream = %table.stream, records = skipped,
+                    "Dropped events whose type does not belong to their stream.");
+                ctx.metrics.dropped(skipped);
+            }
+            tables.push(TableRows {
+                table,
+                values,
+                written: false,
+            });
+        }
+        let rows: usize = tables.iter().map(TableRows::rows).sum();
+        loop {
+            // Tables in parallel, each on its own connection; a table written before a
+            // failure is not written again.
+            let pending = tables.iter().enumerate().filter(|(_, t)| !t.written);
+            let attempts = pending.map(|(i, t)| async move { (i, self.write_table(t).await) });
+            let mut failure = None;
+            for (i, result) in join_all(attempts).await {
+                match result {
+                    Ok(truncated) => {
+                        let table = &mut tables[i];
+                        table.written = true;
+                        ctx.metrics.written(table.table.stream, table.rows());
+                        if truncated > 0 {
+                            warn!(sink = %ctx.name, table = table.table.name, values = truncated,
+                                "Cut text values longer than their MySQL column.");
+                        }
+                    }
+                    Err(error) => failure = failure.or(Some(error)),
+                }
+            }
+            let Some(error) = failure else { break };
+            let unwritten = tables
+                .iter()
+                .filter(|t| !t.written)
+                .map(TableRows::rows)
+                .sum();
+            if let Some(stop) = retry.wait(error, unwritten, ctx).await? {
+                return Ok(Some(stop));
+            }
+        }
+        retry.recovered(ctx);
+        debug!(sink = %ctx.name, rows, "Flushed rows to MySQL.");
+        Ok(None)
+    }
+
+    /// One table's rows in one transaction. Returns how many text values were cut.
+    async fn write_table(&self, rows: &TableRows<'_>) -> Result<u64, MysqlSinkError> {
+        let write_error = |source| MysqlSinkError::Write {
+            endpoint: self.endpoint.clone(),
+            table: rows.table.name,
+            source,
+        };
+        let slot = StreamName::ALL
+            .iter()
+            .position(|s| *s == rows.table.stream)
+            .unwrap_or(0);
+        let mut connection = self.pool.acquire().await.map_err(write_error)?;
+        let mut tx = connection.begin().await.map_err(write_error)?;
+        let truncated = insert(
+            &mut tx,
+            rows.table,
+            &self.limits[slot],
+            &self.sql[slot],
+            &rows.values,
+        )
+        .await
+        .map_err(write_error)?;
+        tx.commit().await.map_err(write_error)?;
+        Ok(truncated)
+    }
+}
+
+/// `CREATE DATABASE IF NOT EXISTS` for the URL's database, over a connection to no database.
+async fn create_database(
+    url: &DatabaseUrl,
+    options: &MySqlConnectOptions,
+    endpoint: &str,
+) -> Result<(), MysqlSinkError> {
+    let database = options.get_database().unwrap_or("").to_owned();
+    let create_error = |source| MysqlSinkError::CreateDatabase {
+        endpoint: endpoint.to_owned(),
+        database: database.clone(),
+        source,
+    };
+    if database.is_empty() || database.contains('`') {
+        return Err(create_error(sqlx::Error::Configuration(
+            format!("unusable database name `{database}`").into(),
+        )));
+    }
+    let mut server_url = url::Url::parse(&url.0)
+        .map_err(|e| create_error(sqlx::Error::Configuration(Box::new(e))))?;
+    server_url.set_path("");
+    let server = MySqlConnectOptions::from_str(server_url.as_str()).map_err(create_error)?;
+    let mut connection = sqlx::mysql::MySqlConnection::connect_with(&server)
+        .await
+        .map_err(create_error)?;
+    let sql = format!(
+        "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut connection)
+        .await
+        .map_err(create_error)?;
+    info!(%endpoint, "Created the MySQL database.");
+    connection.close().await.map_err(create_error)?;
+    Ok(())
+}
+
+/// Every column the sink writes must exist: a table changed by hand is reported by name at
+/// start, not as a failed write hours later.
+async fn check_columns(pool: &MySqlPool, endpoint: &str) -> Result<(), MysqlSinkError> {
+    let rows = sqlx::query(
+        "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR) \
+         FROM information_schema.columns WHERE table_schema = DATABASE()",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(|source| MysqlSinkError::Connect {
+        endpoint: endpoint.to_owned(),
+        source,
+    })?;
+    let present: BTreeSet<(String, String)> = rows
+        .iter()
+        .filter_map(|row| Some((row.try_get(0).ok()?, row.try_get(1).ok()?)))
+        .collect();
+    for table in &TABLES {
+        for column in table.columns {
+            if !present.contains(&(table.name.to_owned(), (*column).to_owned())) {
+                return Err(MysqlSinkError::MissingColumn {
+                    endpoint: endpoint.to_owned(),
+                    table: table.name,
+                    column,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How the sink stops early: on shutdown while the store is down.
+enum Stop {
+    /// The input is durable: what was not written stays in the disk buffer for the next run.
+    LeftInBuffer { endpoint: String },
+    /// The records held in memory are given up (counted as dropped).
+    Abandoned { endpoint: String, records: u64 },
+}
+
+impl Stop {
+    fn finish(self, ctx: &SinkContext) -> Result<(), MysqlSinkError> {
+        match self {
+            Stop::LeftInBuffer { endpoint } => {
+                warn!(sink = %ctx.name, %endpoint,
+                    "Stopping while MySQL is unavailable; undelivered records stay in the disk buffer for the next run.");
+                Ok(())
+            }
+            Stop::Abandoned { endpoint, records } => {
+                Err(MysqlSinkError::Abandoned { endpoint, records })
+            }
+        }
+    }
+}
+
+/// Capped backoff between attempts, and the decision to stop trying at shutdown.
+struct Retry {
+    endpoint: String,
+    backoff: Backoff,
+    shutdown_timeout: Duration,
+    /// When shutdown was first seen while the store was failing.
+    give_up_at: Option<Instant>,
+    /// Failed attempts since the last success; the first is logged as an error, the rest
+    /// at debug level (the retry counter shows them).
+    failures: u64,
+}
+
+impl Retry {
+    fn new(config: &MysqlSinkConfig, _ctx: &SinkContext, endpoint: &str) -> Retry {
+        Retry {
+            endpoint: endpoint.to_owned(),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
+            shutdown_timeout: config.shutdown_timeout,
+            give_up_at: None,
+            failures: 0,
+        }
+    }
+
+    /// After a failed attempt: returns the error if it is not retriable, `Some(stop)` if the
+    /// sink should stop (shutdown), or `None` after waiting for the next attempt. `unwritten`
+    /// is how many rows the failed attempt holds.
+    async fn wait(
+        &mut self,
+        error: MysqlSinkError,
+        unwritten: usize,
+        ctx: &mut SinkContext,
+    ) -> Result<Option<Stop>, MysqlSinkError> {
+        if !error.is_retriable() {
+            ctx.metrics.dropped(unwritten);
+            return Err(error);
+        }
+        self.failures += 1;
+        ctx.metrics.retries.incr();
+        if self.failures == 1 {
+            error!(sink = %ctx.name, endpoint = %self.endpoint, %error,
+                "MySQL is unavailable; retrying with backoff while the buffer holds the data.");
+        } else {
+            debug!(sink = %ctx.name, %error, attempt = self.failures, "MySQL is still unavailable.");
+        }
+        let now = Instant::now();
+        if ctx.shutdown.is_cancelled() {
+            if ctx.input.is_durable() {
+                return Ok(Some(Stop::LeftInBuffer {
+                    endpoint: self.endpoint.clone(),
+                }));
+            }
+            let give_up_at = *self.give_up_at.get_or_insert(now + self.shutdown_timeout);
+            if now >= give_up_at {
+                let mut abandoned = unwritten as u64;
+                ctx.metrics.dropped(unwritten);
+                while let Some(records) = ctx.input.try_recv() {
+                    abandoned += records.len() as u64;
+                    ctx.metrics.dropped(records.len());
+                }
+                return Ok(Some(Stop::Abandoned {
+                    endpoint: self.endpoint.clone(),
+                    records: abandoned,
+                }));
+            }
+        }
+        let delay = self.backoff.next_delay();
+        let wake_at = match self.give_up_at {
+            Some(give_up_at) => (now + delay).min(give_up_at),
+            None => now + delay,
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(wake_at) => {}
+            // Shutdown shortens the wait: the decision above is taken again at once.
+            () = ctx.shutdown.cancelled(), if self.give_up_at.is_none() => {}
+        }
+        Ok(None)
+    }
+
+    /// After a successful attempt.
+    fn recovered(&mut self, ctx: &SinkContext) {
+        if self.failures > 0 {
+            info!(sink = %ctx.name, endpoint = %self.endpoint, attempts = self.failures,
+                "MySQL is available again.");
+        }
+        self.failures = 0;
+        self.backoff.reset();
+        self.give_up_at = None;
+    }
+}
