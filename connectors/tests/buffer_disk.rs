@@ -62,6 +62,7 @@ async fn batches_come_out_in_order_and_a_drained_buffer_leaves_no_files() {
     let dir = tempfile::tempdir().expect("temp dir");
     let buffer = dir.path().join("buffer");
     let (mut ctx, sender) = context(&disk(&buffer, 1 << 30, WhenFull::Block));
+    assert!(ctx.input.is_durable());
     let mut sent = log_batches(200, 7);
     sent.extend(every_stream());
     let feeder = send_all(sender, sent.clone());
@@ -159,6 +160,7 @@ async fn a_memory_buffer_drops_past_max_events_and_counts_it() {
         when_full: WhenFull::DropNewest,
     };
     let (mut ctx, sender) = context(&buffer);
+    assert!(!ctx.input.is_durable());
     let sent = log_batches(50, 10);
     send_all(sender, sent.clone())
         .join()

@@ -107,7 +107,7 @@ impl SinkInput {
     /// True if what this input holds survives the process (a disk buffer): a sink may then
     /// stop at shutdown with records undelivered, and the next run delivers them.
     pub fn is_durable(&self) -> bool {
-        false
+        matches!(self.source, Source::Disk { .. })
     }
 
     /// The next batch; `None` once the dataflow has finished and everything was received.

@@ -190,6 +190,7 @@ impl SinkConfig {
             std::sync::LazyLock::new(BufferConfig::default);
         match self {
             SinkConfig::Sqlite(c) => &c.buffer,
+            SinkConfig::Mysql(c) => &c.buffer,
             SinkConfig::Stdout(c) => &c.buffer,
             SinkConfig::Blackhole(_) => &MEMORY,
         }
