@@ -14,6 +14,7 @@ async fn lines_parse_as_json_with_their_stream_and_the_table_columns() {
     let (writer, mut reader) = tokio::io::duplex(1 << 20);
     let config = StdoutSinkConfig {
         streams: StreamName::all(),
+        buffer: Default::default(),
     };
     stdout::run_with_writer(config, ctx, writer)
         .await
@@ -118,6 +119,7 @@ async fn a_closed_stdout_ends_the_sink_with_an_error() {
     );
     let config = StdoutSinkConfig {
         streams: StreamName::all(),
+        buffer: Default::default(),
     };
     let error = stdout::run_with_writer(config, ctx, writer)
         .await

@@ -92,8 +92,13 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
     let mut sink_plan = Vec::new();
     let mut sink_metrics = Vec::new();
     for (name, sink_config) in &config.sinks {
-        let (ctx, sender) =
-            SinkContext::new(name.as_str(), SINK_CHANNEL_CAPACITY, shutdown.clone());
+        let (ctx, sender) = SinkContext::with_buffer(
+            name.as_str(),
+            SINK_CHANNEL_CAPACITY,
+            sink_config.buffer(),
+            shutdown.clone(),
+        )
+        .map_err(|e| RunError::Components(vec![format!("sinks.{name}.buffer: {e}")]))?;
         sink_metrics.push((name.clone(), ctx.metrics.clone()));
         sink_plan.push((sink_config.streams().to_vec(), sender));
         let name = name.clone();

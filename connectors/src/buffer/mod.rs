@@ -5,6 +5,14 @@
 //! records wait in a bounded channel; with a `disk` buffer they wait in a durable segmented
 //! queue and leave it only when committed, so a store outage or `kill -9` loses nothing that
 //! was accepted.
+//!
+//! Layout: [`disk`] is the segmented on-disk queue (frames, segments, acknowledgement, the
+//! torn-tail cut on open); [`codec`] turns [`Records`](crate::sink::Records) into frame
+//! payloads; [`memory`] caps a memory buffer by records.
+
+pub mod codec;
+pub mod disk;
+pub mod memory;
 
 use std::path::PathBuf;
 
@@ -34,6 +42,10 @@ pub enum BufferConfig {
         /// When appended records are fsynced.
         #[serde(default)]
         sync: SyncPolicy,
+        /// A segment file is closed and a new one begun past this size; a segment is deleted
+        /// once every record in it is acknowledged.
+        #[serde(default = "default_segment_size")]
+        segment_size: ByteSize,
     },
 }
 
@@ -52,6 +64,10 @@ const fn default_max_events() -> usize {
 
 const fn default_max_size() -> ByteSize {
     ByteSize(2 << 30)
+}
+
+const fn default_segment_size() -> ByteSize {
+    ByteSize(64 << 20)
 }
 
 /// What a full buffer does with more records.
@@ -139,6 +155,26 @@ pub enum BufferError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A frame whose checksum or length is wrong, found while reading (open cuts such tails).
+    #[error("disk buffer {}: corrupt frame at offset {offset}: {reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: &'static str,
+    },
+    #[error("disk buffer {}: a batch of {bytes} bytes does not fit in a frame", path.display())]
+    FrameTooLarge { path: PathBuf, bytes: usize },
+    #[error("records could not be encoded for the disk buffer: {0}")]
+    Encode(postcard::Error),
+    #[error("disk buffer {}: the sink stopped reading; the buffer keeps what it holds", path.display())]
+    ReaderGone { path: PathBuf },
+}
+
+impl BufferError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> BufferError {
+        let path = path.into();
+        move |source| BufferError::Io { path, source }
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +206,7 @@ when_full = "drop_newest""#,
                 max_size: ByteSize(1 << 30),
                 when_full: WhenFull::DropNewest,
                 sync: SyncPolicy::Batch,
+                segment_size: ByteSize(64 << 20),
             }
         );
         assert!(matches!(

@@ -30,10 +30,13 @@ use sluice_operators::records::{AppEvent, AppRollup, PlatformRollup, StreamName}
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::buffer::disk::DiskBufferConfig;
+use crate::buffer::memory::{Admit, EventGate};
+use crate::buffer::{BufferConfig, BufferError};
 use crate::telemetry::Counter;
 
 /// A batch of one stream's records.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Records {
     Logs(Vec<Event>),
     ContainerMetrics(Vec<Event>),
@@ -85,6 +88,10 @@ pub struct SinkMetrics {
     pub dropped: Counter,
     /// Records received and not yet written.
     pub pending: AtomicI64,
+    /// Records in the sink's buffer (a disk buffer: not yet acknowledged).
+    pub buffered_records: AtomicI64,
+    /// Bytes in the sink's disk buffer not yet acknowledged (0 for a memory buffer).
+    pub buffered_bytes: AtomicI64,
 }
 
 impl SinkMetrics {
@@ -121,6 +128,8 @@ impl SinkMetrics {
 pub struct SinkSender {
     tx: mpsc::Sender<Records>,
     metrics: Arc<SinkMetrics>,
+    /// A memory buffer's `max_events`.
+    gate: Option<Arc<EventGate>>,
 }
 
 impl SinkSender {
@@ -132,11 +141,34 @@ impl SinkSender {
             return true;
         }
         let n = records.len() as i64;
+        if let Some(gate) = &self.gate {
+            match gate.take(records.len()) {
+                Admit::Queued => {
+                    self.metrics
+                        .buffered_records
+                        .fetch_add(n, Ordering::Relaxed);
+                }
+                Admit::Dropped => {
+                    self.metrics.dropped.add(n as u64);
+                    return true;
+                }
+                Admit::Closed => {
+                    self.metrics.dropped.add(n as u64);
+                    return false;
+                }
+            }
+        }
         self.metrics.pending.fetch_add(n, Ordering::Relaxed);
         if self.tx.blocking_send(records).is_err() {
             // The sink stopped on a non-retriable error (and said so): count what it misses.
             self.metrics.pending.fetch_sub(n, Ordering::Relaxed);
             self.metrics.dropped.add(n as u64);
+            if let Some(gate) = &self.gate {
+                gate.release(n as usize);
+                self.metrics
+                    .buffered_records
+                    .fetch_sub(n, Ordering::Relaxed);
+            }
             return false;
         }
         true
@@ -167,6 +199,7 @@ impl SinkContext {
         let sender = SinkSender {
             tx,
             metrics: metrics.clone(),
+            gate: None,
         };
         let context = SinkContext {
             name: name.into(),
@@ -175,5 +208,58 @@ impl SinkContext {
             shutdown,
         };
         (context, sender)
+    }
+
+    /// A sink's context reading through the buffer `buffer` configures. A disk buffer is
+    /// opened here (cutting a torn tail, keeping what an earlier run left) and filled by a
+    /// thread of its own from a channel of `capacity` batches.
+    pub fn with_buffer(
+        name: impl Into<Arc<str>>,
+        capacity: usize,
+        buffer: &BufferConfig,
+        shutdown: CancellationToken,
+    ) -> Result<(SinkContext, SinkSender), BufferError> {
+        let name: Arc<str> = name.into();
+        let (tx, rx) = mpsc::channel(capacity);
+        let metrics = Arc::new(SinkMetrics::default());
+        let (input, gate) = match buffer {
+            BufferConfig::Memory {
+                max_events,
+                when_full,
+            } => {
+                let gate = Arc::new(EventGate::new(*max_events, *when_full));
+                let input = SinkInput::memory_capped(rx, gate.clone(), metrics.clone());
+                (input, Some(gate))
+            }
+            BufferConfig::Disk {
+                path,
+                max_size,
+                when_full,
+                sync,
+                segment_size,
+            } => {
+                let config = DiskBufferConfig {
+                    path: path.clone(),
+                    max_size: max_size.0,
+                    segment_size: segment_size.0,
+                    when_full: *when_full,
+                    sync: *sync,
+                };
+                let input = SinkInput::disk(name.clone(), rx, config, metrics.clone())?;
+                (input, None)
+            }
+        };
+        let sender = SinkSender {
+            tx,
+            metrics: metrics.clone(),
+            gate,
+        };
+        let context = SinkContext {
+            name,
+            metrics,
+            input,
+            shutdown,
+        };
+        Ok((context, sender))
     }
 }

@@ -49,7 +49,7 @@ impl Retry {
     /// records the failed attempt holds.
     pub(crate) async fn wait(
         &mut self,
-        error: &dyn Display,
+        error: &(dyn Display + Sync),
         unwritten: usize,
         ctx: &mut SinkContext,
     ) -> Option<Stop> {

@@ -25,6 +25,9 @@ pub struct StdoutSinkConfig {
     /// The streams printed. Default: all of them.
     #[serde(default = "StreamName::all")]
     pub streams: Vec<StreamName>,
+    /// Where records wait before they are printed (SPEC §8). Default: memory.
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
 }
 
 /// Why the `stdout` sink stopped.

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_connectors::buffer::BufferConfig;
 use sluice_connectors::sink::blackhole::BlackholeSinkConfig;
 use sluice_connectors::sink::mysql::MysqlSinkConfig;
 use sluice_connectors::sink::sqlite::SqliteSinkConfig;
@@ -183,6 +184,18 @@ impl SinkConfig {
         }
     }
 
+    /// Where the sink's records wait (`buffer = { ... }`); memory for sinks without the key.
+    pub fn buffer(&self) -> &BufferConfig {
+        static MEMORY: std::sync::LazyLock<BufferConfig> =
+            std::sync::LazyLock::new(BufferConfig::default);
+        match self {
+            SinkConfig::Sqlite(c) => &c.buffer,
+            SinkConfig::Mysql(c) => &c.buffer,
+            SinkConfig::Stdout(c) => &c.buffer,
+            SinkConfig::Blackhole(_) => &MEMORY,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             SinkConfig::Sqlite(c) => c.path.display().to_string(),
@@ -324,6 +337,19 @@ impl Config {
                     ));
                 }
                 sqlite_paths.push((name, &c.path));
+            }
+        }
+        // Two writers in one disk buffer would interleave and delete each other's segments.
+        let mut buffer_paths: Vec<(&str, &Path)> = Vec::new();
+        for (name, sink) in &self.sinks {
+            if let BufferConfig::Disk { path, .. } = sink.buffer() {
+                if let Some((other, _)) = buffer_paths.iter().find(|(_, p)| *p == path) {
+                    problems.push(format!(
+                        "sinks.{name}.buffer.path: `{}` is already the disk buffer of sinks.{other}.buffer.path",
+                        path.display()
+                    ));
+                }
+                buffer_paths.push((name, path));
             }
         }
         problems

@@ -212,3 +212,37 @@ fn every_example_config_is_valid() {
     }
     assert!(checked >= 3, "only {checked} example configs");
 }
+
+#[test]
+fn two_sinks_naming_one_disk_buffer_path_is_an_error_naming_both() {
+    let text = MINIMAL.replace(
+        "[sinks.local]",
+        r#"[sinks.db]
+type = "sqlite"
+path = "a.db"
+buffer = { type = "disk", path = "buffers/shared", max_size = "1GiB" }
+
+[sinks.out]
+type = "stdout"
+buffer = { type = "disk", path = "buffers/shared", sync = "none" }
+
+[sinks.local]"#,
+    );
+    let problems = parse(&text).expect_err("one buffer, two sinks");
+    assert_eq!(
+        problems,
+        vec![
+            "sinks.out.buffer.path: `buffers/shared` is already the disk buffer of sinks.db.buffer.path"
+                .to_owned()
+        ]
+    );
+    let separate = text.replace(
+        "path = \"buffers/shared\", sync",
+        "path = \"buffers/out\", sync",
+    );
+    let config = parse(&separate).expect("separate buffers");
+    assert!(matches!(
+        config.sinks["db"].buffer(),
+        BufferConfig::Disk { max_size, .. } if max_size.0 == 1 << 30
+    ));
+}

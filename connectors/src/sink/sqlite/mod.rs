@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 use self::statements::{insert, insert_sql, statement_sizes};
 use super::rows::{self, TABLES, Table, Value};
 use super::{Records, SinkContext};
+use crate::buffer::BufferConfig;
 use crate::source::Backoff;
 
 /// Once shutdown is requested, a busy database gets this many more attempts before the
@@ -59,6 +60,9 @@ pub struct SqliteSinkConfig {
     /// reported busy and retried with backoff (`"5s"`).
     #[serde(default = "default_busy_timeout", with = "crate::config::duration")]
     pub busy_timeout: Duration,
+    /// Where records wait before they are written (SPEC §8). Default: memory.
+    #[serde(default)]
+    pub buffer: BufferConfig,
 }
 
 const fn default_batch_size() -> NonZeroUsize {
@@ -85,6 +89,7 @@ impl SqliteSinkConfig {
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
             busy_timeout: default_busy_timeout(),
+            buffer: BufferConfig::default(),
         }
     }
 }
