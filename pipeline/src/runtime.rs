@@ -268,6 +268,7 @@ async fn run_sink(config: SinkConfig, ctx: SinkContext) -> Result<(), BoxError> 
     match config {
         SinkConfig::Sqlite(c) => sink::sqlite::run(c, ctx).await?,
         SinkConfig::Mysql(c) => sink::mysql::run(c, ctx).await?,
+        SinkConfig::Elasticsearch(c) => sink::elasticsearch::run(c, ctx).await?,
         SinkConfig::Stdout(c) => sink::stdout::run(c, ctx).await?,
         SinkConfig::Blackhole(c) => sink::blackhole::run(c, ctx).await?,
     }

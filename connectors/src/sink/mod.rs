@@ -11,6 +11,7 @@
 //! Layout: [`rows`] maps records to the columns of the tables of SPEC §3 (shared by every
 //! row-shaped sink); [`sqlite`] is the embedded store; [`stdout`] prints NDJSON.
 
+pub mod elasticsearch;
 pub mod input;
 pub mod mysql;
 mod retry;
@@ -88,6 +89,9 @@ pub struct SinkMetrics {
     pub dropped: Counter,
     /// Records received and not yet written.
     pub pending: AtomicI64,
+    /// Records the store refused for good and the sink set aside (Elasticsearch's
+    /// dead-letter file).
+    pub dead_lettered: Counter,
     /// Records in the sink's buffer (a disk buffer: not yet acknowledged).
     pub buffered_records: AtomicI64,
     /// Bytes in the sink's disk buffer not yet acknowledged (0 for a memory buffer).
@@ -114,6 +118,12 @@ impl SinkMetrics {
 
     pub fn written_total(&self) -> u64 {
         self.written.iter().map(Counter::get).sum()
+    }
+
+    /// Counts records as set aside in a dead-letter file (and no longer pending).
+    pub fn dead_lettered(&self, n: usize) {
+        self.dead_lettered.add(n as u64);
+        self.pending.fetch_sub(n as i64, Ordering::Relaxed);
     }
 
     /// Counts records as given up on (and no longer pending).

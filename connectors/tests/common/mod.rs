@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod mariadb;
+pub mod search;
 
 use std::time::Duration;
 

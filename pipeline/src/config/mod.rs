@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_connectors::buffer::BufferConfig;
 use sluice_connectors::sink::blackhole::BlackholeSinkConfig;
+use sluice_connectors::sink::elasticsearch::ElasticsearchSinkConfig;
 use sluice_connectors::sink::mysql::MysqlSinkConfig;
 use sluice_connectors::sink::sqlite::SqliteSinkConfig;
 use sluice_connectors::sink::stdout::StdoutSinkConfig;
@@ -158,6 +159,8 @@ pub enum SinkConfig {
     Sqlite(SqliteSinkConfig),
     /// MySQL or MariaDB: the production store for everything but logs.
     Mysql(MysqlSinkConfig),
+    /// Elasticsearch (or an OpenSearch-compatible cluster): logs only.
+    Elasticsearch(ElasticsearchSinkConfig),
     /// NDJSON on standard output.
     Stdout(StdoutSinkConfig),
     /// Counts and discards: for benchmarks and trying a topology out.
@@ -169,6 +172,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Sqlite(_) => "sqlite",
             SinkConfig::Mysql(_) => "mysql",
+            SinkConfig::Elasticsearch(_) => "elasticsearch",
             SinkConfig::Stdout(_) => "stdout",
             SinkConfig::Blackhole(_) => "blackhole",
         }
@@ -179,6 +183,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Sqlite(c) => &c.streams,
             SinkConfig::Mysql(c) => &c.streams,
+            SinkConfig::Elasticsearch(c) => &c.streams,
             SinkConfig::Stdout(c) => &c.streams,
             SinkConfig::Blackhole(c) => &c.streams,
         }
@@ -191,6 +196,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Sqlite(c) => &c.buffer,
             SinkConfig::Mysql(c) => &c.buffer,
+            SinkConfig::Elasticsearch(c) => &c.buffer,
             SinkConfig::Stdout(c) => &c.buffer,
             SinkConfig::Blackhole(_) => &MEMORY,
         }
@@ -200,6 +206,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Sqlite(c) => c.path.display().to_string(),
             SinkConfig::Mysql(c) => format!("mysql://{}", c.url.endpoint()),
+            SinkConfig::Elasticsearch(c) => format!("{} (index {})", c.endpoint(), c.index),
             SinkConfig::Stdout(_) => "standard output (NDJSON)".to_owned(),
             SinkConfig::Blackhole(_) => "discarded".to_owned(),
         }
@@ -325,6 +332,11 @@ impl Config {
                 && let Err(problem) = c.url.check()
             {
                 problems.push(format!("sinks.{name}.url: {problem}"));
+            }
+            if let SinkConfig::Elasticsearch(c) = sink {
+                for (key, problem) in c.problems() {
+                    problems.push(format!("sinks.{name}.{key}: {problem}"));
+                }
             }
         }
         let mut sqlite_paths: Vec<(&str, &Path)> = Vec::new();
