@@ -4,8 +4,8 @@
 #   ./scripts/test.sh            # everything
 #   ./scripts/test.sh -p sluice-operators   # extra arguments go to `cargo test`
 #
-# The tests need Rust, the golden data in ../shared/testdata (SPEC §1.3) and a MariaDB
-# server: the one on 127.0.0.1:3306 if it runs, else the machine's mariadbd started here,
+# The tests need Rust, the golden data in ../shared/testdata (SPEC §1.3), osmem-server
+# (installed from PyPI when missing) and a MariaDB server: the one on 127.0.0.1:3306 if it runs, else the machine's mariadbd started here,
 # else mariadb-server installed from Debian's packages and started. Tests reach it through
 # SLUICE_TEST_MYSQL_URL (set it yourself to use another server). Tests that stop and restart
 # a server start private mariadbd processes of their own. Other servers the tests talk to
@@ -72,7 +72,23 @@ ensure_mariadb() {
   export SLUICE_TEST_MYSQL_URL=$url
 }
 
+# The Elasticsearch sink's tests run against osmem-server (PyPI), an in-memory
+# OpenSearch-compatible server, behind a fault-injecting proxy of the tests' own.
+ensure_osmem() {
+  if [ -n "${OSMEM_SERVER_BIN:-}" ]; then
+    return
+  fi
+  if ! python3 -c 'import osmem_server' 2>/dev/null; then
+    echo "==> installing osmem-server from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check 'osmem-server>=0.1.6,<0.2'
+  fi
+  OSMEM_SERVER_BIN=$(python3 -c 'import osmem_server; print(osmem_server.resolve_binary())')
+  export OSMEM_SERVER_BIN
+}
+
 ensure_mariadb
+ensure_osmem
+echo "==> osmem-server: $("$OSMEM_SERVER_BIN" -version 2>&1 | head -1)" >&2
 echo "==> MariaDB for tests at ${SLUICE_TEST_MYSQL_URL#*@}" >&2
 
 cargo test --workspace --all-targets --locked --no-fail-fast "$@"
