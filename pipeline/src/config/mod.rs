@@ -44,7 +44,7 @@ pub struct Config {
 }
 
 /// `[pipeline]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// timely worker threads; default: the number of cores.
@@ -114,7 +114,7 @@ impl PipelineConfig {
 }
 
 /// `[sources.NAME]`, by `type`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceConfig {
     /// A replay file (SPEC §1.3): finite.
@@ -152,7 +152,7 @@ impl SourceConfig {
 }
 
 /// `[sinks.NAME]`, by `type`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
     /// The embedded store.
