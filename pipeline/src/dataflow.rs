@@ -13,12 +13,13 @@
 //! graph; the allowed lateness is read by Ingest for every activation for the same reason.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use sluice_connectors::sink::Records;
 use sluice_connectors::source::SourceBatch;
 use sluice_operators::app_events::AppEventRules;
+use sluice_operators::filter::Filters;
 use sluice_operators::graph;
 use sluice_operators::records::{Stamped, StreamName};
 use sluice_operators::rollup::WindowOptions;
@@ -79,6 +80,8 @@ pub struct DataflowPlan {
     pub shutting_down: Arc<AtomicBool>,
     /// Which sinks take which streams; changed live by reloads.
     pub routes: Arc<SinkRoutes>,
+    /// The filters on what enters, per source; swapped live by reloads.
+    pub filters: Arc<RwLock<Arc<Filters>>>,
     pub ingest: Arc<IngestChannel>,
     pub metrics: Arc<GraphMetrics>,
 }
@@ -148,6 +151,7 @@ fn ingest<'scope>(
     let channel = plan.ingest.clone();
     let metrics = plan.metrics.clone();
     let lateness = plan.allowed_lateness.clone();
+    let filters = plan.filters.clone();
     source::<_, CapacityContainerBuilder<Vec<Stamped>>, _, _>(
         scope,
         "Ingest",
@@ -178,7 +182,16 @@ fn ingest<'scope>(
                 }
                 for _ in 0..INGEST_BUDGET {
                     match rx.try_recv() {
-                        Ok(batch) => {
+                        Ok(mut batch) => {
+                            // Before event time: a filtered record never moves the watermark.
+                            let current = filters
+                                .read()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                .clone();
+                            let removed = current.apply(&batch.source, &mut batch.events);
+                            if removed > 0 {
+                                metrics.filtered.add(removed as u64);
+                            }
                             let mut late = LateCounts::default();
                             let mut stamped = Vec::with_capacity(batch.events.len());
                             let time = stamp_batch(

@@ -9,13 +9,14 @@
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sluice_connectors::sink::{self, SinkContext, SinkMetrics};
 use sluice_connectors::source::{self, SourceContext, SourceMetrics, SourceOutput};
 use sluice_operators::app_events::AppEventRules;
+use sluice_operators::filter::Filters;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -111,6 +112,7 @@ struct Supervisor {
     /// dataflow's input.
     keeper: Option<SourceOutput>,
     allowed_lateness_ns: Arc<AtomicU64>,
+    filters: Arc<RwLock<Arc<Filters>>>,
     sources: BTreeMap<String, Component>,
     sinks: BTreeMap<String, Component>,
     /// Replacements waiting for their predecessor to finish (a store never has two writers).
@@ -281,6 +283,19 @@ impl Supervisor {
             info!(from = ?old.pipeline.allowed_lateness, to = ?new.pipeline.allowed_lateness,
                 "Allowed lateness changed.");
         }
+        if new.filters != old.filters {
+            match new.compiled_filters() {
+                Ok(filters) => {
+                    *self
+                        .filters
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(filters);
+                    info!(filters = new.filters.len(), "Filters changed.");
+                }
+                // Validation compiled them already; this cannot happen.
+                Err(problem) => error!("Filters not changed: {problem}"),
+            }
+        }
         let mut needs_restart = Vec::new();
         if new.pipeline.workers != old.pipeline.workers {
             needs_restart.push("pipeline.workers");
@@ -400,12 +415,18 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
     let allowed_lateness_ns = Arc::new(AtomicU64::new(duration_ns(
         config.pipeline.allowed_lateness,
     )));
+    let filters = Arc::new(RwLock::new(Arc::new(
+        config
+            .compiled_filters()
+            .map_err(|problem| RunError::Components(vec![problem]))?,
+    )));
     let mut supervisor = Supervisor {
         config: config.clone(),
         shutdown: shutdown.clone(),
         routes: routes.clone(),
         keeper: Some(keeper),
         allowed_lateness_ns: allowed_lateness_ns.clone(),
+        filters: filters.clone(),
         sources: BTreeMap::new(),
         sinks: BTreeMap::new(),
         waiting_sources: BTreeMap::new(),
@@ -440,6 +461,7 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
         flush_interval: config.pipeline.flush_interval,
         shutting_down: shutting_down.clone(),
         routes: routes.clone(),
+        filters,
         ingest: ingest.clone(),
         metrics: graph_metrics.clone(),
     };

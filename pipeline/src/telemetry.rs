@@ -13,6 +13,8 @@ use sluice_operators::watermark::LateCounts;
 pub struct GraphMetrics {
     /// Records that entered the graph.
     pub records_in: Counter,
+    /// Records removed by filters before entering.
+    pub filtered: Counter,
     /// Late records per event kind, indexed like [`EventType::ALL`].
     late: [Counter; 6],
     /// The watermark in ns; `i64::MIN` before the first record.
