@@ -68,8 +68,10 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     /// Reload when the config file changes, and keep running when every source is done.
     pub watch: bool,
-    /// Reloads the config file when notified (tests, embedding).
+    /// Reloads the config file when notified (tests, embedding, the reload benchmark).
     pub reload: Option<Arc<tokio::sync::Notify>>,
+    /// Notified after every reload, applied or rejected (the reload benchmark).
+    pub reloaded: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What a finished run did.
@@ -510,15 +512,27 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
                 supervisor.stop();
             }
             path = reloads.next(), if !shutdown.is_cancelled() => {
+                let asked = Instant::now();
                 match Config::load(&path) {
-                    Ok(new) => supervisor.apply(new, &shutting_down),
+                    Ok(new) => {
+                        supervisor.apply(new, &shutting_down);
+                        graph_metrics.reloads.incr();
+                    }
                     Err(e) => {
+                        graph_metrics.reload_failures.incr();
                         error!(path = %path.display(),
                             "The new config is rejected; the running topology carries on unchanged.");
                         for problem in &e.problems {
                             error!("  {problem}");
                         }
                     }
+                }
+                graph_metrics.last_reload_micros.store(
+                    u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                if let Some(done) = &options.reloaded {
+                    done.notify_one();
                 }
             }
             Some(finished) = supervisor.source_tasks.join_next(), if !supervisor.source_tasks.is_empty() => {
