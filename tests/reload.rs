@@ -151,8 +151,12 @@ impl Files {
     }
 
     fn search(&self) -> String {
+        self.search_flushing("50ms")
+    }
+
+    fn search_flushing(&self, flush_interval: &str) -> String {
         format!(
-            "[sinks.search]\ntype = \"elasticsearch\"\nurl = \"{}\"\nstreams = [\"logs\"]\nflush_interval = \"50ms\"\ndead_letter = {:?}\n\n",
+            "[sinks.search]\ntype = \"elasticsearch\"\nurl = \"{}\"\nstreams = [\"logs\"]\nflush_interval = \"{flush_interval}\"\ndead_letter = {:?}\n\n",
             self.url,
             self.dir.join("dead.ndjson")
         )
@@ -262,7 +266,7 @@ async fn reloads_change_the_topology_without_losing_or_repeating_a_record() {
     run.wait_for_line("The sink's previous instance wrote everything", 1)
         .await;
 
-    // 3. Change the lateness, add D.
+    // 3. Change the lateness and the Elasticsearch sink's config (it is replaced), add D.
     files.write(&format!(
         "{}{}{}{}{}{}{narrow}",
         pipeline("10m"),
@@ -270,10 +274,12 @@ async fn reloads_change_the_topology_without_losing_or_repeating_a_record() {
         Files::source("b", &cap_b),
         Files::source("c", &cap_c),
         Files::source("d", &cap_d),
-        files.search()
+        files.search_flushing("20ms")
     ));
     run.signal("HUP");
     run.wait_for_line("Allowed lateness changed.", 1).await;
+    run.wait_for_line("Sink restarted with its new config.", 1)
+        .await;
     expected.extend(log_ids(&d, None));
     wait_for_count("search after D", expected.len() as u64, || {
         server.count("logs-*")
@@ -292,7 +298,7 @@ async fn reloads_change_the_topology_without_losing_or_repeating_a_record() {
         Files::source("c", &cap_c),
         Files::source("d", &cap_d),
         Files::source("e", &cap_e),
-        files.search()
+        files.search_flushing("20ms")
     ));
     run.signal("HUP");
     expected.extend(log_ids(&e, None));

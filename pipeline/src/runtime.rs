@@ -503,8 +503,13 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
     tokio::pin!(stop_requested);
     let mut reloads = ReloadTrigger::new(&options);
 
-    // Run until every source is done and the input released, or a stop.
-    while supervisor.keeper.is_some() || !supervisor.source_tasks.is_empty() {
+    // Run until every source is done and the input released, or a stop. A sink replacement
+    // still waiting for its predecessor keeps the loop going: its stream is paused, and the
+    // dataflow cannot finish before the successor takes it.
+    while supervisor.keeper.is_some()
+        || !supervisor.source_tasks.is_empty()
+        || !supervisor.waiting_sinks.is_empty()
+    {
         tokio::select! {
             _ = &mut stop_requested, if !shutdown.is_cancelled() => {
                 interrupted.store(true, Ordering::Relaxed);
@@ -568,7 +573,6 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
         std::future::pending::<()>().await
     };
     tokio::pin!(second_signal);
-    // Replacements still waiting start now, so what their predecessors left is written.
     loop {
         tokio::select! {
             _ = &mut second_signal => {}
