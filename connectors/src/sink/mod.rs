@@ -11,6 +11,7 @@
 //! Layout: [`rows`] maps records to the columns of the tables of SPEC §3 (shared by every
 //! row-shaped sink); [`sqlite`] is the embedded store; [`stdout`] prints NDJSON.
 
+mod batch;
 pub mod elasticsearch;
 pub mod input;
 pub mod mysql;

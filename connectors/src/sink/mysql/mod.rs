@@ -35,13 +35,13 @@ use serde::Deserialize;
 use sluice_operators::records::StreamName;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
 use sqlx::{Connection, Row};
-use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use self::statements::{Limit, insert, insert_sql, limits, statement_sizes};
+use super::SinkContext;
+use super::batch::{Batch, gather};
 use super::retry::{Retry, Stop};
 use super::rows::{self, TABLES, Table, Value};
-use super::{Records, SinkContext};
 use crate::buffer::{BufferConfig, BufferError};
 
 /// `[sinks.<name>]` with `type = "mysql"`.
@@ -305,64 +305,21 @@ async fn write_until_closed(
     store: &MysqlStore,
     retry: &mut Retry,
 ) -> Result<(), MysqlSinkError> {
-    let mut batch = Batch::default();
-    let mut deadline = Instant::now();
     loop {
-        let received = if batch.rows == 0 {
-            ctx.input.recv().await
-        } else {
-            match tokio::time::timeout_at(deadline, ctx.input.recv()).await {
-                Ok(received) => received,
-                Err(_elapsed) => {
-                    if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
-                        return finish(stop, &store.endpoint);
-                    }
-                    ctx.input.commit().await?;
-                    continue;
-                }
-            }
-        };
-        let Some(records) = received else { break };
-        if !config.streams.contains(&records.stream()) {
-            warn!(sink = %ctx.name, stream = %records.stream(), rows = records.len(),
-                "Dropped records of a stream this sink is not configured for.");
-            ctx.metrics.dropped(records.len());
-            continue;
+        let (mut batch, closed) = gather(
+            ctx,
+            &config.streams,
+            config.batch_size.get(),
+            config.flush_interval,
+        )
+        .await;
+        if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
+            return finish(stop, &store.endpoint);
         }
-        if batch.rows == 0 {
-            deadline = Instant::now() + config.flush_interval;
+        ctx.input.commit().await?;
+        if closed {
+            return Ok(());
         }
-        batch.push(records);
-        if batch.rows >= config.batch_size.get() {
-            if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
-                return finish(stop, &store.endpoint);
-            }
-            ctx.input.commit().await?;
-        }
-    }
-    if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
-        return finish(stop, &store.endpoint);
-    }
-    ctx.input.commit().await?;
-    Ok(())
-}
-
-/// Records received and not yet written, grouped by stream so that each table's rows go in
-/// arrival order (a final rollup after its provisional one).
-#[derive(Default)]
-struct Batch {
-    by_stream: [Vec<Records>; 7],
-    rows: usize,
-}
-
-impl Batch {
-    fn push(&mut self, records: Records) {
-        let slot = StreamName::ALL
-            .iter()
-            .position(|s| *s == records.stream())
-            .unwrap_or(0);
-        self.rows += records.len();
-        self.by_stream[slot].push(records);
     }
 }
 

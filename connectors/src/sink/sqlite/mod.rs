@@ -28,12 +28,12 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use self::statements::{insert, insert_sql, statement_sizes};
+use super::SinkContext;
+use super::batch::{Batch, gather};
 use super::rows::{self, TABLES, Table, Value};
-use super::{Records, SinkContext};
 use crate::buffer::BufferConfig;
 use crate::source::Backoff;
 
@@ -152,59 +152,23 @@ fn is_busy(error: &sqlx::Error) -> bool {
 pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), SqliteSinkError> {
     let mut store = SqliteStore::open_with_retry(&config, &ctx).await?;
     info!(sink = %ctx.name, path = %config.path.display(), "Opened the SQLite database.");
-    let mut batch = Batch::default();
-    let mut deadline = Instant::now();
     loop {
-        let received = if batch.rows == 0 {
-            ctx.input.recv().await
-        } else {
-            match tokio::time::timeout_at(deadline, ctx.input.recv()).await {
-                Ok(received) => received,
-                Err(_elapsed) => {
-                    store.flush(&mut batch, &ctx).await?;
-                    ctx.input.commit().await?;
-                    continue;
-                }
-            }
-        };
-        let Some(records) = received else { break };
-        if !config.streams.contains(&records.stream()) {
-            // The pipeline sends only configured streams; anything else is counted, not written.
-            warn!(sink = %ctx.name, stream = %records.stream(), rows = records.len(),
-                "Dropped records of a stream this sink is not configured for.");
-            ctx.metrics.dropped(records.len());
-            continue;
-        }
-        if batch.rows == 0 {
-            deadline = Instant::now() + config.flush_interval;
-        }
-        batch.push(records);
-        if batch.rows >= config.batch_size.get() {
-            store.flush(&mut batch, &ctx).await?;
-            ctx.input.commit().await?;
+        let (mut batch, closed) = gather(
+            &mut ctx,
+            &config.streams,
+            config.batch_size.get(),
+            config.flush_interval,
+        )
+        .await;
+        store.flush(&mut batch, &ctx).await?;
+        ctx.input.commit().await?;
+        if closed {
+            break;
         }
     }
-    store.flush(&mut batch, &ctx).await?;
-    ctx.input.commit().await?;
     store.close().await;
     info!(sink = %ctx.name, rows = ctx.metrics.written_total(), "Closed the SQLite database.");
     Ok(())
-}
-
-/// Records received and not yet written, grouped by stream so that each table's rows go in
-/// arrival order (a final rollup after its provisional one).
-#[derive(Default)]
-struct Batch {
-    by_stream: [Vec<Records>; 7],
-    rows: usize,
-}
-
-impl Batch {
-    fn push(&mut self, records: Records) {
-        let slot = slot(records.stream());
-        self.rows += records.len();
-        self.by_stream[slot].push(records);
-    }
 }
 
 fn slot(stream: StreamName) -> usize {

@@ -1,0 +1,70 @@
+//! Gathering received records into the batches row-shaped sinks write in one go.
+
+use std::time::Duration;
+
+use sluice_operators::records::StreamName;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::{Records, SinkContext};
+
+/// Records received and not yet written, grouped by stream so that each table's rows go in
+/// arrival order (a final rollup after its provisional one).
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Indexed like [`StreamName::ALL`].
+    pub(crate) by_stream: [Vec<Records>; 7],
+    pub(crate) rows: usize,
+}
+
+impl Batch {
+    pub(crate) fn push(&mut self, records: Records) {
+        let slot = StreamName::ALL
+            .iter()
+            .position(|s| *s == records.stream())
+            .unwrap_or(0);
+        self.rows += records.len();
+        self.by_stream[slot].push(records);
+    }
+}
+
+/// The next batch to write: waits for a first record, then takes more until `max_rows` or
+/// until `flush_interval` has passed since the first. Records of streams the sink is not
+/// configured for are counted as dropped. Also says whether the input has closed (the batch
+/// then holds the last records, possibly none).
+pub(crate) async fn gather(
+    ctx: &mut SinkContext,
+    streams: &[StreamName],
+    max_rows: usize,
+    flush_interval: Duration,
+) -> (Batch, bool) {
+    let mut batch = Batch::default();
+    let mut deadline = Instant::now();
+    loop {
+        let received = if batch.rows == 0 {
+            ctx.input.recv().await
+        } else {
+            match tokio::time::timeout_at(deadline, ctx.input.recv()).await {
+                Ok(received) => received,
+                Err(_elapsed) => return (batch, false),
+            }
+        };
+        let Some(records) = received else {
+            return (batch, true);
+        };
+        if !streams.contains(&records.stream()) {
+            // The pipeline sends only configured streams; anything else is counted, not written.
+            warn!(sink = %ctx.name, stream = %records.stream(), rows = records.len(),
+                "Dropped records of a stream this sink is not configured for.");
+            ctx.metrics.dropped(records.len());
+            continue;
+        }
+        if batch.rows == 0 {
+            deadline = Instant::now() + flush_interval;
+        }
+        batch.push(records);
+        if batch.rows >= max_rows {
+            return (batch, false);
+        }
+    }
+}
