@@ -324,3 +324,56 @@ async fn other_streams_are_a_config_error() {
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].0, "streams");
 }
+
+#[tokio::test]
+async fn every_request_carries_the_configured_credentials() {
+    use base64::Engine;
+    use sluice_connectors::sink::elasticsearch::AuthConfig;
+    let server = SearchServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (auth, expected) in [
+        (
+            AuthConfig::Basic {
+                username: "sluice".into(),
+                password: "s3cret".into(),
+            },
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("sluice:s3cret")
+            ),
+        ),
+        (
+            AuthConfig::ApiKey {
+                id: Some("key-id".into()),
+                secret: Some("key-secret".into()),
+                encoded: None,
+            },
+            format!(
+                "ApiKey {}",
+                base64::engine::general_purpose::STANDARD.encode("key-id:key-secret")
+            ),
+        ),
+        (
+            AuthConfig::Bearer {
+                token: "t0ken".into(),
+            },
+            "Bearer t0ken".to_owned(),
+        ),
+    ] {
+        let proxy = FaultProxy::start(&server.url).await;
+        let mut config = config(&proxy.url, dir.path());
+        config.auth = Some(auth.clone());
+        run_sink(config, vec![Records::Logs(logs(5, "auth"))])
+            .await
+            .expect("sink");
+        let seen = proxy.authorizations();
+        // The healthcheck, the template and the bulk request, each with the credentials.
+        assert!(seen.len() >= 3, "{seen:?}");
+        assert!(
+            seen.iter().all(|a| a.as_deref() == Some(expected.as_str())),
+            "{auth:?}: {seen:?}"
+        );
+        // Secrets never show in the config's Debug form.
+        assert!(!format!("{auth:?}").contains("s3cret") && !format!("{auth:?}").contains("t0ken"));
+    }
+}

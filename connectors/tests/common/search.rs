@@ -176,6 +176,8 @@ struct Faults {
     bulk_sizes: Vec<usize>,
     /// Every `_id` seen in bulk requests, with repeats.
     bulk_ids: Vec<String>,
+    /// The `Authorization` header of every request, in order (`None` when absent).
+    authorizations: Vec<Option<String>>,
 }
 
 /// The proxy. `url` stays the same across outages.
@@ -289,6 +291,11 @@ impl FaultProxy {
         self.faults.lock().expect("faults").bulk_sizes.clone()
     }
 
+    /// The `Authorization` header of every request the proxy received.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.faults.lock().expect("faults").authorizations.clone()
+    }
+
     /// Every `_id` the proxy saw in bulk requests, repeats included.
     pub fn bulk_ids(&self) -> Vec<String> {
         self.faults.lock().expect("faults").bulk_ids.clone()
@@ -302,6 +309,12 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    shared.faults.lock().expect("faults").authorizations.push(
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    );
     if let Some(status) = shared.faults.lock().expect("faults").statuses.pop_front() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let body = json!({ "error": { "type": "injected", "reason": "injected by the test proxy" }, "status": status.as_u16() });
