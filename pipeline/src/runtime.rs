@@ -120,6 +120,9 @@ struct Supervisor {
     /// Replacements waiting for their predecessor to finish (a store never has two writers).
     waiting_sources: BTreeMap<String, SourceConfig>,
     waiting_sinks: BTreeMap<String, SinkConfig>,
+    /// Instances of a sink name that were removed or replaced and are still writing what
+    /// they hold; a successor of that name waits for them.
+    draining_sinks: BTreeMap<String, usize>,
     source_tasks: JoinSet<TaskResult>,
     sink_tasks: JoinSet<TaskResult>,
     next_generation: u64,
@@ -258,6 +261,13 @@ impl Supervisor {
                     .push(format!("sink {name} (before reload): {e}"));
             }
         }
+        if let Some(draining) = self.draining_sinks.get_mut(&name) {
+            *draining = draining.saturating_sub(1);
+            if *draining > 0 {
+                return;
+            }
+            self.draining_sinks.remove(&name);
+        }
         if let Some(config) = self.waiting_sinks.remove(&name) {
             match self.start_sink(&name, config) {
                 Ok(()) => info!(sink = %name, "Sink restarted with its new config."),
@@ -324,7 +334,9 @@ impl Supervisor {
             .filter(|(n, _)| !new.sinks.contains_key(*n))
         {
             self.routes.remove(name);
-            self.sinks.remove(name);
+            if self.sinks.remove(name).is_some() {
+                *self.draining_sinks.entry(name.clone()).or_default() += 1;
+            }
             self.waiting_sinks.remove(name);
             removed.push(format!("sink {name}"));
         }
@@ -341,8 +353,15 @@ impl Supervisor {
                 Some(_) => {
                     self.routes.pause(name);
                     self.sinks.remove(name);
+                    *self.draining_sinks.entry(name.clone()).or_default() += 1;
                     self.waiting_sinks.insert(name.clone(), config.clone());
                     replaced.push(format!("sink {name}"));
+                }
+                None if self.draining_sinks.contains_key(name) => {
+                    // A removed sink of this name is still writing: this one waits for it.
+                    self.routes.insert_paused(name, config.streams().to_vec());
+                    self.waiting_sinks.insert(name.clone(), config.clone());
+                    added.push(format!("sink {name}"));
                 }
                 None => {
                     if let Err(failure) = self.start_sink(name, config.clone()) {
@@ -370,6 +389,11 @@ impl Supervisor {
         for (name, config) in &new.sources {
             match old.sources.get(name) {
                 Some(previous) if previous == config => {}
+                Some(_) if self.waiting_sources.contains_key(name) => {
+                    // Its predecessor is still stopping: start this config instead.
+                    self.waiting_sources.insert(name.clone(), config.clone());
+                    replaced.push(format!("source {name}"));
+                }
                 Some(_) => {
                     if let Some(component) = self.sources.remove(name)
                         && let Some(stop) = component.stop
@@ -433,6 +457,7 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
         sinks: BTreeMap::new(),
         waiting_sources: BTreeMap::new(),
         waiting_sinks: BTreeMap::new(),
+        draining_sinks: BTreeMap::new(),
         source_tasks: JoinSet::new(),
         sink_tasks: JoinSet::new(),
         next_generation: 0,
