@@ -10,8 +10,11 @@
 //!   order that loses nothing.
 //! - [`dataflow`] — the timely side: the `Ingest` bridge from the sources' channel into the
 //!   graph of `sluice-operators`, and the bridges from its streams into the sinks.
-//! - [`status`] — the live status line; [`telemetry`] — the graph's counters and memory.
+//! - [`status`] — the live status line; [`telemetry`] — the graph's counters and memory;
+//!   [`admin`] — the admin endpoint (`/metrics`, `/health`) over a registry of the running
+//!   components' counters, read by `sluice top`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dataflow;

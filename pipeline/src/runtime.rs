@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::admin::{AdminServer, Registry};
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::dataflow::{self, DataflowPlan, IngestChannel};
 use crate::status::StatusLine;
@@ -86,6 +87,16 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
     let shutting_down = Arc::new(AtomicBool::new(false));
     let graph_metrics = GraphMetrics::new();
     let mut failures: Vec<String> = Vec::new();
+    // Admin endpoint: every component is registered as it starts.
+    let registry = Registry::new(graph_metrics.clone());
+    let admin = match &config.admin {
+        Some(admin) => Some(
+            AdminServer::start(admin, registry.clone())
+                .await
+                .map_err(|e| RunError::Components(vec![format!("admin.listen: {e}")]))?,
+        ),
+        None => None,
+    };
 
     // Sinks first, so the dataflow has somewhere to write from its first record on.
     let mut sink_tasks = JoinSet::new();
@@ -100,6 +111,7 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
         )
         .map_err(|e| RunError::Components(vec![format!("sinks.{name}.buffer: {e}")]))?;
         sink_metrics.push((name.clone(), ctx.metrics.clone()));
+        registry.add_sink(name, sink_config.type_name(), ctx.metrics.clone());
         sink_plan.push((sink_config.streams().to_vec(), sender));
         let name = name.clone();
         let sink_config = sink_config.clone();
@@ -131,6 +143,7 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
         let output = SourceOutput::new(batches.clone(), Arc::new(move || wake_channel.wake()));
         let ctx = SourceContext::new(name.as_str(), output, shutdown.child_token());
         source_metrics.push((name.clone(), ctx.metrics.clone()));
+        registry.add_source(name, ctx.metrics.clone());
         let name = name.clone();
         let source_config = source_config.clone();
         source_tasks.spawn(async move { (name, run_source(source_config, ctx).await) });
@@ -243,6 +256,9 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
     shutdown.cancel();
     if let Some(status) = status {
         status.finish().await;
+    }
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
     if !failures.is_empty() {
         return Err(RunError::Components(failures));

@@ -86,9 +86,7 @@ impl SinkInput {
             );
         }
         // Records from an earlier run are pending like the ones the dataflow will send.
-        metrics
-            .pending
-            .fetch_add(report.records as i64, Ordering::Relaxed);
+        metrics.received(usize::try_from(report.records).unwrap_or(usize::MAX));
         let thread_name = name.clone();
         let thread_metrics = metrics.clone();
         std::thread::Builder::new()

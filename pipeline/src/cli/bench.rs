@@ -123,6 +123,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
                 streams: StreamName::all(),
             }),
         )]),
+        admin: None,
     };
 
     // Resident memory, sampled while the run goes.

@@ -41,6 +41,9 @@ pub struct Config {
     /// Named sinks (`[sinks.NAME]`).
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// The admin endpoint (`[admin]`); absent: off.
+    #[serde(default)]
+    pub admin: Option<crate::admin::AdminConfig>,
 }
 
 /// `[pipeline]`.
@@ -284,6 +287,11 @@ impl Config {
         }
         if let Err(e) = AppEventRules::new(&self.pipeline.app_event_rules()) {
             problems.push(format!("pipeline.app_events: {e}"));
+        }
+        if let Some(admin) = &self.admin
+            && let Err(problem) = admin.address()
+        {
+            problems.push(format!("admin.listen: {problem}"));
         }
         if self.sources.is_empty() {
             problems.push("sources: at least one source is needed".to_owned());
