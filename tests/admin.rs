@@ -134,14 +134,13 @@ const RAW_STREAMS: [&str; 5] = ["logs", "container_metrics", "http", "errors", "
 #[test]
 fn metrics_agree_with_the_rows_stored_and_top_shows_them() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // Whole batches of the file source (1024 events): none waits for the end of the file.
-    let events = simulated_events(11, 10, 6 * 1024, 0.0);
+    let events = simulated_events(11, 10, 6_000, 0.0);
     let envelope_bytes: usize = events.iter().map(|e| encode_v1(e).len()).sum();
     let capture = dir.path().join("capture.bin");
     write_capture(&capture, &events);
-    // The replay comes through a FIFO held open until the test has scraped: the run (and
-    // its endpoint) stays up after the last record, with every counter settled.
-    let fifo = dir.path().join("replay.fifo");
+    // A second source reads a FIFO that stays open, empty, until the test has scraped: the
+    // run (and its endpoint) stays up after the replay's last record, every counter settled.
+    let fifo = dir.path().join("idle.fifo");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
         .status()
@@ -159,6 +158,10 @@ listen = "{admin}"
 
 [sources.replay]
 type = "file"
+path = {capture:?}
+
+[sources.idle]
+type = "file"
 path = {fifo:?}
 
 [sinks.local]
@@ -173,15 +176,14 @@ streams = {streams:?}
     let (release, released) = std::sync::mpsc::channel::<()>();
     let writer = {
         let fifo = fifo.clone();
-        let bytes = std::fs::read(&capture).expect("capture read");
         std::thread::spawn(move || {
-            let mut pipe = std::fs::OpenOptions::new()
+            let pipe = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&fifo)
                 .expect("fifo opened");
-            pipe.write_all(&bytes).expect("replay written");
-            // Closing the pipe ends the replay: wait for the test's word.
+            // Closing the pipe ends the idle source, and with it the run.
             let _ = released.recv();
+            drop(pipe);
         })
     };
 
