@@ -3,7 +3,7 @@
 //!
 //! Layout:
 //! - [`cli`] — the `sluice` command and its subcommands (`run`, `validate`, `simulate`,
-//!   `capture`, `bench`).
+//!   `capture`, `bench`, `top`).
 //! - [`config`] — the TOML config of SPEC §7: `${VAR}` interpolation, parsing, validation that
 //!   reports every problem at once; [`topology`] prints what a config describes.
 //! - [`runtime`] — `sluice run`: starts sinks, the dataflow and sources, and stops them in the
