@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::registry::Snapshot;
+use super::registry::{SinkSnapshot, Snapshot, SourceSnapshot};
 
 /// The `Content-Type` of the format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -101,11 +101,7 @@ pub fn encode(snapshot: &Snapshot) -> String {
     let sinks = &snapshot.sinks;
 
     let per_source =
-        |out: &mut String,
-         name,
-         kind,
-         help,
-         value: &dyn Fn(&super::registry::SourceSnapshot) -> f64| {
+        |out: &mut String, name, kind, help, value: &dyn Fn(&SourceSnapshot) -> f64| {
             let mut fam = family(out, name, kind, help);
             for s in sources {
                 fam.sample(&[("source", &s.name)], value(s));
@@ -186,11 +182,7 @@ pub fn encode(snapshot: &Snapshot) -> String {
             }
         }
     }
-    let per_sink = |out: &mut String,
-                    name,
-                    kind,
-                    help,
-                    value: &dyn Fn(&super::registry::SinkSnapshot) -> f64| {
+    let per_sink = |out: &mut String, name, kind, help, value: &dyn Fn(&SinkSnapshot) -> f64| {
         let mut fam = family(out, name, kind, help);
         for s in sinks {
             fam.sample(&[("sink", &s.name)], value(s));
@@ -294,7 +286,7 @@ pub fn encode(snapshot: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::registry::{GraphSnapshot, SinkSnapshot, SourceSnapshot};
+    use crate::admin::registry::GraphSnapshot;
 
     fn snapshot() -> Snapshot {
         Snapshot {
