@@ -411,3 +411,68 @@ dead_letter = {dead:?}
     watch.await.expect("the health checks passed");
     drop(server);
 }
+
+#[test]
+fn a_reload_adds_and_removes_components_on_the_endpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin = free_port();
+    let text = |source: &str, sink: &str| {
+        format!(
+            "[admin]\nlisten = \"{admin}\"\n\n[sources.{source}]\ntype = \"simulator\"\nrate = 100\n\n[sinks.{sink}]\ntype = \"blackhole\"\nstreams = [\"logs\"]\n"
+        )
+    };
+    let config = write_config(dir.path(), "reload.toml", &text("first", "old"));
+    let mut sluice = Running(
+        sluice()
+            .args([
+                "run",
+                "--watch",
+                "--no-status",
+                "--config",
+                config.to_str().expect("utf-8"),
+            ])
+            .env("SLUICE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sluice starts"),
+    );
+    let shows = |source: &str, sink: &str| {
+        let (source, sink) = (source.to_owned(), sink.to_owned());
+        move || {
+            let samples = scrape(admin).ok_or("the endpoint does not answer")?;
+            let sources: Vec<&str> = samples
+                .keys()
+                .filter(|(name, _)| name == "sluice_source_events_total")
+                .flat_map(|(_, labels)| labels.iter().map(|(_, v)| v.as_str()))
+                .collect();
+            let sinks: Vec<&str> = samples
+                .keys()
+                .filter(|(name, _)| name == "sluice_sink_available")
+                .flat_map(|(_, labels)| labels.iter().map(|(_, v)| v.as_str()))
+                .collect();
+            if sources == [source.as_str()] && sinks == [sink.as_str()] {
+                Ok(())
+            } else {
+                Err(format!("sources {sources:?}, sinks {sinks:?}"))
+            }
+        }
+    };
+    until(&mut sluice.0, "the first topology", shows("first", "old"));
+
+    write_config(dir.path(), "reload.toml", &text("second", "new"));
+    let hangup = std::process::Command::new("kill")
+        .args(["-HUP", &sluice.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(hangup.success());
+    until(
+        &mut sluice.0,
+        "the reloaded topology",
+        shows("second", "new"),
+    );
+    let samples = scrape(admin).expect("metrics after the reload");
+    assert!(
+        value(&samples, "sluice_reloads_total", &[]).is_some_and(|n| n >= 1.0),
+        "the reload is counted"
+    );
+}

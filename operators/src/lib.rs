@@ -14,6 +14,7 @@
 //! - [`graph`] — the whole graph, wired.
 
 pub mod app_events;
+pub mod filter;
 pub mod graph;
 pub mod records;
 pub mod rollup;

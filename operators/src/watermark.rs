@@ -18,6 +18,9 @@ use crate::records::{Stamped, minute_of};
 pub struct Watermark {
     lateness_ns: i64,
     max_event_time: Option<i64>,
+    /// The watermark when the lateness last changed: it never moves back, because the
+    /// windows it closed are gone (a live reload may allow more lateness than before).
+    floor: Option<i64>,
 }
 
 impl Watermark {
@@ -25,13 +28,23 @@ impl Watermark {
         Watermark {
             lateness_ns: i64::try_from(allowed_lateness.as_nanos()).unwrap_or(i64::MAX),
             max_event_time: None,
+            floor: None,
         }
+    }
+
+    /// Changes the allowed lateness from now on. Less lateness moves the watermark forward at
+    /// once; more lets it wait longer for the next records, but never moves it back.
+    pub fn set_allowed_lateness(&mut self, allowed_lateness: Duration) {
+        self.floor = self.current();
+        self.lateness_ns = i64::try_from(allowed_lateness.as_nanos()).unwrap_or(i64::MAX);
     }
 
     /// The watermark in ns since the epoch; `None` before the first record.
     pub fn current(&self) -> Option<i64> {
-        self.max_event_time
-            .map(|t| t.saturating_sub(self.lateness_ns))
+        let moving = self
+            .max_event_time
+            .map(|t| t.saturating_sub(self.lateness_ns));
+        moving.max(self.floor)
     }
 
     /// Whether a record with this event time is late now, i.e. its minute window has closed.
@@ -124,6 +137,25 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000_000_000;
+
+    #[test]
+    fn a_lateness_change_never_moves_the_watermark_back() {
+        let mut watermark = Watermark::new(Duration::from_secs(60));
+        watermark.observe(10 * MIN);
+        assert_eq!(watermark.current(), Some(9 * MIN));
+        // More lateness: the watermark stays until new records pass it.
+        watermark.set_allowed_lateness(Duration::from_secs(180));
+        assert_eq!(watermark.current(), Some(9 * MIN));
+        assert!(watermark.is_late(8 * MIN));
+        watermark.observe(12 * MIN + 30_000_000_000);
+        assert_eq!(watermark.current(), Some(9 * MIN + 30_000_000_000));
+        watermark.observe(13 * MIN);
+        assert_eq!(watermark.current(), Some(10 * MIN));
+        // Less lateness: it jumps forward at once.
+        watermark.set_allowed_lateness(Duration::from_secs(0));
+        assert_eq!(watermark.current(), Some(13 * MIN));
+        assert!(watermark.is_late(12 * MIN));
+    }
 
     #[test]
     fn a_window_closes_once_the_watermark_reaches_its_end() {

@@ -55,7 +55,10 @@ enum Command {
     /// ./sluice-data/sluice.db. A run whose sources are all finite (replay files, a simulator
     /// with a limit) exits 0 once everything is written and every window closed. Ctrl-C or
     /// SIGTERM stops reading, writes everything already read, flushes open windows as
-    /// provisional rows and exits 0; a second Ctrl-C exits at once.
+    /// provisional rows and exits 0; a second Ctrl-C exits at once. SIGHUP (or a change of
+    /// the file, with --watch) reloads the config live: unchanged sources and sinks keep
+    /// running, added ones start, removed ones stop (sinks after writing what they hold),
+    /// changed ones are replaced; a file with problems is rejected and logged.
     Run(RunArgs),
     /// Check a config file and print the topology it describes. Exits 2 when it has problems,
     /// listing every one with the key it concerns.
@@ -85,6 +88,10 @@ struct RunArgs {
     /// Don't show the live status line.
     #[arg(long)]
     no_status: bool,
+    /// Reload the config when the file changes (SIGHUP always reloads it), and keep running
+    /// when every source is done, waiting for a new config, until Ctrl-C.
+    #[arg(long, requires = "config")]
+    watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +155,8 @@ fn run(args: RunArgs) -> ExitCode {
     }
     let options = RunOptions {
         status: !args.no_status,
+        config_path: args.config.clone(),
+        watch: args.watch,
         ..RunOptions::default()
     };
     match runtime::run(config, options) {

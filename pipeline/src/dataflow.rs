@@ -6,15 +6,20 @@
 //! time and lateness in arrival order (see `sluice_operators::watermark`) and the graph's
 //! exchange spreads the work over every worker. When the channel closes (every source is done
 //! or stopped), Ingest drops its capability, the frontier empties, the rollups close their
-//! windows, and the dataflow completes; the sinks' senders go with it.
+//! windows, and the dataflow completes.
+//!
+//! Every stream ends in a forward operator that hands its batches to the sinks the
+//! [`SinkRoutes`] table names for it now, so a live reload changes sinks without touching the
+//! graph; the allowed lateness is read by Ingest for every activation for the same reason.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use sluice_connectors::sink::{Records, SinkSender};
+use sluice_connectors::sink::Records;
 use sluice_connectors::source::SourceBatch;
 use sluice_operators::app_events::AppEventRules;
+use sluice_operators::filter::Filters;
 use sluice_operators::graph;
 use sluice_operators::records::{Stamped, StreamName};
 use sluice_operators::rollup::WindowOptions;
@@ -27,6 +32,7 @@ use timely::dataflow::{Scope, Stream};
 use timely::scheduling::SyncActivator;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
+use crate::routing::SinkRoutes;
 use crate::telemetry::GraphMetrics;
 
 /// Batches Ingest takes from the channel before it yields to the rest of the graph.
@@ -66,13 +72,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct DataflowPlan {
     pub workers: usize,
-    pub allowed_lateness: Duration,
+    /// The allowed lateness in ns; a live reload may change it while the graph runs.
+    pub allowed_lateness: Arc<AtomicU64>,
     pub rules: AppEventRules,
     pub flush_interval: Duration,
     /// Set on Ctrl-C: windows still open at the end are emitted provisional.
     pub shutting_down: Arc<AtomicBool>,
-    /// Each sink with the streams it takes.
-    pub sinks: Vec<(Vec<StreamName>, SinkSender)>,
+    /// Which sinks take which streams; changed live by reloads.
+    pub routes: Arc<SinkRoutes>,
+    /// The filters on what enters, per source; swapped live by reloads.
+    pub filters: Arc<RwLock<Arc<Filters>>>,
     pub ingest: Arc<IngestChannel>,
     pub metrics: Arc<GraphMetrics>,
 }
@@ -100,32 +109,38 @@ fn build(scope: Scope<'_, u64>, plan: &DataflowPlan) {
     };
     let input = ingest(scope, plan);
     let streams = graph::build(input, plan.rules.clone(), options);
-    for (wanted, sender) in &plan.sinks {
-        for stream in wanted {
-            let sender = sender.clone();
-            match stream {
-                StreamName::Logs => forward(streams.logs.clone(), sender, Records::Logs),
-                StreamName::ContainerMetrics => forward(
-                    streams.container_metrics.clone(),
-                    sender,
-                    Records::ContainerMetrics,
-                ),
-                StreamName::Http => forward(streams.http.clone(), sender, Records::Http),
-                StreamName::Errors => forward(streams.errors.clone(), sender, Records::Errors),
-                StreamName::AppEvents => {
-                    forward(streams.app_events.clone(), sender, Records::AppEvents)
-                }
-                StreamName::AppRollups => {
-                    forward(streams.app_rollups.clone(), sender, Records::AppRollups)
-                }
-                StreamName::PlatformRollups => forward(
-                    streams.platform_rollups.clone(),
-                    sender,
-                    Records::PlatformRollups,
-                ),
-            }
-        }
-    }
+    forward(streams.logs, &plan.routes, StreamName::Logs, Records::Logs);
+    forward(
+        streams.container_metrics,
+        &plan.routes,
+        StreamName::ContainerMetrics,
+        Records::ContainerMetrics,
+    );
+    forward(streams.http, &plan.routes, StreamName::Http, Records::Http);
+    forward(
+        streams.errors,
+        &plan.routes,
+        StreamName::Errors,
+        Records::Errors,
+    );
+    forward(
+        streams.app_events,
+        &plan.routes,
+        StreamName::AppEvents,
+        Records::AppEvents,
+    );
+    forward(
+        streams.app_rollups,
+        &plan.routes,
+        StreamName::AppRollups,
+        Records::AppRollups,
+    );
+    forward(
+        streams.platform_rollups,
+        &plan.routes,
+        StreamName::PlatformRollups,
+        Records::PlatformRollups,
+    );
 }
 
 /// The Ingest operator; see the module doc.
@@ -135,7 +150,8 @@ fn ingest<'scope>(
 ) -> Stream<'scope, u64, Vec<Stamped>> {
     let channel = plan.ingest.clone();
     let metrics = plan.metrics.clone();
-    let lateness = plan.allowed_lateness;
+    let lateness = plan.allowed_lateness.clone();
+    let filters = plan.filters.clone();
     source::<_, CapacityContainerBuilder<Vec<Stamped>>, _, _>(
         scope,
         "Ingest",
@@ -153,14 +169,29 @@ fn ingest<'scope>(
                 myself.activate();
             }
             let mut capability = receiver.is_some().then_some(capability);
-            let mut watermark = Watermark::new(lateness);
+            let mut lateness_ns = lateness.load(Ordering::Relaxed);
+            let mut watermark = Watermark::new(Duration::from_nanos(lateness_ns));
             move |output| {
                 let (Some(rx), Some(held)) = (receiver.as_mut(), capability.as_mut()) else {
                     return;
                 };
+                let now_ns = lateness.load(Ordering::Relaxed);
+                if now_ns != lateness_ns {
+                    lateness_ns = now_ns;
+                    watermark.set_allowed_lateness(Duration::from_nanos(now_ns));
+                }
                 for _ in 0..INGEST_BUDGET {
                     match rx.try_recv() {
-                        Ok(batch) => {
+                        Ok(mut batch) => {
+                            // Before event time: a filtered record never moves the watermark.
+                            let current = filters
+                                .read()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                .clone();
+                            let removed = current.apply(&batch.source, &mut batch.events);
+                            if removed > 0 {
+                                metrics.filtered.add(removed as u64);
+                            }
                             let mut late = LateCounts::default();
                             let mut stamped = Vec::with_capacity(batch.events.len());
                             let time = stamp_batch(
@@ -194,15 +225,17 @@ fn ingest<'scope>(
     )
 }
 
-/// Hands every batch of a stream to a sink, blocking while the sink is behind.
+/// Hands every batch of a stream to the sinks that take it, blocking while one is behind.
 fn forward<T: Clone + 'static>(
     stream: Stream<'_, u64, Vec<T>>,
-    sender: SinkSender,
+    routes: &Arc<SinkRoutes>,
+    name: StreamName,
     wrap: fn(Vec<T>) -> Records,
 ) {
+    let routes = routes.clone();
     stream.sink(Pipeline, "Forward", move |(input, _frontier)| {
         input.for_each(|_time, data| {
-            sender.send_blocking(wrap(std::mem::take(data)));
+            routes.send(name, wrap(std::mem::take(data)));
         });
     });
 }

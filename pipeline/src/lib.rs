@@ -10,6 +10,7 @@
 //!   order that loses nothing.
 //! - [`dataflow`] — the timely side: the `Ingest` bridge from the sources' channel into the
 //!   graph of `sluice-operators`, and the bridges from its streams into the sinks.
+//! - [`routing`] — which sinks take which streams, changed live by reloads.
 //! - [`status`] — the live status line; [`telemetry`] — the graph's counters and memory;
 //!   [`admin`] — the admin endpoint (`/metrics`, `/health`) over a registry of the running
 //!   components' counters, read by `sluice top`.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dataflow;
+pub mod routing;
 pub mod runtime;
 pub mod status;
 pub mod telemetry;

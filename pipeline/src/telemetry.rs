@@ -2,7 +2,7 @@
 //! (later) the admin endpoint.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use sluice_connectors::telemetry::Counter;
 use sluice_model::EventType;
@@ -13,6 +13,13 @@ use sluice_operators::watermark::LateCounts;
 pub struct GraphMetrics {
     /// Records that entered the graph.
     pub records_in: Counter,
+    /// Records removed by filters before entering.
+    pub filtered: Counter,
+    /// Config reloads applied, and rejected (a file with problems).
+    pub reloads: Counter,
+    pub reload_failures: Counter,
+    /// How long the last reload took, from the request to the new topology running.
+    pub last_reload_micros: AtomicU64,
     /// Late records per event kind, indexed like [`EventType::ALL`].
     late: [Counter; 6],
     /// The watermark in ns; `i64::MIN` before the first record.

@@ -17,6 +17,17 @@ pub fn describe(config: &Config) -> String {
             source.describe()
         );
     }
+    if !config.filters.is_empty() {
+        let _ = writeln!(out, "filters");
+        for (name, filter) in &config.filters {
+            let sources = if filter.sources.is_empty() {
+                "every source".to_owned()
+            } else {
+                filter.sources.join(", ")
+            };
+            let _ = writeln!(out, "  {name}: {:?} on {sources}", filter.action);
+        }
+    }
     let _ = writeln!(
         out,
         "dataflow: {} worker{}, allowed lateness {}, flush interval {}, {} app-event rule{}",

@@ -7,7 +7,7 @@ use sluice_operators::records::StreamName;
 use super::SinkContext;
 
 /// `[sinks.NAME]` with `type = "blackhole"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlackholeSinkConfig {
     /// The streams taken (and discarded).

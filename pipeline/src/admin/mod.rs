@@ -135,6 +135,12 @@ pub struct Failing {
 impl Health {
     pub fn of(snapshot: &Snapshot) -> Health {
         let mut failing = Vec::new();
+        if !snapshot.started {
+            failing.push(Failing {
+                component: "pipeline".to_owned(),
+                reason: "starting".to_owned(),
+            });
+        }
         for source in &snapshot.sources {
             if !source.connected {
                 failing.push(Failing {
@@ -191,6 +197,11 @@ mod tests {
         let sink = Arc::new(SinkMetrics::default());
         registry.add_source("cf", source.clone());
         registry.add_sink("search", "elasticsearch", sink.clone());
+        let health = Health::of(&registry.snapshot());
+        assert_eq!(health.failing[0].component, "pipeline", "{health:?}");
+        assert_eq!(health.failing[0].reason, "starting");
+
+        registry.mark_started();
         let health = Health::of(&registry.snapshot());
         assert_eq!(health.status, "unavailable");
         assert_eq!(health.failing.len(), 1);

@@ -253,6 +253,27 @@ pub fn encode(snapshot: &Snapshot) -> String {
         "Records that entered the dataflow.",
     )
     .sample(&[], f(graph.records));
+    family(
+        &mut out,
+        "sluice_graph_filtered_records_total",
+        Counter,
+        "Records removed by filters before entering the dataflow.",
+    )
+    .sample(&[], f(graph.filtered));
+    family(
+        &mut out,
+        "sluice_reloads_total",
+        Counter,
+        "Config reloads applied.",
+    )
+    .sample(&[], f(graph.reloads));
+    family(
+        &mut out,
+        "sluice_reload_failures_total",
+        Counter,
+        "Config reloads rejected (the file had problems).",
+    )
+    .sample(&[], f(graph.reload_failures));
     {
         let mut fam = family(
             &mut out,
@@ -290,8 +311,12 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         Snapshot {
+            started: true,
             graph: GraphSnapshot {
                 records: 12,
+                filtered: 1,
+                reloads: 2,
+                reload_failures: 0,
                 late: vec![("log_message", 2), ("http_start_stop", 0)],
                 open_windows: 3,
                 watermark_lag_seconds: Some(1.5),
@@ -333,6 +358,7 @@ mod tests {
             "sluice_sink_available{sink=\"we\\\"ird\\\\name\\n\"} 0",
             "sluice_sink_buffer_oldest_age_seconds{sink=\"we\\\"ird\\\\name\\n\"} 0.25",
             "sluice_graph_records_total 12",
+            "sluice_reloads_total 2",
             "sluice_graph_late_records_total{kind=\"log_message\"} 2",
             "sluice_graph_watermark_lag_seconds 1.5",
         ] {

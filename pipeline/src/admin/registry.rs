@@ -2,7 +2,7 @@
 //! and removed while the pipeline runs (a reloaded source or sink replaces its entry).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,9 @@ pub struct Registry {
     graph: Arc<GraphMetrics>,
     sources: RwLock<BTreeMap<String, Arc<SourceMetrics>>>,
     sinks: RwLock<BTreeMap<String, (&'static str, Arc<SinkMetrics>)>>,
+    /// Every component of the first topology has been started: until then an empty or partial
+    /// registry must not read as healthy.
+    started: AtomicBool,
 }
 
 impl Registry {
@@ -28,7 +31,13 @@ impl Registry {
             graph,
             sources: RwLock::default(),
             sinks: RwLock::default(),
+            started: AtomicBool::new(false),
         })
+    }
+
+    /// The runtime has started every component of its config.
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
     }
 
     /// Adds (or replaces) the source `name`.
@@ -60,6 +69,9 @@ impl Registry {
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         let graph = GraphSnapshot {
             records: graph.records_in.get(),
+            filtered: graph.filtered.get(),
+            reloads: graph.reloads.get(),
+            reload_failures: graph.reload_failures.get(),
             late: EventType::ALL
                 .iter()
                 .map(|kind| (kind.as_str(), graph.late(*kind)))
@@ -101,6 +113,7 @@ impl Registry {
             })
             .collect();
         Snapshot {
+            started: self.started.load(Ordering::Relaxed),
             graph,
             sources,
             sinks,
@@ -135,6 +148,8 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 /// The figures of a running pipeline at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
+    /// False while the runtime is still starting its components.
+    pub started: bool,
     pub graph: GraphSnapshot,
     pub sources: Vec<SourceSnapshot>,
     pub sinks: Vec<SinkSnapshot>,
@@ -143,6 +158,11 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GraphSnapshot {
     pub records: u64,
+    /// Records removed by filters before entering the graph.
+    pub filtered: u64,
+    /// Config reloads applied, and rejected.
+    pub reloads: u64,
+    pub reload_failures: u64,
     /// Late records per event kind.
     pub late: Vec<(&'static str, u64)>,
     pub open_windows: i64,

@@ -123,6 +123,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
                 streams: StreamName::all(),
             }),
         )]),
+        filters: BTreeMap::new(),
         admin: None,
     };
 

@@ -24,6 +24,7 @@ use sluice_connectors::source::firehose::FirehoseConfig;
 use sluice_connectors::source::rlp::RlpConfig;
 use sluice_connectors::source::simulator::SimulatorConfig;
 use sluice_operators::app_events::{AppEventRule, AppEventRules};
+use sluice_operators::filter::{Filter, FilterConfig, Filters};
 pub use sluice_operators::records::StreamName;
 
 pub use interpolate::interpolate;
@@ -41,13 +42,16 @@ pub struct Config {
     /// Named sinks (`[sinks.NAME]`).
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// Named filters on what enters the graph (`[filters.NAME]`).
+    #[serde(default)]
+    pub filters: BTreeMap<String, FilterConfig>,
     /// The admin endpoint (`[admin]`); absent: off.
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
 }
 
 /// `[pipeline]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// timely worker threads; default: the number of cores.
@@ -117,7 +121,7 @@ impl PipelineConfig {
 }
 
 /// `[sources.NAME]`, by `type`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceConfig {
     /// A replay file (SPEC §1.3): finite.
@@ -155,7 +159,7 @@ impl SourceConfig {
 }
 
 /// `[sinks.NAME]`, by `type`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
     /// The embedded store.
@@ -274,8 +278,31 @@ impl Config {
     }
 
     /// Cross-field checks serde cannot express. Pure: no I/O.
+    /// The compiled filters; a config that passed [`Config::validate`] always has them.
+    pub fn compiled_filters(&self) -> Result<Filters, String> {
+        let mut filters = Vec::new();
+        for (name, config) in &self.filters {
+            let filter = Filter::new(name, config)
+                .map_err(|(key, problem)| format!("filters.{name}.{key}: {problem}"))?;
+            filters.push(filter);
+        }
+        Ok(Filters::new(filters))
+    }
+
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        for (name, filter) in &self.filters {
+            if let Err((key, problem)) = Filter::new(name, filter) {
+                problems.push(format!("filters.{name}.{key}: {problem}"));
+            }
+            for source in &filter.sources {
+                if !self.sources.contains_key(source) {
+                    problems.push(format!(
+                        "filters.{name}.sources: no source is named `{source}`"
+                    ));
+                }
+            }
+        }
         if self.pipeline.workers == Some(0) {
             problems.push("pipeline.workers: must be at least 1".to_owned());
         }

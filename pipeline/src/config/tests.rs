@@ -248,6 +248,38 @@ buffer = { type = "disk", path = "buffers/shared", sync = "none" }
 }
 
 #[test]
+fn filters_are_validated_with_their_keys() {
+    let text = format!(
+        "{MINIMAL}\n[filters.web]\nsources = [\"replay\", \"cf\"]\nevent_types = [\"log_message\", \"logs\"]\n\n[filters.health]\naction = \"drop\"\nmessage = \"GET /health(\"\n"
+    );
+    let problems = parse(&text).expect_err("bad filters");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "filters.web.sources: no source is named `cf`"),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("filters.web.event_types: unknown event type `logs`")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("filters.health.message: invalid regex")),
+        "{problems:?}"
+    );
+    let good = format!(
+        "{MINIMAL}\n[filters.web]\nsources = [\"replay\"]\napp_ids = [\"f47ac10b-58cc-4372-a567-0e02b2c3d479\"]\n"
+    );
+    let config = parse(&good).expect("valid");
+    assert!(!config.compiled_filters().expect("compiled").is_empty());
+    assert!(crate::topology::describe(&config).contains("web: Keep on replay"));
+}
+
+#[test]
 fn the_admin_endpoint_is_off_by_default_and_on_loopback_when_asked_for() {
     assert_eq!(parse(MINIMAL).expect("valid").admin, None);
     let config = parse(&format!("{MINIMAL}\n[admin]\n")).expect("valid");

@@ -1,0 +1,114 @@
+//! Which sinks take which streams, as a table the dataflow reads for every batch, so sinks
+//! can be added, removed and replaced while the graph runs (live reload) without rebuilding
+//! it or losing its open windows.
+//!
+//! The dataflow's forward operators call [`SinkRoutes::send`] from worker threads. A sink
+//! being replaced is *paused*: batches for it wait (backpressure, as when a sink is slow)
+//! until its successor is in place, so nothing is lost and a store never has two writers
+//! racing on the same rows.
+
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use sluice_connectors::sink::{Records, SinkSender};
+use sluice_operators::records::StreamName;
+
+#[derive(Debug)]
+enum Route {
+    Active(SinkSender),
+    Paused,
+}
+
+#[derive(Debug)]
+struct Entry {
+    streams: Vec<StreamName>,
+    route: Route,
+}
+
+/// The table; shared by the runtime (writes) and every worker (reads).
+#[derive(Debug, Default)]
+pub struct SinkRoutes {
+    table: Mutex<BTreeMap<String, Entry>>,
+    resumed: Condvar,
+}
+
+impl SinkRoutes {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Routes `streams` to a sink (replacing any route of that name).
+    pub fn insert(&self, name: &str, streams: Vec<StreamName>, sender: SinkSender) {
+        self.lock().insert(
+            name.to_owned(),
+            Entry {
+                streams,
+                route: Route::Active(sender),
+            },
+        );
+        self.resumed.notify_all();
+    }
+
+    /// Holds back a sink's batches and lets go of its sender, so its channel closes once the
+    /// batches already sent are drained; [`SinkRoutes::insert`] resumes it.
+    pub fn pause(&self, name: &str) {
+        if let Some(entry) = self.lock().get_mut(name) {
+            entry.route = Route::Paused;
+        }
+    }
+
+    /// Stops routing to a sink; its channel closes once drained.
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+        self.resumed.notify_all();
+    }
+
+    /// Removes every route: at the end of a run, so every sink sees its input close.
+    pub fn clear(&self) {
+        self.lock().clear();
+        self.resumed.notify_all();
+    }
+
+    /// Hands a batch of `stream` to every sink that takes it, blocking while one of them is
+    /// paused or behind. Records no sink takes are not stored anywhere.
+    pub fn send(&self, stream: StreamName, records: Records) {
+        let senders: Vec<SinkSender> = {
+            let mut table = self.lock();
+            loop {
+                let paused = table
+                    .values()
+                    .any(|e| matches!(e.route, Route::Paused) && e.streams.contains(&stream));
+                if !paused {
+                    break;
+                }
+                table = self
+                    .resumed
+                    .wait(table)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            table
+                .values()
+                .filter(|e| e.streams.contains(&stream))
+                .filter_map(|e| match &e.route {
+                    Route::Active(sender) => Some(sender.clone()),
+                    Route::Paused => None,
+                })
+                .collect()
+        };
+        // Sending outside the lock: a slow sink must not hold up a reload.
+        let Some((last, others)) = senders.split_last() else {
+            return;
+        };
+        for sender in others {
+            sender.send_blocking(records.clone());
+        }
+        last.send_blocking(records);
+    }
+
+    /// The sinks routed now, with their streams (for `validate`-style output and tests).
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+}
