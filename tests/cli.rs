@@ -13,7 +13,7 @@ fn help_explains_every_command() {
     let output = run_sluice(&["--help"]);
     assert_success(&output);
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["run", "validate", "simulate", "capture", "bench"] {
+    for command in ["run", "validate", "simulate", "capture", "bench", "top"] {
         assert!(help.contains(command), "--help lists `{command}`:\n{help}");
     }
     let output = run_sluice(&["run", "--help"]);

@@ -16,6 +16,7 @@ use crate::topology;
 mod bench;
 mod capture;
 mod simulate;
+mod top;
 
 /// Sluice consumes the Cloud Foundry Loggregator Firehose and keeps what it carries in stores
 /// people query: app logs, container metrics, HTTP requests, app lifecycle events and
@@ -71,6 +72,9 @@ enum Command {
     /// Measure the pipeline: simulator → full graph → a discarding sink. Reports envelopes/s
     /// and memory.
     Bench(bench::BenchArgs),
+    /// A live view of a running instance's own figures, from its admin endpoint (`[admin]`):
+    /// per source, sink and the graph — rates, errors, buffers, availability. Ctrl-C exits.
+    Top(top::TopArgs),
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::main(args),
         Command::Capture(args) => capture::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::Top(args) => top::main(args),
     }
 }
 

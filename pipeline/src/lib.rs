@@ -3,7 +3,7 @@
 //!
 //! Layout:
 //! - [`cli`] — the `sluice` command and its subcommands (`run`, `validate`, `simulate`,
-//!   `capture`, `bench`).
+//!   `capture`, `bench`, `top`).
 //! - [`config`] — the TOML config of SPEC §7: `${VAR}` interpolation, parsing, validation that
 //!   reports every problem at once; [`topology`] prints what a config describes.
 //! - [`runtime`] — `sluice run`: starts sinks, the dataflow and sources, and stops them in the
@@ -11,8 +11,11 @@
 //! - [`dataflow`] — the timely side: the `Ingest` bridge from the sources' channel into the
 //!   graph of `sluice-operators`, and the bridges from its streams into the sinks.
 //! - [`routing`] — which sinks take which streams, changed live by reloads.
-//! - [`status`] — the live status line; [`telemetry`] — the graph's counters and memory.
+//! - [`status`] — the live status line; [`telemetry`] — the graph's counters and memory;
+//!   [`admin`] — the admin endpoint (`/metrics`, `/health`) over a registry of the running
+//!   components' counters, read by `sluice top`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dataflow;

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::admin::{AdminServer, Registry};
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::dataflow::{self, DataflowPlan, IngestChannel};
 use crate::routing::SinkRoutes;
@@ -127,6 +128,8 @@ struct Supervisor {
     sink_tasks: JoinSet<TaskResult>,
     next_generation: u64,
     metrics: RunMetrics,
+    /// What the admin endpoint shows: the components of the current config.
+    registry: Arc<Registry>,
     failures: Vec<String>,
     /// `--watch`: the run goes on when every source is done, waiting for a new config.
     watch: bool,
@@ -150,6 +153,8 @@ impl Supervisor {
         self.metrics
             .sinks
             .push((name.to_owned(), ctx.metrics.clone()));
+        self.registry
+            .add_sink(name, config.type_name(), ctx.metrics.clone());
         self.routes.insert(name, config.streams().to_vec(), sender);
         let task_name = name.to_owned();
         self.sink_tasks
@@ -175,6 +180,7 @@ impl Supervisor {
         self.metrics
             .sources
             .push((name.to_owned(), ctx.metrics.clone()));
+        self.registry.add_source(name, ctx.metrics.clone());
         let task_name = name.to_owned();
         self.source_tasks
             .spawn(async move { (task_name, generation, run_source(config, ctx).await) });
@@ -321,6 +327,9 @@ impl Supervisor {
         if new.pipeline.app_events != old.pipeline.app_events {
             needs_restart.push("pipeline.app_events");
         }
+        if new.admin != old.admin {
+            needs_restart.push("admin");
+        }
         for key in needs_restart {
             warn!(
                 key,
@@ -338,6 +347,7 @@ impl Supervisor {
                 *self.draining_sinks.entry(name.clone()).or_default() += 1;
             }
             self.waiting_sinks.remove(name);
+            self.registry.remove_sink(name);
             removed.push(format!("sink {name}"));
         }
         for (name, config) in &new.sinks {
@@ -384,6 +394,7 @@ impl Supervisor {
                 stop.cancel();
             }
             self.waiting_sources.remove(name);
+            self.registry.remove_source(name);
             removed.push(format!("source {name}"));
         }
         for (name, config) in &new.sources {
@@ -432,6 +443,16 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
     let shutdown = CancellationToken::new();
     let shutting_down = Arc::new(AtomicBool::new(false));
     let graph_metrics = GraphMetrics::new();
+    // Admin endpoint: the supervisor registers every component it starts.
+    let registry = Registry::new(graph_metrics.clone());
+    let admin = match &config.admin {
+        Some(admin) => Some(
+            AdminServer::start(admin, registry.clone())
+                .await
+                .map_err(|e| RunError::Components(vec![format!("admin.listen: {e}")]))?,
+        ),
+        None => None,
+    };
     let routes = Arc::new(SinkRoutes::default());
 
     let (batches, receiver) = mpsc::channel(config.pipeline.channel_capacity);
@@ -468,6 +489,7 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
         },
         failures: Vec::new(),
         watch: options.watch,
+        registry,
     };
 
     // Sinks first, so the dataflow has somewhere to write from its first record on.
@@ -499,6 +521,7 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
         supervisor.start_source(name, source_config.clone());
     }
     supervisor.release_input_if_idle();
+    supervisor.registry.mark_started();
 
     info!(
         sources = config.sources.len(),
@@ -621,6 +644,9 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
     shutdown.cancel();
     if let Some(status) = status {
         status.finish().await;
+    }
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
     if !supervisor.failures.is_empty() {
         return Err(RunError::Components(supervisor.failures));

@@ -85,10 +85,9 @@ impl SinkInput {
                 "Opened a disk buffer holding records from an earlier run."
             );
         }
-        // Records from an earlier run are pending like the ones the dataflow will send.
-        metrics
-            .pending
-            .fetch_add(report.records as i64, Ordering::Relaxed);
+        // Records from an earlier run are pending like the ones the dataflow will send (their
+        // age in the oldest-record gauge counts from now).
+        metrics.received(usize::try_from(report.records).unwrap_or(usize::MAX));
         let thread_name = name.clone();
         let thread_metrics = metrics.clone();
         std::thread::Builder::new()

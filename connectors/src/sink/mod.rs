@@ -24,8 +24,10 @@ pub mod blackhole;
 
 pub use input::SinkInput;
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sluice_model::Event;
 use sluice_operators::records::{AppEvent, AppRollup, PlatformRollup, StreamName};
@@ -97,6 +99,53 @@ pub struct SinkMetrics {
     pub buffered_records: AtomicI64,
     /// Bytes in the sink's disk buffer not yet acknowledged (0 for a memory buffer).
     pub buffered_bytes: AtomicI64,
+    /// When the pending records arrived, oldest first: the age of the oldest one.
+    arrivals: Mutex<Arrivals>,
+    /// Why the store is unavailable: the error of the last failed attempt, cleared by a
+    /// successful one. `None` until an attempt fails.
+    unavailable: Mutex<Option<String>>,
+}
+
+/// Pending records as `(count, arrived)` runs, oldest first. Sinks settle records in about the
+/// order they arrived, so settling takes from the front; it is a gauge, not an account.
+#[derive(Debug, Default)]
+struct Arrivals(VecDeque<(u64, Instant)>);
+
+impl Arrivals {
+    fn arrived(&mut self, n: u64, at: Instant) {
+        if n > 0 {
+            self.0.push_back((n, at));
+        }
+    }
+
+    fn settled(&mut self, mut n: u64) {
+        while n > 0 {
+            let Some(front) = self.0.front_mut() else {
+                return;
+            };
+            let taken = front.0.min(n);
+            front.0 -= taken;
+            n -= taken;
+            if front.0 == 0 {
+                self.0.pop_front();
+            }
+        }
+    }
+
+    /// Takes back the newest `n` (a send that failed).
+    fn unsent(&mut self, mut n: u64) {
+        while n > 0 {
+            let Some(back) = self.0.back_mut() else {
+                return;
+            };
+            let taken = back.0.min(n);
+            back.0 -= taken;
+            n -= taken;
+            if back.0 == 0 {
+                self.0.pop_back();
+            }
+        }
+    }
 }
 
 impl SinkMetrics {
@@ -110,7 +159,47 @@ impl SinkMetrics {
     /// Counts records as written (and no longer pending).
     pub fn written(&self, stream: StreamName, n: usize) {
         self.written[Self::slot(stream)].add(n as u64);
+        self.settle(n);
+    }
+
+    /// Counts records as received by the sink's input (pending until settled).
+    pub fn received(&self, n: usize) {
+        self.pending.fetch_add(n as i64, Ordering::Relaxed);
+        self.arrivals().arrived(n as u64, Instant::now());
+    }
+
+    fn settle(&self, n: usize) {
         self.pending.fetch_sub(n as i64, Ordering::Relaxed);
+        self.arrivals().settled(n as u64);
+    }
+
+    fn arrivals(&self) -> std::sync::MutexGuard<'_, Arrivals> {
+        // The queue is consistent after every operation: a panic elsewhere cannot tear it.
+        self.arrivals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long the oldest record not yet written (or given up) has waited; `None` when
+    /// nothing is pending.
+    pub fn oldest_pending_age(&self) -> Option<Duration> {
+        self.arrivals().0.front().map(|(_, at)| at.elapsed())
+    }
+
+    /// The store failed an attempt that will be retried: `reason` says why.
+    pub fn set_unavailable(&self, reason: impl ToString) {
+        *self.unavailable.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+    }
+
+    /// An attempt succeeded: the store is available.
+    pub fn set_available(&self) {
+        *self.unavailable.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Why the store is unavailable, or `None` if its last attempt succeeded.
+    pub fn unavailable_reason(&self) -> Option<String> {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn written_of(&self, stream: StreamName) -> u64 {
@@ -124,13 +213,13 @@ impl SinkMetrics {
     /// Counts records as set aside in a dead-letter file (and no longer pending).
     pub fn dead_lettered(&self, n: usize) {
         self.dead_lettered.add(n as u64);
-        self.pending.fetch_sub(n as i64, Ordering::Relaxed);
+        self.settle(n);
     }
 
     /// Counts records as given up on (and no longer pending).
     pub fn dropped(&self, n: usize) {
         self.dropped.add(n as u64);
-        self.pending.fetch_sub(n as i64, Ordering::Relaxed);
+        self.settle(n);
     }
 }
 
@@ -169,10 +258,11 @@ impl SinkSender {
                 }
             }
         }
-        self.metrics.pending.fetch_add(n, Ordering::Relaxed);
+        self.metrics.received(n as usize);
         if self.tx.blocking_send(records).is_err() {
             // The sink stopped on a non-retriable error (and said so): count what it misses.
             self.metrics.pending.fetch_sub(n, Ordering::Relaxed);
+            self.metrics.arrivals().unsent(n as u64);
             self.metrics.dropped.add(n as u64);
             if let Some(gate) = &self.gate {
                 gate.release(n as usize);
@@ -272,5 +362,51 @@ impl SinkContext {
             shutdown,
         };
         Ok((context, sender))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_pending_age_follows_what_is_settled() {
+        let metrics = SinkMetrics::default();
+        assert_eq!(metrics.oldest_pending_age(), None);
+        let mut arrivals = Arrivals::default();
+        let start = Instant::now();
+        let later = start + Duration::from_secs(5);
+        arrivals.arrived(3, start);
+        arrivals.arrived(2, later);
+        arrivals.settled(2);
+        assert_eq!(arrivals.0.front(), Some(&(1, start)));
+        arrivals.settled(1);
+        assert_eq!(arrivals.0.front(), Some(&(2, later)));
+        arrivals.arrived(4, later);
+        arrivals.unsent(5);
+        assert_eq!(arrivals.0.iter().collect::<Vec<_>>(), vec![&(1, later)]);
+        // Settling more than is pending (records from before a restart) empties it.
+        arrivals.settled(10);
+        assert!(arrivals.0.is_empty());
+
+        metrics.received(4);
+        assert!(metrics.oldest_pending_age().is_some());
+        metrics.written(StreamName::Logs, 3);
+        metrics.dropped(1);
+        assert_eq!(metrics.oldest_pending_age(), None);
+        assert_eq!(metrics.pending.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn availability_holds_the_last_failure_until_a_success() {
+        let metrics = SinkMetrics::default();
+        assert_eq!(metrics.unavailable_reason(), None);
+        metrics.set_unavailable("connection refused");
+        assert_eq!(
+            metrics.unavailable_reason().as_deref(),
+            Some("connection refused")
+        );
+        metrics.set_available();
+        assert_eq!(metrics.unavailable_reason(), None);
     }
 }

@@ -55,6 +55,7 @@ impl Retry {
     ) -> Option<Stop> {
         self.failures += 1;
         ctx.metrics.retries.incr();
+        ctx.metrics.set_unavailable(error);
         if self.failures == 1 {
             error!(sink = %ctx.name, endpoint = %self.endpoint, %error,
                 "{} is unavailable; retrying with backoff while the buffer holds the data.",
@@ -97,6 +98,7 @@ impl Retry {
 
     /// After a successful attempt.
     pub(crate) fn recovered(&mut self, ctx: &SinkContext) {
+        ctx.metrics.set_available();
         if self.failures > 0 {
             info!(sink = %ctx.name, endpoint = %self.endpoint, attempts = self.failures,
                 "{} is available again.", self.store);

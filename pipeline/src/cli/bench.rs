@@ -124,6 +124,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             }),
         )]),
         filters: BTreeMap::new(),
+        admin: None,
     };
 
     // Resident memory, sampled while the run goes.

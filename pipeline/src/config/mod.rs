@@ -45,6 +45,9 @@ pub struct Config {
     /// Named filters on what enters the graph (`[filters.NAME]`).
     #[serde(default)]
     pub filters: BTreeMap<String, FilterConfig>,
+    /// The admin endpoint (`[admin]`); absent: off.
+    #[serde(default)]
+    pub admin: Option<crate::admin::AdminConfig>,
 }
 
 /// `[pipeline]`.
@@ -311,6 +314,11 @@ impl Config {
         }
         if let Err(e) = AppEventRules::new(&self.pipeline.app_event_rules()) {
             problems.push(format!("pipeline.app_events: {e}"));
+        }
+        if let Some(admin) = &self.admin
+            && let Err(problem) = admin.address()
+        {
+            problems.push(format!("admin.listen: {problem}"));
         }
         if self.sources.is_empty() {
             problems.push("sources: at least one source is needed".to_owned());

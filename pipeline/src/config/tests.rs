@@ -278,3 +278,27 @@ fn filters_are_validated_with_their_keys() {
     assert!(!config.compiled_filters().expect("compiled").is_empty());
     assert!(crate::topology::describe(&config).contains("web: Keep on replay"));
 }
+
+#[test]
+fn the_admin_endpoint_is_off_by_default_and_on_loopback_when_asked_for() {
+    assert_eq!(parse(MINIMAL).expect("valid").admin, None);
+    let config = parse(&format!("{MINIMAL}\n[admin]\n")).expect("valid");
+    let admin = config.admin.expect("[admin] present");
+    assert!(admin.address().expect("an address").ip().is_loopback());
+    let config = parse(&format!("{MINIMAL}\n[admin]\nlisten = \"0.0.0.0:9000\"\n")).expect("valid");
+    assert_eq!(config.admin.expect("[admin]").listen, "0.0.0.0:9000");
+}
+
+#[test]
+fn a_bad_admin_address_is_reported_with_its_key() {
+    let problems =
+        parse(&format!("{MINIMAL}\n[admin]\nlisten = \"localhost\"\n")).expect_err("no port");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("admin.listen: `localhost`")),
+        "{problems:?}"
+    );
+    let problems = parse(&format!("{MINIMAL}\n[admin]\nport = 9598\n")).expect_err("unknown key");
+    assert!(problems.iter().any(|p| p.contains("port")), "{problems:?}");
+}

@@ -212,6 +212,7 @@ impl SqliteStore {
             match SqliteStore::open(&config.path, config.busy_timeout).await {
                 Err(error) if error.is_retriable() && !ctx.shutdown.is_cancelled() => {
                     ctx.metrics.retries.incr();
+                    ctx.metrics.set_unavailable(&error);
                     let delay = backoff.next_delay();
                     warn!(sink = %ctx.name, %error, delay = ?delay,
                         "The SQLite database is busy; retrying to open it.");
@@ -220,7 +221,12 @@ impl SqliteStore {
                         () = ctx.shutdown.cancelled() => {}
                     }
                 }
-                opened => return opened,
+                opened => {
+                    if opened.is_ok() {
+                        ctx.metrics.set_available();
+                    }
+                    return opened;
+                }
             }
         }
     }
@@ -312,7 +318,10 @@ impl SqliteStore {
         let mut attempts_after_shutdown = 0;
         loop {
             match self.write(&tables).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    ctx.metrics.set_available();
+                    break;
+                }
                 Err(error) if error.is_retriable() => {
                     if ctx.shutdown.is_cancelled() {
                         attempts_after_shutdown += 1;
@@ -322,6 +331,7 @@ impl SqliteStore {
                         }
                     }
                     ctx.metrics.retries.incr();
+                    ctx.metrics.set_unavailable(&error);
                     let delay = backoff.next_delay();
                     warn!(sink = %ctx.name, %error, rows, delay = ?delay,
                         "The SQLite database is busy; retrying the batch.");
