@@ -206,6 +206,21 @@ streams = {streams:?}
         if pending != Some(0.0) {
             return Err(format!("sink pending {pending:?}"));
         }
+        // Records counted by the source may still be in the graph, not yet at the sink:
+        // wait for (nearly) all of them to be written before comparing.
+        let written: f64 = RAW_STREAMS
+            .iter()
+            .filter_map(|s| {
+                value(
+                    &samples,
+                    "sluice_sink_records_written_total",
+                    &[("sink", "local"), ("stream", s)],
+                )
+            })
+            .sum();
+        if written < n * 0.9 {
+            return Err(format!("only {written} of {n} records written so far"));
+        }
         for table in TABLES
             .iter()
             .filter(|t| RAW_STREAMS.contains(&t.stream.as_str()))

@@ -45,6 +45,9 @@ use super::retry::{Retry, Stop};
 use super::{Records, SinkContext};
 use crate::buffer::{BufferConfig, BufferError};
 
+/// The sink's name, as the dead-letter file records it.
+type SinkName = Arc<str>;
+
 /// `[sinks.<name>]` with `type = "elasticsearch"`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -563,6 +566,3 @@ fn chunked(docs: Vec<Document>, size: usize) -> Vec<Vec<Document>> {
     }
     chunks
 }
-
-/// For messages: the sink's name as the dead-letter file records it.
-type SinkName = Arc<str>;
