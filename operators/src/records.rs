@@ -42,6 +42,12 @@ impl StreamName {
         StreamName::ALL.to_vec()
     }
 
+    /// The stream's position in [`StreamName::ALL`], for tables and counters indexed by it.
+    pub const fn index(self) -> usize {
+        // The variants are declared in the order of `ALL` (a test checks it).
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StreamName::Logs => "logs",
@@ -52,6 +58,14 @@ impl StreamName {
             StreamName::PlatformRollups => "platform_rollups",
             StreamName::Errors => "errors",
         }
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn stream_indexes_follow_all() {
+    for (i, stream) in StreamName::ALL.iter().enumerate() {
+        assert_eq!(stream.index(), i);
     }
 }
 

@@ -6,6 +6,7 @@ use sluice_operators::records::StreamName;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::rows::{self, TABLES, Table, Value};
 use super::{Records, SinkContext};
 
 /// Records received and not yet written, grouped by stream so that each table's rows go in
@@ -19,12 +20,32 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub(crate) fn push(&mut self, records: Records) {
-        let slot = StreamName::ALL
-            .iter()
-            .position(|s| *s == records.stream())
-            .unwrap_or(0);
         self.rows += records.len();
-        self.by_stream[slot].push(records);
+        self.by_stream[records.stream().index()].push(records);
+    }
+
+    /// Each stream's records as the column values of its table, rows in arrival order.
+    /// Events whose type does not belong to their stream (never sent by a correct pipeline)
+    /// are counted as dropped.
+    pub(crate) fn table_values(&self, ctx: &SinkContext) -> Vec<(&'static Table, Vec<Value<'_>>)> {
+        let mut tables = Vec::new();
+        for (table, records) in TABLES.iter().zip(&self.by_stream) {
+            if records.is_empty() {
+                continue;
+            }
+            let mut values = Vec::new();
+            let skipped: usize = records
+                .iter()
+                .map(|r| rows::push_rows(r, &mut values))
+                .sum();
+            if skipped > 0 {
+                warn!(sink = %ctx.name, stream = %table.stream, records = skipped,
+                    "Dropped events whose type does not belong to their stream.");
+                ctx.metrics.dropped(skipped);
+            }
+            tables.push((table, values));
+        }
+        tables
     }
 }
 

@@ -149,16 +149,9 @@ impl Arrivals {
 }
 
 impl SinkMetrics {
-    fn slot(stream: StreamName) -> usize {
-        StreamName::ALL
-            .iter()
-            .position(|s| *s == stream)
-            .unwrap_or(0)
-    }
-
     /// Counts records as written (and no longer pending).
     pub fn written(&self, stream: StreamName, n: usize) {
-        self.written[Self::slot(stream)].add(n as u64);
+        self.written[stream.index()].add(n as u64);
         self.settle(n);
     }
 
@@ -203,7 +196,7 @@ impl SinkMetrics {
     }
 
     pub fn written_of(&self, stream: StreamName) -> u64 {
-        self.written[Self::slot(stream)].get()
+        self.written[stream.index()].get()
     }
 
     pub fn written_total(&self) -> u64 {

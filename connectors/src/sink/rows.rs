@@ -178,11 +178,7 @@ pub const TABLES: [Table; 7] = [
 
 /// The table a stream is written to.
 pub fn table(stream: StreamName) -> &'static Table {
-    let slot = StreamName::ALL
-        .iter()
-        .position(|s| *s == stream)
-        .unwrap_or(0);
-    &TABLES[slot]
+    &TABLES[stream.index()]
 }
 
 /// Appends the column values of every record of `records` to `out`, row after row in the

@@ -41,7 +41,7 @@ use self::statements::{Limit, insert, insert_sql, limits, statement_sizes};
 use super::SinkContext;
 use super::batch::{Batch, gather};
 use super::retry::{Retry, Stop};
-use super::rows::{self, TABLES, Table, Value};
+use super::rows::{TABLES, Table, Value};
 use crate::buffer::{BufferConfig, BufferError};
 
 /// `[sinks.<name>]` with `type = "mysql"`.
@@ -412,21 +412,7 @@ impl MysqlStore {
         }
         let taken = std::mem::take(batch);
         let mut tables = Vec::new();
-        for (slot, records) in taken.by_stream.iter().enumerate() {
-            if records.is_empty() {
-                continue;
-            }
-            let table = &TABLES[slot];
-            let mut values = Vec::new();
-            let mut skipped = 0;
-            for r in records {
-                skipped += rows::push_rows(r, &mut values);
-            }
-            if skipped > 0 {
-                warn!(sink = %ctx.name, stream = %table.stream, records = skipped,
-                    "Dropped events whose type does not belong to their stream.");
-                ctx.metrics.dropped(skipped);
-            }
+        for (table, values) in taken.table_values(ctx) {
             for values in partition(table, values, self.partitions) {
                 tables.push(TableRows {
                     table,
@@ -478,10 +464,7 @@ impl MysqlStore {
             table: rows.table.name,
             source,
         };
-        let slot = StreamName::ALL
-            .iter()
-            .position(|s| *s == rows.table.stream)
-            .unwrap_or(0);
+        let slot = rows.table.stream.index();
         let mut connection = self.pool.acquire().await.map_err(write_error)?;
         let mut tx = connection.begin().await.map_err(write_error)?;
         let truncated = insert(
@@ -636,6 +619,7 @@ fn finish(stop: Stop, endpoint: &str) -> Result<(), MysqlSinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::rows;
 
     #[test]
     fn partitions_keep_every_row_and_the_order_of_each_key() {

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use self::statements::{insert, insert_sql, statement_sizes};
 use super::SinkContext;
 use super::batch::{Batch, gather};
-use super::rows::{self, TABLES, Table, Value};
+use super::rows::{TABLES, Table, Value};
 use crate::buffer::BufferConfig;
 use crate::source::Backoff;
 
@@ -171,13 +171,6 @@ pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), S
     Ok(())
 }
 
-fn slot(stream: StreamName) -> usize {
-    StreamName::ALL
-        .iter()
-        .position(|s| *s == stream)
-        .unwrap_or(0)
-}
-
 /// One table's share of a batch, as column values.
 struct TableRows<'a> {
     table: &'static Table,
@@ -295,24 +288,11 @@ impl SqliteStore {
             return Ok(());
         }
         let taken = std::mem::take(batch);
-        let mut tables = Vec::new();
-        for (slot, records) in taken.by_stream.iter().enumerate() {
-            if records.is_empty() {
-                continue;
-            }
-            let table = &TABLES[slot];
-            let mut values = Vec::new();
-            let mut skipped = 0;
-            for r in records {
-                skipped += rows::push_rows(r, &mut values);
-            }
-            if skipped > 0 {
-                warn!(sink = %ctx.name, stream = %table.stream, records = skipped,
-                    "Dropped events whose type does not belong to their stream.");
-                ctx.metrics.dropped(skipped);
-            }
-            tables.push(TableRows { table, values });
-        }
+        let tables: Vec<TableRows<'_>> = taken
+            .table_values(ctx)
+            .into_iter()
+            .map(|(table, values)| TableRows { table, values })
+            .collect();
         let rows: usize = tables.iter().map(TableRows::rows).sum();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut attempts_after_shutdown = 0;
@@ -368,7 +348,7 @@ impl SqliteStore {
             .map_err(commit_error)?;
         for rows in tables {
             let table = rows.table;
-            let sql = &self.sql[slot(table.stream)];
+            let sql = &self.sql[table.stream.index()];
             insert(&mut tx, table, sql, &rows.values)
                 .await
                 .map_err(|source| SqliteSinkError::Write {
