@@ -36,11 +36,11 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use sluice_operators::records::StreamName;
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use self::bulk::{BulkOutcome, DeadLetter, send_bulk};
 use self::document::{Document, document};
+use super::batch::gather;
 use super::retry::{Retry, Stop};
 use super::{Records, SinkContext};
 use crate::buffer::{BufferConfig, BufferError};
@@ -308,63 +308,45 @@ pub async fn run(
         pattern,
         endpoint: endpoint.clone(),
     };
-    let gather = config.batch_size.get() * config.concurrency.get();
-    let mut docs: Vec<Document> = Vec::new();
-    let mut deadline = Instant::now();
+    // Enough documents for every request in flight to be a full one.
+    let gather_rows = config.batch_size.get() * config.concurrency.get();
     loop {
-        let received = if docs.is_empty() {
-            ctx.input.recv().await
-        } else {
-            match tokio::time::timeout_at(deadline, ctx.input.recv()).await {
-                Ok(received) => received,
-                Err(_elapsed) => {
-                    let batch = std::mem::take(&mut docs);
-                    if let Some(stop) = sink
-                        .flush(batch, &mut ctx, &mut retry, &mut dead_letter)
-                        .await?
-                    {
-                        return finish(stop, &endpoint);
-                    }
-                    ctx.input.commit().await?;
-                    continue;
-                }
+        let (batch, closed) = gather(
+            &mut ctx,
+            &config.streams,
+            gather_rows,
+            config.flush_interval,
+        )
+        .await;
+        let events = batch.by_stream[StreamName::Logs.index()]
+            .iter()
+            .flat_map(|records| match records {
+                Records::Logs(events) => events.as_slice(),
+                _ => &[],
+            });
+        let mut docs = Vec::with_capacity(batch.rows);
+        let mut skipped = 0;
+        for event in events {
+            match document(event, &sink.pattern) {
+                Some(doc) => docs.push(doc),
+                None => skipped += 1,
             }
-        };
-        let Some(records) = received else { break };
-        let Records::Logs(events) = records else {
-            warn!(sink = %ctx.name, stream = %records.stream(), rows = records.len(),
-                "Dropped records of a stream Elasticsearch does not store.");
-            ctx.metrics.dropped(records.len());
-            continue;
-        };
-        if docs.is_empty() {
-            deadline = Instant::now() + config.flush_interval;
         }
-        let before = docs.len();
-        docs.extend(events.iter().filter_map(|e| document(e, &sink.pattern)));
-        let skipped = events.len() - (docs.len() - before);
         if skipped > 0 {
             warn!(sink = %ctx.name, records = skipped, "Dropped events that are not logs.");
             ctx.metrics.dropped(skipped);
         }
-        if docs.len() >= gather {
-            let batch = std::mem::take(&mut docs);
-            if let Some(stop) = sink
-                .flush(batch, &mut ctx, &mut retry, &mut dead_letter)
-                .await?
-            {
-                return finish(stop, &endpoint);
-            }
-            ctx.input.commit().await?;
+        if let Some(stop) = sink
+            .flush(docs, &mut ctx, &mut retry, &mut dead_letter)
+            .await?
+        {
+            return finish(stop, &endpoint);
+        }
+        ctx.input.commit().await?;
+        if closed {
+            break;
         }
     }
-    if let Some(stop) = sink
-        .flush(docs, &mut ctx, &mut retry, &mut dead_letter)
-        .await?
-    {
-        return finish(stop, &endpoint);
-    }
-    ctx.input.commit().await?;
     info!(sink = %ctx.name, documents = ctx.metrics.written_total(),
         dead_lettered = ctx.metrics.dead_lettered.get(), "The Elasticsearch sink is done.");
     Ok(())
