@@ -287,7 +287,7 @@ fn is_canonical_uuid(id: &str) -> bool {
         })
 }
 
-fn canonical_str(id: &Str) -> Str {
+pub(crate) fn canonical_str(id: &Str) -> Str {
     if is_canonical_uuid(id) {
         return id.clone();
     }
