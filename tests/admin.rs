@@ -131,6 +131,20 @@ fn start(config: &Path) -> Running {
 
 const RAW_STREAMS: [&str; 5] = ["logs", "container_metrics", "http", "errors", "app_events"];
 
+/// Records of the raw streams the sink `local` has written, by its counters.
+fn raw_written(samples: &Samples) -> f64 {
+    RAW_STREAMS
+        .iter()
+        .filter_map(|s| {
+            value(
+                samples,
+                "sluice_sink_records_written_total",
+                &[("sink", "local"), ("stream", s)],
+            )
+        })
+        .sum()
+}
+
 #[test]
 fn metrics_agree_with_the_rows_stored_and_top_shows_them() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -208,16 +222,7 @@ streams = {streams:?}
         }
         // Records counted by the source may still be in the graph, not yet at the sink:
         // wait for (nearly) all of them to be written before comparing.
-        let written: f64 = RAW_STREAMS
-            .iter()
-            .filter_map(|s| {
-                value(
-                    &samples,
-                    "sluice_sink_records_written_total",
-                    &[("sink", "local"), ("stream", s)],
-                )
-            })
-            .sum();
+        let written = raw_written(&samples);
         if written < n * 0.9 {
             return Err(format!("only {written} of {n} records written so far"));
         }
@@ -241,16 +246,7 @@ streams = {streams:?}
         }
         Ok(samples)
     });
-    let written: f64 = RAW_STREAMS
-        .iter()
-        .filter_map(|s| {
-            value(
-                &samples,
-                "sluice_sink_records_written_total",
-                &[("sink", "local"), ("stream", s)],
-            )
-        })
-        .sum();
+    let written = raw_written(&samples);
     assert!(written >= n * 0.9, "only {written} of {n} records written");
     assert_eq!(
         value(

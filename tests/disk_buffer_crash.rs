@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -101,15 +100,7 @@ fn records_in_a_disk_buffer_survive_kill_9_and_the_next_run_stores_them() {
         .spawn()
         .expect("sluice starts");
     let stderr = child.stderr.take().expect("stderr");
-    let mut seen = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("utf-8");
-        let done = line.contains("Everything the dataflow sent is in the disk buffer");
-        seen.push(line);
-        if done {
-            break;
-        }
-    }
+    let seen = read_stderr_until(stderr, "Everything the dataflow sent is in the disk buffer");
     assert!(
         seen.last()
             .is_some_and(|l| l.contains("in the disk buffer")),

@@ -6,7 +6,6 @@ mod support;
 #[path = "../connectors/tests/common/search.rs"]
 mod search;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -75,16 +74,7 @@ async fn logs_buffered_during_an_outage_survive_kill_9_and_are_indexed_once() {
         .expect("sluice starts");
     let stderr = child.stderr.take().expect("stderr");
     let seen = tokio::task::spawn_blocking(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stderr).lines() {
-            let line = line.expect("utf-8");
-            let done = line.contains("Everything the dataflow sent is in the disk buffer");
-            seen.push(line);
-            if done {
-                break;
-            }
-        }
-        seen
+        read_stderr_until(stderr, "Everything the dataflow sent is in the disk buffer")
     })
     .await
     .expect("stderr read");

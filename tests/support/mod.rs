@@ -132,6 +132,22 @@ pub fn wait_for_rows(child: &mut std::process::Child, db: &Path, table: &'static
     }
 }
 
+/// Reads stderr lines until one contains `text`, and returns every line read; the last is
+/// the one with `text` unless the stream ended first (the process exited).
+pub fn read_stderr_until(stderr: std::process::ChildStderr, text: &str) -> Vec<String> {
+    use std::io::BufRead;
+    let mut seen = Vec::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.expect("utf-8");
+        let done = line.contains(text);
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    seen
+}
+
 /// Asserts a finished `sluice` run exited 0, showing its stderr otherwise.
 pub fn assert_success(output: &Output) {
     assert!(
