@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::mariadb::{Cell, dump_sqlite};
 use common::*;
 use sluice_connectors::sink::sqlite::{self, SqliteSinkConfig, SqliteSinkError};
 use sluice_connectors::sink::{Records, SinkContext};
@@ -13,17 +14,9 @@ use sluice_model::Payload;
 use sluice_model::event::log_id;
 use sluice_operators::records::StreamName;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{AssertSqlSafe, ConnectOptions, Row, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, ConnectOptions, Row};
 use tokio_util::sync::CancellationToken;
 
-/// A stored value, typed by SQLite's storage class (so a number stored as text would show).
-#[derive(Clone, Debug, PartialEq)]
-enum Cell {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(String),
-}
 use Cell::{Int, Null, Real};
 
 fn t(s: &str) -> Cell {
@@ -38,42 +31,10 @@ async fn connect(path: &Path) -> SqliteConnection {
         .expect("the sink created the database")
 }
 
-/// Every row of `table`, ordered by its primary key.
-async fn dump(path: &Path, table: &str) -> Vec<Vec<Cell>> {
-    let (_, _, key) = SPEC_TABLES
-        .iter()
-        .find(|(name, _, _)| *name == table)
-        .expect("a SPEC table");
-    let sql = format!("SELECT * FROM {table} ORDER BY {}", key.join(", "));
-    let mut connection = connect(path).await;
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .fetch_all(&mut connection)
-        .await
-        .expect("table readable");
-    rows.iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| {
-                    let raw = row.try_get_raw(i).expect("column");
-                    if raw.is_null() {
-                        return Null;
-                    }
-                    match raw.type_info().name() {
-                        "INTEGER" => Int(row.get(i)),
-                        "REAL" => Real(row.get(i)),
-                        "TEXT" => Cell::Text(row.get(i)),
-                        other => panic!("unexpected storage class {other} in {table}"),
-                    }
-                })
-                .collect()
-        })
-        .collect()
-}
-
 async fn dump_all(path: &Path) -> Vec<Vec<Vec<Cell>>> {
     let mut all = Vec::new();
     for (table, _, _) in SPEC_TABLES {
-        all.push(dump(path, table).await);
+        all.push(dump_sqlite(path, table).await);
     }
     all
 }
@@ -105,7 +66,7 @@ async fn every_stream_lands_in_its_table_with_spec_values() {
         unreachable!("a log fixture")
     };
     assert_eq!(
-        dump(&path, "log_message").await,
+        dump_sqlite(&path, "log_message").await,
         vec![vec![
             t(&log_id(&log)),
             Int(TS),
@@ -134,7 +95,7 @@ async fn every_stream_lands_in_its_table_with_spec_values() {
         ]
     };
     assert_eq!(
-        dump(&path, "container_metric").await,
+        dump_sqlite(&path, "container_metric").await,
         vec![metric(0, Int(4096), Int(8192)), metric(1, Null, Null)]
     );
     let http = |peer, app_id, instance_index| {
@@ -155,11 +116,11 @@ async fn every_stream_lands_in_its_table_with_spec_values() {
         ]
     };
     assert_eq!(
-        dump(&path, "http_start_stop").await,
+        dump_sqlite(&path, "http_start_stop").await,
         vec![http("Client", Null, Null), http("Server", t(APP), Int(2))]
     );
     assert_eq!(
-        dump(&path, "app_event").await,
+        dump_sqlite(&path, "app_event").await,
         vec![vec![
             t(APP),
             Int(TS),
@@ -170,7 +131,7 @@ async fn every_stream_lands_in_its_table_with_spec_values() {
         ]]
     );
     assert_eq!(
-        dump(&path, "platform_error").await,
+        dump_sqlite(&path, "platform_error").await,
         vec![vec![
             t("doppler"),
             Int(TS),
@@ -181,11 +142,11 @@ async fn every_stream_lands_in_its_table_with_spec_values() {
     );
     // The final rollups arrived after the provisional ones and replaced them.
     assert_eq!(
-        dump(&path, "app_metric_rollup").await,
+        dump_sqlite(&path, "app_metric_rollup").await,
         vec![final_app_rollup()]
     );
     assert_eq!(
-        dump(&path, "platform_metric_rollup").await,
+        dump_sqlite(&path, "platform_metric_rollup").await,
         vec![
             vec![
                 t("doppler"),
@@ -291,7 +252,7 @@ async fn a_final_rollup_replaces_its_provisional_row_within_and_across_batches()
     .await
     .expect("written");
     assert_eq!(
-        dump(&path, "app_metric_rollup").await,
+        dump_sqlite(&path, "app_metric_rollup").await,
         vec![final_app_rollup()]
     );
     run_sink(
@@ -304,7 +265,7 @@ async fn a_final_rollup_replaces_its_provisional_row_within_and_across_batches()
     .await
     .expect("written");
     assert_eq!(
-        dump(&path, "app_metric_rollup").await,
+        dump_sqlite(&path, "app_metric_rollup").await,
         vec![final_app_rollup()]
     );
 }
@@ -323,7 +284,7 @@ async fn many_rows_are_written_in_chunks_without_loss() {
     let mut config = config(&path);
     config.batch_size = std::num::NonZeroUsize::new(450).expect("non-zero");
     run_sink(config, batches).await.expect("written");
-    let rows = dump(&path, "container_metric").await;
+    let rows = dump_sqlite(&path, "container_metric").await;
     assert_eq!(rows.len(), 1000);
     assert!(rows.iter().all(|r| r[1] != Null));
 }
@@ -395,8 +356,8 @@ async fn streams_not_configured_are_counted_and_not_written() {
     let config = SqliteSinkConfig::new(&path, vec![StreamName::Errors]);
     sqlite::run(config, ctx).await.expect("written");
     feeder.join().expect("feeder thread");
-    assert_eq!(dump(&path, "platform_error").await.len(), 1);
-    assert!(dump(&path, "container_metric").await.is_empty());
+    assert_eq!(dump_sqlite(&path, "platform_error").await.len(), 1);
+    assert!(dump_sqlite(&path, "container_metric").await.is_empty());
     assert_eq!(metrics.written_total(), 1);
     assert_eq!(metrics.dropped.get(), 11);
 }
@@ -433,5 +394,5 @@ async fn a_locked_database_is_retried_until_the_lock_is_released() {
         .expect("sink task")
         .expect("written after the lock");
     assert_eq!(metrics.written_of(StreamName::Errors), 1);
-    assert_eq!(dump(&path, "platform_error").await.len(), 1);
+    assert_eq!(dump_sqlite(&path, "platform_error").await.len(), 1);
 }
