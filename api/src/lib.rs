@@ -1,0 +1,214 @@
+//! The read path: what people query the stores through.
+//!
+//! ```text
+//!              ┌────────────── /api/v1/apps, /metrics, /events, /logs ──► stores (SQLite, MySQL, Elasticsearch)
+//! HTTP ─ auth ─┤
+//!   (UAA JWT + │
+//!    CC check) └────────────── /api/v1/apps/{id}/stream (SSE) ◄──────── LiveFeed ◄── the dataflow
+//! ```
+//!
+//! - [`auth`]: bearer tokens verified against UAA's `/token_keys`, app visibility asked of the
+//!   Cloud Controller (cached briefly), or `auth = "none"`.
+//! - [`store`]: the queries, per store kind.
+//! - [`live`]: rollup rows and app events as the graph emits them, fanned out per app.
+//! - [`ui`]: the single-page web UI, embedded in the binary.
+
+pub mod auth;
+pub mod error;
+pub mod handlers;
+pub mod live;
+pub mod params;
+pub mod store;
+pub mod ui;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use error::ApiError;
+
+/// The default `api.listen`: loopback.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// How callers prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Every caller sees every app: for the embedded default and local use.
+    None,
+    /// UAA bearer tokens, and the Cloud Controller decides which apps a user sees.
+    #[default]
+    Uaa,
+}
+
+/// `[api]`. Absent: no API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `host:port` to serve on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// UAA: `/token_keys` and the password grant of `/api/v1/login`.
+    #[serde(default)]
+    pub uaa_url: Option<String>,
+    /// The Cloud Controller: `/v3/apps/{guid}` says whether a user may see an app.
+    #[serde(default)]
+    pub cc_url: Option<String>,
+    /// The UAA client `/api/v1/login` uses for the password grant.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: String,
+    /// A token's `aud` must contain this.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Accept UAA and Cloud Controller certificates that do not verify (test foundations only).
+    #[serde(default)]
+    pub skip_tls_verify: bool,
+    /// The SQL sink whose tables answer metrics, apps and events; default: the first SQL sink.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// The sink whose store answers log queries (SQLite or Elasticsearch); default: the first
+    /// that takes `logs`.
+    #[serde(default)]
+    pub log_store: Option<String>,
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_owned()
+}
+
+fn default_client_id() -> String {
+    "cf".to_owned()
+}
+
+fn default_audience() -> String {
+    "cloud_controller".to_owned()
+}
+
+impl ApiConfig {
+    /// An API on `listen` with no authentication.
+    pub fn open(listen: impl Into<String>) -> ApiConfig {
+        ApiConfig {
+            listen: listen.into(),
+            auth: AuthMode::None,
+            uaa_url: None,
+            cc_url: None,
+            client_id: default_client_id(),
+            client_secret: String::new(),
+            audience: default_audience(),
+            skip_tls_verify: false,
+            store: None,
+            log_store: None,
+        }
+    }
+
+    /// The address to bind, or what is wrong with `listen`.
+    pub fn address(&self) -> Result<SocketAddr, String> {
+        self.listen.parse().map_err(|e| {
+            format!(
+                "`{}` is not an IP address and port such as `{DEFAULT_LISTEN}` ({e})",
+                self.listen
+            )
+        })
+    }
+
+    /// Every problem with the section, as (key, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.address() {
+            problems.push(("listen", e));
+        }
+        if self.auth == AuthMode::Uaa {
+            if self.uaa_url.is_none() {
+                problems.push(("uaa_url", "is required when auth = \"uaa\"".to_owned()));
+            }
+            if self.cc_url.is_none() {
+                problems.push(("cc_url", "is required when auth = \"uaa\"".to_owned()));
+            }
+        }
+        problems
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub auth: Arc<auth::Auth>,
+    pub stores: Arc<store::Stores>,
+    pub live: Arc<live::LiveFeed>,
+}
+
+/// Every route of the API and the UI.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/info", get(handlers::info))
+        .route("/api/v1/login", post(auth::login))
+        .route("/api/v1/apps", get(handlers::apps))
+        .route("/api/v1/apps/{id}/metrics", get(handlers::metrics))
+        .route("/api/v1/apps/{id}/events", get(handlers::events))
+        .route("/api/v1/apps/{id}/logs", get(handlers::logs))
+        .route("/api/v1/apps/{id}/stream", get(live::stream))
+        .fallback(ui::serve)
+        .with_state(state)
+}
+
+/// A running API.
+#[derive(Debug)]
+pub struct ApiServer {
+    /// The bound address (the port chosen, for `:0`).
+    pub address: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// Binds `config.listen` and serves until [`ApiServer::stop`].
+    pub async fn start(config: &ApiConfig, state: ApiState) -> Result<ApiServer, String> {
+        let address = config.address()?;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        if config.auth == AuthMode::None && !address.ip().is_loopback() {
+            warn!(
+                %address,
+                "The API has auth = \"none\" and is reachable from other hosts: anyone who can \
+                 connect reads every app's logs and metrics."
+            );
+        }
+        let stop = CancellationToken::new();
+        let shutdown = stop.clone();
+        let app = router(state);
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                warn!("The API stopped: {e}");
+            }
+        });
+        info!(url = %format!("http://{address}/"), "Serving the API and web UI.");
+        Ok(ApiServer {
+            address,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops accepting and waits for the server task (open streams end).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}

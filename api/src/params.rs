@@ -1,0 +1,1 @@
+//! Query parameters: time ranges, steps, limits.
