@@ -1,14 +1,587 @@
 //! Rollup rows and app events pushed to clients the moment the dataflow emits them.
+//!
+//! The graph's forward operators call [`LiveFeed::publish_rollups`] and
+//! [`LiveFeed::publish_events`] on their worker threads with every batch they hand to the
+//! sinks. Only apps somebody watches cost anything: a row is serialised once, for the app's
+//! channel, and every open stream of that app gets the same bytes.
+//!
+//! Each app channel keeps its last [`RECENT`] items, so a client that reconnects with
+//! `Last-Event-ID` gets what it missed. Event ids are `{feed}-{sequence}`: the feed part changes
+//! with every process (and every rebuilt feed), so an id from another run is recognised and the
+//! client is told to `reset` (re-query the store) instead of being silently shown a gap. A
+//! client too slow to keep up with its channel is told the same.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use sluice_operators::records::{AppEvent, AppRollup};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
-use crate::ApiError;
 use crate::auth::Caller;
+use crate::{ApiError, ApiState};
 
-/// The fan-out from the graph to the open streams.
-#[derive(Debug, Default)]
-pub struct LiveFeed {}
+/// Items an app channel keeps for clients that reconnect.
+pub const RECENT: usize = 512;
+/// How long an app channel outlives its last stream, so a reconnect can resume.
+pub const RETAIN: Duration = Duration::from_secs(300);
+/// How often an idle stream sends a comment, so proxies and clients know it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
-pub async fn stream(_caller: Caller) -> Response {
-    ApiError::unavailable("not built yet").into_response()
+/// What an app's stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    Rollup,
+    AppEvent,
+}
+
+impl ItemKind {
+    /// The SSE `event:` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Rollup => "rollup",
+            ItemKind::AppEvent => "app_event",
+        }
+    }
+}
+
+/// One pushed item, serialised once for every stream of its app.
+#[derive(Debug)]
+pub struct LiveItem {
+    pub sequence: u64,
+    pub kind: ItemKind,
+    pub json: String,
+}
+
+#[derive(Debug)]
+struct AppChannel {
+    sender: broadcast::Sender<Arc<LiveItem>>,
+    /// Guards the sequence too, so an item is numbered, kept and sent as one step: a new
+    /// subscriber sees every item either in `recent` or on its receiver, never both or neither.
+    state: Mutex<ChannelState>,
+}
+
+#[derive(Debug)]
+struct ChannelState {
+    next_sequence: u64,
+    recent: VecDeque<Arc<LiveItem>>,
+    /// When its last stream closed; `None` while one is open.
+    idle_since: Option<Instant>,
+}
+
+impl AppChannel {
+    fn new() -> AppChannel {
+        AppChannel {
+            sender: broadcast::channel(RECENT).0,
+            state: Mutex::new(ChannelState {
+                next_sequence: 1,
+                recent: VecDeque::with_capacity(RECENT),
+                idle_since: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ChannelState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self, kind: ItemKind, json: String) {
+        let mut state = self.lock();
+        let item = Arc::new(LiveItem {
+            sequence: state.next_sequence,
+            kind,
+            json,
+        });
+        state.next_sequence += 1;
+        if state.recent.len() == RECENT {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(item.clone());
+        // No receiver is fine: the item waits in `recent` for a reconnect.
+        let _ = self.sender.send(item);
+    }
+}
+
+/// The fan-out from the graph to the open streams; see the module doc.
+#[derive(Debug)]
+pub struct LiveFeed {
+    /// This feed's part of every event id.
+    feed_id: String,
+    /// Apps with a channel: checked before any work, so an unwatched graph pays one load.
+    watched: AtomicUsize,
+    channels: RwLock<FxHashMap<String, Arc<AppChannel>>>,
+    streams: AtomicUsize,
+    closed: CancellationToken,
+}
+
+impl Default for LiveFeed {
+    fn default() -> LiveFeed {
+        LiveFeed::new()
+    }
+}
+
+impl LiveFeed {
+    pub fn new() -> LiveFeed {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        LiveFeed {
+            feed_id: format!("{:x}", started.as_micros()),
+            watched: AtomicUsize::new(0),
+            channels: RwLock::new(FxHashMap::default()),
+            streams: AtomicUsize::new(0),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// Rollup rows as the graph emits them (any worker thread).
+    pub fn publish_rollups(&self, rows: &[AppRollup]) {
+        self.publish(rows, ItemKind::Rollup, |row| &row.app_id, LivePoint::from);
+    }
+
+    /// App events as the graph emits them (any worker thread).
+    pub fn publish_events(&self, events: &[AppEvent]) {
+        self.publish(
+            events,
+            ItemKind::AppEvent,
+            |event| &event.app_id,
+            LiveEvent::from,
+        );
+    }
+
+    fn publish<'a, T: 'a, J: Serialize + 'a>(
+        &self,
+        items: &'a [T],
+        kind: ItemKind,
+        app_id: impl Fn(&T) -> &str,
+        view: impl Fn(&'a T) -> J,
+    ) {
+        if self.watched.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let channels = self
+            .channels
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for item in items {
+            if let Some(channel) = channels.get(app_id(item)) {
+                match serde_json::to_string(&view(item)) {
+                    Ok(json) => channel.push(kind, json),
+                    Err(e) => tracing::warn!("Cannot serialise a live {}: {e}", kind.as_str()),
+                }
+            }
+        }
+    }
+
+    /// Open streams, across apps.
+    pub fn stream_count(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    /// Ends every open stream (at shutdown, so the server can stop).
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Opens a stream of `app_id` (canonical), resuming after `last_event_id` when it can.
+    pub fn subscribe(self: &Arc<Self>, app_id: &str, last_event_id: Option<&str>) -> Subscription {
+        let channel = self.channel(app_id);
+        let mut state = channel.lock();
+        state.idle_since = None;
+        let receiver = channel.sender.subscribe();
+        let resume_after = last_event_id.map(|id| self.parse_id(id));
+        let (replay, reset) = match resume_after {
+            None => (Vec::new(), false),
+            Some(None) => (Vec::new(), true),
+            Some(Some(after)) => {
+                let oldest = state
+                    .recent
+                    .front()
+                    .map_or(state.next_sequence, |item| item.sequence);
+                if after + 1 < oldest || after >= state.next_sequence {
+                    // Missed items are gone, or the id is from the future: start over.
+                    (Vec::new(), true)
+                } else {
+                    let replay = state
+                        .recent
+                        .iter()
+                        .filter(|item| item.sequence > after)
+                        .cloned()
+                        .collect();
+                    (replay, false)
+                }
+            }
+        };
+        drop(state);
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            feed: self.clone(),
+            channel,
+            receiver,
+            replay: replay.into(),
+            reset,
+        }
+    }
+
+    fn channel(&self, app_id: &str) -> Arc<AppChannel> {
+        if let Some(channel) = self
+            .channels
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(app_id)
+        {
+            return channel.clone();
+        }
+        let mut channels = self
+            .channels
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Channels nobody has watched for a while go, so memory follows what is watched.
+        channels.retain(|_, channel| {
+            channel.sender.receiver_count() > 0
+                || channel
+                    .lock()
+                    .idle_since
+                    .is_none_or(|since| since.elapsed() < RETAIN)
+        });
+        let channel = channels
+            .entry(app_id.to_owned())
+            .or_insert_with(|| Arc::new(AppChannel::new()))
+            .clone();
+        self.watched.store(channels.len(), Ordering::Relaxed);
+        channel
+    }
+
+    fn event_id(&self, sequence: u64) -> String {
+        format!("{}-{sequence}", self.feed_id)
+    }
+
+    /// The sequence an id of this feed names; `None` for an id of another feed or garbage.
+    fn parse_id(&self, id: &str) -> Option<u64> {
+        let (feed, sequence) = id.trim().rsplit_once('-')?;
+        (feed == self.feed_id).then(|| sequence.parse().ok())?
+    }
+}
+
+/// An open stream of one app.
+#[derive(Debug)]
+pub struct Subscription {
+    feed: Arc<LiveFeed>,
+    channel: Arc<AppChannel>,
+    receiver: broadcast::Receiver<Arc<LiveItem>>,
+    replay: VecDeque<Arc<LiveItem>>,
+    reset: bool,
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Item(Arc<LiveItem>),
+    /// Items were missed and cannot be replayed: re-query the store.
+    Reset,
+}
+
+impl Subscription {
+    /// The next delivery; `None` once the feed is closed.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        if std::mem::take(&mut self.reset) {
+            return Some(Delivery::Reset);
+        }
+        if let Some(item) = self.replay.pop_front() {
+            return Some(Delivery::Item(item));
+        }
+        // Subscribing and the replay's snapshot happened under one lock: the receiver holds
+        // exactly the items after the replay.
+        let received = tokio::select! {
+            () = self.feed.closed.cancelled() => return None,
+            received = self.receiver.recv() => received,
+        };
+        match received {
+            Ok(item) => Some(Delivery::Item(item)),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Delivery::Reset),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// The SSE id of an item of this stream.
+    pub fn event_id(&self, item: &LiveItem) -> String {
+        self.feed.event_id(item.sequence)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.feed.streams.fetch_sub(1, Ordering::Relaxed);
+        // This receiver still counts until the field drops after this: one means "only us".
+        if self.channel.sender.receiver_count() <= 1 {
+            self.channel.lock().idle_since = Some(Instant::now());
+        }
+    }
+}
+
+/// A rollup row as the stream sends it: the metrics endpoint's point, plus its window.
+#[derive(Debug, Serialize)]
+pub struct LivePoint<'a> {
+    pub app_id: &'a str,
+    pub time: i64,
+    pub window: u32,
+    pub instances: u32,
+    pub cpu_avg: Option<f64>,
+    pub cpu_max: Option<f64>,
+    pub memory_avg: Option<f64>,
+    pub memory_max: Option<u64>,
+    pub disk_avg: Option<f64>,
+    pub disk_max: Option<u64>,
+    pub requests: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    pub response_bytes: i64,
+    pub latency_avg_ms: Option<f64>,
+    pub latency_max_ms: Option<f64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub log_lines: u64,
+    pub log_err_lines: u64,
+    pub app_events: u64,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+impl<'a> From<&'a AppRollup> for LivePoint<'a> {
+    fn from(row: &'a AppRollup) -> LivePoint<'a> {
+        LivePoint {
+            app_id: &row.app_id,
+            time: row.minute,
+            window: 60,
+            instances: row.instances,
+            cpu_avg: row.cpu_avg,
+            cpu_max: row.cpu_max,
+            memory_avg: row.memory_avg,
+            memory_max: row.memory_max,
+            disk_avg: row.disk_avg,
+            disk_max: row.disk_max,
+            requests: row.requests,
+            status_2xx: row.status_2xx,
+            status_3xx: row.status_3xx,
+            status_4xx: row.status_4xx,
+            status_5xx: row.status_5xx,
+            response_bytes: row.response_bytes,
+            latency_avg_ms: row.latency_avg_ms,
+            latency_max_ms: row.latency_max_ms,
+            latency_p50_ms: row.latency_p50_ms,
+            latency_p95_ms: row.latency_p95_ms,
+            latency_p99_ms: row.latency_p99_ms,
+            log_lines: row.log_lines,
+            log_err_lines: row.log_err_lines,
+            app_events: row.app_events,
+            is_final: row.is_final,
+        }
+    }
+}
+
+/// An app event as the stream sends it: as the events endpoint does.
+#[derive(Debug, Serialize)]
+pub struct LiveEvent<'a> {
+    pub app_id: &'a str,
+    pub time_ns: i64,
+    pub event: &'a str,
+    pub source_type: &'a str,
+    pub source_instance: &'a str,
+    pub message: &'a str,
+}
+
+impl<'a> From<&'a AppEvent> for LiveEvent<'a> {
+    fn from(event: &'a AppEvent) -> LiveEvent<'a> {
+        LiveEvent {
+            app_id: &event.app_id,
+            time_ns: event.ts,
+            event: &event.event,
+            source_type: &event.source_type,
+            source_instance: &event.source_instance,
+            message: &event.message,
+        }
+    }
+}
+
+/// `GET /api/v1/apps/{id}/stream`.
+pub async fn stream(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let app_id = match canonical_app_id(&id) {
+        Ok(app_id) => app_id,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = state.auth.app_access(&caller, &app_id).await {
+        return e.into_response();
+    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok());
+    let subscription = state.live.subscribe(&app_id, last_event_id);
+    Sse::new(events(subscription))
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+        .into_response()
+}
+
+fn events(subscription: Subscription) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold(subscription, |mut subscription| async move {
+        let event = match subscription.next().await? {
+            Delivery::Item(item) => Event::default()
+                .id(subscription.event_id(&item))
+                .event(item.kind.as_str())
+                .data(&item.json),
+            Delivery::Reset => Event::default()
+                .event("reset")
+                .data("{\"reason\":\"items were missed: query the store again\"}"),
+        };
+        Some((Ok(event), subscription))
+    })
+    .boxed()
+}
+
+/// An app id as the stores and the graph write it: a canonical lowercase UUID.
+fn canonical_app_id(raw: &str) -> Result<String, ApiError> {
+    uuid::Uuid::try_parse(raw)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| ApiError::bad_request(format!("app id `{raw}` is not a UUID")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "6a3a2a1e-7b55-4c61-9d0b-0a6e4f9c1b2d";
+    const OTHER: &str = "0b0e0c1a-1111-4222-8333-944455556666";
+
+    fn event(app_id: &str, ts: i64) -> AppEvent {
+        AppEvent {
+            app_id: app_id.into(),
+            ts,
+            event: "crash".into(),
+            source_type: "API".into(),
+            source_instance: "0".into(),
+            message: "App instance exited".into(),
+        }
+    }
+
+    async fn next_item(subscription: &mut Subscription) -> Arc<LiveItem> {
+        match subscription.next().await {
+            Some(Delivery::Item(item)) => item,
+            other => panic!("expected an item, got {other:?}"),
+        }
+    }
+
+    fn time_of(item: &LiveItem) -> i64 {
+        let value: serde_json::Value = serde_json::from_str(&item.json).expect("json");
+        value["time_ns"].as_i64().expect("time_ns")
+    }
+
+    #[tokio::test]
+    async fn a_stream_gets_its_apps_items_in_order_and_no_other_apps() {
+        let feed = Arc::new(LiveFeed::new());
+        let mut subscription = feed.subscribe(APP, None);
+        feed.publish_events(&[event(OTHER, 1), event(APP, 2), event(APP, 3)]);
+        assert_eq!(time_of(&*next_item(&mut subscription).await), 2);
+        let third = next_item(&mut subscription).await;
+        assert_eq!(time_of(&*third), 3);
+        assert_eq!(third.kind, ItemKind::AppEvent);
+        assert_eq!(feed.stream_count(), 1);
+        drop(subscription);
+        assert_eq!(feed.stream_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_kept_for_apps_nobody_watches() {
+        let feed = Arc::new(LiveFeed::new());
+        feed.publish_events(&[event(APP, 1)]);
+        // A later stream starts from what arrives after it, not from before.
+        let mut subscription = feed.subscribe(APP, None);
+        feed.publish_events(&[event(APP, 2)]);
+        assert_eq!(time_of(&*next_item(&mut subscription).await), 2);
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_with_last_event_id_gets_exactly_what_it_missed() {
+        let feed = Arc::new(LiveFeed::new());
+        let mut first = feed.subscribe(APP, None);
+        feed.publish_events(&[event(APP, 1), event(APP, 2)]);
+        let seen = next_item(&mut first).await;
+        let last_id = first.event_id(&seen);
+        drop(first);
+        // Published while the client was away.
+        feed.publish_events(&[event(APP, 3)]);
+        let mut second = feed.subscribe(APP, Some(&last_id));
+        feed.publish_events(&[event(APP, 4)]);
+        let times = [
+            time_of(&*next_item(&mut second).await),
+            time_of(&*next_item(&mut second).await),
+            time_of(&*next_item(&mut second).await),
+        ];
+        assert_eq!(times, [2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn an_id_of_another_run_or_too_old_asks_the_client_to_reset() {
+        let feed = Arc::new(LiveFeed::new());
+        let mut subscription = feed.subscribe(APP, Some("1234-5"));
+        assert!(matches!(subscription.next().await, Some(Delivery::Reset)));
+
+        let mut watcher = feed.subscribe(APP, None);
+        let events: Vec<AppEvent> = (0..RECENT as i64 + 10).map(|t| event(APP, t)).collect();
+        feed.publish_events(&events[..1]);
+        let first = next_item(&mut watcher).await;
+        let first_id = watcher.event_id(&first);
+        feed.publish_events(&events[1..]);
+        // The item after `first` has left the recent window.
+        let mut late = feed.subscribe(APP, Some(&first_id));
+        assert!(matches!(late.next().await, Some(Delivery::Reset)));
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_falls_behind_is_told_to_reset() {
+        let feed = Arc::new(LiveFeed::new());
+        let mut subscription = feed.subscribe(APP, None);
+        let events: Vec<AppEvent> = (0..RECENT as i64 * 2).map(|t| event(APP, t)).collect();
+        feed.publish_events(&events);
+        assert!(matches!(subscription.next().await, Some(Delivery::Reset)));
+        // Then it carries on with what is still there.
+        assert!(matches!(subscription.next().await, Some(Delivery::Item(_))));
+    }
+
+    #[tokio::test]
+    async fn closing_the_feed_ends_every_stream() {
+        let feed = Arc::new(LiveFeed::new());
+        let mut subscription = feed.subscribe(APP, None);
+        feed.close();
+        assert!(subscription.next().await.is_none());
+    }
+
+    #[test]
+    fn app_ids_are_canonical_uuids() {
+        assert_eq!(
+            canonical_app_id(&APP.to_uppercase()).expect("uuid"),
+            APP.to_owned()
+        );
+        let error = canonical_app_id("my-app").expect_err("not a uuid");
+        assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
+        assert!(error.message.contains("my-app"), "{}", error.message);
+    }
 }
