@@ -11,11 +11,14 @@
 //! Every stream ends in a forward operator that hands its batches to the sinks the
 //! [`SinkRoutes`] table names for it now, so a live reload changes sinks without touching the
 //! graph; the allowed lateness is read by Ingest for every activation for the same reason.
+//! App events and rollup rows also pass the API's [`LiveFeed`] on their way, so its streams
+//! see them as the sinks do.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use sluice_api::live::LiveFeed;
 use sluice_connectors::sink::Records;
 use sluice_connectors::source::SourceBatch;
 use sluice_operators::app_events::AppEventRules;
@@ -84,6 +87,8 @@ pub struct DataflowPlan {
     pub filters: Arc<RwLock<Arc<Filters>>>,
     pub ingest: Arc<IngestChannel>,
     pub metrics: Arc<GraphMetrics>,
+    /// Where the API's live streams take rollup rows and app events from.
+    pub live: Arc<LiveFeed>,
 }
 
 /// Runs the dataflow on `plan.workers` threads until the sources' channel closes and every
@@ -123,17 +128,21 @@ fn build(scope: Scope<'_, u64>, plan: &DataflowPlan) {
         StreamName::Errors,
         Records::Errors,
     );
-    forward(
+    let live = plan.live.clone();
+    forward_tapped(
         streams.app_events,
         &plan.routes,
         StreamName::AppEvents,
         Records::AppEvents,
+        move |events| live.publish_events(events),
     );
-    forward(
+    let live = plan.live.clone();
+    forward_tapped(
         streams.app_rollups,
         &plan.routes,
         StreamName::AppRollups,
         Records::AppRollups,
+        move |rows| live.publish_rollups(rows),
     );
     forward(
         streams.platform_rollups,
@@ -232,9 +241,21 @@ fn forward<T: Clone + 'static>(
     name: StreamName,
     wrap: fn(Vec<T>) -> Records,
 ) {
+    forward_tapped(stream, routes, name, wrap, |_| {});
+}
+
+/// [`forward`], showing every batch to `tap` first.
+fn forward_tapped<T: Clone + 'static>(
+    stream: Stream<'_, u64, Vec<T>>,
+    routes: &Arc<SinkRoutes>,
+    name: StreamName,
+    wrap: fn(Vec<T>) -> Records,
+    mut tap: impl FnMut(&[T]) + 'static,
+) {
     let routes = routes.clone();
     stream.sink(Pipeline, "Forward", move |(input, _frontier)| {
         input.for_each(|_time, data| {
+            tap(data);
             routes.send(name, wrap(std::mem::take(data)));
         });
     });

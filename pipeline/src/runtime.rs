@@ -23,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{AdminServer, Registry};
+use sluice_api::auth::Auth;
+use sluice_api::live::LiveFeed;
+use sluice_api::store::Stores;
+use sluice_api::{ApiConfig, ApiServer, ApiState};
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::dataflow::{self, DataflowPlan, IngestChannel};
 use crate::routing::SinkRoutes;
@@ -330,6 +334,9 @@ impl Supervisor {
         if new.admin != old.admin {
             needs_restart.push("admin");
         }
+        if new.api != old.api || new.api_stores() != old.api_stores() {
+            needs_restart.push("api");
+        }
         for key in needs_restart {
             warn!(
                 key,
@@ -434,6 +441,27 @@ impl Supervisor {
     }
 }
 
+/// Serves `[api]`: its stores are the sinks it names (or the first that fit), read lazily, so
+/// a store that is down answers 503 and never stops the run.
+async fn start_api(
+    config: &Config,
+    api: &ApiConfig,
+    live: Arc<LiveFeed>,
+) -> Result<ApiServer, RunError> {
+    let problem = |e: String| RunError::Components(vec![e]);
+    let auth = Auth::from_config(api).map_err(|e| problem(format!("api: {e}")))?;
+    let (sql, logs) = config.api_stores();
+    let stores = Stores::open(sql, logs, Vec::new()).map_err(|e| problem(format!("api: {e}")))?;
+    let state = ApiState {
+        auth: Arc::new(auth),
+        stores: Arc::new(stores),
+        live,
+    };
+    ApiServer::start(api, state)
+        .await
+        .map_err(|e| problem(format!("api.listen: {e}")))
+}
+
 fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -451,6 +479,11 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
                 .await
                 .map_err(|e| RunError::Components(vec![format!("admin.listen: {e}")]))?,
         ),
+        None => None,
+    };
+    let live = Arc::new(LiveFeed::new());
+    let api = match &config.api {
+        Some(api) => Some(start_api(&config, api, live.clone()).await?),
         None => None,
     };
     let routes = Arc::new(SinkRoutes::default());
@@ -513,6 +546,7 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
         filters,
         ingest: ingest.clone(),
         metrics: graph_metrics.clone(),
+        live: live.clone(),
     };
     let dataflow = tokio::task::spawn_blocking(move || dataflow::run(plan));
 
@@ -647,6 +681,11 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
     }
     if let Some(admin) = admin {
         admin.stop().await;
+    }
+    // Open streams end, so the server can stop.
+    live.close();
+    if let Some(api) = api {
+        api.stop().await;
     }
     if !supervisor.failures.is_empty() {
         return Err(RunError::Components(supervisor.failures));

@@ -6,14 +6,14 @@ use sluice_connectors::sink::mysql::MysqlSinkConfig;
 use sluice_connectors::sink::sqlite::SqliteSinkConfig;
 
 /// Where apps, metrics and events are read from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SqlStoreConfig {
     Sqlite(SqliteSinkConfig),
     Mysql(MysqlSinkConfig),
 }
 
 /// Where logs are read from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LogStoreConfig {
     Sqlite(SqliteSinkConfig),
     Elasticsearch(ElasticsearchSinkConfig),

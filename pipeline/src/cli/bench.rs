@@ -125,6 +125,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         )]),
         filters: BTreeMap::new(),
         admin: None,
+        api: None,
     };
 
     // Resident memory, sampled while the run goes.

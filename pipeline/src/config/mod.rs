@@ -26,6 +26,8 @@ use sluice_connectors::source::simulator::SimulatorConfig;
 use sluice_operators::app_events::{AppEventRule, AppEventRules};
 use sluice_operators::filter::{Filter, FilterConfig, Filters};
 pub use sluice_operators::records::StreamName;
+use sluice_api::ApiConfig;
+use sluice_api::store::{LogStoreConfig, SqlStoreConfig};
 
 pub use interpolate::interpolate;
 
@@ -48,6 +50,9 @@ pub struct Config {
     /// The admin endpoint (`[admin]`); absent: off.
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
+    /// The read path: metrics API and web UI (`[api]`); absent: off.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
 }
 
 /// `[pipeline]`.
@@ -320,6 +325,12 @@ impl Config {
         {
             problems.push(format!("admin.listen: {problem}"));
         }
+        if let Some(api) = &self.api {
+            for (key, problem) in api.problems() {
+                problems.push(format!("api.{key}: {problem}"));
+            }
+            problems.extend(self.api_store_problems(api));
+        }
         if self.sources.is_empty() {
             problems.push("sources: at least one source is needed".to_owned());
         }
@@ -397,6 +408,71 @@ impl Config {
                     ));
                 }
                 buffer_paths.push((name, path));
+            }
+        }
+        problems
+    }
+}
+
+impl Config {
+    /// The stores `[api]` reads: `store` / `log_store` when named, else the first sink of a
+    /// kind that can answer (SQL for metrics and events; SQLite or Elasticsearch taking `logs`
+    /// for logs). A config that passed [`Config::validate`] names only such sinks.
+    pub fn api_stores(&self) -> (Option<SqlStoreConfig>, Option<LogStoreConfig>) {
+        let Some(api) = &self.api else {
+            return (None, None);
+        };
+        let sql_store = |sink: &SinkConfig| match sink {
+            SinkConfig::Sqlite(c) => Some(SqlStoreConfig::Sqlite(c.clone())),
+            SinkConfig::Mysql(c) => Some(SqlStoreConfig::Mysql(c.clone())),
+            _ => None,
+        };
+        let log_store = |sink: &SinkConfig| match sink {
+            SinkConfig::Sqlite(c) if c.streams.contains(&StreamName::Logs) => {
+                Some(LogStoreConfig::Sqlite(c.clone()))
+            }
+            SinkConfig::Elasticsearch(c) if c.streams.contains(&StreamName::Logs) => {
+                Some(LogStoreConfig::Elasticsearch(c.clone()))
+            }
+            _ => None,
+        };
+        let sql = match &api.store {
+            Some(name) => self.sinks.get(name).and_then(sql_store),
+            None => self.sinks.values().find_map(sql_store),
+        };
+        let logs = match &api.log_store {
+            Some(name) => self.sinks.get(name).and_then(log_store),
+            None => self.sinks.values().find_map(log_store),
+        };
+        (sql, logs)
+    }
+
+    fn api_store_problems(&self, api: &ApiConfig) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(name) = &api.store {
+            match self.sinks.get(name) {
+                None => problems.push(format!("api.store: no sink is named `{name}`")),
+                Some(SinkConfig::Sqlite(_) | SinkConfig::Mysql(_)) => {}
+                Some(other) => problems.push(format!(
+                    "api.store: sink `{name}` is of type `{}`; the API reads metrics from a `sqlite` or `mysql` sink",
+                    other.type_name()
+                )),
+            }
+        }
+        if let Some(name) = &api.log_store {
+            match self.sinks.get(name) {
+                None => problems.push(format!("api.log_store: no sink is named `{name}`")),
+                Some(sink @ (SinkConfig::Sqlite(_) | SinkConfig::Elasticsearch(_))) => {
+                    if !sink.streams().contains(&StreamName::Logs) {
+                        problems.push(format!(
+                            "api.log_store: sink `{name}` does not take the `logs` stream"
+                        ));
+                    }
+                }
+                Some(other) => problems.push(format!(
+                    "api.log_store: sink `{name}` is of type `{}`; the API reads logs from a `sqlite` or `elasticsearch` sink",
+                    other.type_name()
+                )),
             }
         }
         problems
