@@ -127,7 +127,8 @@ export class Charts {
         y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       axes: [
-        { stroke: AXIS, grid: { stroke: GRID }, ticks: { stroke: GRID } },
+        // Room for "10:05am"-style labels so they never run into each other.
+        { stroke: AXIS, grid: { stroke: GRID }, ticks: { stroke: GRID }, space: 90 },
         {
           stroke: AXIS,
           grid: { stroke: GRID },
@@ -170,7 +171,10 @@ export class Charts {
     ctx.save();
     ctx.font = `${11 * dpr}px system-ui, sans-serif`;
     ctx.textBaseline = "top";
-    for (const { x, e } of this.visibleEvents()) {
+    // Labels that would overlap the previous one are left out; the line and the tooltip remain.
+    let labelEnd = -Infinity;
+    const markers = this.visibleEvents().sort((a, b) => a.x - b.x);
+    for (const { x, e } of markers) {
       const px = Math.round(u.valToPos(x, "x", true));
       const color = eventColor(e.event);
       ctx.strokeStyle = color;
@@ -180,8 +184,12 @@ export class Charts {
       ctx.moveTo(px, top);
       ctx.lineTo(px, top + height);
       ctx.stroke();
-      ctx.fillStyle = color;
-      ctx.fillText(e.event, px + 3 * dpr, top + 2 * dpr);
+      const textX = px + 3 * dpr;
+      if (textX > labelEnd) {
+        ctx.fillStyle = color;
+        ctx.fillText(e.event, textX, top + 2 * dpr);
+        labelEnd = textX + ctx.measureText(e.event).width + 4 * dpr;
+      }
     }
     ctx.restore();
   }
