@@ -83,7 +83,9 @@ try {
     await username.fill(opt.user);
     await byId("login-password").fill(opt.password);
     await byId("login-submit").click();
-    await picker.waitFor({ state: "visible" });
+    const loginError = byId("login-error");
+    await picker.or(loginError).filter({ visible: true }).first().waitFor({ state: "visible" });
+    if (await loginError.isVisible()) throw new Error(`the page says: ${await loginError.textContent()}`);
     log(`signed in as ${opt.user}`);
   } else {
     log("API runs without auth; no sign-in");

@@ -129,6 +129,9 @@ function qs(q: Query): string {
   return s ? `?${s}` : "";
 }
 
+/** A step in seconds as the API's duration: whole hours as "1h", else minutes ("5m"). */
+export const stepParam = (sec: number): string => (sec % 3600 === 0 ? `${sec / 3600}h` : `${Math.round(sec / 60)}m`);
+
 const appPath = (id: string) => `/api/v1/apps/${encodeURIComponent(id)}`;
 
 export const api = {
@@ -141,7 +144,7 @@ export const api = {
     }),
   apps: () => request<{ apps: App[] }>("/api/v1/apps"),
   metrics: (id: string, from: number, to: number, step: number, signal?: AbortSignal) =>
-    request<Metrics>(`${appPath(id)}/metrics${qs({ from, to, step: `${step / 60}m` })}`, {}, signal),
+    request<Metrics>(`${appPath(id)}/metrics${qs({ from, to, step: stepParam(step) })}`, {}, signal),
   events: (id: string, from: number, to: number, signal?: AbortSignal) =>
     request<{ events: AppEvent[] }>(`${appPath(id)}/events${qs({ from, to })}`, {}, signal),
   logs: (id: string, q: Query, signal?: AbortSignal) =>

@@ -1,7 +1,8 @@
 // Server-Sent Events over fetch(): EventSource cannot send an Authorization
 // header, so the stream is read with a ReadableStream and parsed here
 // following the WHATWG event-stream rules (fields event/data/id/retry,
-// ':' comments, any of CRLF / LF / CR as line end, dispatch on a blank line).
+// ':' comments, any of CRLF / LF / CR as line end, dispatch on a blank line),
+// even across chunk boundaries that split a line or a CRLF.
 
 import { authHeaders, unauthorized } from "./api";
 
@@ -50,10 +51,9 @@ export class SseParser {
 
   private line(line: string): SseMessage | null {
     if (line === "") {
-      if (this.data.length === 0) {
-        this.event = "";
-        return null;
-      }
+      // Unlike EventSource, a named event without data lines (`event: reset`)
+      // is still dispatched: its name is the whole message.
+      if (this.data.length === 0 && this.event === "") return null;
       const msg = { event: this.event || "message", data: this.data.join("\n"), id: this.lastId };
       this.event = "";
       this.data = [];
@@ -81,6 +81,8 @@ export class SseParser {
     return null;
   }
 }
+
+const SILENCE_MS = 45_000;
 
 export type LiveState = "connecting" | "live" | "retrying" | "off";
 
@@ -153,11 +155,24 @@ export class LiveStream {
     this.parser.lastId = lastId;
     this.h.onState("live");
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      this.backoffMs = 1000;
-      for (const m of this.parser.push(value)) this.h.onMessage(m);
+    // The server sends a heartbeat every 15 s; silence for much longer means
+    // a dead connection that TCP has not noticed yet, so drop it and reconnect.
+    let watchdog = 0;
+    const arm = () => {
+      window.clearTimeout(watchdog);
+      watchdog = window.setTimeout(() => void reader.cancel("no data or heartbeat for 45 s"), SILENCE_MS);
+    };
+    arm();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        arm();
+        this.backoffMs = 1000;
+        for (const m of this.parser.push(value)) this.h.onMessage(m);
+      }
+    } finally {
+      window.clearTimeout(watchdog);
     }
   }
 }
