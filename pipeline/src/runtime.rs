@@ -23,15 +23,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{AdminServer, Registry};
-use sluice_api::auth::Auth;
-use sluice_api::live::LiveFeed;
-use sluice_api::store::Stores;
-use sluice_api::{ApiConfig, ApiServer, ApiState};
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::dataflow::{self, DataflowPlan, IngestChannel};
 use crate::routing::SinkRoutes;
 use crate::status::StatusLine;
 use crate::telemetry::GraphMetrics;
+use sluice_api::auth::Auth;
+use sluice_api::live::LiveFeed;
+use sluice_api::store::Stores;
+use sluice_api::{ApiConfig, ApiServer, ApiState};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 

@@ -61,5 +61,24 @@ pub fn describe(config: &Config) -> String {
     for (name, sink) in &config.sinks {
         let _ = writeln!(out, "  {name} ({}): {}", sink.type_name(), sink.describe());
     }
+    if let Some(api) = &config.api {
+        let (metrics, logs) = config.api_store_names();
+        let name_of = |found: Option<&str>| {
+            found.map_or("no sink (answers 503)".to_owned(), |name| {
+                format!("sink {name}")
+            })
+        };
+        let _ = writeln!(
+            out,
+            "api: http://{}/ (auth {}), metrics from {}, logs from {}, live streams from the graph",
+            api.listen,
+            match api.auth {
+                sluice_api::AuthMode::None => "none",
+                sluice_api::AuthMode::Uaa => "uaa",
+            },
+            name_of(metrics),
+            name_of(logs),
+        );
+    }
     out
 }

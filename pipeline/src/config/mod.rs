@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_api::ApiConfig;
+use sluice_api::store::{LogStoreConfig, SqlStoreConfig};
 use sluice_connectors::buffer::BufferConfig;
 use sluice_connectors::sink::blackhole::BlackholeSinkConfig;
 use sluice_connectors::sink::elasticsearch::ElasticsearchSinkConfig;
@@ -26,8 +28,6 @@ use sluice_connectors::source::simulator::SimulatorConfig;
 use sluice_operators::app_events::{AppEventRule, AppEventRules};
 use sluice_operators::filter::{Filter, FilterConfig, Filters};
 pub use sluice_operators::records::StreamName;
-use sluice_api::ApiConfig;
-use sluice_api::store::{LogStoreConfig, SqlStoreConfig};
 
 pub use interpolate::interpolate;
 
@@ -419,32 +419,33 @@ impl Config {
     /// kind that can answer (SQL for metrics and events; SQLite or Elasticsearch taking `logs`
     /// for logs). A config that passed [`Config::validate`] names only such sinks.
     pub fn api_stores(&self) -> (Option<SqlStoreConfig>, Option<LogStoreConfig>) {
+        let (sql, logs) = self.api_store_names();
+        let sql = sql.and_then(|name| sql_store(&self.sinks[name]));
+        let logs = logs.and_then(|name| log_store(&self.sinks[name]));
+        (sql, logs)
+    }
+
+    /// The names of the sinks [`Config::api_stores`] reads.
+    pub fn api_store_names(&self) -> (Option<&str>, Option<&str>) {
         let Some(api) = &self.api else {
             return (None, None);
         };
-        let sql_store = |sink: &SinkConfig| match sink {
-            SinkConfig::Sqlite(c) => Some(SqlStoreConfig::Sqlite(c.clone())),
-            SinkConfig::Mysql(c) => Some(SqlStoreConfig::Mysql(c.clone())),
-            _ => None,
+        let pick = |named: &Option<String>, fits: &dyn Fn(&SinkConfig) -> bool| match named {
+            Some(name) => self
+                .sinks
+                .get_key_value(name)
+                .filter(|(_, sink)| fits(sink))
+                .map(|(name, _)| name.as_str()),
+            None => self
+                .sinks
+                .iter()
+                .find(|(_, sink)| fits(sink))
+                .map(|(name, _)| name.as_str()),
         };
-        let log_store = |sink: &SinkConfig| match sink {
-            SinkConfig::Sqlite(c) if c.streams.contains(&StreamName::Logs) => {
-                Some(LogStoreConfig::Sqlite(c.clone()))
-            }
-            SinkConfig::Elasticsearch(c) if c.streams.contains(&StreamName::Logs) => {
-                Some(LogStoreConfig::Elasticsearch(c.clone()))
-            }
-            _ => None,
-        };
-        let sql = match &api.store {
-            Some(name) => self.sinks.get(name).and_then(sql_store),
-            None => self.sinks.values().find_map(sql_store),
-        };
-        let logs = match &api.log_store {
-            Some(name) => self.sinks.get(name).and_then(log_store),
-            None => self.sinks.values().find_map(log_store),
-        };
-        (sql, logs)
+        (
+            pick(&api.store, &|sink| sql_store(sink).is_some()),
+            pick(&api.log_store, &|sink| log_store(sink).is_some()),
+        )
     }
 
     fn api_store_problems(&self, api: &ApiConfig) -> Vec<String> {
@@ -476,6 +477,26 @@ impl Config {
             }
         }
         problems
+    }
+}
+
+fn sql_store(sink: &SinkConfig) -> Option<SqlStoreConfig> {
+    match sink {
+        SinkConfig::Sqlite(c) => Some(SqlStoreConfig::Sqlite(c.clone())),
+        SinkConfig::Mysql(c) => Some(SqlStoreConfig::Mysql(c.clone())),
+        _ => None,
+    }
+}
+
+fn log_store(sink: &SinkConfig) -> Option<LogStoreConfig> {
+    match sink {
+        SinkConfig::Sqlite(c) if c.streams.contains(&StreamName::Logs) => {
+            Some(LogStoreConfig::Sqlite(c.clone()))
+        }
+        SinkConfig::Elasticsearch(c) if c.streams.contains(&StreamName::Logs) => {
+            Some(LogStoreConfig::Elasticsearch(c.clone()))
+        }
+        _ => None,
     }
 }
 
