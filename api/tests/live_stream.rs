@@ -179,8 +179,7 @@ async fn rollups_arrive_as_sse_and_a_reconnect_resumes_after_its_last_event_id()
     let missed = resumed.next().await.expect("the missed row");
     let next = resumed.next().await.expect("the new row");
     let requests = |message: &Message| {
-        serde_json::from_str::<serde_json::Value>(field(message, "data")).expect("json")
-            ["requests"]
+        serde_json::from_str::<serde_json::Value>(field(message, "data")).expect("json")["requests"]
             .as_u64()
             .expect("requests")
     };
@@ -201,7 +200,10 @@ async fn an_unknown_last_event_id_gets_a_reset_and_a_bad_app_id_a_json_400() {
     assert_eq!(field(&reset, "event"), "reset");
 
     let response = client
-        .get(format!("http://{}/api/v1/apps/not-an-app/stream", server.address))
+        .get(format!(
+            "http://{}/api/v1/apps/not-an-app/stream",
+            server.address
+        ))
         .send()
         .await
         .expect("answers");
