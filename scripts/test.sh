@@ -5,7 +5,9 @@
 #   ./scripts/test.sh -p sluice-operators   # extra arguments go to `cargo test`
 #
 # The tests need Rust, the golden data in ../shared/testdata (SPEC §1.3), osmem-server
-# (installed from PyPI when missing) and a MariaDB server: the one on 127.0.0.1:3306 if it runs, else the machine's mariadbd started here,
+# (installed from PyPI when missing), for the browser test Node.js, Debian's Chromium and
+# playwright-core (installed from Debian's packages and the npm registry when missing), and a
+# MariaDB server: the one on 127.0.0.1:3306 if it runs, else the machine's mariadbd started here,
 # else mariadb-server installed from Debian's packages and started. Tests reach it through
 # SLUICE_TEST_MYSQL_URL (set it yourself to use another server). Tests that stop and restart
 # a server start private mariadbd processes of their own. Other servers the tests talk to
@@ -86,9 +88,28 @@ ensure_osmem() {
   export OSMEM_SERVER_BIN
 }
 
+# The web UI's browser test drives Debian's Chromium with playwright-core (never a browser
+# download: the machine's network is closed to those).
+ensure_browser() {
+  local packages=()
+  command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
+  [ -x /usr/bin/chromium ] || packages+=(chromium)
+  if [ ${#packages[@]} -gt 0 ]; then
+    echo "==> installing ${packages[*]} from Debian's packages" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}"
+  fi
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "==> installing playwright-core (tests/browser) from the npm registry" >&2
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+  fi
+}
+
 ensure_mariadb
 ensure_osmem
+ensure_browser
 echo "==> osmem-server: $("$OSMEM_SERVER_BIN" -version 2>&1 | head -1)" >&2
 echo "==> MariaDB for tests at ${SLUICE_TEST_MYSQL_URL#*@}" >&2
+echo "==> browser: $(/usr/bin/chromium --version 2>/dev/null | head -1), node $(node --version)" >&2
 
 cargo test --workspace --all-targets --locked --no-fail-fast "$@"
