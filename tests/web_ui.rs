@@ -52,7 +52,10 @@ fn browser_test_prerequisites() {
             Command::new("node").arg("--version").output().is_err(),
             "node",
         ),
-        (!Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium"),
+        (
+            !Path::new("/usr/bin/chromium").exists(),
+            "/usr/bin/chromium",
+        ),
         (
             !root
                 .join("tests/browser/node_modules/playwright-core")

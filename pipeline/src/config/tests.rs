@@ -144,6 +144,11 @@ fn the_embedded_default_is_valid_and_runs_the_simulator_into_sqlite() {
     ));
     assert_eq!(config.sinks["local"].type_name(), "sqlite");
     assert_eq!(config.sinks["local"].streams().len(), 7);
+    // A new user sees the web UI on loopback, with no sign-in, over that same file.
+    let api = config.api.as_ref().expect("the API is on");
+    assert_eq!(api.listen, "127.0.0.1:8080");
+    assert_eq!(api.auth, sluice_api::AuthMode::None);
+    assert_eq!(config.api_store_names(), (Some("local"), Some("local")));
 }
 
 #[test]
@@ -301,4 +306,88 @@ fn a_bad_admin_address_is_reported_with_its_key() {
     );
     let problems = parse(&format!("{MINIMAL}\n[admin]\nport = 9598\n")).expect_err("unknown key");
     assert!(problems.iter().any(|p| p.contains("port")), "{problems:?}");
+}
+
+#[test]
+fn the_api_reads_the_first_fitting_sinks_unless_told_which() {
+    let config = parse(
+        r#"
+[sources.sim]
+type = "simulator"
+
+[sinks.out]
+type = "stdout"
+streams = ["logs"]
+
+[sinks.db]
+type = "mysql"
+url = "mysql://root@127.0.0.1:3306/sluice"
+streams = ["app_rollups", "app_events"]
+
+[sinks.local]
+type = "sqlite"
+path = "a.db"
+
+[api]
+auth = "none"
+"#,
+    )
+    .expect("valid");
+    // `db` sorts before `local`; stdout answers nothing.
+    assert_eq!(config.api_store_names(), (Some("db"), Some("local")));
+    let (metrics, logs) = config.api_stores();
+    assert!(matches!(metrics, Some(SqlStoreConfig::Mysql(_))));
+    assert!(matches!(logs, Some(LogStoreConfig::Sqlite(_))));
+    assert_eq!(
+        config.api.as_ref().map(|api| api.listen.as_str()),
+        Some("127.0.0.1:8080")
+    );
+}
+
+#[test]
+fn api_problems_name_their_keys() {
+    let problems = parse(
+        r#"
+[sources.sim]
+type = "simulator"
+
+[sinks.out]
+type = "stdout"
+streams = ["logs"]
+
+[sinks.metrics]
+type = "sqlite"
+path = "m.db"
+streams = ["app_rollups"]
+
+[api]
+listen = "localhost"
+auth = "uaa"
+store = "out"
+log_store = "metrics"
+"#,
+    )
+    .expect_err("invalid");
+    let expected = [
+        "api.listen: `localhost` is not an IP address and port",
+        "api.uaa_url: is required when auth = \"uaa\"",
+        "api.cc_url: is required when auth = \"uaa\"",
+        "api.store: sink `out` is of type `stdout`",
+        "api.log_store: sink `metrics` does not take the `logs` stream",
+    ];
+    for needle in expected {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "no problem says `{needle}`: {problems:?}"
+        );
+    }
+    let missing =
+        parse("[sources.sim]\ntype = \"simulator\"\n[api]\nauth = \"none\"\nstore = \"nope\"\n")
+            .expect_err("invalid");
+    assert!(
+        missing
+            .iter()
+            .any(|p| p == "api.store: no sink is named `nope`"),
+        "{missing:?}"
+    );
 }
