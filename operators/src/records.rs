@@ -175,11 +175,11 @@ pub const DAY: u32 = 86_400;
 
 /// How a window width is named in table names: `5m`, `1h`, `1d` (the largest whole unit).
 pub fn window_suffix(width: u32) -> String {
-    if width % DAY == 0 {
+    if width.is_multiple_of(DAY) {
         format!("{}d", width / DAY)
-    } else if width % 3600 == 0 {
+    } else if width.is_multiple_of(3600) {
         format!("{}h", width / 3600)
-    } else if width % 60 == 0 {
+    } else if width.is_multiple_of(60) {
         format!("{}m", width / 60)
     } else {
         format!("{width}s")

@@ -122,7 +122,7 @@ fn order_by(table: &str) -> &'static str {
         .find(|(name, _)| {
             table
                 .strip_prefix(name)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c == '_'))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
         })
         .map(|(_, key)| *key)
         .expect("a SPEC table")

@@ -173,10 +173,10 @@ fn window_width(text: &str) -> Result<u32, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|e| format!("is not a duration ({e}); write e.g. \"1m\", \"5m\", \"1h\""))?;
     let seconds = duration.as_secs();
-    if duration.subsec_nanos() != 0 || seconds % 60 != 0 || seconds == 0 {
+    if duration.subsec_nanos() != 0 || !seconds.is_multiple_of(60) || seconds == 0 {
         return Err("is not a whole number of minutes".to_owned());
     }
-    if u64::from(DAY) % seconds != 0 {
+    if !u64::from(DAY).is_multiple_of(seconds) {
         return Err("does not divide a day (windows start at UTC midnight)".to_owned());
     }
     u32::try_from(seconds).map_err(|_| "does not divide a day".to_owned())
