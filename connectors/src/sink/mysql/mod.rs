@@ -194,8 +194,9 @@ pub enum MysqlSinkError {
         table: &'static str,
         source: sqlx::Error,
     },
-    /// A row for a table the sink did not prepare: a bug, not bad input.
-    #[error("no statement for table {table}: the sink was not started for its window width")]
+    /// A rollup table of an extra width whose minute table the schema lacks, or a row for a
+    /// table the sink did not prepare: a bug, not bad input.
+    #[error("no statement for table {table}")]
     UnknownTable { table: &'static str },
     #[error(
         "MySQL at {endpoint} stayed unavailable for the shutdown timeout: abandoned {records} records held in memory"
@@ -399,7 +400,8 @@ impl MysqlStore {
             .filter(|t| t.name != rows::table(t.stream).name)
         {
             // The migration has every minute table (a test checks it).
-            let ddl = rows::window_table_ddl(SCHEMA, table).unwrap_or_default();
+            let ddl = rows::window_table_ddl(SCHEMA, table)
+                .ok_or(MysqlSinkError::UnknownTable { table: table.name })?;
             sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
                 .execute(&pool)
                 .await

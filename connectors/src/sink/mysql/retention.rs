@@ -1,6 +1,6 @@
-//! Retention as PCF Metrics had it: raw rows are kept for `raw` (2 days), rollups for
-//! `rollups` (14 days, every width). A background task deletes older rows every `interval`, in batches of
-//! `batch_size` so each DELETE holds its locks briefly while the sink keeps writing.
+//! Retention as PCF Metrics had it: raw rows are kept for `raw` (2 days), rollups of every
+//! width for `rollups` (14 days). A background task deletes older rows every `interval`, in
+//! batches of `batch_size` so each DELETE holds its locks briefly while the sink keeps writing.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
