@@ -326,3 +326,91 @@ async fn reloads_change_the_topology_without_losing_or_repeating_a_record() {
     assert_eq!(stored as usize, a_and_b.len());
     assert!(!files.dir.join("dead.ndjson").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_event_rules_and_the_flush_interval_change_in_place() {
+    use support::build::log;
+    const MINUTE: i64 = 60_000_000_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = Files {
+        dir: dir.path().to_path_buf(),
+        db: dir.path().join("sluice.db"),
+        url: String::new(),
+    };
+    let app = "f47ac10b-58cc-4372-a567-0e02b2c3d479";
+    let t0 = 28_503_900 * MINUTE;
+    // Each capture has a line for each rule set; only the rules in force may match.
+    let lines = |at: i64| vec![log(app, at, "deployed v1"), log(app, at + 1, "released v1")];
+    let (cap_a, cap_b) = (
+        files.capture("a", &lines(t0)),
+        files.capture("b", &lines(t0 + 1_000_000)),
+    );
+    let config = |flush: &str, event: &str, message: &str, sources: &str| {
+        format!(
+            "[pipeline]\nflush_interval = \"{flush}\"\n\n[[pipeline.app_events]]\nevent = \"{event}\"\nsource_type = \"APP\"\nmessage = \"{message}\"\n\n{sources}{}",
+            files.sqlite()
+        )
+    };
+    let path = files.write(&config(
+        "1s",
+        "deploy",
+        "deployed",
+        &Files::source("a", &cap_a),
+    ));
+    let run = Running::start(&path);
+    let db = files.db.clone();
+    let count_events = move || {
+        let db = db.clone();
+        async move {
+            tokio::task::spawn_blocking(move || count_rows(&db, "app_event") as u64)
+                .await
+                .expect("counted")
+        }
+    };
+    wait_for_count("app events of A", 1, count_events.clone()).await;
+
+    files.write(&config(
+        "250ms",
+        "release",
+        "released",
+        &format!(
+            "{}{}",
+            Files::source("a", &cap_a),
+            Files::source("b", &cap_b)
+        ),
+    ));
+    run.signal("HUP");
+    run.wait_for_line("App-event rules changed.", 1).await;
+    run.wait_for_line("Flush interval changed.", 1).await;
+    wait_for_count("app events of A and B", 2, count_events).await;
+
+    run.signal("INT");
+    let (status, run) = tokio::task::spawn_blocking(move || {
+        let mut run = run;
+        (run.child.wait().expect("exited"), run)
+    })
+    .await
+    .expect("joined");
+    assert!(status.success(), "sluice exited with {status}");
+    assert!(
+        !run.log().contains("takes effect at the next start"),
+        "{}",
+        run.log()
+    );
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", files.db.display()))
+        .await
+        .expect("store opens");
+    let events: Vec<(i64, String)> = sqlx::query_as("SELECT ts, event FROM app_event ORDER BY ts")
+        .fetch_all(&pool)
+        .await
+        .expect("app events");
+    // A was classified by the first rules, B (read after the reload) by the second.
+    assert_eq!(
+        events,
+        [
+            (t0, "deploy".to_owned()),
+            (t0 + 1_000_001, "release".to_owned())
+        ]
+    );
+    pool.close().await;
+}

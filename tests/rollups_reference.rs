@@ -4,7 +4,8 @@
 //! records in file order keeping the watermark by hand, keeps every value of every window, and
 //! computes each column the obvious way (exact nearest-rank percentiles). The tables `sluice
 //! run` writes must match it with 1, 2 and 4 workers, and again after replaying the capture a
-//! second time into the same store.
+//! second time into the same store; the hourly tables of `windows = ["1m", "1h"]` must match
+//! the reference computed over hours (lateness still decided by the minute).
 
 mod support;
 
@@ -83,7 +84,8 @@ fn spec_rules() -> Vec<(&'static str, &'static str, Regex)> {
     .collect()
 }
 
-fn reference(capture: &[u8]) -> Reference {
+/// The reference over windows of `width` seconds (60: SPEC §5's minutes).
+fn reference(capture: &[u8], width: i64) -> Reference {
     let rules = spec_rules();
     let mut out = Reference::default();
     let mut max_seen: Option<i64> = None;
@@ -94,7 +96,7 @@ fn reference(capture: &[u8]) -> Reference {
         let late =
             max_seen.is_some_and(|max| (minute(t) + 60) * 1_000_000_000 <= max - LATENESS_NS);
         max_seen = Some(max_seen.map_or(t, |m| m.max(t)));
-        let m = minute(t);
+        let m = minute(t).div_euclid(width) * width;
         match &event.payload {
             Payload::Log(log) => {
                 out.logs.insert((
@@ -231,7 +233,9 @@ async fn count(pool: &SqlitePool, table: &'static str) -> usize {
     n as usize
 }
 
-async fn check_store(db: &Path, expected: &Reference) {
+/// Checks the store against the reference: the raw tables, and the rollup tables whose names
+/// end in `suffix` (`""` for the minute tables, `"_1h"`, ...).
+async fn check_store(db: &Path, expected: &Reference, suffix: &str) {
     let pool = SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
         .await
         .expect("store opens");
@@ -261,10 +265,12 @@ async fn check_store(db: &Path, expected: &Reference) {
         "platform_error rows"
     );
 
-    let rows = sqlx::query("SELECT * FROM app_metric_rollup")
-        .fetch_all(&pool)
-        .await
-        .expect("rollups");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM app_metric_rollup{suffix}"
+    )))
+    .fetch_all(&pool)
+    .await
+    .expect("rollups");
     let mut seen = BTreeSet::new();
     for row in &rows {
         let app: String = row.get("app_id");
@@ -372,10 +378,12 @@ async fn check_store(db: &Path, expected: &Reference) {
         .collect();
     assert!(missing.is_empty(), "rollup rows missing: {missing:?}");
 
-    let rows = sqlx::query("SELECT * FROM platform_metric_rollup")
-        .fetch_all(&pool)
-        .await
-        .expect("platform");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM platform_metric_rollup{suffix}"
+    )))
+    .fetch_all(&pool)
+    .await
+    .expect("platform");
     assert_eq!(
         rows.len(),
         expected.series.len(),
@@ -476,21 +484,35 @@ async fn run_matches_the_reference_with_any_worker_count_and_on_replay() {
     // Out of order by up to 20 s, 3 % of records minutes late; about 30 minutes of event time.
     let events = simulated_events(7, 40, 20_000, 0.03);
     write_capture(&capture, &events);
-    let expected = reference(&std::fs::read(&capture).expect("capture"));
+    let bytes = std::fs::read(&capture).expect("capture");
+    let expected = reference(&bytes, 60);
     assert!(
         expected.apps.len() > 500,
         "the capture spans many app-minutes"
     );
+    let hourly = reference(&bytes, 3600);
+    assert!(hourly.apps.len() >= 40, "every app has an hour row");
 
     for workers in [1, 2, 4] {
         let db = dir.path().join(format!("workers-{workers}.db"));
         let config = replay_config(dir.path(), &capture, &db, workers);
-        assert_success(&run_config(&config));
-        check_store(&db, &expected).await;
         if workers == 2 {
+            // With an hourly window beside the minute: its own tables, the minute's unchanged.
+            let text = std::fs::read_to_string(&config).expect("config");
+            let text = text.replace(
+                "allowed_lateness = \"60s\"",
+                "allowed_lateness = \"60s\"\nwindows = [\"1m\", \"1h\"]",
+            );
+            std::fs::write(&config, text).expect("config written");
+        }
+        assert_success(&run_config(&config));
+        check_store(&db, &expected, "").await;
+        if workers == 2 {
+            check_store(&db, &hourly, "_1h").await;
             // Replaying the same capture into the same store changes nothing.
             assert_success(&run_config(&config));
-            check_store(&db, &expected).await;
+            check_store(&db, &expected, "").await;
+            check_store(&db, &hourly, "_1h").await;
         }
     }
 }
@@ -540,7 +562,7 @@ async fn edge_cases_match_the_reference() {
     let dir = tempfile::tempdir().expect("temp dir");
     let capture = dir.path().join("edges.bin");
     write_capture(&capture, &events);
-    let expected = reference(&std::fs::read(&capture).expect("capture"));
+    let expected = reference(&std::fs::read(&capture).expect("capture"), 60);
     assert_eq!(
         expected
             .apps
@@ -554,5 +576,5 @@ async fn edge_cases_match_the_reference() {
     let db = dir.path().join("edges.db");
     let config = replay_config(dir.path(), &capture, &db, 2);
     assert_success(&run_config(&config));
-    check_store(&db, &expected).await;
+    check_store(&db, &expected, "").await;
 }

@@ -39,6 +39,7 @@ fn row(app: usize, sent_ns: i64) -> AppRollup {
     AppRollup {
         app_id: app_id(app).into(),
         minute: 1_796_190_240,
+        window: 60,
         instances: 2,
         cpu_avg: Some(7.6),
         cpu_max: Some(11.6),

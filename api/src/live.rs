@@ -367,7 +367,7 @@ impl<'a> From<&'a AppRollup> for LivePoint<'a> {
         LivePoint {
             app_id: &row.app_id,
             time: row.minute,
-            window: 60,
+            window: row.window,
             instances: row.instances,
             cpu_avg: row.cpu_avg,
             cpu_max: row.cpu_max,

@@ -17,6 +17,7 @@ fn rollup(minute: i64, requests: u64, is_final: bool) -> AppRollup {
     AppRollup {
         app_id: APP.into(),
         minute,
+        window: 60,
         instances: 2,
         cpu_avg: Some(12.5),
         cpu_max: Some(20.0),

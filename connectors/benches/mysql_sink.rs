@@ -54,6 +54,7 @@ fn app_rollups(rows: usize, requests: u64) -> Vec<AppRollup> {
         .map(|i| AppRollup {
             app_id: Str::from(format!("{:08x}-58cc-4372-a567-0e02b2c3d479", i % 5000)),
             minute: 1_710_234_000 + (i / 5000) as i64 * 60,
+            window: 60,
             instances: 4,
             cpu_avg: Some(12.5),
             cpu_max: Some(40.0),

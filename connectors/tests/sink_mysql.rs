@@ -117,6 +117,69 @@ async fn many_rows_are_written_in_chunks_without_loss() {
 }
 
 #[tokio::test]
+async fn a_wider_windows_rollups_land_in_their_own_table_made_like_the_minutes() {
+    let db = TestDatabase::shared("windows");
+    for _ in 0..2 {
+        let (ctx, feeder) = hourly_sink(rollups_of_three_widths());
+        let metrics = ctx.metrics.clone();
+        mysql::run(config(&db.url()), ctx).await.expect("written");
+        feeder.join().expect("feeder");
+        assert_eq!(metrics.written_of(StreamName::AppRollups), 3);
+        assert_eq!(metrics.written_of(StreamName::PlatformRollups), 1);
+        assert_eq!(metrics.dropped.get(), 1, "the 5-minute row has no table");
+    }
+    let mut connection = db.connect().await;
+    let minute = dump_mysql(&mut connection, "app_metric_rollup").await;
+    assert_eq!(minute.len(), 1);
+    let hour = dump_mysql(&mut connection, "app_metric_rollup_1h").await;
+    assert_eq!(hour.len(), 1);
+    assert_eq!(hour[0][1], common::mariadb::Cell::Int(HOUR));
+    assert_eq!(hour[0][9], common::mariadb::Cell::Int(40));
+    assert_eq!(db.count("platform_metric_rollup").await, 0);
+    assert_eq!(db.count("platform_metric_rollup_1h").await, 1);
+
+    // The same columns, types and keys as the minute tables.
+    for (minute, hour) in [
+        ("app_metric_rollup", "app_metric_rollup_1h"),
+        ("platform_metric_rollup", "platform_metric_rollup_1h"),
+    ] {
+        let mut shapes = Vec::new();
+        for table in [minute, hour] {
+            let columns: Vec<(String, String, String, String)> = sqlx::query_as(
+                "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR), \
+                 CAST(is_nullable AS CHAR), CAST(column_key AS CHAR) \
+                 FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
+            )
+            .bind(table)
+            .fetch_all(&mut connection)
+            .await
+            .expect("columns");
+            let indexes: Vec<(String, String)> = sqlx::query_as(
+                "SELECT CAST(REPLACE(index_name, ?, '') AS CHAR), \
+                 CAST(GROUP_CONCAT(column_name ORDER BY seq_in_index) AS CHAR) \
+                 FROM information_schema.statistics \
+                 WHERE table_schema = DATABASE() AND table_name = ? \
+                 GROUP BY index_name ORDER BY index_name",
+            )
+            .bind(table)
+            .bind(table)
+            .fetch_all(&mut connection)
+            .await
+            .expect("indexes");
+            assert!(
+                !columns.is_empty() && indexes.len() == 2,
+                "{table}: {indexes:?}"
+            );
+            shapes.push((columns, indexes));
+        }
+        assert_eq!(shapes[0], shapes[1], "{hour} is shaped like {minute}");
+    }
+    drop(connection);
+    db.drop_database().await;
+}
+
+#[tokio::test]
 async fn a_column_missing_from_the_schema_is_named_at_start() {
     let db = TestDatabase::shared("missing");
     run_sink(config(&db.url()), vec![])

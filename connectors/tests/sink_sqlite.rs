@@ -319,6 +319,63 @@ async fn schema_columns_and_keys_match_the_spec() {
 }
 
 #[tokio::test]
+async fn a_wider_windows_rollups_land_in_their_own_table_made_like_the_minutes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sluice.db");
+    // Twice: the second start finds its tables there, and the rows are upserted.
+    for _ in 0..2 {
+        let (ctx, feeder) = hourly_sink(rollups_of_three_widths());
+        let metrics = ctx.metrics.clone();
+        sqlite::run(config(&path), ctx).await.expect("written");
+        feeder.join().expect("feeder");
+        assert_eq!(metrics.written_of(StreamName::AppRollups), 3);
+        assert_eq!(metrics.written_of(StreamName::PlatformRollups), 1);
+        assert_eq!(metrics.dropped.get(), 1, "the 5-minute row has no table");
+    }
+    let minute = dump_sqlite(&path, "app_metric_rollup").await;
+    assert_eq!(minute.len(), 1);
+    assert_eq!(minute[0][9], Int(app_rollup(true).requests as i64));
+    let hour = dump_sqlite(&path, "app_metric_rollup_1h").await;
+    assert_eq!(hour.len(), 1);
+    assert_eq!((&hour[0][0], &hour[0][1]), (&t(APP), &Int(HOUR)));
+    assert_eq!(hour[0][9], Int(40));
+    assert!(
+        dump_sqlite(&path, "platform_metric_rollup")
+            .await
+            .is_empty()
+    );
+    let gauges = dump_sqlite(&path, "platform_metric_rollup_1h").await;
+    assert_eq!(gauges.len(), 1);
+    assert_eq!((&gauges[0][4], &gauges[0][7]), (&Int(HOUR), &Int(180)));
+
+    let mut connection = connect(&path).await;
+    for (minute, hour) in [
+        ("app_metric_rollup", "app_metric_rollup_1h"),
+        ("platform_metric_rollup", "platform_metric_rollup_1h"),
+    ] {
+        let mut shapes = Vec::new();
+        for table in [minute, hour] {
+            let info = sqlx::query(AssertSqlSafe(format!("PRAGMA table_info({table})")))
+                .fetch_all(&mut connection)
+                .await
+                .expect("table_info");
+            let shape: Vec<(String, String, i64, i64)> = info
+                .iter()
+                .map(|r| (r.get("name"), r.get("type"), r.get("notnull"), r.get("pk")))
+                .collect();
+            shapes.push(shape);
+        }
+        assert_eq!(shapes[0], shapes[1], "{hour} is shaped like {minute}");
+    }
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name LIKE '%rollup_5m'")
+            .fetch_all(&mut connection)
+            .await
+            .expect("tables");
+    assert!(tables.is_empty(), "no table for a width not configured");
+}
+
+#[tokio::test]
 async fn an_unusable_path_is_an_error_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     // A directory cannot be created under a regular file, whoever runs the test.

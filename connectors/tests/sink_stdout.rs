@@ -55,6 +55,11 @@ async fn lines_parse_as_json_with_their_stream_and_the_table_columns() {
         let keys: Vec<&str> = object.keys().map(String::as_str).collect();
         let mut expected: Vec<&str> = columns.to_vec();
         expected.push("stream");
+        if stream.ends_with("_rollups") {
+            // The window's width in seconds: the minute tables' rows here.
+            assert_eq!(object["window"], 60, "{line}");
+            expected.push("window");
+        }
         expected.sort_unstable();
         let mut keys = keys;
         keys.sort_unstable();
@@ -98,6 +103,44 @@ async fn lines_parse_as_json_with_their_stream_and_the_table_columns() {
     assert_eq!(counter["instance"], "");
     assert_eq!(counter["total_last"], 107);
     assert!(counter["value_avg"].is_null());
+}
+
+#[tokio::test]
+async fn rollups_of_every_width_are_printed_with_their_width() {
+    let (ctx, feeder) = hourly_sink(rollups_of_three_widths());
+    let (writer, mut reader) = tokio::io::duplex(1 << 20);
+    let config = StdoutSinkConfig {
+        streams: StreamName::all(),
+        buffer: Default::default(),
+    };
+    stdout::run_with_writer(config, ctx, writer)
+        .await
+        .expect("written");
+    feeder.join().expect("feeder thread");
+    let mut output = String::new();
+    reader.read_to_string(&mut output).await.expect("utf-8");
+    let widths: Vec<(String, i64, i64)> = output
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            let stream = line["stream"].as_str().expect("a stream").to_owned();
+            (
+                stream,
+                line["window"].as_i64().expect("a width"),
+                line["minute"].as_i64().expect("a start"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        widths,
+        [
+            ("app_rollups".to_owned(), 60, MINUTE),
+            ("app_rollups".to_owned(), 3600, HOUR),
+            ("app_rollups".to_owned(), 300, MINUTE),
+            ("platform_rollups".to_owned(), 3600, HOUR),
+            ("app_rollups".to_owned(), 60, MINUTE),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! App lifecycle events parsed from log lines by an ordered rule list (SPEC §4): the first rule
 //! whose source-type prefix and message pattern both match names the event.
 
+use std::sync::{Arc, RwLock};
+
 use regex::bytes::Regex;
 use serde::Deserialize;
 use sluice_model::Str;
@@ -113,6 +115,34 @@ impl Default for AppEventRules {
     fn default() -> AppEventRules {
         // The default patterns are constants covered by the tests below.
         AppEventRules::new(&AppEventRule::defaults()).unwrap_or(AppEventRules { rules: Vec::new() })
+    }
+}
+
+/// The rules in force, shared by every worker's `Route` and swapped whole by a live reload:
+/// `Route` takes the current set once per batch, so a record is classified by one set.
+#[derive(Clone, Debug, Default)]
+pub struct LiveRules(Arc<RwLock<Arc<AppEventRules>>>);
+
+impl LiveRules {
+    pub fn new(rules: AppEventRules) -> LiveRules {
+        LiveRules(Arc::new(RwLock::new(Arc::new(rules))))
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<AppEventRules> {
+        // A writer only swaps an `Arc`: a poisoned lock still holds a whole rule set.
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Puts `rules` in force for records routed from now on.
+    pub fn replace(&self, rules: AppEventRules) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(rules);
     }
 }
 

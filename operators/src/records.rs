@@ -93,8 +93,11 @@ pub struct AppEvent {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AppRollup {
     pub app_id: Str,
-    /// Epoch seconds of the minute's start.
+    /// Epoch seconds of the window's start (the minute's, for the minute table).
     pub minute: i64,
+    /// The window's width in seconds: [`MINUTE`] for SPEC §5's table, or an extra width of
+    /// `pipeline.windows` (written to a table of its own, see [`window_table`]).
+    pub window: u32,
     pub instances: u32,
     pub cpu_avg: Option<f64>,
     pub cpu_max: Option<f64>,
@@ -129,8 +132,10 @@ pub struct PlatformRollup {
     /// The envelope's `index`; '' when absent.
     pub instance: Str,
     pub name: Str,
-    /// Epoch seconds of the minute's start.
+    /// See [`AppRollup::minute`].
     pub minute: i64,
+    /// See [`AppRollup::window`].
+    pub window: u32,
     pub kind: MetricKind,
     pub unit: Str,
     pub samples: u64,
@@ -162,6 +167,41 @@ impl MetricKind {
     }
 }
 
+/// The width of SPEC §2's minute windows, in seconds.
+pub const MINUTE: u32 = 60;
+
+/// Seconds in a day: every window width divides it, so windows start at UTC midnight.
+pub const DAY: u32 = 86_400;
+
+/// How a window width is named in table names: `5m`, `1h`, `1d` (the largest whole unit).
+pub fn window_suffix(width: u32) -> String {
+    if width.is_multiple_of(DAY) {
+        format!("{}d", width / DAY)
+    } else if width.is_multiple_of(3600) {
+        format!("{}h", width / 3600)
+    } else if width.is_multiple_of(60) {
+        format!("{}m", width / 60)
+    } else {
+        format!("{width}s")
+    }
+}
+
+/// The table rows of a rollup table (`app_metric_rollup`, `platform_metric_rollup`) of width
+/// `width` go to: the SPEC's table itself for [`MINUTE`], `{table}_{suffix}` otherwise.
+pub fn window_table(table: &str, width: u32) -> String {
+    if width == MINUTE {
+        table.to_owned()
+    } else {
+        format!("{table}_{}", window_suffix(width))
+    }
+}
+
+/// The start (epoch seconds) of the window of `width` seconds that the minute starting at
+/// `minute` falls in. Widths divide a day and are whole minutes, so a minute is never split.
+pub fn window_start(minute: i64, width: u32) -> i64 {
+    minute.div_euclid(i64::from(width)) * i64::from(width)
+}
+
 /// The tumbling UTC minute of an event time in ns: epoch seconds of its start (SPEC §2).
 pub fn minute_of(event_time_ns: i64) -> i64 {
     event_time_ns.div_euclid(60_000_000_000) * 60
@@ -178,5 +218,26 @@ mod tests {
         assert_eq!(minute_of(60_000_000_000), 60);
         assert_eq!(minute_of(1_710_234_017_448_058_219), 1_710_234_000);
         assert_eq!(minute_of(-1), -60);
+    }
+
+    #[test]
+    fn windows_are_named_by_their_largest_whole_unit_and_start_on_their_width() {
+        assert_eq!(window_suffix(300), "5m");
+        assert_eq!(window_suffix(3600), "1h");
+        assert_eq!(window_suffix(5400), "90m");
+        assert_eq!(window_suffix(7200), "2h");
+        assert_eq!(window_suffix(DAY), "1d");
+        assert_eq!(
+            window_table("app_metric_rollup", MINUTE),
+            "app_metric_rollup"
+        );
+        assert_eq!(
+            window_table("platform_metric_rollup", 3600),
+            "platform_metric_rollup_1h"
+        );
+        assert_eq!(window_start(3660, 3600), 3600);
+        assert_eq!(window_start(3540, 3600), 0);
+        assert_eq!(window_start(-60, 3600), -3600);
+        assert_eq!(window_start(120, MINUTE), 120);
     }
 }

@@ -13,7 +13,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use crate::app_events::AppEventRules;
+use crate::app_events::LiveRules;
 use crate::records::{AppEvent, Stamped, minute_of};
 
 /// What one record adds to its app's minute.
@@ -83,11 +83,13 @@ pub struct Routed<'scope> {
 
 /// Splits a stream of [`Stamped`] records; see the module doc.
 pub trait Route<'scope> {
-    fn route(self, rules: AppEventRules) -> Routed<'scope>;
+    /// `rules` may be replaced while the graph runs (a live reload): each batch is
+    /// classified by the rules in force when it is routed.
+    fn route(self, rules: LiveRules) -> Routed<'scope>;
 }
 
 impl<'scope> Route<'scope> for Stream<'scope, u64, Vec<Stamped>> {
-    fn route(self, rules: AppEventRules) -> Routed<'scope> {
+    fn route(self, live_rules: LiveRules) -> Routed<'scope> {
         let mut builder = OperatorBuilder::new("Route".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (logs_out, logs) = builder.new_output();
@@ -121,6 +123,7 @@ impl<'scope> Route<'scope> for Stream<'scope, u64, Vec<Stamped>> {
                 let mut app_out = app_out.activate();
                 let mut platform_out = platform_out.activate();
                 input.for_each_stamp(|cap, data| {
+                    let rules = live_rules.current();
                     let mut logs = logs_out.session(&cap);
                     let mut containers = containers_out.session(&cap);
                     let mut http = http_out.session(&cap);

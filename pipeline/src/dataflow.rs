@@ -10,7 +10,8 @@
 //!
 //! Every stream ends in a forward operator that hands its batches to the sinks the
 //! [`SinkRoutes`] table names for it now, so a live reload changes sinks without touching the
-//! graph; the allowed lateness is read by Ingest for every activation for the same reason.
+//! graph; for the same reason the allowed lateness is read by Ingest at every activation, the
+//! flush interval by the rollups at theirs, and the app-event rules by Route for every batch.
 //! App events and rollup rows also pass the API's [`LiveFeed`] on their way, so its streams
 //! see them as the sinks do.
 
@@ -21,7 +22,7 @@ use std::time::Duration;
 use sluice_api::live::LiveFeed;
 use sluice_connectors::sink::Records;
 use sluice_connectors::source::SourceBatch;
-use sluice_operators::app_events::AppEventRules;
+use sluice_operators::app_events::LiveRules;
 use sluice_operators::filter::Filters;
 use sluice_operators::graph;
 use sluice_operators::records::{Stamped, StreamName};
@@ -77,8 +78,12 @@ pub struct DataflowPlan {
     pub workers: usize,
     /// The allowed lateness in ns; a live reload may change it while the graph runs.
     pub allowed_lateness: Arc<AtomicU64>,
-    pub rules: AppEventRules,
-    pub flush_interval: Duration,
+    /// The app-event rules; a live reload may replace them.
+    pub rules: LiveRules,
+    /// How often open windows are rewritten, ns; a live reload may change it.
+    pub flush_interval: Arc<AtomicU64>,
+    /// The rollup window widths in seconds, fixed for the life of the graph.
+    pub windows: Vec<u32>,
     /// Set on Ctrl-C: windows still open at the end are emitted provisional.
     pub shutting_down: Arc<AtomicBool>,
     /// Which sinks take which streams; changed live by reloads.
@@ -108,9 +113,10 @@ pub fn run(plan: DataflowPlan) -> Result<(), String> {
 
 fn build(scope: Scope<'_, u64>, plan: &DataflowPlan) {
     let options = WindowOptions {
-        flush_interval: plan.flush_interval,
+        flush_interval: plan.flush_interval.clone(),
         shutting_down: plan.shutting_down.clone(),
         open_windows: plan.metrics.open_windows.clone(),
+        windows: plan.windows.clone(),
     };
     let input = ingest(scope, plan);
     let streams = graph::build(input, plan.rules.clone(), options);

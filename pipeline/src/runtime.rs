@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sluice_connectors::sink::{self, SinkContext, SinkMetrics};
 use sluice_connectors::source::{self, SourceContext, SourceMetrics, SourceOutput};
-use sluice_operators::app_events::AppEventRules;
+use sluice_operators::app_events::{AppEventRules, LiveRules};
 use sluice_operators::filter::Filters;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -119,7 +119,12 @@ struct Supervisor {
     /// dataflow's input.
     keeper: Option<SourceOutput>,
     allowed_lateness_ns: Arc<AtomicU64>,
+    flush_interval_ns: Arc<AtomicU64>,
+    rules: LiveRules,
     filters: Arc<RwLock<Arc<Filters>>>,
+    /// The rollup widths the graph was built with: sinks started by a reload get these, not
+    /// the new file's (a change of `pipeline.windows` needs a restart).
+    windows: Vec<u32>,
     sources: BTreeMap<String, Component>,
     sinks: BTreeMap<String, Component>,
     /// Replacements waiting for their predecessor to finish (a store never has two writers).
@@ -153,6 +158,7 @@ impl Supervisor {
             self.shutdown.clone(),
         )
         .map_err(|e| format!("sink {name}: {e}"))?;
+        let ctx = ctx.with_windows(&self.windows);
         let generation = self.generation();
         self.metrics
             .sinks
@@ -305,6 +311,25 @@ impl Supervisor {
             info!(from = ?old.pipeline.allowed_lateness, to = ?new.pipeline.allowed_lateness,
                 "Allowed lateness changed.");
         }
+        if new.pipeline.flush_interval != old.pipeline.flush_interval {
+            self.flush_interval_ns
+                .store(duration_ns(new.pipeline.flush_interval), Ordering::Relaxed);
+            info!(from = ?old.pipeline.flush_interval, to = ?new.pipeline.flush_interval,
+                "Flush interval changed.");
+        }
+        if new.pipeline.app_event_rules() != old.pipeline.app_event_rules() {
+            match AppEventRules::new(&new.pipeline.app_event_rules()) {
+                Ok(rules) => {
+                    self.rules.replace(rules);
+                    info!(
+                        rules = new.pipeline.app_event_rules().len(),
+                        "App-event rules changed."
+                    );
+                }
+                // Validation compiled them already; this cannot happen.
+                Err(problem) => error!("App-event rules not changed: {problem}"),
+            }
+        }
         if new.filters != old.filters {
             match new.compiled_filters() {
                 Ok(filters) => {
@@ -322,14 +347,11 @@ impl Supervisor {
         if new.pipeline.workers != old.pipeline.workers {
             needs_restart.push("pipeline.workers");
         }
-        if new.pipeline.flush_interval != old.pipeline.flush_interval {
-            needs_restart.push("pipeline.flush_interval");
-        }
         if new.pipeline.channel_capacity != old.pipeline.channel_capacity {
             needs_restart.push("pipeline.channel_capacity");
         }
-        if new.pipeline.app_events != old.pipeline.app_events {
-            needs_restart.push("pipeline.app_events");
+        if new.pipeline.window_widths() != old.pipeline.window_widths() {
+            needs_restart.push("pipeline.windows");
         }
         if new.admin != old.admin {
             needs_restart.push("admin");
@@ -495,6 +517,12 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
     let allowed_lateness_ns = Arc::new(AtomicU64::new(duration_ns(
         config.pipeline.allowed_lateness,
     )));
+    let flush_interval_ns = Arc::new(AtomicU64::new(duration_ns(config.pipeline.flush_interval)));
+    let rules = LiveRules::new(
+        AppEventRules::new(&config.pipeline.app_event_rules())
+            .map_err(|e| RunError::Components(vec![format!("pipeline.app_events: {e}")]))?,
+    );
+    let windows = config.pipeline.window_widths();
     let filters = Arc::new(RwLock::new(Arc::new(
         config
             .compiled_filters()
@@ -506,7 +534,10 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
         routes: routes.clone(),
         keeper: Some(keeper),
         allowed_lateness_ns: allowed_lateness_ns.clone(),
+        flush_interval_ns: flush_interval_ns.clone(),
+        rules: rules.clone(),
         filters: filters.clone(),
+        windows: windows.clone(),
         sources: BTreeMap::new(),
         sinks: BTreeMap::new(),
         waiting_sources: BTreeMap::new(),
@@ -534,13 +565,12 @@ async fn run_async(config: Config, options: RunOptions) -> Result<RunSummary, Ru
     }
 
     // The dataflow, on its own threads.
-    let rules = AppEventRules::new(&config.pipeline.app_event_rules())
-        .map_err(|e| RunError::Components(vec![format!("pipeline.app_events: {e}")]))?;
     let plan = DataflowPlan {
         workers: config.pipeline.workers(),
         allowed_lateness: allowed_lateness_ns,
         rules,
-        flush_interval: config.pipeline.flush_interval,
+        flush_interval: flush_interval_ns,
+        windows,
         shutting_down: shutting_down.clone(),
         routes: routes.clone(),
         filters,

@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use sluice_operators::records::{window_suffix, window_table};
+
 use crate::config::{Config, StreamName};
 
 /// A readable graph: sources → the dataflow → each stream → the sinks taking it.
@@ -41,6 +43,18 @@ pub fn describe(config: &Config) -> String {
         } else {
             "s"
         },
+    );
+    let widths = pipeline.window_widths();
+    let names: Vec<String> = widths.iter().map(|w| window_suffix(*w)).collect();
+    let tables: Vec<String> = widths
+        .iter()
+        .map(|w| window_table("*_metric_rollup", *w))
+        .collect();
+    let _ = writeln!(
+        out,
+        "rollup windows: {} (tables {})",
+        names.join(", "),
+        tables.join(", ")
     );
     let _ = writeln!(out, "streams");
     for stream in StreamName::ALL {

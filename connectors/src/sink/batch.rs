@@ -6,7 +6,7 @@ use sluice_operators::records::StreamName;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::rows::{self, TABLES, Table, Value};
+use super::rows::{self, Conflict, TABLES, Table, Value};
 use super::{Records, SinkContext};
 
 /// Records received and not yet written, grouped by stream so that each table's rows go in
@@ -24,13 +24,32 @@ impl Batch {
         self.by_stream[records.stream().index()].push(records);
     }
 
-    /// Each stream's records as the column values of its table, rows in arrival order.
-    /// Events whose type does not belong to their stream (never sent by a correct pipeline)
-    /// are counted as dropped.
+    /// Each stream's records as the column values of its table, rows in arrival order;
+    /// rollups by width, each width's rows for its own table. Events whose type does not
+    /// belong to their stream (never sent by a correct pipeline) and rollups of a width the
+    /// sink has no table for (ditto: the widths are fixed when the graph is built) are counted
+    /// as dropped.
     pub(crate) fn table_values(&self, ctx: &SinkContext) -> Vec<(&'static Table, Vec<Value<'_>>)> {
         let mut tables = Vec::new();
         for (table, records) in TABLES.iter().zip(&self.by_stream) {
             if records.is_empty() {
+                continue;
+            }
+            if table.conflict == Conflict::Update {
+                let mut by_width = Vec::new();
+                for batch in records {
+                    rows::push_rollup_rows(batch, &mut by_width);
+                }
+                for (width, values) in by_width {
+                    if ctx.windows.contains(&width) {
+                        tables.push((rows::window_table(table.stream, width), values));
+                    } else {
+                        let rows = values.len() / table.columns.len();
+                        warn!(sink = %ctx.name, stream = %table.stream, width, rows,
+                            "Dropped rollups of a window width this sink has no table for.");
+                        ctx.metrics.dropped(rows);
+                    }
+                }
                 continue;
             }
             let mut values = Vec::new();

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_model::Event;
-use sluice_operators::records::{AppEvent, AppRollup, PlatformRollup, StreamName};
+use sluice_operators::records::{AppEvent, AppRollup, MINUTE, PlatformRollup, StreamName};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -279,6 +279,9 @@ pub struct SinkContext {
     /// Cancelled on Ctrl-C / SIGTERM: a sink may stop retrying a store that is down (a disk
     /// buffer keeps the rest for the next run).
     pub shutdown: CancellationToken,
+    /// The rollup window widths (seconds) the graph produces, [`MINUTE`] among them: SQL
+    /// sinks create a table for each width beside the minute at start.
+    pub windows: Arc<[u32]>,
 }
 
 impl SinkContext {
@@ -300,8 +303,17 @@ impl SinkContext {
             metrics,
             input: SinkInput::memory(input),
             shutdown,
+            windows: Arc::new([MINUTE]),
         };
         (context, sender)
+    }
+
+    /// The context for a graph rolling up windows of `windows` (seconds) besides the minute.
+    pub fn with_windows(mut self, windows: &[u32]) -> SinkContext {
+        let mut widths = vec![MINUTE];
+        widths.extend(windows.iter().filter(|w| **w != MINUTE));
+        self.windows = widths.into();
+        self
     }
 
     /// A sink's context reading through the buffer `buffer` configures. A disk buffer is
@@ -353,6 +365,7 @@ impl SinkContext {
             metrics,
             input,
             shutdown,
+            windows: Arc::new([MINUTE]),
         };
         Ok((context, sender))
     }

@@ -3,10 +3,11 @@
 //! column is named and converted in exactly one place.
 
 use std::borrow::Cow;
+use std::sync::Mutex;
 
 use sluice_model::Event;
 use sluice_model::event::{Payload, log_id};
-use sluice_operators::records::{AppEvent, AppRollup, PlatformRollup, StreamName};
+use sluice_operators::records::{self, AppEvent, AppRollup, MINUTE, PlatformRollup, StreamName};
 
 use super::Records;
 
@@ -179,6 +180,91 @@ pub const TABLES: [Table; 7] = [
 /// The table a stream is written to.
 pub fn table(stream: StreamName) -> &'static Table {
     &TABLES[stream.index()]
+}
+
+/// The table a rollup stream's rows of `width` seconds go to: the SPEC's own for the minute,
+/// `app_metric_rollup_1h` and the like (same columns and key) for the extra widths of
+/// `pipeline.windows`. Other streams have one table whatever the width.
+pub fn window_table(stream: StreamName, width: u32) -> &'static Table {
+    let base = table(stream);
+    if width == MINUTE || base.conflict != Conflict::Update {
+        return base;
+    }
+    // Each (stream, width) is made once and kept for the life of the process, so that tables
+    // stay `&'static` like the SPEC's. Widths divide a day, so there are at most a few dozen.
+    static WIDER: Mutex<Vec<&'static Table>> = Mutex::new(Vec::new());
+    let name = records::window_table(base.name, width);
+    let mut wider = WIDER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(known) = wider.iter().find(|t| t.name == name) {
+        return known;
+    }
+    let made: &'static Table = Box::leak(Box::new(Table {
+        stream,
+        name: Box::leak(name.into_boxed_str()),
+        columns: base.columns,
+        key: base.key,
+        conflict: base.conflict,
+    }));
+    wider.push(made);
+    made
+}
+
+/// Every table a sink writes with rollups of `windows` (seconds): those of SPEC §3, then the
+/// rollup tables of each width beside the minute.
+pub fn tables_for(windows: &[u32]) -> Vec<&'static Table> {
+    let mut tables: Vec<&'static Table> = TABLES.iter().collect();
+    for &width in windows.iter().filter(|w| **w != MINUTE) {
+        for stream in [StreamName::AppRollups, StreamName::PlatformRollups] {
+            tables.push(window_table(stream, width));
+        }
+    }
+    tables
+}
+
+/// The `CREATE TABLE IF NOT EXISTS` of a table of an extra width, made from the statement of
+/// its minute table in `schema` (a migration): the same columns, types and key, the table's
+/// name (and its indexes', which start with it) changed. `None` if `schema` lacks the table.
+pub fn window_table_ddl(schema: &str, table: &Table) -> Option<String> {
+    let base = self::table(table.stream).name;
+    let start = schema.find(&format!("CREATE TABLE {base} ("))?;
+    let length = schema[start..].find(';')?;
+    let statement = &schema[start..start + length];
+    Some(
+        statement
+            .replacen("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)
+            .replace(base, table.name),
+    )
+}
+
+/// Like [`push_rows`] for a rollup batch, with each row's values in those of its width:
+/// `out` holds a `(width, values)` per width seen, in order of first appearance, rows in
+/// arrival order. Nothing for other streams.
+pub fn push_rollup_rows<'a>(records: &'a Records, out: &mut Vec<(u32, Vec<Value<'a>>)>) {
+    fn of<'o, 'a>(out: &'o mut Vec<(u32, Vec<Value<'a>>)>, width: u32) -> &'o mut Vec<Value<'a>> {
+        let at = match out.iter().position(|(w, _)| *w == width) {
+            Some(at) => at,
+            None => {
+                out.push((width, Vec::new()));
+                out.len() - 1
+            }
+        };
+        &mut out[at].1
+    }
+    match records {
+        Records::AppRollups(rows) => {
+            for row in rows {
+                push_app_rollup(row, of(out, row.window));
+            }
+        }
+        Records::PlatformRollups(rows) => {
+            for row in rows {
+                push_platform_rollup(row, of(out, row.window));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Appends the column values of every record of `records` to `out`, row after row in the
@@ -376,6 +462,46 @@ mod tests {
         assert_eq!((skipped, out.len()), (1, 0));
         let skipped = push_rows(&routed, &mut out);
         assert_eq!((skipped, out.len()), (0, 5));
+    }
+
+    #[test]
+    fn wider_windows_have_tables_of_their_own_made_once() {
+        let hour = window_table(StreamName::AppRollups, 3600);
+        assert_eq!(hour.name, "app_metric_rollup_1h");
+        assert_eq!(hour.columns, table(StreamName::AppRollups).columns);
+        assert!(std::ptr::eq(
+            hour,
+            window_table(StreamName::AppRollups, 3600)
+        ));
+        assert!(std::ptr::eq(
+            window_table(StreamName::PlatformRollups, MINUTE),
+            table(StreamName::PlatformRollups)
+        ));
+        assert!(std::ptr::eq(
+            window_table(StreamName::Logs, 3600),
+            table(StreamName::Logs)
+        ));
+        let names: Vec<&str> = tables_for(&[60, 300]).iter().map(|t| t.name).collect();
+        assert_eq!(names.len(), TABLES.len() + 2);
+        assert!(names.ends_with(&["app_metric_rollup_5m", "platform_metric_rollup_5m"]));
+    }
+
+    #[test]
+    fn a_wider_tables_statement_is_its_minute_tables_renamed() {
+        let schema = "CREATE TABLE app_metric_rollup (\n    app_id TEXT,\n    KEY app_metric_rollup_minute (minute)\n) ENGINE = InnoDB;\nCREATE TABLE other (x INT);";
+        let ddl = window_table_ddl(schema, window_table(StreamName::AppRollups, 86_400))
+            .expect("the table is in the schema");
+        assert_eq!(
+            ddl,
+            "CREATE TABLE IF NOT EXISTS app_metric_rollup_1d (\n    app_id TEXT,\n    KEY app_metric_rollup_1d_minute (minute)\n) ENGINE = InnoDB"
+        );
+        assert_eq!(
+            window_table_ddl(
+                "CREATE TABLE x (a INT);",
+                window_table(StreamName::AppRollups, 300)
+            ),
+            None
+        );
     }
 
     #[test]

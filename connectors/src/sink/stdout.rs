@@ -3,7 +3,8 @@
 //!
 //! Each line has a `"stream"` field (`"logs"`, `"app_rollups"`, ...) and the record's columns
 //! named exactly as the columns of its table in SPEC §3, with the same values the SQL sinks
-//! write (NULL is `null`; a NaN is `null` too, as JSON has no NaN).
+//! write (NULL is `null`; a NaN is `null` too, as JSON has no NaN). Rollup lines also have
+//! a `"window"` field: the width in seconds (60, or an extra width of `pipeline.windows`).
 
 use std::io::Write as _;
 
@@ -108,17 +109,29 @@ fn encode(
         return Ok(None);
     }
     let table = rows::table(stream);
-    let mut values = Vec::new();
-    let skipped = rows::push_rows(records, &mut values);
-    if skipped > 0 {
-        warn!(sink = %ctx.name, %stream, records = skipped,
-            "Dropped events whose type does not belong to their stream.");
-        ctx.metrics.dropped(skipped);
+    let mut by_width = Vec::new();
+    if matches!(
+        records,
+        Records::AppRollups(_) | Records::PlatformRollups(_)
+    ) {
+        rows::push_rollup_rows(records, &mut by_width);
+    } else {
+        let mut values = Vec::new();
+        let skipped = rows::push_rows(records, &mut values);
+        if skipped > 0 {
+            warn!(sink = %ctx.name, %stream, records = skipped,
+                "Dropped events whose type does not belong to their stream.");
+            ctx.metrics.dropped(skipped);
+        }
+        by_width.push((0, values));
     }
     let mut lines = 0;
-    for row in values.chunks_exact(table.columns.len()) {
-        write_line(buffer, stream, table.columns, row)?;
-        lines += 1;
+    for (width, values) in &by_width {
+        let window = (*width > 0).then_some(*width);
+        for row in values.chunks_exact(table.columns.len()) {
+            write_line(buffer, stream, window, table.columns, row)?;
+            lines += 1;
+        }
     }
     Ok(Some((stream, lines)))
 }
@@ -128,12 +141,16 @@ fn encode(
 fn write_line(
     buffer: &mut Vec<u8>,
     stream: StreamName,
+    window: Option<u32>,
     columns: &[&str],
     row: &[Value<'_>],
 ) -> std::io::Result<()> {
     buffer.extend_from_slice(b"{\"stream\":\"");
     buffer.extend_from_slice(stream.as_str().as_bytes());
     buffer.push(b'"');
+    if let Some(window) = window {
+        write!(buffer, ",\"window\":{window}")?;
+    }
     for (column, value) in columns.iter().zip(row) {
         buffer.extend_from_slice(b",\"");
         buffer.extend_from_slice(column.as_bytes());
@@ -173,6 +190,7 @@ mod tests {
         write_line(
             &mut buffer,
             StreamName::Errors,
+            None,
             &["origin", "ts", "x", "y", "z"],
             &row,
         )

@@ -115,10 +115,15 @@ pub const TABLE_KEYS: [(&str, &str); 7] = [
     ("platform_error", "origin, ts, source, code"),
 ];
 
+/// The key of a SPEC table, or of a rollup table of an extra width (`app_metric_rollup_1h`).
 fn order_by(table: &str) -> &'static str {
     TABLE_KEYS
         .iter()
-        .find(|(name, _)| *name == table)
+        .find(|(name, _)| {
+            table
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+        })
         .map(|(_, key)| *key)
         .expect("a SPEC table")
 }

@@ -244,6 +244,7 @@ pub fn app_rollup(is_final: bool) -> AppRollup {
     AppRollup {
         app_id: Str::from(APP),
         minute: MINUTE,
+        window: 60,
         instances: if is_final { 2 } else { 0 },
         cpu_avg: is_final.then_some(12.5),
         cpu_max: is_final.then_some(20.0),
@@ -276,6 +277,7 @@ pub fn gauge_rollup(is_final: bool) -> PlatformRollup {
         instance: Str::from("0"),
         name: Str::from("latency"),
         minute: MINUTE,
+        window: 60,
         kind: MetricKind::Gauge,
         unit: Str::from("ms"),
         samples: if is_final { 3 } else { 1 },
@@ -297,6 +299,7 @@ pub fn counter_rollup() -> PlatformRollup {
         instance: Str::new(),
         name: Str::from("dropped"),
         minute: MINUTE,
+        window: 60,
         kind: MetricKind::Counter,
         unit: Str::new(),
         samples: 2,
@@ -308,6 +311,35 @@ pub fn counter_rollup() -> PlatformRollup {
         total_last: Some(107),
         is_final: true,
     }
+}
+
+/// The hour of [`MINUTE`] (epoch seconds of its start).
+pub const HOUR: i64 = MINUTE - MINUTE % 3600;
+
+/// Rollups of the minute, the hour and 5 minutes: the hour's with other values than the
+/// minute's, the 5 minutes' a width [`hourly_sink`] has no table for.
+pub fn rollups_of_three_widths() -> Vec<Records> {
+    let mut hour = app_rollup(true);
+    hour.window = 3600;
+    hour.minute = HOUR;
+    hour.requests = 40;
+    let mut five = app_rollup(true);
+    five.window = 300;
+    let mut hour_gauge = gauge_rollup(true);
+    hour_gauge.window = 3600;
+    hour_gauge.minute = HOUR;
+    hour_gauge.samples = 180;
+    vec![
+        Records::AppRollups(vec![app_rollup(false), hour.clone(), five]),
+        Records::PlatformRollups(vec![hour_gauge]),
+        Records::AppRollups(vec![app_rollup(true)]),
+    ]
+}
+
+/// A sink context of a graph with windows of a minute and an hour, fed `batches`.
+pub fn hourly_sink(batches: Vec<Records>) -> (SinkContext, std::thread::JoinHandle<()>) {
+    let (ctx, sender) = SinkContext::new("test", 4, CancellationToken::new());
+    (ctx.with_windows(&[60, 3600]), send_all(sender, batches))
 }
 
 /// One batch of every stream, rollups provisional then final.

@@ -1,4 +1,4 @@
-//! `app_metric_rollup`: one row per app per minute (SPEC §5).
+//! `app_metric_rollup`: one row per app per minute (SPEC §5), and per window of the extra widths.
 
 use sluice_model::Str;
 
@@ -7,7 +7,7 @@ use crate::records::AppRollup;
 use crate::route::{AppContribution, AppSample};
 use crate::sketch::LatencySketch;
 
-/// What an app's minute keeps: sums, maxima and counts, never the records themselves.
+/// What an app's window keeps: sums, maxima and counts, never the records themselves.
 #[derive(Debug, Default)]
 pub struct AppWindow {
     /// Distinct instance indexes, sorted; apps run a handful of instances.
@@ -90,14 +90,15 @@ impl WindowAggregate for AppRollups {
         }
     }
 
-    fn row(app_id: &Str, minute: i64, state: &AppWindow, is_final: bool) -> AppRollup {
+    fn row(app_id: &Str, start: i64, width: u32, state: &AppWindow, is_final: bool) -> AppRollup {
         let metrics = state.container_metrics;
         let mean = |sum: f64| (metrics > 0).then(|| sum / metrics as f64);
         let requests = state.requests;
         let has_requests = requests > 0;
         AppRollup {
             app_id: app_id.clone(),
-            minute,
+            minute: start,
+            window: width,
             instances: state.instances.len() as u32,
             cpu_avg: mean(state.cpu_sum),
             cpu_max: (metrics > 0).then_some(state.cpu_max),

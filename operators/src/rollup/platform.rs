@@ -6,7 +6,7 @@ use super::WindowAggregate;
 use crate::records::{MetricKind, PlatformRollup};
 use crate::route::{PlatformKey, PlatformSample, PlatformValue};
 
-/// What a platform series' minute keeps. The first sample fixes the kind and unit; a sample of
+/// What a platform series' window keeps. The first sample fixes the kind and unit; a sample of
 /// the other kind under the same name is ignored (a series is a gauge or a counter, not both).
 #[derive(Debug, Default)]
 pub struct PlatformWindow {
@@ -72,7 +72,8 @@ impl WindowAggregate for PlatformRollups {
 
     fn row(
         key: &PlatformKey,
-        minute: i64,
+        start: i64,
+        width: u32,
         state: &PlatformWindow,
         is_final: bool,
     ) -> PlatformRollup {
@@ -83,7 +84,8 @@ impl WindowAggregate for PlatformRollups {
             job: key.job.clone(),
             instance: key.instance.clone(),
             name: key.name.clone(),
-            minute,
+            minute: start,
+            window: width,
             kind,
             unit: if gauge {
                 state.unit.clone()

@@ -28,6 +28,7 @@ use sluice_connectors::source::simulator::SimulatorConfig;
 use sluice_operators::app_events::{AppEventRule, AppEventRules};
 use sluice_operators::filter::{Filter, FilterConfig, Filters};
 pub use sluice_operators::records::StreamName;
+use sluice_operators::records::{DAY, MINUTE};
 
 pub use interpolate::interpolate;
 
@@ -81,6 +82,14 @@ pub struct PipelineConfig {
     /// App-event rules (SPEC §4), in order; the first match wins. Absent: the defaults.
     #[serde(default)]
     pub app_events: Option<Vec<AppEventRule>>,
+    /// Rollup window widths (`["1m", "1h"]`): `1m` (the SPEC's minute tables) and extra
+    /// widths, each rolled up from the samples into tables of its own.
+    #[serde(default = "default_windows")]
+    pub windows: Vec<String>,
+}
+
+fn default_windows() -> Vec<String> {
+    vec!["1m".to_owned()]
 }
 
 const fn default_allowed_lateness() -> Duration {
@@ -103,6 +112,7 @@ impl Default for PipelineConfig {
             flush_interval: default_flush_interval(),
             channel_capacity: default_channel_capacity(),
             app_events: None,
+            windows: default_windows(),
         }
     }
 }
@@ -115,6 +125,44 @@ impl PipelineConfig {
             .unwrap_or_else(AppEventRule::defaults)
     }
 
+    /// The rollup window widths in seconds, the minute first; entries that do not validate
+    /// (see [`PipelineConfig::window_problems`]) are left out.
+    pub fn window_widths(&self) -> Vec<u32> {
+        let mut widths = vec![MINUTE];
+        for text in &self.windows {
+            if let Ok(width) = window_width(text)
+                && !widths.contains(&width)
+            {
+                widths.push(width);
+            }
+        }
+        widths
+    }
+
+    /// What is wrong with `windows`, each problem naming the key and the entry.
+    fn window_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut seen: Vec<(u32, &str)> = Vec::new();
+        for text in &self.windows {
+            match window_width(text) {
+                Err(problem) => problems.push(format!("pipeline.windows: `{text}` {problem}")),
+                Ok(width) => match seen.iter().find(|(w, _)| *w == width) {
+                    Some((_, first)) => problems.push(format!(
+                        "pipeline.windows: `{text}` is listed twice (as `{first}` before)"
+                    )),
+                    None => seen.push((width, text)),
+                },
+            }
+        }
+        if !seen.iter().any(|(w, _)| *w == MINUTE) {
+            problems.push(
+                "pipeline.windows: must include \"1m\" (the minute tables of SPEC §5 and §6)"
+                    .to_owned(),
+            );
+        }
+        problems
+    }
+
     /// The worker count to run with.
     pub fn workers(&self) -> usize {
         self.workers.unwrap_or_else(|| {
@@ -123,6 +171,20 @@ impl PipelineConfig {
                 .unwrap_or(1)
         })
     }
+}
+
+/// A window width in seconds: a whole number of minutes that divides a day.
+fn window_width(text: &str) -> Result<u32, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("is not a duration ({e}); write e.g. \"1m\", \"5m\", \"1h\""))?;
+    let seconds = duration.as_secs();
+    if duration.subsec_nanos() != 0 || !seconds.is_multiple_of(60) || seconds == 0 {
+        return Err("is not a whole number of minutes".to_owned());
+    }
+    if !u64::from(DAY).is_multiple_of(seconds) {
+        return Err("does not divide a day (windows start at UTC midnight)".to_owned());
+    }
+    u32::try_from(seconds).map_err(|_| "does not divide a day".to_owned())
 }
 
 /// `[sources.NAME]`, by `type`.
@@ -320,6 +382,7 @@ impl Config {
         if let Err(e) = AppEventRules::new(&self.pipeline.app_event_rules()) {
             problems.push(format!("pipeline.app_events: {e}"));
         }
+        problems.extend(self.pipeline.window_problems());
         if let Some(admin) = &self.admin
             && let Err(problem) = admin.address()
         {

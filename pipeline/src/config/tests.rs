@@ -345,6 +345,23 @@ auth = "none"
 }
 
 #[test]
+fn rollup_windows_default_to_the_minute_and_take_extra_widths() {
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(config.pipeline.window_widths(), [60]);
+    let config = parse(&MINIMAL.replace(
+        "allowed_lateness = \"60s\"",
+        "allowed_lateness = \"60s\"\nwindows = [\"1h\", \"1m\", \"5m\", \"1d\"]",
+    ))
+    .expect("valid");
+    assert_eq!(config.pipeline.window_widths(), [60, 3600, 300, 86_400]);
+    let topology = crate::topology::describe(&config);
+    assert!(
+        topology.contains("rollup windows: 1m, 1h, 5m, 1d (tables *_metric_rollup, *_metric_rollup_1h, *_metric_rollup_5m, *_metric_rollup_1d)"),
+        "{topology}"
+    );
+}
+
+#[test]
 fn api_problems_name_their_keys() {
     let problems = parse(
         r#"
@@ -390,4 +407,35 @@ log_store = "metrics"
             .any(|p| p == "api.store: no sink is named `nope`"),
         "{missing:?}"
     );
+}
+
+#[test]
+fn bad_rollup_windows_are_each_reported_with_the_key() {
+    let problems = parse(&MINIMAL.replace(
+        "allowed_lateness = \"60s\"",
+        "allowed_lateness = \"60s\"\nwindows = [\"90s\", \"7m\", \"1h\", \"60m\", \"soon\", \"0s\", \"2d\"]",
+    ))
+    .expect_err("bad windows");
+    let expected = [
+        "pipeline.windows: `90s` is not a whole number of minutes",
+        "pipeline.windows: `7m` does not divide a day",
+        "pipeline.windows: `60m` is listed twice (as `1h` before)",
+        "pipeline.windows: `soon` is not a duration",
+        "pipeline.windows: `0s` is not a whole number of minutes",
+        "pipeline.windows: `2d` does not divide a day",
+        "pipeline.windows: must include \"1m\"",
+    ];
+    for start in expected {
+        assert!(
+            problems.iter().any(|p| p.starts_with(start)),
+            "no `{start}` in {problems:#?}"
+        );
+    }
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+    let problems = parse(&MINIMAL.replace(
+        "allowed_lateness = \"60s\"",
+        "allowed_lateness = \"60s\"\nwindows = \"1h\"",
+    ))
+    .expect_err("not a list");
+    assert!(problems[0].contains("windows"), "{problems:?}");
 }

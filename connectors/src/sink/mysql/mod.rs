@@ -14,7 +14,9 @@
 //! waiting cannot fix (bad credentials, a schema that does not match) stop the sink loudly.
 //!
 //! `statements.rs` builds the SQL; `retention.rs` deletes old rows in the background; the
-//! schema lives in the migrations under `connectors/migrations/mysql/`.
+//! schema lives in the migrations under `connectors/migrations/mysql/`, and the rollup tables
+//! of the extra widths of `pipeline.windows` (`app_metric_rollup_1h`, ...) are created at
+//! start like their minute tables.
 
 mod retention;
 mod statements;
@@ -22,7 +24,7 @@ mod statements;
 pub use retention::RetentionConfig;
 pub use statements::MAX_ROWS_PER_STATEMENT;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -37,11 +39,11 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolO
 use sqlx::{Connection, Row};
 use tracing::{debug, error, info, warn};
 
-use self::statements::{Limit, insert, insert_sql, limits, statement_sizes};
+use self::statements::{Limit, SCHEMA, insert, insert_sql, limits, statement_sizes};
 use super::SinkContext;
 use super::batch::{Batch, gather};
 use super::retry::{Retry, Stop};
-use super::rows::{TABLES, Table, Value};
+use super::rows::{self, Table, Value};
 use crate::buffer::{BufferConfig, BufferError};
 
 /// `[sinks.<name>]` with `type = "mysql"`.
@@ -192,6 +194,10 @@ pub enum MysqlSinkError {
         table: &'static str,
         source: sqlx::Error,
     },
+    /// A rollup table of an extra width whose minute table the schema lacks, or a row for a
+    /// table the sink did not prepare: a bug, not bad input.
+    #[error("no statement for table {table}")]
+    UnknownTable { table: &'static str },
     #[error(
         "MySQL at {endpoint} stayed unavailable for the shutdown timeout: abandoned {records} records held in memory"
     )]
@@ -215,6 +221,7 @@ impl MysqlSinkError {
             },
             MysqlSinkError::InvalidUrl { .. }
             | MysqlSinkError::MissingColumn { .. }
+            | MysqlSinkError::UnknownTable { .. }
             | MysqlSinkError::Abandoned { .. }
             | MysqlSinkError::Buffer(_) => false,
         }
@@ -269,7 +276,7 @@ pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), My
     let endpoint = endpoint(&options);
     let mut retry = Retry::new("MySQL", &endpoint, config.shutdown_timeout);
     let store = loop {
-        match MysqlStore::open(&config, options.clone(), &endpoint).await {
+        match MysqlStore::open(&config, options.clone(), &endpoint, &ctx.windows).await {
             Ok(store) => break store,
             Err(error) => {
                 if let Some(stop) = wait_or_fail(&mut retry, error, 0, &mut ctx).await? {
@@ -283,6 +290,7 @@ pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), My
     let retention = retention::spawn(
         config.retention.clone(),
         store.pool.clone(),
+        store.tables.clone(),
         ctx.name.clone(),
         ctx.metrics.clone(),
         ctx.shutdown.clone(),
@@ -340,21 +348,25 @@ impl TableRows<'_> {
 struct MysqlStore {
     endpoint: String,
     pool: MySqlPool,
-    /// `sql[slot][log2(rows)]`, built once so the statement cache prepares each only once.
-    sql: Vec<Vec<Arc<str>>>,
-    limits: Vec<Vec<Limit>>,
+    /// Every table written: SPEC §3's and the rollup tables of the extra widths.
+    tables: Vec<&'static Table>,
+    /// `sql[table][log2(rows)]`, built once so the statement cache prepares each only once.
+    sql: HashMap<&'static str, Vec<Arc<str>>>,
+    limits: HashMap<&'static str, Vec<Limit>>,
     /// Parts a table's rows are split into by key, written in parallel on their own
     /// connections: one connection's round trips and commits leave the server idle.
     partitions: usize,
 }
 
 impl MysqlStore {
-    /// Connects (`SELECT 1`), creates the database if it does not exist, migrates the schema
-    /// and checks that every column the sink writes is there.
+    /// Connects (`SELECT 1`), creates the database if it does not exist, migrates the schema,
+    /// creates the rollup tables of the extra `windows`, and checks that every column the
+    /// sink writes is there.
     async fn open(
         config: &MysqlSinkConfig,
         options: MySqlConnectOptions,
         endpoint: &str,
+        windows: &[u32],
     ) -> Result<MysqlStore, MysqlSinkError> {
         let connect_error = |source| MysqlSinkError::Connect {
             endpoint: endpoint.to_owned(),
@@ -382,19 +394,37 @@ impl MysqlStore {
                 endpoint: endpoint.to_owned(),
                 source,
             })?;
-        check_columns(&pool, endpoint).await?;
+        let tables = rows::tables_for(windows);
+        for table in tables
+            .iter()
+            .filter(|t| t.name != rows::table(t.stream).name)
+        {
+            // The migration has every minute table (a test checks it).
+            let ddl = rows::window_table_ddl(SCHEMA, table)
+                .ok_or(MysqlSinkError::UnknownTable { table: table.name })?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+                .execute(&pool)
+                .await
+                .map_err(|source| MysqlSinkError::Write {
+                    endpoint: endpoint.to_owned(),
+                    table: table.name,
+                    source,
+                })?;
+        }
+        check_columns(&pool, endpoint, &tables).await?;
         Ok(MysqlStore {
             endpoint: endpoint.to_owned(),
             pool,
-            sql: TABLES
+            sql: tables
                 .iter()
                 .map(|table| {
-                    statement_sizes(table)
-                        .map(|rows| Arc::from(insert_sql(table, rows)))
-                        .collect()
+                    let sizes = statement_sizes(table);
+                    let sql = sizes.map(|rows| Arc::from(insert_sql(table, rows)));
+                    (table.name, sql.collect())
                 })
                 .collect(),
-            limits: TABLES.iter().map(limits).collect(),
+            limits: tables.iter().map(|t| (t.name, limits(t))).collect(),
+            tables,
             partitions: config.pool_size.get() as usize,
         })
     }
@@ -464,18 +494,16 @@ impl MysqlStore {
             table: rows.table.name,
             source,
         };
-        let slot = rows.table.stream.index();
+        let name = rows.table.name;
+        let (Some(sql), Some(limits)) = (self.sql.get(name), self.limits.get(name)) else {
+            // Batch::table_values only yields the tables of the sink's widths.
+            return Err(MysqlSinkError::UnknownTable { table: name });
+        };
         let mut connection = self.pool.acquire().await.map_err(write_error)?;
         let mut tx = connection.begin().await.map_err(write_error)?;
-        let truncated = insert(
-            &mut tx,
-            rows.table,
-            &self.limits[slot],
-            &self.sql[slot],
-            &rows.values,
-        )
-        .await
-        .map_err(write_error)?;
+        let truncated = insert(&mut tx, rows.table, limits, sql, &rows.values)
+            .await
+            .map_err(write_error)?;
         tx.commit().await.map_err(write_error)?;
         Ok(truncated)
     }
@@ -561,7 +589,11 @@ async fn create_database(
 
 /// Every column the sink writes must exist: a table changed by hand is reported by name at
 /// start, not as a failed write hours later.
-async fn check_columns(pool: &MySqlPool, endpoint: &str) -> Result<(), MysqlSinkError> {
+async fn check_columns(
+    pool: &MySqlPool,
+    endpoint: &str,
+    tables: &[&'static Table],
+) -> Result<(), MysqlSinkError> {
     let rows = sqlx::query(
         "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR) \
          FROM information_schema.columns WHERE table_schema = DATABASE()",
@@ -576,7 +608,7 @@ async fn check_columns(pool: &MySqlPool, endpoint: &str) -> Result<(), MysqlSink
         .iter()
         .filter_map(|row| Some((row.try_get(0).ok()?, row.try_get(1).ok()?)))
         .collect();
-    for table in &TABLES {
+    for table in tables {
         for column in table.columns {
             if !present.contains(&(table.name.to_owned(), (*column).to_owned())) {
                 return Err(MysqlSinkError::MissingColumn {

@@ -1,6 +1,6 @@
-//! Retention as PCF Metrics had it: raw rows are kept for `raw` (2 days), rollups for
-//! `rollups` (14 days). A background task deletes older rows every `interval`, in batches of
-//! `batch_size` so each DELETE holds its locks briefly while the sink keeps writing.
+//! Retention as PCF Metrics had it: raw rows are kept for `raw` (2 days), rollups of every
+//! width for `rollups` (14 days). A background task deletes older rows every `interval`, in
+//! batches of `batch_size` so each DELETE holds its locks briefly while the sink keeps writing.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::statements::retention_sql;
 use crate::sink::SinkMetrics;
-use crate::sink::rows::{Conflict, TABLES, Table};
+use crate::sink::rows::{Conflict, Table};
 
 /// `retention = { ... }` of a `mysql` sink.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -68,6 +68,7 @@ impl Retention {
 pub(super) fn spawn(
     config: RetentionConfig,
     pool: MySqlPool,
+    tables: Vec<&'static Table>,
     sink: Arc<str>,
     metrics: Arc<SinkMetrics>,
     shutdown: CancellationToken,
@@ -79,7 +80,7 @@ pub(super) fn spawn(
     let token = stop.clone();
     let task = tokio::spawn(async move {
         loop {
-            match delete_expired(&config, &pool, &token).await {
+            match delete_expired(&config, &pool, &tables, &token).await {
                 Ok(0) => debug!(%sink, "Retention: nothing to delete."),
                 Ok(rows) => info!(%sink, rows, "Retention: deleted expired rows."),
                 Err(error) => {
@@ -103,13 +104,14 @@ pub(super) fn spawn(
 async fn delete_expired(
     config: &RetentionConfig,
     pool: &MySqlPool,
+    tables: &[&'static Table],
     stop: &CancellationToken,
 ) -> Result<u64, sqlx::Error> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let mut deleted = 0;
-    for table in &TABLES {
+    for table in tables {
         let cutoff = cutoff(config, table, now);
         let sql = retention_sql(table);
         loop {

@@ -10,6 +10,9 @@ use sqlx::{Arguments, AssertSqlSafe};
 
 use crate::sink::rows::{Conflict, Table, Value};
 
+/// The migration the rollup tables of extra widths are made from (`rows::window_table_ddl`).
+pub(super) const SCHEMA: &str = include_str!("../../../migrations/mysql/0001_tables.sql");
+
 /// Rows per INSERT statement at most (a power of two). A statement is a round trip and a
 /// parse; more rows per statement amortise both until the packet grows large. Measured on
 /// container metrics against a local MariaDB: 1024 rows is within noise of 4096.
@@ -149,12 +152,14 @@ pub(super) fn insert_sql(table: &Table, rows: usize) -> String {
     )
 }
 
-/// The text limits of a table's columns, in column order.
+/// The text limits of a table's columns, in column order; a rollup table of an extra width
+/// has its minute table's.
 pub(super) fn limits(table: &Table) -> Vec<Limit> {
+    let schema_table = crate::sink::rows::table(table.stream).name;
     table
         .columns
         .iter()
-        .map(|column| limit(table.name, column))
+        .map(|column| limit(schema_table, column))
         .collect()
 }
 
@@ -211,6 +216,22 @@ mod tests {
     }
 
     #[test]
+    fn wider_rollup_tables_are_their_minute_tables_renamed() {
+        for stream in [StreamName::AppRollups, StreamName::PlatformRollups] {
+            let hour = rows::window_table(stream, 3600);
+            let ddl = rows::window_table_ddl(SCHEMA, hour).expect("the minute table is there");
+            assert!(ddl.starts_with(&format!("CREATE TABLE IF NOT EXISTS {} (", hour.name)));
+            assert!(
+                ddl.contains(&format!("KEY {}_minute (minute)", hour.name)),
+                "{ddl}"
+            );
+            assert!(ddl.contains("PRIMARY KEY ("), "{ddl}");
+            assert_eq!(limits(hour), limits(rows::table(stream)));
+            assert!(insert_sql(hour, 1).starts_with(&format!("INSERT INTO {} (", hour.name)));
+        }
+    }
+
+    #[test]
     fn values_are_cut_on_character_boundaries() {
         assert_eq!(fit("abc", Limit::Chars(3)), ("abc", false));
         assert_eq!(fit("abcd", Limit::Chars(3)), ("abc", true));
@@ -223,7 +244,7 @@ mod tests {
     /// The limits above must be those of the migration: parse its column definitions.
     #[test]
     fn limits_agree_with_the_migration() {
-        let schema = include_str!("../../../migrations/mysql/0001_tables.sql");
+        let schema = SCHEMA;
         let mut checked = 0;
         for table in &TABLES {
             let start = schema

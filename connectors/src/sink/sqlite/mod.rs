@@ -8,13 +8,15 @@
 //! upserted, so a retry or a replay changes nothing and a provisional rollup row becomes the
 //! final one in place.
 //!
-//! The schema is created by the versioned migrations in `connectors/migrations/sqlite/`;
-//! `statements.rs` builds the INSERTs.
+//! The schema is created by the versioned migrations in `connectors/migrations/sqlite/`; the
+//! rollup tables of the extra widths of `pipeline.windows` (`app_metric_rollup_1h`, ...) are
+//! created at start like their minute tables. `statements.rs` builds the INSERTs.
 
 mod statements;
 
 pub use statements::MAX_ROWS_PER_STATEMENT;
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,9 +35,12 @@ use tracing::{debug, info, warn};
 use self::statements::{insert, insert_sql, statement_sizes};
 use super::SinkContext;
 use super::batch::{Batch, gather};
-use super::rows::{TABLES, Table, Value};
+use super::rows::{self, Table, Value};
 use crate::buffer::BufferConfig;
 use crate::source::Backoff;
+
+/// The migration the rollup tables of extra widths are made from (`rows::window_table_ddl`).
+const SCHEMA: &str = include_str!("../../../migrations/sqlite/0001_tables.sql");
 
 /// Once shutdown is requested, a busy database gets this many more attempts before the
 /// sink gives up on the batch.
@@ -117,6 +122,10 @@ pub enum SqliteSinkError {
     },
     #[error("cannot commit a transaction to SQLite database {}: {source}", path.display())]
     Commit { path: PathBuf, source: sqlx::Error },
+    /// A rollup table of an extra width whose minute table the schema does not have, or a
+    /// row for a table the sink did not prepare: a bug, not bad input.
+    #[error("SQLite database {}: no statement for table {table}", path.display())]
+    Schema { path: PathBuf, table: &'static str },
     #[error(transparent)]
     Buffer(#[from] crate::buffer::BufferError),
 }
@@ -133,7 +142,9 @@ impl SqliteSinkError {
                 | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => is_busy(e),
                 _ => false,
             },
-            SqliteSinkError::CreateDir { .. } | SqliteSinkError::Buffer(_) => false,
+            SqliteSinkError::CreateDir { .. }
+            | SqliteSinkError::Schema { .. }
+            | SqliteSinkError::Buffer(_) => false,
         }
     }
 }
@@ -189,9 +200,9 @@ struct SqliteStore {
     pool: SqlitePool,
     /// The pool's one connection, held for the sink's lifetime.
     connection: PoolConnection<Sqlite>,
-    /// SQL per table and statement size: `sql[slot][log2(rows)]`, built once so sqlx's
+    /// SQL per table and statement size: `sql[table][log2(rows)]`, built once so sqlx's
     /// statement cache (keyed by SQL text) prepares each only once.
-    sql: Vec<Vec<Arc<str>>>,
+    sql: HashMap<&'static str, Vec<Arc<str>>>,
 }
 
 impl SqliteStore {
@@ -202,7 +213,7 @@ impl SqliteStore {
     ) -> Result<SqliteStore, SqliteSinkError> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
-            match SqliteStore::open(&config.path, config.busy_timeout).await {
+            match SqliteStore::open(&config.path, config.busy_timeout, &ctx.windows).await {
                 Err(error) if error.is_retriable() && !ctx.shutdown.is_cancelled() => {
                     ctx.metrics.retries.incr();
                     ctx.metrics.set_unavailable(&error);
@@ -224,8 +235,13 @@ impl SqliteStore {
         }
     }
 
-    /// Creates the file and its directory if absent, sets the pragmas and migrates the schema.
-    async fn open(path: &Path, busy_timeout: Duration) -> Result<SqliteStore, SqliteSinkError> {
+    /// Creates the file and its directory if absent, sets the pragmas, migrates the schema and
+    /// creates the rollup tables of the extra `windows`.
+    async fn open(
+        path: &Path,
+        busy_timeout: Duration,
+        windows: &[u32],
+    ) -> Result<SqliteStore, SqliteSinkError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -265,13 +281,31 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let tables = rows::tables_for(windows);
+        for table in tables
+            .iter()
+            .filter(|t| t.name != rows::table(t.stream).name)
+        {
+            let ddl = rows::window_table_ddl(SCHEMA, table).ok_or(SqliteSinkError::Schema {
+                path: path.to_path_buf(),
+                table: table.name,
+            })?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+                .execute(&pool)
+                .await
+                .map_err(|source| SqliteSinkError::Write {
+                    path: path.to_path_buf(),
+                    table: table.name,
+                    source,
+                })?;
+        }
         let connection = pool.acquire().await.map_err(open_error)?;
-        let sql = TABLES
+        let sql = tables
             .iter()
             .map(|table| {
-                statement_sizes(table)
-                    .map(|rows| Arc::from(insert_sql(table, rows)))
-                    .collect()
+                let sizes = statement_sizes(table);
+                let sql = sizes.map(|rows| Arc::from(insert_sql(table, rows)));
+                (table.name, sql.collect())
             })
             .collect();
         Ok(SqliteStore {
@@ -348,7 +382,10 @@ impl SqliteStore {
             .map_err(commit_error)?;
         for rows in tables {
             let table = rows.table;
-            let sql = &self.sql[table.stream.index()];
+            let sql = self.sql.get(table.name).ok_or(SqliteSinkError::Schema {
+                path: self.path.clone(),
+                table: table.name,
+            })?;
             insert(&mut tx, table, sql, &rows.values)
                 .await
                 .map_err(|source| SqliteSinkError::Write {
