@@ -408,12 +408,21 @@ async fn cloud_controller_verdicts_are_cached_per_token_and_app() {
     auth.app_access(&other, &even).await.expect("visible");
     assert_eq!(simulator.stats().cc_requests, 3);
 
+    // Concurrent checks of one pair share one question.
+    let fresh = auth_for(&simulator);
+    let third = simulator.apps()[2].guid.to_string();
+    let checks = (0..8).map(|_| fresh.app_access(&caller, &third));
+    for access in futures_util::future::join_all(checks).await {
+        access.expect("visible");
+    }
+    assert_eq!(simulator.stats().cc_requests, 4);
+
     // Without the cache every check asks.
     let uncached = auth_for(&simulator).with_access_ttl(Duration::ZERO);
     for _ in 0..3 {
         uncached.app_access(&caller, &even).await.expect("visible");
     }
-    assert_eq!(simulator.stats().cc_requests, 6);
+    assert_eq!(simulator.stats().cc_requests, 7);
     simulator.stop().await;
 }
 
@@ -443,6 +452,38 @@ async fn a_uaa_key_rotation_is_followed_within_the_refetch_interval() {
     assert_eq!(patient.key_fetches().await, 1);
     assert_eq!(simulator.stats().token_keys_requests, 3);
     simulator.stop().await;
+}
+
+#[tokio::test]
+async fn old_keys_are_fetched_again_and_outlive_a_uaa_outage() {
+    let simulator = Simulator::start().await;
+    let auth = auth_for(&simulator)
+        .with_key_max_age(Duration::ZERO)
+        .with_key_refetch_interval(Duration::ZERO);
+    let token = simulator.token("developer", Duration::ZERO);
+    auth.caller(&bearer(&token)).await.expect("valid");
+    auth.caller(&bearer(&token)).await.expect("valid");
+    assert_eq!(
+        auth.key_fetches().await,
+        2,
+        "an old key set is fetched again"
+    );
+    assert_eq!(simulator.stats().token_keys_requests, 2);
+
+    let patient = auth_for(&simulator);
+    patient.caller(&bearer(&token)).await.expect("valid");
+    patient.caller(&bearer(&token)).await.expect("valid");
+    assert_eq!(
+        patient.key_fetches().await,
+        1,
+        "within the maximum age: cached"
+    );
+
+    simulator.stop().await;
+    // UAA is gone: the cached key goes on verifying, though a refresh was tried.
+    let caller = auth.caller(&bearer(&token)).await.expect("still valid");
+    assert_eq!(caller.user.as_deref(), Some("developer"));
+    assert_eq!(auth.key_fetches().await, 3);
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! UAA's token-signing keys: `GET {uaa_url}/token_keys`, cached, fetched again when a token
 //! names a key id the cache lacks (UAA rotated its key), at most once per refetch interval so
-//! tokens with made-up key ids cannot make the API hammer UAA.
+//! tokens with made-up key ids cannot make the API hammer UAA. Keys older than the maximum age
+//! are fetched again too, so a key UAA withdrew stops being trusted; while UAA cannot answer
+//! that refresh, the cached keys go on verifying (an outage of UAA does not stop the API).
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -30,7 +32,8 @@ pub(super) struct KeySet {
     http: reqwest::Client,
     url: String,
     refetch_interval: Duration,
-    keys: RwLock<HashMap<String, DecodingKey>>,
+    max_age: Duration,
+    keys: RwLock<Keys>,
     /// Held while fetching, so concurrent requests with a new key id fetch once.
     fetch: tokio::sync::Mutex<FetchState>,
 }
@@ -41,6 +44,7 @@ impl std::fmt::Debug for KeySet {
             .keys
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_kid
             .keys()
             .cloned()
             .collect();
@@ -50,6 +54,12 @@ impl std::fmt::Debug for KeySet {
             .field("kids", &kids)
             .finish_non_exhaustive()
     }
+}
+
+#[derive(Default)]
+struct Keys {
+    by_kid: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -84,12 +94,18 @@ struct Jwk {
 
 impl KeySet {
     /// The key set of the UAA at `uaa_url`; nothing is fetched until a token needs a key.
-    pub(super) fn new(http: reqwest::Client, uaa_url: &str, refetch_interval: Duration) -> KeySet {
+    pub(super) fn new(
+        http: reqwest::Client,
+        uaa_url: &str,
+        refetch_interval: Duration,
+        max_age: Duration,
+    ) -> KeySet {
         KeySet {
             http,
             url: format!("{}/token_keys", uaa_url.trim_end_matches('/')),
             refetch_interval,
-            keys: RwLock::new(HashMap::new()),
+            max_age,
+            keys: RwLock::new(Keys::default()),
             fetch: tokio::sync::Mutex::new(FetchState::default()),
         }
     }
@@ -103,6 +119,10 @@ impl KeySet {
         self.refetch_interval = interval;
     }
 
+    pub(super) fn set_max_age(&mut self, max_age: Duration) {
+        self.max_age = max_age;
+    }
+
     /// How many times the key set was fetched (successfully or not).
     pub(super) async fn fetches(&self) -> u64 {
         self.fetch.lock().await.fetches
@@ -111,51 +131,76 @@ impl KeySet {
     /// The key a token's `kid` names. A token without `kid` is verified with the only key
     /// when UAA publishes exactly one (UAAs before key rotation existed).
     pub(super) async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, KeyError> {
-        if let Some(key) = self.lookup(kid) {
-            return Ok(key);
-        }
-        let mut fetch = self.fetch.lock().await;
+        let (cached, stale) = self.lookup(kid);
+        let mut fetch = match (cached, stale) {
+            (Some(key), false) => return Ok(key),
+            // A stale key still verifies while another request refreshes the set: only one
+            // request waits for UAA.
+            (Some(key), true) => match self.fetch.try_lock() {
+                Ok(fetch) => fetch,
+                Err(_) => return Ok(key),
+            },
+            (None, _) => self.fetch.lock().await,
+        };
         // Another request may have fetched while this one waited for the lock.
-        if let Some(key) = self.lookup(kid) {
-            return Ok(key);
+        let (cached, stale) = self.lookup(kid);
+        if let (Some(key), false) = (&cached, stale) {
+            return Ok(key.clone());
         }
         if let Some(last) = fetch.last_attempt {
-            let wait = match fetch.last_error {
-                Some(_) => FAILED_FETCH_BACKOFF,
-                None => self.refetch_interval,
+            let wait = match (&fetch.last_error, &cached) {
+                // Nothing to verify with until UAA answers: try again soon.
+                (Some(_), None) => FAILED_FETCH_BACKOFF,
+                _ => self.refetch_interval,
             };
             if last.elapsed() < wait {
-                return Err(match &fetch.last_error {
-                    Some(error) => KeyError::Unavailable(error.clone()),
-                    None => KeyError::Unknown,
-                });
+                return match (cached, &fetch.last_error) {
+                    (Some(key), _) => Ok(key),
+                    (None, Some(error)) => Err(KeyError::Unavailable(error.clone())),
+                    (None, None) => Err(KeyError::Unknown),
+                };
             }
         }
         fetch.last_attempt = Some(Instant::now());
         fetch.fetches += 1;
         match self.fetch_keys().await {
-            Ok(keys) => {
-                let kids: Vec<&String> = keys.keys().collect();
+            Ok(by_kid) => {
+                let kids: Vec<&String> = by_kid.keys().collect();
                 info!(url = %self.url, ?kids, "Fetched UAA's token keys.");
                 fetch.last_error = None;
-                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Keys {
+                    by_kid,
+                    fetched_at: Some(Instant::now()),
+                };
             }
             Err(error) => {
-                warn!(url = %self.url, "Cannot fetch UAA's token keys: {error}");
                 fetch.last_error = Some(error.clone());
+                if let Some(key) = cached {
+                    warn!(
+                        url = %self.url,
+                        "Cannot refresh UAA's token keys; the cached ones go on verifying: {error}"
+                    );
+                    return Ok(key);
+                }
+                warn!(url = %self.url, "Cannot fetch UAA's token keys: {error}");
                 return Err(KeyError::Unavailable(error));
             }
         }
-        self.lookup(kid).ok_or(KeyError::Unknown)
+        self.lookup(kid).0.ok_or(KeyError::Unknown)
     }
 
-    fn lookup(&self, kid: Option<&str>) -> Option<DecodingKey> {
+    /// The cached key for `kid`, and whether the cache is older than the maximum age.
+    fn lookup(&self, kid: Option<&str>) -> (Option<DecodingKey>, bool) {
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        match kid {
-            Some(kid) => keys.get(kid).cloned(),
-            None if keys.len() == 1 => keys.values().next().cloned(),
+        let stale = keys
+            .fetched_at
+            .is_none_or(|fetched| fetched.elapsed() >= self.max_age);
+        let key = match kid {
+            Some(kid) => keys.by_kid.get(kid).cloned(),
+            None if keys.by_kid.len() == 1 => keys.by_kid.values().next().cloned(),
             None => None,
-        }
+        };
+        (key, stale)
     }
 
     async fn fetch_keys(&self) -> Result<HashMap<String, DecodingKey>, String> {

@@ -38,6 +38,9 @@ const ACCESS_CAPACITY: usize = 10_000;
 /// A token naming an unknown key id makes the API fetch UAA's keys again at most this often.
 pub const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// UAA's keys are fetched again when older than this, so a key UAA withdrew stops verifying.
+pub const KEY_MAX_AGE: Duration = Duration::from_secs(600);
+
 /// Clock skew allowed between UAA and this host when checking `exp`.
 const EXPIRY_LEEWAY: Duration = Duration::from_secs(30);
 
@@ -106,7 +109,7 @@ impl Auth {
         Ok(Auth {
             mode: AuthMode::Uaa,
             uaa: Some(Uaa {
-                keys: KeySet::new(http.clone(), &uaa_url, KEY_REFETCH_INTERVAL),
+                keys: KeySet::new(http.clone(), &uaa_url, KEY_REFETCH_INTERVAL, KEY_MAX_AGE),
                 access: AccessCache::new(ACCESS_TTL, ACCESS_CAPACITY),
                 http,
                 uaa_url,
@@ -123,6 +126,14 @@ impl Auth {
     pub fn with_key_refetch_interval(mut self, interval: Duration) -> Auth {
         if let Some(uaa) = &mut self.uaa {
             uaa.keys.set_refetch_interval(interval);
+        }
+        self
+    }
+
+    /// Changes how old UAA's cached keys may grow before they are fetched again.
+    pub fn with_key_max_age(mut self, max_age: Duration) -> Auth {
+        if let Some(uaa) = &mut self.uaa {
+            uaa.keys.set_max_age(max_age);
         }
         self
     }
