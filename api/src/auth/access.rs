@@ -27,12 +27,19 @@ struct Entry {
     verdict: Arc<OnceCell<Verdict>>,
 }
 
-/// Verdicts by (token, app id), each for `ttl`, at most `capacity` of them.
+/// Verdicts by (token, app id), each for `ttl`, at most `capacity` of them; expired ones are
+/// swept out once per `ttl` (tokens are long strings: dead entries should not linger).
 #[derive(Debug)]
 pub(super) struct AccessCache {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<(String, String), Entry>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug)]
+struct Entries {
+    map: HashMap<(String, String), Entry>,
+    last_sweep: Instant,
 }
 
 impl AccessCache {
@@ -40,7 +47,10 @@ impl AccessCache {
         AccessCache {
             ttl,
             capacity: capacity.max(1),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
         }
     }
 
@@ -51,7 +61,7 @@ impl AccessCache {
     /// Verdicts held now (some possibly expired but not yet evicted).
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     /// The cached verdict for `(token, app)`, or `ask`'s, which is cached when it is one
@@ -70,14 +80,14 @@ impl AccessCache {
             let mut entries = self.lock();
             let now = Instant::now();
             let key = (token.to_owned(), app.to_owned());
-            match entries.get(&key) {
+            match entries.map.get(&key) {
                 Some(entry) if now.duration_since(entry.created) < self.ttl => {
                     entry.verdict.clone()
                 }
                 _ => {
                     self.make_room(&mut entries, now);
                     let verdict = Arc::new(OnceCell::new());
-                    entries.insert(
+                    entries.map.insert(
                         key,
                         Entry {
                             created: now,
@@ -91,12 +101,18 @@ impl AccessCache {
         cell.get_or_try_init(ask).await.cloned()
     }
 
-    /// Evicts expired entries when full, then the oldest ones if it still is.
-    fn make_room(&self, entries: &mut HashMap<(String, String), Entry>, now: Instant) {
-        if entries.len() < self.capacity {
+    /// Evicts expired entries when full or once per `ttl`, then the oldest ones while full.
+    fn make_room(&self, entries: &mut Entries, now: Instant) {
+        let full = entries.map.len() >= self.capacity;
+        if !full && now.duration_since(entries.last_sweep) < self.ttl {
             return;
         }
-        entries.retain(|_, entry| now.duration_since(entry.created) < self.ttl);
+        entries.last_sweep = now;
+        let ttl = self.ttl;
+        entries
+            .map
+            .retain(|_, entry| now.duration_since(entry.created) < ttl);
+        let entries = &mut entries.map;
         while entries.len() >= self.capacity {
             let oldest = entries
                 .iter()
@@ -109,7 +125,7 @@ impl AccessCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -149,8 +165,11 @@ mod tests {
 
         let expired = AccessCache::new(Duration::ZERO, 100);
         ask(&expired, &asked, "t1", "a").await.expect("a verdict");
+        ask(&expired, &asked, "t1", "b").await.expect("a verdict");
         ask(&expired, &asked, "t1", "a").await.expect("a verdict");
-        assert_eq!(asked.load(Ordering::Relaxed), 5);
+        assert_eq!(asked.load(Ordering::Relaxed), 6);
+        // Expired entries were swept out on the way; only the newest remains.
+        assert_eq!(expired.len(), 1);
     }
 
     #[tokio::test]

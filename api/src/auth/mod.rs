@@ -33,7 +33,7 @@ use keys::{KeyError, KeySet};
 pub const ACCESS_TTL: Duration = Duration::from_secs(30);
 
 /// Verdicts cached at most; the oldest go first.
-const ACCESS_CAPACITY: usize = 10_000;
+const ACCESS_CAPACITY: usize = 4096;
 
 /// A token naming an unknown key id makes the API fetch UAA's keys again at most this often.
 pub const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
