@@ -273,8 +273,10 @@ impl SimulateHandle {
         self.shared.local_addr
     }
 
-    /// Forgets every issued token: the next stream request with one of them gets 401, as after
-    /// a UAA key rotation, so clients must fetch a new token. Open streams stay open.
+    /// Forgets every issued client-credentials token: the next stream request with one of them
+    /// gets 401, as after a UAA key rotation, so clients must fetch a new token. Open streams
+    /// stay open. The test users' JWTs are not affected (see
+    /// [`rotate_signing_key`](Self::rotate_signing_key)).
     pub fn revoke_tokens(&self) {
         lock(&self.shared.tokens).revoke_all();
         info!(addr = %self.shared.local_addr, "Revoked every token.");
