@@ -427,6 +427,51 @@ async fn cloud_controller_verdicts_are_cached_per_token_and_app() {
 }
 
 #[tokio::test]
+async fn listing_apps_asks_the_cloud_controller_once_per_chunk_and_shares_the_cache() {
+    let simulator = Simulator::start().await;
+    let apps = simulator.apps();
+    let auth = auth_for(&simulator);
+    let token = simulator.token("developer", Duration::ZERO);
+    let caller = auth.caller(&bearer(&token)).await.expect("a valid token");
+    let mut ids: Vec<String> = apps.iter().map(|app| app.guid.to_string()).collect();
+    ids.push("not a guid".to_owned());
+    ids.push("00000000-0000-0000-0000-000000000000".to_owned());
+
+    let visible = auth.visible_apps(&caller, &ids).await.expect("an answer");
+    let mut expected: Vec<(String, String)> = apps
+        .iter()
+        .step_by(2)
+        .map(|app| (app.guid.to_string(), app.name.clone()))
+        .collect();
+    let mut got: Vec<(String, String)> = visible
+        .into_iter()
+        .map(|(id, access)| (id, access.name.expect("a name")))
+        .collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    assert_eq!(simulator.stats().cc_requests, 1);
+
+    // The verdicts are cached for both ways of asking.
+    let again = auth.visible_apps(&caller, &ids).await.expect("an answer");
+    assert_eq!(again.len(), expected.len());
+    auth.app_access(&caller, &ids[0]).await.expect("visible");
+    let error = auth.app_access(&caller, &ids[1]).await.expect_err("hidden");
+    assert_eq!(error.status, StatusCode::FORBIDDEN);
+    assert_eq!(simulator.stats().cc_requests, 1);
+
+    // Under auth = "none" everything is visible, and nobody is asked.
+    let open = Auth::none();
+    let everyone = Caller {
+        token: None,
+        user: None,
+    };
+    let all = open.visible_apps(&everyone, &ids).await.expect("an answer");
+    assert_eq!(all.len(), ids.len());
+    simulator.stop().await;
+}
+
+#[tokio::test]
 async fn a_uaa_key_rotation_is_followed_within_the_refetch_interval() {
     let simulator = Simulator::start().await;
     let rotating = auth_for(&simulator).with_key_refetch_interval(Duration::ZERO);

@@ -405,9 +405,9 @@ async fn password_grant(
     (status, response.json().await.expect("JSON"))
 }
 
-/// `GET /v3/apps/{guid}` at the simulator's Cloud Controller.
-async fn cc_app(server: &Running, guid: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let mut request = reqwest::Client::new().get(format!("http://{}/v3/apps/{guid}", server.addr));
+/// `GET /v3/{path}` at the simulator's Cloud Controller (`apps/{guid}` or a list).
+async fn cc(server: &Running, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().get(format!("http://{}/v3/{path}", server.addr));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -518,12 +518,12 @@ async fn the_cloud_controller_shows_each_user_the_apps_they_may_see() {
 
     for (position, app) in apps.iter().enumerate() {
         let guid = app.guid.to_string();
-        let (status, body) = cc_app(&server, &guid, Some(&admin)).await;
+        let (status, body) = cc(&server, &format!("apps/{guid}"), Some(&admin)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["guid"], guid.as_str());
         assert_eq!(body["name"], app.name.as_str());
         assert_eq!(body["state"], "STARTED");
-        let (status, body) = cc_app(&server, &guid, Some(&developer)).await;
+        let (status, body) = cc(&server, &format!("apps/{guid}"), Some(&developer)).await;
         if position % 2 == 0 {
             assert_eq!((status, &body["name"]), (200, &app.name.as_str().into()));
         } else {
@@ -532,15 +532,25 @@ async fn the_cloud_controller_shows_each_user_the_apps_they_may_see() {
         }
     }
     let unknown = "00000000-0000-0000-0000-000000000000";
-    assert_eq!(cc_app(&server, unknown, Some(&admin)).await.0, 404);
+    assert_eq!(
+        cc(&server, &format!("apps/{unknown}"), Some(&admin))
+            .await
+            .0,
+        404
+    );
     let guid = apps[0].guid.to_string();
-    let (status, body) = cc_app(&server, &guid, None).await;
+    let (status, body) = cc(&server, &format!("apps/{guid}"), None).await;
     assert_eq!((status, &body["errors"][0]["code"]), (401, &10002.into()));
-    let (status, body) = cc_app(&server, &guid, Some("made-up")).await;
+    let (status, body) = cc(&server, &format!("apps/{guid}"), Some("made-up")).await;
     assert_eq!((status, &body["errors"][0]["code"]), (401, &1000.into()));
     // A client-credentials token is no user's token.
     let firehose_token = server.token().await;
-    assert_eq!(cc_app(&server, &guid, Some(&firehose_token)).await.0, 401);
+    assert_eq!(
+        cc(&server, &format!("apps/{guid}"), Some(&firehose_token))
+            .await
+            .0,
+        401
+    );
     let expired = server
         .handle
         .user_token(
@@ -549,10 +559,28 @@ async fn the_cloud_controller_shows_each_user_the_apps_they_may_see() {
             Duration::from_secs(3600),
         )
         .expect("a test user");
-    assert_eq!(cc_app(&server, &guid, Some(&expired)).await.0, 401);
+    assert_eq!(
+        cc(&server, &format!("apps/{guid}"), Some(&expired)).await.0,
+        401
+    );
+
+    // The list: only the visible apps among the guids asked for, paged.
+    let asked: Vec<String> = apps.iter().take(4).map(|a| a.guid.to_string()).collect();
+    let list = format!("apps?guids={}&per_page=1", asked.join(","));
+    let (status, body) = cc(&server, &list, Some(&developer)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pagination"]["total_results"], 2);
+    assert_eq!(body["pagination"]["total_pages"], 2);
+    assert_eq!(body["resources"][0]["guid"], asked[0].as_str());
+    assert!(body["pagination"]["next"]["href"].is_string());
+    let list = format!("apps?guids={}&per_page=50", asked.join(","));
+    let (_, body) = cc(&server, &list, Some(&admin)).await;
+    assert_eq!(body["pagination"]["total_results"], 4);
+    let (status, _) = cc(&server, "apps", None).await;
+    assert_eq!(status, 401);
 
     let stats = server.stop().await;
-    assert_eq!(stats.cc_requests, 15);
+    assert_eq!(stats.cc_requests, 18);
 }
 
 #[test]

@@ -101,6 +101,30 @@ impl AccessCache {
         cell.get_or_try_init(ask).await.cloned()
     }
 
+    /// The cached verdict for `(token, app)`, without asking anyone.
+    pub(super) fn cached(&self, token: &str, app: &str) -> Option<Verdict> {
+        let entries = self.lock();
+        let entry = entries.map.get(&(token.to_owned(), app.to_owned()))?;
+        if entry.created.elapsed() >= self.ttl {
+            return None;
+        }
+        entry.verdict.get().cloned()
+    }
+
+    /// Caches a verdict learnt some other way (a list answer of the Cloud Controller).
+    pub(super) fn remember(&self, token: &str, app: &str, verdict: Verdict) {
+        let mut entries = self.lock();
+        let now = Instant::now();
+        self.make_room(&mut entries, now);
+        entries.map.insert(
+            (token.to_owned(), app.to_owned()),
+            Entry {
+                created: now,
+                verdict: Arc::new(OnceCell::from(verdict)),
+            },
+        );
+    }
+
     /// Evicts expired entries when full or once per `ttl`, then the oldest ones while full.
     fn make_room(&self, entries: &mut Entries, now: Instant) {
         let full = entries.map.len() >= self.capacity;

@@ -11,6 +11,7 @@
 mod access;
 mod keys;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
@@ -43,6 +44,9 @@ pub const KEY_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Clock skew allowed between UAA and this host when checking `exp`.
 const EXPIRY_LEEWAY: Duration = Duration::from_secs(30);
+
+/// App guids per `GET /v3/apps?guids=` request: keeps the URL short (about 2 kB).
+const CC_LIST_CHUNK: usize = 50;
 
 /// How long one Cloud Controller request may take.
 const CC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -185,11 +189,7 @@ impl Auth {
                 "no bearer token: send `Authorization: Bearer <token>`",
             ));
         };
-        // The id goes into the Cloud Controller's URL path: only a GUID's characters.
-        let is_guid = !app_id.is_empty()
-            && app_id.len() <= 64
-            && app_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-        if !is_guid {
+        if !is_guid(app_id) {
             return Err(ApiError::bad_request(format!(
                 "app id `{app_id}` is not a GUID"
             )));
@@ -205,6 +205,58 @@ impl Auth {
                 "you may not see app {app_id}: the Cloud Controller does not show it to you"
             ))),
         }
+    }
+
+    /// Which of `app_ids` the caller may see, with their names: for listing many apps, one
+    /// Cloud Controller request (`GET /v3/apps?guids=`) per 50 ids not already cached, and the
+    /// verdicts cached as [`app_access`](Self::app_access)'s are. Ids that are not GUIDs are
+    /// not visible. Keys of the answer are the ids as given.
+    pub async fn visible_apps(
+        &self,
+        caller: &Caller,
+        app_ids: &[String],
+    ) -> Result<HashMap<String, AppAccess>, ApiError> {
+        let Some(uaa) = &self.uaa else {
+            return Ok(app_ids
+                .iter()
+                .map(|id| (id.clone(), AppAccess { name: None }))
+                .collect());
+        };
+        let Some(token) = caller.token.as_deref() else {
+            return Err(ApiError::unauthorized(
+                "no bearer token: send `Authorization: Bearer <token>`",
+            ));
+        };
+        let mut visible = HashMap::new();
+        let mut unknown: Vec<(&String, String)> = Vec::new();
+        for id in app_ids {
+            if !is_guid(id) {
+                continue;
+            }
+            let canonical = id.to_ascii_lowercase();
+            match uaa.access.cached(token, &canonical) {
+                Some(Verdict::Allowed(name)) => {
+                    visible.insert(id.clone(), AppAccess { name });
+                }
+                Some(Verdict::Denied) => {}
+                None => unknown.push((id, canonical)),
+            }
+        }
+        for chunk in unknown.chunks(CC_LIST_CHUNK) {
+            let guids: Vec<&str> = chunk.iter().map(|(_, guid)| guid.as_str()).collect();
+            let names = uaa.list_cloud_controller(token, &guids).await?;
+            for (id, guid) in chunk {
+                match names.get(guid) {
+                    Some(name) => {
+                        uaa.access
+                            .remember(token, guid, Verdict::Allowed(name.clone()));
+                        visible.insert((*id).clone(), AppAccess { name: name.clone() });
+                    }
+                    None => uaa.access.remember(token, guid, Verdict::Denied),
+                }
+            }
+        }
+        Ok(visible)
     }
 
     /// A UAA password grant for `username` (`POST /api/v1/login`).
@@ -290,6 +342,70 @@ impl Uaa {
         Ok(data.claims)
     }
 
+    /// `GET {cc_url}/v3/apps?guids=..` with the caller's token: the names of those the caller
+    /// may see, by guid (lowercase).
+    async fn list_cloud_controller(
+        &self,
+        token: &str,
+        guids: &[&str],
+    ) -> Result<HashMap<String, Option<String>>, ApiError> {
+        // GUID characters and commas need no escaping in a query.
+        let url = format!(
+            "{}/v3/apps?guids={}&per_page={}",
+            self.cc_url,
+            guids.join(","),
+            guids.len().max(1)
+        );
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(CC_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(format!(
+                    "cannot reach the Cloud Controller at {}: {}",
+                    self.cc_url,
+                    error_chain(&e)
+                ))
+            })?;
+        match response.status() {
+            StatusCode::OK => {
+                #[derive(Deserialize)]
+                struct Page {
+                    resources: Vec<App>,
+                }
+                #[derive(Deserialize)]
+                struct App {
+                    guid: String,
+                    #[serde(default)]
+                    name: Option<String>,
+                }
+                let page: Page = response.json().await.map_err(|e| {
+                    ApiError::unavailable(format!(
+                        "the Cloud Controller at {url} sent no app list: {}",
+                        error_chain(&e)
+                    ))
+                })?;
+                Ok(page
+                    .resources
+                    .into_iter()
+                    .map(|app| (app.guid.to_ascii_lowercase(), app.name))
+                    .collect())
+            }
+            StatusCode::UNAUTHORIZED => Err(ApiError::unauthorized(format!(
+                "the Cloud Controller at {} refused the bearer token: sign in again",
+                self.cc_url
+            ))),
+            status => Err(ApiError::unavailable(format!(
+                "the Cloud Controller at {url} answered HTTP {}",
+                status.as_u16()
+            ))),
+        }
+    }
+
     /// `GET {cc_url}/v3/apps/{app_id}` with the caller's token.
     async fn ask_cloud_controller(&self, token: &str, app_id: &str) -> Result<Verdict, ApiError> {
         let url = format!("{}/v3/apps/{app_id}", self.cc_url);
@@ -334,6 +450,11 @@ impl Uaa {
             ))),
         }
     }
+}
+
+/// Whether `id` has only a GUID's characters: ids go into the Cloud Controller's URLs.
+fn is_guid(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
 /// The token of `Authorization: Bearer <token>` (the scheme in any case), or a 401 saying

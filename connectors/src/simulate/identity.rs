@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -285,6 +285,18 @@ impl Identity {
             .ok_or_else(|| format!("no user {:?}", data.claims.user_name))
     }
 
+    /// The apps `user` may see, in list order; only those among `guids` when given.
+    fn visible_apps(&self, user: &User, guids: Option<&[Uuid]>) -> Vec<&SimulatedApp> {
+        self.apps
+            .iter()
+            .enumerate()
+            .filter(|(position, app)| {
+                user.sees(*position) && guids.is_none_or(|guids| guids.contains(&app.guid))
+            })
+            .map(|(_, app)| app)
+            .collect()
+    }
+
     /// The app with this guid if `user` may see it.
     fn visible_app(&self, user: &User, guid: &str) -> Option<&SimulatedApp> {
         let guid = Uuid::parse_str(guid).ok()?;
@@ -325,25 +337,9 @@ pub(super) async fn app(
 ) -> Response {
     shared.cc_requests.fetch_add(1, Ordering::Relaxed);
     shared.notify();
-    let Some(token) = bearer_token(&headers) else {
-        return cc_error(
-            StatusCode::UNAUTHORIZED,
-            10002,
-            "CF-NotAuthenticated",
-            "Authentication error",
-        );
-    };
-    let user = match shared.identity.verify(token) {
+    let user = match authenticate(&shared, &headers) {
         Ok(user) => user,
-        Err(why) => {
-            debug!(%why, "Cloud Controller: refused a token.");
-            return cc_error(
-                StatusCode::UNAUTHORIZED,
-                1000,
-                "CF-InvalidAuthToken",
-                "Invalid Auth Token",
-            );
-        }
+        Err(response) => return *response,
     };
     match shared.identity.visible_app(user, &guid) {
         Some(app) => Json(json!({
@@ -359,6 +355,93 @@ pub(super) async fn app(
             "App not found",
         ),
     }
+}
+
+/// `GET /v3/apps` query: the filters and paging of the Cloud Controller the API uses.
+#[derive(Debug, Deserialize)]
+pub(super) struct AppsQuery {
+    /// Comma-separated app guids.
+    #[serde(default)]
+    guids: Option<String>,
+    #[serde(default)]
+    per_page: Option<usize>,
+    #[serde(default)]
+    page: Option<usize>,
+}
+
+/// `GET /v3/apps?guids=..`: the apps the bearer's user may see (among `guids`), paged as the
+/// Cloud Controller pages (`per_page` 1 to 5000, default 50).
+pub(super) async fn apps(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<AppsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    shared.cc_requests.fetch_add(1, Ordering::Relaxed);
+    shared.notify();
+    let user = match authenticate(&shared, &headers) {
+        Ok(user) => user,
+        Err(response) => return *response,
+    };
+    let guids: Option<Vec<Uuid>> = query.guids.as_deref().map(|guids| {
+        guids
+            .split(',')
+            .filter_map(|guid| Uuid::parse_str(guid.trim()).ok())
+            .collect()
+    });
+    let per_page = query.per_page.unwrap_or(50);
+    if !(1..=5000).contains(&per_page) {
+        return cc_error(
+            StatusCode::BAD_REQUEST,
+            10005,
+            "CF-BadQueryParameter",
+            "The query parameter is invalid: Per page must be between 1 and 5000",
+        );
+    }
+    let visible = shared.identity.visible_apps(user, guids.as_deref());
+    let total = visible.len();
+    let pages = total.div_ceil(per_page).max(1);
+    let page = query.page.unwrap_or(1).max(1);
+    let resources: Vec<_> = visible
+        .iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .map(|app| json!({ "guid": app.guid, "name": app.name, "state": "STARTED" }))
+        .collect();
+    let base = format!("http://{}/v3/apps", shared.local_addr);
+    let link = |page: usize| json!({ "href": format!("{base}?page={page}&per_page={per_page}") });
+    Json(json!({
+        "pagination": {
+            "total_results": total,
+            "total_pages": pages,
+            "first": link(1),
+            "last": link(pages),
+            "next": if page < pages { link(page + 1) } else { serde_json::Value::Null },
+            "previous": if page > 1 { link(page - 1) } else { serde_json::Value::Null },
+        },
+        "resources": resources,
+    }))
+    .into_response()
+}
+
+/// The user of a request's bearer token, or the Cloud Controller's 401.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<&'static User, Box<Response>> {
+    let Some(token) = bearer_token(headers) else {
+        return Err(Box::new(cc_error(
+            StatusCode::UNAUTHORIZED,
+            10002,
+            "CF-NotAuthenticated",
+            "Authentication error",
+        )));
+    };
+    shared.identity.verify(token).map_err(|why| {
+        debug!(%why, "Cloud Controller: refused a token.");
+        Box::new(cc_error(
+            StatusCode::UNAUTHORIZED,
+            1000,
+            "CF-InvalidAuthToken",
+            "Invalid Auth Token",
+        ))
+    })
 }
 
 /// The Cloud Controller's v3 error answer.

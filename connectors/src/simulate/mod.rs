@@ -7,7 +7,7 @@
 //!   the Firehose takes, and the password grant of the test users.
 //! - `identity` — UAA's `GET /token_keys` (checked-in TEST keys), the test users `admin`/`admin`
 //!   (sees every app) and `developer`/`developer` (the apps at even positions), their RS256
-//!   JWTs, and the Cloud Controller's `GET /v3/apps/{guid}`.
+//!   JWTs, and the Cloud Controller's `GET /v3/apps/{guid}` and `GET /v3/apps?guids=`.
 //! - `stream` — `GET /firehose/{subscription_id}`: one [`Generator`](crate::source::simulator::Generator)
 //!   per subscription id, its envelopes dealt round-robin to the WebSocket connections that
 //!   share the id, and the Traffic Controller's slow-consumer rule.
@@ -99,7 +99,7 @@ pub struct SimulateStats {
     pub unauthorized: u64,
     /// `GET /token_keys` requests.
     pub token_keys_requests: u64,
-    /// Cloud Controller `GET /v3/apps/{guid}` requests, whatever the answer.
+    /// Cloud Controller `GET /v3/apps` and `GET /v3/apps/{guid}` requests, whatever the answer.
     pub cc_requests: u64,
     /// WebSocket connections open now.
     pub connections_open: u64,
@@ -230,6 +230,7 @@ impl SimulateServer {
         let router = Router::new()
             .route("/oauth/token", post(auth::token))
             .route("/token_keys", get(identity::token_keys))
+            .route("/v3/apps", get(identity::apps))
             .route("/v3/apps/{guid}", get(identity::app))
             .route("/firehose/{subscription_id}", get(stream::firehose))
             .with_state(shared.clone());
