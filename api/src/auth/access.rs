@@ -20,7 +20,6 @@ pub(super) enum Verdict {
     Denied,
 }
 
-#[derive(Debug)]
 struct Entry {
     created: Instant,
     /// Empty while the CC is being asked, and after a failed ask (the next caller asks again).
@@ -29,14 +28,23 @@ struct Entry {
 
 /// Verdicts by (token, app id), each for `ttl`, at most `capacity` of them; expired ones are
 /// swept out once per `ttl` (tokens are long strings: dead entries should not linger).
-#[derive(Debug)]
 pub(super) struct AccessCache {
     ttl: Duration,
     capacity: usize,
     entries: Mutex<Entries>,
 }
 
-#[derive(Debug)]
+/// Sizes only: the keys hold bearer tokens.
+impl std::fmt::Debug for AccessCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessCache")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .field("entries", &self.lock().map.len())
+            .finish()
+    }
+}
+
 struct Entries {
     map: HashMap<(String, String), Entry>,
     last_sweep: Instant,

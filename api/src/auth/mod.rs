@@ -60,7 +60,6 @@ pub struct Auth {
 }
 
 /// What `auth = "uaa"` needs.
-#[derive(Debug)]
 struct Uaa {
     http: reqwest::Client,
     uaa_url: String,
@@ -70,6 +69,20 @@ struct Uaa {
     audience: String,
     keys: KeySet,
     access: AccessCache,
+}
+
+/// Without the client secret.
+impl std::fmt::Debug for Uaa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uaa")
+            .field("uaa_url", &self.uaa_url)
+            .field("cc_url", &self.cc_url)
+            .field("client_id", &self.client_id)
+            .field("audience", &self.audience)
+            .field("keys", &self.keys)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The claims of a UAA access token the API reads (the signature, `exp` and `aud` are checked
@@ -493,13 +506,22 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// An authenticated caller.
-#[derive(Debug, Clone)]
+/// An authenticated caller. Its `Debug` output leaves the token out.
+#[derive(Clone)]
 pub struct Caller {
     /// The bearer token, to ask the Cloud Controller with; `None` under `auth = "none"`.
     pub token: Option<String>,
     /// The token's `user_name` (else `sub`); `None` under `auth = "none"`.
     pub user: Option<String>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("user", &self.user)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// What the Cloud Controller told about an app the caller may see.
@@ -571,6 +593,31 @@ mod tests {
             );
         }
         headers
+    }
+
+    #[tokio::test]
+    async fn debug_output_shows_neither_the_client_secret_nor_tokens() {
+        let config = ApiConfig {
+            auth: AuthMode::Uaa,
+            uaa_url: Some("http://127.0.0.1:9".to_owned()),
+            cc_url: Some("http://127.0.0.1:9".to_owned()),
+            client_secret: "very-secret".to_owned(),
+            ..ApiConfig::open("127.0.0.1:0")
+        };
+        let auth = Auth::from_config(&config).expect("valid");
+        let uaa = auth.uaa.as_ref().expect("uaa");
+        uaa.access
+            .remember("bearer-token-text", "app", Verdict::Denied);
+        let debug = format!("{auth:?}");
+        let caller = Caller {
+            token: Some("bearer-token-text".to_owned()),
+            user: Some("developer".to_owned()),
+        };
+        let debug = format!("{debug} {caller:?}");
+        assert!(debug.contains("developer"), "{debug}");
+        assert!(!debug.contains("very-secret"), "{debug}");
+        assert!(!debug.contains("bearer-token-text"), "{debug}");
+        assert!(debug.contains("127.0.0.1:9"), "{debug}");
     }
 
     #[test]
