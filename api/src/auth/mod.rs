@@ -3,6 +3,9 @@
 //! `auth = "uaa"` works as PCF Metrics did: the caller sends a UAA bearer token; its signature is
 //! verified against UAA's `/token_keys`, its expiry and audience checked, and an app is shown
 //! only if the Cloud Controller answers `GET /v3/apps/{guid}` for that token (cached briefly).
+//! The token's `iss` is not compared with `uaa_url`: UAA's issuer is its public URL, which need
+//! not be the address the API reaches it at, and the signature already ties the token to the
+//! keys of the configured UAA.
 //!
 //! - `keys` — UAA's signing keys, cached, fetched again when a token names an unknown key id.
 //! - `access` — the Cloud Controller's verdicts per (token, app), cached for
