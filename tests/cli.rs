@@ -22,6 +22,13 @@ fn help_explains_every_command() {
         help.contains("embedded default") && help.contains("--config"),
         "{help}"
     );
+    let output = run_sluice(&["simulate", "--help"]);
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("admin`/`admin") && help.contains("developer`/`developer"),
+        "simulate --help names the test users:\n{help}"
+    );
+    assert!(help.contains("--token-ttl"), "{help}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! A [`TokenSource`] fetches `POST {uaa_url}/oauth/token` with `grant_type=client_credentials`
 //! and HTTP basic auth, caches the token, refreshes it before it expires, and forgets it when a
-//! server answers 401 ([`TokenSource::invalidate`]).
+//! server answers 401 ([`TokenSource::invalidate`]). [`password_grant`] signs a user in on the
+//! same endpoint, as the cf CLI does (the API's login).
 
 use std::time::{Duration, Instant};
 
@@ -114,42 +115,14 @@ impl TokenSource {
 
     async fn fetch(&self) -> Result<CachedToken, UaaError> {
         let url = &self.token_url;
-        let response = self
-            .http
-            .post(url)
-            .basic_auth(&self.client_id, Some(&self.client_secret))
-            .header(reqwest::header::ACCEPT, "application/json")
-            .form(&[("grant_type", "client_credentials")])
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|source| UaaError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let body: String = body.chars().take(300).collect();
-            return Err(if status.as_u16() == 401 || status.as_u16() == 403 {
-                UaaError::Refused {
-                    url: url.clone(),
-                    client_id: self.client_id.clone(),
-                    status: status.as_u16(),
-                    body,
-                }
-            } else {
-                UaaError::Status {
-                    url: url.clone(),
-                    status: status.as_u16(),
-                    body,
-                }
-            });
-        }
-        let answer: TokenAnswer = response.json().await.map_err(|e| UaaError::BadAnswer {
-            url: url.clone(),
-            detail: e.to_string(),
-        })?;
+        let answer = request_token(
+            &self.http,
+            url,
+            &self.client_id,
+            &self.client_secret,
+            &[("grant_type", "client_credentials")],
+        )
+        .await?;
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(60));
         // Refresh once 80 % of the lifetime has passed, so a stream never presents a token
         // that expires while the request is in flight.
@@ -166,4 +139,83 @@ impl TokenSource {
             refresh_at,
         })
     }
+}
+
+/// What UAA's token endpoint granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub access_token: String,
+    /// Seconds the token is valid, when UAA says.
+    pub expires_in: Option<u64>,
+}
+
+/// `POST {uaa_url}/oauth/token` with `grant_type=password`: a user's name and password for a
+/// token, with the client's credentials as HTTP basic auth, the form the cf CLI sends (its
+/// client is `cf` with an empty secret). A wrong username or password is
+/// [`UaaError::Refused`].
+pub async fn password_grant(
+    http: &reqwest::Client,
+    uaa_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    username: &str,
+    password: &str,
+) -> Result<Grant, UaaError> {
+    let url = format!("{}/oauth/token", uaa_url.trim_end_matches('/'));
+    let form = [
+        ("grant_type", "password"),
+        ("username", username),
+        ("password", password),
+    ];
+    let answer = request_token(http, &url, client_id, client_secret, &form).await?;
+    Ok(Grant {
+        access_token: answer.access_token,
+        expires_in: answer.expires_in,
+    })
+}
+
+/// One token request: the form, the client's basic auth, and UAA's answer sorted into
+/// refusals, other statuses and answers without a token.
+async fn request_token(
+    http: &reqwest::Client,
+    url: &str,
+    client_id: &str,
+    client_secret: &str,
+    form: &[(&str, &str)],
+) -> Result<TokenAnswer, UaaError> {
+    let response = http
+        .post(url)
+        .basic_auth(client_id, Some(client_secret))
+        .header(reqwest::header::ACCEPT, "application/json")
+        .form(form)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|source| UaaError::Unreachable {
+            url: url.to_owned(),
+            source,
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        let body: String = body.chars().take(300).collect();
+        return Err(if status.as_u16() == 401 || status.as_u16() == 403 {
+            UaaError::Refused {
+                url: url.to_owned(),
+                client_id: client_id.to_owned(),
+                status: status.as_u16(),
+                body,
+            }
+        } else {
+            UaaError::Status {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                body,
+            }
+        });
+    }
+    response.json().await.map_err(|e| UaaError::BadAnswer {
+        url: url.to_owned(),
+        detail: e.to_string(),
+    })
 }

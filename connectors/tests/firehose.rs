@@ -43,6 +43,7 @@ fn simulate(generator: SimulatorConfig) -> SimulateConfig {
         client_secret: "s3cret".to_owned(),
         generator,
         token_ttl: Duration::from_secs(3600),
+        user_token_ttl: Duration::from_secs(3600),
         max_pending: 256,
     }
 }

@@ -81,6 +81,7 @@ fn config(generator: SimulatorConfig) -> SimulateConfig {
         client_secret: "s3cret".to_owned(),
         generator,
         token_ttl: Duration::from_secs(3600),
+        user_token_ttl: Duration::from_secs(3600),
         max_pending: 100_000,
     }
 }
@@ -149,11 +150,11 @@ async fn the_token_endpoint_checks_client_credentials_then_the_grant_type() {
         let error: serde_json::Value = refused.json().await.expect("a JSON error");
         assert_eq!(error["error"], "unauthorized");
     }
-    let password = server
-        .token_response(Some(("sluice", "s3cret")), "password")
+    let code = server
+        .token_response(Some(("sluice", "s3cret")), "authorization_code")
         .await;
-    assert_eq!(password.status(), 400);
-    let error: serde_json::Value = password.json().await.expect("a JSON error");
+    assert_eq!(code.status(), 400);
+    let error: serde_json::Value = code.json().await.expect("a JSON error");
     assert_eq!(error["error"], "unsupported_grant_type");
 
     let stats = server.stop().await;
@@ -380,4 +381,227 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     {}
     server.wait_for(|s| s.connections_open == 0).await;
     server.stop().await;
+}
+
+/// A password grant at the simulator's UAA: status and JSON answer.
+async fn password_grant(
+    server: &Running,
+    client: (&str, &str),
+    username: &str,
+    password: &str,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/oauth/token", server.addr))
+        .basic_auth(client.0, Some(client.1))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .expect("the token endpoint answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+/// `GET /v3/{path}` at the simulator's Cloud Controller (`apps/{guid}` or a list).
+async fn cc(server: &Running, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().get(format!("http://{}/v3/{path}", server.addr));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the Cloud Controller answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+#[tokio::test]
+async fn the_test_users_get_rs256_tokens_that_verify_with_the_published_keys() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = Running::start(SimulateConfig {
+        user_token_ttl: Duration::from_secs(600),
+        ..config(traffic(100))
+    })
+    .await;
+    let keys: serde_json::Value = reqwest::get(format!("http://{}/token_keys", server.addr))
+        .await
+        .expect("token_keys answers")
+        .json()
+        .await
+        .expect("a JSON key set");
+    let key = &keys["keys"][0];
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        (
+            &key["kty"],
+            &key["alg"],
+            &key["use"],
+            &key["kid"],
+            &key["e"]
+        ),
+        (
+            &"RSA".into(),
+            &"RS256".into(),
+            &"sig".into(),
+            &"sluice-simulator".into(),
+            &"AQAB".into()
+        )
+    );
+    let value = key["value"].as_str().expect("a PEM value");
+    assert!(value.starts_with("-----BEGIN PUBLIC KEY-----"), "{value}");
+
+    // The cf CLI's client and the configured one may both sign users in.
+    for client in [("cf", ""), ("sluice", "s3cret")] {
+        let (status, answer) = password_grant(&server, client, "developer", "developer").await;
+        assert_eq!(status, 200, "{client:?}: {answer}");
+        assert_eq!(answer["expires_in"], 600);
+        let token = answer["access_token"].as_str().expect("a token");
+        let header = jsonwebtoken::decode_header(token).expect("a JWT");
+        assert_eq!(header.kid.as_deref(), Some("sluice-simulator"));
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&["cloud_controller"]);
+        for decoding in [
+            jsonwebtoken::DecodingKey::from_rsa_components(
+                key["n"].as_str().expect("n"),
+                key["e"].as_str().expect("e"),
+            )
+            .expect("n and e"),
+            jsonwebtoken::DecodingKey::from_rsa_pem(value.as_bytes()).expect("a PEM"),
+        ] {
+            let claims = jsonwebtoken::decode::<serde_json::Value>(token, &decoding, &validation)
+                .expect("verifies with the published key")
+                .claims;
+            assert_eq!(claims["user_name"], "developer");
+            assert_eq!(
+                claims["aud"],
+                serde_json::json!(["cloud_controller", "openid"])
+            );
+            assert_eq!(claims["iss"], format!("http://{}/oauth/token", server.addr));
+            let lifetime = claims["exp"].as_u64().zip(claims["iat"].as_u64());
+            assert_eq!(lifetime.map(|(exp, iat)| exp - iat), Some(600));
+        }
+    }
+    let (status, answer) = password_grant(&server, ("cf", ""), "developer", "admin").await;
+    assert_eq!((status, &answer["error"]), (401, &"unauthorized".into()));
+    let (status, _) = password_grant(&server, ("cf", "x"), "admin", "admin").await;
+    assert_eq!(status, 401, "cf's secret is empty");
+    // `cf` may not take client-credentials tokens (those open the Firehose).
+    let cf = server
+        .token_response(Some(("cf", "")), "client_credentials")
+        .await;
+    assert_eq!(cf.status(), 401);
+
+    let stats = server.stop().await;
+    assert_eq!(stats.tokens_issued, 2);
+    assert_eq!(stats.token_keys_requests, 1);
+    assert_eq!(stats.unauthorized, 3);
+}
+
+#[tokio::test]
+async fn the_cloud_controller_shows_each_user_the_apps_they_may_see() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let generator = SimulatorConfig {
+        apps: 5,
+        ..traffic(100)
+    };
+    let apps = Generator::new(&generator).apps();
+    assert_eq!(apps.len(), 5);
+    let server = Running::start(config(generator)).await;
+    let (_, developer) = password_grant(&server, ("cf", ""), "developer", "developer").await;
+    let developer = developer["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let (_, admin) = password_grant(&server, ("cf", ""), "admin", "admin").await;
+    let admin = admin["access_token"].as_str().expect("a token").to_owned();
+
+    for (position, app) in apps.iter().enumerate() {
+        let guid = app.guid.to_string();
+        let (status, body) = cc(&server, &format!("apps/{guid}"), Some(&admin)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["guid"], guid.as_str());
+        assert_eq!(body["name"], app.name.as_str());
+        assert_eq!(body["state"], "STARTED");
+        let (status, body) = cc(&server, &format!("apps/{guid}"), Some(&developer)).await;
+        if position % 2 == 0 {
+            assert_eq!((status, &body["name"]), (200, &app.name.as_str().into()));
+        } else {
+            assert_eq!(status, 404, "{body}");
+            assert_eq!(body["errors"][0]["title"], "CF-ResourceNotFound");
+        }
+    }
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    assert_eq!(
+        cc(&server, &format!("apps/{unknown}"), Some(&admin))
+            .await
+            .0,
+        404
+    );
+    let guid = apps[0].guid.to_string();
+    let (status, body) = cc(&server, &format!("apps/{guid}"), None).await;
+    assert_eq!((status, &body["errors"][0]["code"]), (401, &10002.into()));
+    let (status, body) = cc(&server, &format!("apps/{guid}"), Some("made-up")).await;
+    assert_eq!((status, &body["errors"][0]["code"]), (401, &1000.into()));
+    // A client-credentials token is no user's token.
+    let firehose_token = server.token().await;
+    assert_eq!(
+        cc(&server, &format!("apps/{guid}"), Some(&firehose_token))
+            .await
+            .0,
+        401
+    );
+    let expired = server
+        .handle
+        .user_token(
+            "admin",
+            std::time::SystemTime::now() - Duration::from_secs(7200),
+            Duration::from_secs(3600),
+        )
+        .expect("a test user");
+    assert_eq!(
+        cc(&server, &format!("apps/{guid}"), Some(&expired)).await.0,
+        401
+    );
+
+    // The list: only the visible apps among the guids asked for, paged.
+    let asked: Vec<String> = apps.iter().take(4).map(|a| a.guid.to_string()).collect();
+    let list = format!("apps?guids={}&per_page=1", asked.join(","));
+    let (status, body) = cc(&server, &list, Some(&developer)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pagination"]["total_results"], 2);
+    assert_eq!(body["pagination"]["total_pages"], 2);
+    assert_eq!(body["resources"][0]["guid"], asked[0].as_str());
+    assert!(body["pagination"]["next"]["href"].is_string());
+    let list = format!("apps?guids={}&per_page=50", asked.join(","));
+    let (_, body) = cc(&server, &list, Some(&admin)).await;
+    assert_eq!(body["pagination"]["total_results"], 4);
+    let (status, _) = cc(&server, "apps", None).await;
+    assert_eq!(status, 401);
+
+    let stats = server.stop().await;
+    assert_eq!(stats.cc_requests, 18);
+}
+
+#[test]
+fn the_simulator_source_and_server_agree_on_the_apps() {
+    let config = SimulatorConfig {
+        apps: 23,
+        seed: 4,
+        ..SimulatorConfig::default()
+    };
+    let apps = Generator::new(&config).apps();
+    assert_eq!(apps, Generator::new(&config).apps());
+    assert_eq!(apps.len(), 23);
+    assert_eq!(apps[0].name, "orders-api");
+    assert_eq!(apps[20].name, "orders-api-2");
+    // Container metrics of the in-process source carry the same guids.
+    let mut events = Vec::new();
+    Generator::new(&config).fill(5_000, &mut events);
+    let guids: BTreeSet<String> = apps.iter().map(|a| a.guid.to_string()).collect();
+    let seen: BTreeSet<String> = events
+        .iter()
+        .filter_map(|e| e.app_id().map(|id| id.to_canonical().to_string()))
+        .collect();
+    assert!(!seen.is_empty() && seen.is_subset(&guids), "{seen:?}");
 }

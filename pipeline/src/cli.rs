@@ -64,7 +64,12 @@ enum Command {
     /// listing every one with the key it concerns.
     Validate(ValidateArgs),
     /// Serve simulated traffic as a real Firehose (UAA token endpoint and WebSocket), so the
-    /// `firehose` source can be tried and tested without a Cloud Foundry.
+    /// `firehose` source can be tried and tested without a Cloud Foundry. Also serves UAA's
+    /// `/token_keys` and a Cloud Controller's `/v3/apps/{guid}` for the API's `auth = "uaa"`,
+    /// with TEST users: `admin`/`admin` sees every app, `developer`/`developer` only the apps
+    /// at even positions of the app list (password grant with client `cf`, empty secret, as the
+    /// cf CLI, or --client-id). Their tokens are signed with test keys checked into the source:
+    /// anyone can forge them, so never let anything real trust this server.
     Simulate(simulate::SimulateArgs),
     /// Record a Firehose (or the built-in simulator) into a replay file (SPEC §1.3), for
     /// `type = "file"` sources and benchmarks. `.gz` output is gzip-compressed.

@@ -3,19 +3,99 @@
 //! `auth = "uaa"` works as PCF Metrics did: the caller sends a UAA bearer token; its signature is
 //! verified against UAA's `/token_keys`, its expiry and audience checked, and an app is shown
 //! only if the Cloud Controller answers `GET /v3/apps/{guid}` for that token (cached briefly).
+//! The token's `iss` is not compared with `uaa_url`: UAA's issuer is its public URL, which need
+//! not be the address the API reaches it at, and the signature already ties the token to the
+//! keys of the configured UAA.
+//!
+//! - `keys` — UAA's signing keys, cached, fetched again when a token names an unknown key id.
+//! - `access` — the Cloud Controller's verdicts per (token, app), cached for
+//!   [`ACCESS_TTL`].
+
+mod access;
+mod keys;
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, State};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
+use sluice_connectors::uaa::{self, UaaError};
+use tracing::{debug, warn};
 
 use crate::{ApiConfig, ApiError, ApiState, AuthMode};
+
+use access::{AccessCache, Verdict};
+use keys::{KeyError, KeySet};
+
+/// How long a Cloud Controller verdict about a (token, app) pair is reused.
+pub const ACCESS_TTL: Duration = Duration::from_secs(30);
+
+/// Verdicts cached at most; the oldest go first.
+const ACCESS_CAPACITY: usize = 4096;
+
+/// A token naming an unknown key id makes the API fetch UAA's keys again at most this often.
+pub const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// UAA's keys are fetched again when older than this, so a key UAA withdrew stops verifying.
+pub const KEY_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// Clock skew allowed between UAA and this host when checking `exp`.
+const EXPIRY_LEEWAY: Duration = Duration::from_secs(30);
+
+/// App guids per `GET /v3/apps?guids=` request: keeps the URL short (about 2 kB).
+const CC_LIST_CHUNK: usize = 50;
+
+/// How long one Cloud Controller request may take.
+const CC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The authenticator of a running API.
 #[derive(Debug)]
 pub struct Auth {
     mode: AuthMode,
+    /// `None` under `auth = "none"`.
+    uaa: Option<Uaa>,
+}
+
+/// What `auth = "uaa"` needs.
+struct Uaa {
+    http: reqwest::Client,
+    uaa_url: String,
+    cc_url: String,
+    client_id: String,
+    client_secret: String,
+    audience: String,
+    keys: KeySet,
+    access: AccessCache,
+}
+
+/// Without the client secret.
+impl std::fmt::Debug for Uaa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uaa")
+            .field("uaa_url", &self.uaa_url)
+            .field("cc_url", &self.cc_url)
+            .field("client_id", &self.client_id)
+            .field("audience", &self.audience)
+            .field("keys", &self.keys)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The claims of a UAA access token the API reads (the signature, `exp` and `aud` are checked
+/// by the JWT library).
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(default)]
+    user_name: Option<String>,
+    #[serde(default)]
+    sub: Option<String>,
 }
 
 impl Auth {
@@ -23,36 +103,428 @@ impl Auth {
     pub fn none() -> Auth {
         Auth {
             mode: AuthMode::None,
+            uaa: None,
         }
     }
 
+    /// The authenticator `[api]` describes; nothing is fetched from UAA until a request needs it.
     pub fn from_config(config: &ApiConfig) -> Result<Auth, String> {
-        Ok(Auth { mode: config.auth })
+        if config.auth == AuthMode::None {
+            return Ok(Auth::none());
+        }
+        let uaa_url = config
+            .uaa_url
+            .as_deref()
+            .ok_or("api.uaa_url is required when auth = \"uaa\"")?
+            .trim_end_matches('/')
+            .to_owned();
+        let cc_url = config
+            .cc_url
+            .as_deref()
+            .ok_or("api.cc_url is required when auth = \"uaa\"")?
+            .trim_end_matches('/')
+            .to_owned();
+        let http = sluice_connectors::tls::http_client(config.skip_tls_verify)
+            .map_err(|e| format!("api: {e}"))?;
+        Ok(Auth {
+            mode: AuthMode::Uaa,
+            uaa: Some(Uaa {
+                keys: KeySet::new(http.clone(), &uaa_url, KEY_REFETCH_INTERVAL, KEY_MAX_AGE),
+                access: AccessCache::new(ACCESS_TTL, ACCESS_CAPACITY),
+                http,
+                uaa_url,
+                cc_url,
+                client_id: config.client_id.clone(),
+                client_secret: config.client_secret.clone(),
+                audience: config.audience.clone(),
+            }),
+        })
+    }
+
+    /// Changes how soon an unknown key id may make the API fetch UAA's keys again (tests of
+    /// key rotation use zero).
+    pub fn with_key_refetch_interval(mut self, interval: Duration) -> Auth {
+        if let Some(uaa) = &mut self.uaa {
+            uaa.keys.set_refetch_interval(interval);
+        }
+        self
+    }
+
+    /// Changes how old UAA's cached keys may grow before they are fetched again.
+    pub fn with_key_max_age(mut self, max_age: Duration) -> Auth {
+        if let Some(uaa) = &mut self.uaa {
+            uaa.keys.set_max_age(max_age);
+        }
+        self
+    }
+
+    /// Changes how long a Cloud Controller verdict is reused.
+    pub fn with_access_ttl(mut self, ttl: Duration) -> Auth {
+        if let Some(uaa) = &mut self.uaa {
+            uaa.access.set_ttl(ttl);
+        }
+        self
+    }
+
+    /// How many times UAA's key set was fetched (0 under `auth = "none"`).
+    pub async fn key_fetches(&self) -> u64 {
+        match &self.uaa {
+            Some(uaa) => uaa.keys.fetches().await,
+            None => 0,
+        }
     }
 
     pub fn mode(&self) -> AuthMode {
         self.mode
     }
 
-    /// The caller of a request: 401 when a token is required and missing or invalid.
-    pub async fn caller(&self, _headers: &HeaderMap) -> Result<Caller, ApiError> {
-        match self.mode {
-            AuthMode::None => Ok(Caller { token: None }),
-            AuthMode::Uaa => Err(ApiError::unavailable("UAA auth is not available yet")),
-        }
+    /// The caller of a request: 401 when a token is required and missing or invalid, 503 when
+    /// UAA's keys cannot be fetched to check it.
+    pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let Some(uaa) = &self.uaa else {
+            return Ok(Caller {
+                token: None,
+                user: None,
+            });
+        };
+        let token = bearer_token(headers)?;
+        let claims = uaa.verify(token).await?;
+        Ok(Caller {
+            token: Some(token.to_owned()),
+            user: claims.user_name.or(claims.sub),
+        })
     }
 
     /// Whether `caller` may see `app_id` (403 if not), with the app's name when known.
-    pub async fn app_access(&self, _caller: &Caller, _app_id: &str) -> Result<AppAccess, ApiError> {
-        Ok(AppAccess { name: None })
+    pub async fn app_access(&self, caller: &Caller, app_id: &str) -> Result<AppAccess, ApiError> {
+        let Some(uaa) = &self.uaa else {
+            return Ok(AppAccess { name: None });
+        };
+        let Some(token) = caller.token.as_deref() else {
+            return Err(ApiError::unauthorized(
+                "no bearer token: send `Authorization: Bearer <token>`",
+            ));
+        };
+        if !is_guid(app_id) {
+            return Err(ApiError::bad_request(format!(
+                "app id `{app_id}` is not a GUID"
+            )));
+        }
+        let app_id = app_id.to_ascii_lowercase();
+        let verdict = uaa
+            .access
+            .verdict(token, &app_id, || uaa.ask_cloud_controller(token, &app_id))
+            .await?;
+        match verdict {
+            Verdict::Allowed(name) => Ok(AppAccess { name }),
+            Verdict::Denied => Err(ApiError::forbidden(format!(
+                "you may not see app {app_id}: the Cloud Controller does not show it to you"
+            ))),
+        }
+    }
+
+    /// Which of `app_ids` the caller may see, with their names: for listing many apps, one
+    /// Cloud Controller request (`GET /v3/apps?guids=`) per 50 ids not already cached, and the
+    /// verdicts cached as [`app_access`](Self::app_access)'s are. Ids that are not GUIDs are
+    /// not visible. Keys of the answer are the ids as given.
+    pub async fn visible_apps(
+        &self,
+        caller: &Caller,
+        app_ids: &[String],
+    ) -> Result<HashMap<String, AppAccess>, ApiError> {
+        let Some(uaa) = &self.uaa else {
+            return Ok(app_ids
+                .iter()
+                .map(|id| (id.clone(), AppAccess { name: None }))
+                .collect());
+        };
+        let Some(token) = caller.token.as_deref() else {
+            return Err(ApiError::unauthorized(
+                "no bearer token: send `Authorization: Bearer <token>`",
+            ));
+        };
+        let mut visible = HashMap::new();
+        let mut unknown: Vec<(&String, String)> = Vec::new();
+        for id in app_ids {
+            if !is_guid(id) {
+                continue;
+            }
+            let canonical = id.to_ascii_lowercase();
+            match uaa.access.cached(token, &canonical) {
+                Some(Verdict::Allowed(name)) => {
+                    visible.insert(id.clone(), AppAccess { name });
+                }
+                Some(Verdict::Denied) => {}
+                None => unknown.push((id, canonical)),
+            }
+        }
+        for chunk in unknown.chunks(CC_LIST_CHUNK) {
+            let guids: Vec<&str> = chunk.iter().map(|(_, guid)| guid.as_str()).collect();
+            let names = uaa.list_cloud_controller(token, &guids).await?;
+            for (id, guid) in chunk {
+                match names.get(guid) {
+                    Some(name) => {
+                        uaa.access
+                            .remember(token, guid, Verdict::Allowed(name.clone()));
+                        visible.insert((*id).clone(), AppAccess { name: name.clone() });
+                    }
+                    None => uaa.access.remember(token, guid, Verdict::Denied),
+                }
+            }
+        }
+        Ok(visible)
+    }
+
+    /// A UAA password grant for `username` (`POST /api/v1/login`).
+    pub async fn login(&self, username: &str, password: &str) -> Result<LoginToken, ApiError> {
+        let Some(uaa) = &self.uaa else {
+            return Err(ApiError::not_found(
+                "this API has auth = \"none\": there is nothing to sign in to",
+            ));
+        };
+        let grant = uaa::password_grant(
+            &uaa.http,
+            &uaa.uaa_url,
+            &uaa.client_id,
+            &uaa.client_secret,
+            username,
+            password,
+        )
+        .await
+        .map_err(|e| match e {
+            UaaError::Refused { url, .. } => {
+                debug!(url, username, "UAA refused a sign-in.");
+                ApiError::unauthorized(format!(
+                    "UAA refused the sign-in of `{username}`: wrong username or password (or \
+                     the API's client `{}` is not allowed the password grant)",
+                    uaa.client_id
+                ))
+            }
+            other => {
+                warn!("Sign-in failed: {other}");
+                ApiError::unavailable(other.to_string())
+            }
+        })?;
+        Ok(LoginToken {
+            access_token: grant.access_token,
+            expires_in: grant.expires_in.unwrap_or_default(),
+        })
     }
 }
 
-/// An authenticated caller.
-#[derive(Debug, Clone)]
+impl Uaa {
+    /// Checks a token's signature against UAA's keys, its expiry and its audience.
+    async fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            ApiError::unauthorized(format!("the bearer token is not a well-formed JWT: {e}"))
+        })?;
+        if header.alg != Algorithm::RS256 {
+            return Err(ApiError::unauthorized(format!(
+                "the bearer token is signed with {:?}; UAA tokens are RS256",
+                header.alg
+            )));
+        }
+        let kid = header.kid.as_deref();
+        let key = self.keys.key_for(kid).await.map_err(|e| match e {
+            KeyError::Unknown => ApiError::unauthorized(format!(
+                "the bearer token is signed with key id {}, which UAA ({}) does not publish",
+                kid.map_or_else(|| "(none)".to_owned(), |kid| format!("`{kid}`")),
+                self.keys.url()
+            )),
+            KeyError::Unavailable(why) => ApiError::unavailable(why),
+        })?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        validation.leeway = EXPIRY_LEEWAY.as_secs();
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
+            ApiError::unauthorized(match e.kind() {
+                ErrorKind::ExpiredSignature => {
+                    "the bearer token has expired: sign in again".to_owned()
+                }
+                ErrorKind::InvalidSignature => {
+                    "the bearer token's signature does not verify with UAA's key".to_owned()
+                }
+                ErrorKind::InvalidAudience => format!(
+                    "the bearer token is not meant for this API: its `aud` lacks `{}`",
+                    self.audience
+                ),
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    format!("the bearer token has no `{claim}` claim")
+                }
+                _ => format!("the bearer token is not a valid UAA token: {e}"),
+            })
+        })?;
+        Ok(data.claims)
+    }
+
+    /// `GET {cc_url}/v3/apps?guids=..` with the caller's token: the names of those the caller
+    /// may see, by guid (lowercase).
+    async fn list_cloud_controller(
+        &self,
+        token: &str,
+        guids: &[&str],
+    ) -> Result<HashMap<String, Option<String>>, ApiError> {
+        // GUID characters and commas need no escaping in a query.
+        let url = format!(
+            "{}/v3/apps?guids={}&per_page={}",
+            self.cc_url,
+            guids.join(","),
+            guids.len().max(1)
+        );
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(CC_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(format!(
+                    "cannot reach the Cloud Controller at {}: {}",
+                    self.cc_url,
+                    error_chain(&e)
+                ))
+            })?;
+        match response.status() {
+            StatusCode::OK => {
+                #[derive(Deserialize)]
+                struct Page {
+                    resources: Vec<App>,
+                }
+                #[derive(Deserialize)]
+                struct App {
+                    guid: String,
+                    #[serde(default)]
+                    name: Option<String>,
+                }
+                let page: Page = response.json().await.map_err(|e| {
+                    ApiError::unavailable(format!(
+                        "the Cloud Controller at {url} sent no app list: {}",
+                        error_chain(&e)
+                    ))
+                })?;
+                Ok(page
+                    .resources
+                    .into_iter()
+                    .map(|app| (app.guid.to_ascii_lowercase(), app.name))
+                    .collect())
+            }
+            StatusCode::UNAUTHORIZED => Err(ApiError::unauthorized(format!(
+                "the Cloud Controller at {} refused the bearer token: sign in again",
+                self.cc_url
+            ))),
+            status => Err(ApiError::unavailable(format!(
+                "the Cloud Controller at {url} answered HTTP {}",
+                status.as_u16()
+            ))),
+        }
+    }
+
+    /// `GET {cc_url}/v3/apps/{app_id}` with the caller's token.
+    async fn ask_cloud_controller(&self, token: &str, app_id: &str) -> Result<Verdict, ApiError> {
+        let url = format!("{}/v3/apps/{app_id}", self.cc_url);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(CC_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(format!(
+                    "cannot reach the Cloud Controller at {}: {}",
+                    self.cc_url,
+                    error_chain(&e)
+                ))
+            })?;
+        match response.status() {
+            StatusCode::OK => {
+                #[derive(Deserialize)]
+                struct App {
+                    #[serde(default)]
+                    name: Option<String>,
+                }
+                let app: App = response.json().await.map_err(|e| {
+                    ApiError::unavailable(format!(
+                        "the Cloud Controller at {url} sent no app: {}",
+                        error_chain(&e)
+                    ))
+                })?;
+                Ok(Verdict::Allowed(app.name))
+            }
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Ok(Verdict::Denied),
+            StatusCode::UNAUTHORIZED => Err(ApiError::unauthorized(format!(
+                "the Cloud Controller at {} refused the bearer token: sign in again",
+                self.cc_url
+            ))),
+            status => Err(ApiError::unavailable(format!(
+                "the Cloud Controller at {url} answered HTTP {}",
+                status.as_u16()
+            ))),
+        }
+    }
+}
+
+/// Whether `id` has only a GUID's characters: ids go into the Cloud Controller's URLs.
+fn is_guid(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case), or a 401 saying
+/// what is missing.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(
+            "no Authorization header: send `Authorization: Bearer <token>` (a UAA token; \
+             POST /api/v1/login gets one)",
+        )
+    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not printable ASCII"))?;
+    match value.trim().split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::unauthorized(
+            "the Authorization header is not `Bearer <token>`",
+        )),
+    }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message omits the cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// An authenticated caller. Its `Debug` output leaves the token out.
+#[derive(Clone)]
 pub struct Caller {
     /// The bearer token, to ask the Cloud Controller with; `None` under `auth = "none"`.
     pub token: Option<String>,
+    /// The token's `user_name` (else `sub`); `None` under `auth = "none"`.
+    pub user: Option<String>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("user", &self.user)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// What the Cloud Controller told about an app the caller may see.
@@ -89,12 +561,78 @@ pub struct LoginToken {
 /// `POST /api/v1/login`: a UAA password grant on the user's behalf.
 pub async fn login(
     State(state): State<ApiState>,
-    Json(_login): Json<Login>,
+    body: Result<Json<Login>, JsonRejection>,
 ) -> Result<Json<LoginToken>, ApiError> {
-    match state.auth.mode() {
-        AuthMode::None => Err(ApiError::not_found(
+    if state.auth.mode() == AuthMode::None {
+        return Err(ApiError::not_found(
             "this API has auth = \"none\": there is nothing to sign in to",
-        )),
-        AuthMode::Uaa => Err(ApiError::unavailable("UAA login is not available yet")),
+        ));
+    }
+    let Json(login) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be JSON {{\"username\": \"..\", \"password\": \"..\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    state
+        .auth
+        .login(&login.username, &login.password)
+        .await
+        .map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(authorization: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+        headers
+    }
+
+    #[tokio::test]
+    async fn debug_output_shows_neither_the_client_secret_nor_tokens() {
+        let config = ApiConfig {
+            auth: AuthMode::Uaa,
+            uaa_url: Some("http://127.0.0.1:9".to_owned()),
+            cc_url: Some("http://127.0.0.1:9".to_owned()),
+            client_secret: "very-secret".to_owned(),
+            ..ApiConfig::open("127.0.0.1:0")
+        };
+        let auth = Auth::from_config(&config).expect("valid");
+        let uaa = auth.uaa.as_ref().expect("uaa");
+        uaa.access
+            .remember("bearer-token-text", "app", Verdict::Denied);
+        let debug = format!("{auth:?}");
+        let caller = Caller {
+            token: Some("bearer-token-text".to_owned()),
+            user: Some("developer".to_owned()),
+        };
+        let debug = format!("{debug} {caller:?}");
+        assert!(debug.contains("developer"), "{debug}");
+        assert!(!debug.contains("very-secret"), "{debug}");
+        assert!(!debug.contains("bearer-token-text"), "{debug}");
+        assert!(debug.contains("127.0.0.1:9"), "{debug}");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_required() {
+        assert_eq!(bearer_token(&headers(Some("Bearer abc"))), Ok("abc"));
+        assert_eq!(bearer_token(&headers(Some("bearer  abc "))), Ok("abc"));
+        assert_eq!(bearer_token(&headers(Some("BEARER abc"))), Ok("abc"));
+        for bad in [None, Some("Basic abc"), Some("Bearer"), Some("abc")] {
+            let error = bearer_token(&headers(bad)).expect_err("refused");
+            assert_eq!(error.status, StatusCode::UNAUTHORIZED, "{bad:?}");
+        }
+        let missing = bearer_token(&headers(None)).expect_err("refused");
+        assert!(missing.message.contains("no Authorization header"));
     }
 }

@@ -1,11 +1,12 @@
-//! `POST /oauth/token` (UAA's client-credentials grant) and the bearer tokens it issues.
+//! `POST /oauth/token`: UAA's client-credentials grant (opaque tokens for the Firehose) and its
+//! password grant for the test users (RS256 JWTs, see `identity`).
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::extract::rejection::FormRejection;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{debug, warn};
 
+use super::identity::{self, CF_CLIENT};
 use super::{Shared, lock};
 
 /// The tokens issued and when each expires.
@@ -38,6 +40,12 @@ impl Tokens {
             rng: StdRng::seed_from_u64(hasher.finish()),
             live: HashMap::new(),
         }
+    }
+
+    /// A random id for a token's `jti`.
+    pub(super) fn random_id(&mut self) -> String {
+        let bytes: [u8; 16] = self.rng.random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     fn issue(&mut self, ttl: Duration) -> String {
@@ -67,10 +75,13 @@ pub(super) struct TokenRequest {
     grant_type: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
 }
 
 /// `POST /oauth/token`: checks the client (HTTP basic auth, or the form's `client_id` and
-/// `client_secret`) first and the grant type second, as UAA does.
+/// `client_secret`) first and the grant type second, as UAA does. The configured client may
+/// use both grants; `cf` with an empty secret (the cf CLI's client) only the password grant.
 pub(super) async fn token(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -90,10 +101,13 @@ pub(super) async fn token(
         ))
     });
     let config = &shared.config;
-    let valid = credentials
+    let configured = credentials
         .as_ref()
         .is_some_and(|(id, secret)| *id == config.client_id && *secret == config.client_secret);
-    if !valid {
+    let cf = credentials
+        .as_ref()
+        .is_some_and(|(id, secret)| (id.as_str(), secret.as_str()) == CF_CLIENT);
+    if !configured && !cf {
         shared.unauthorized.fetch_add(1, Ordering::Relaxed);
         shared.notify();
         let client = credentials.map(|(id, _)| id).unwrap_or_default();
@@ -106,6 +120,16 @@ pub(super) async fn token(
         return response;
     }
     let grant = request.grant_type.unwrap_or_default();
+    let client_id = credentials.map(|(id, _)| id).unwrap_or_default();
+    if grant == "password" {
+        return password_grant(&shared, &client_id, request.username, request.password);
+    }
+    if !configured {
+        shared.unauthorized.fetch_add(1, Ordering::Relaxed);
+        shared.notify();
+        let description = format!("Unauthorized grant type: {grant}");
+        return uaa_error(StatusCode::UNAUTHORIZED, "invalid_client", &description);
+    }
     if grant != "client_credentials" {
         let description = format!("Unsupported grant type: '{grant}'");
         return uaa_error(
@@ -124,6 +148,47 @@ pub(super) async fn token(
         "token_type": "bearer",
         "expires_in": ttl.as_secs(),
         "scope": "doppler.firehose uaa.none",
+    }))
+    .into_response()
+}
+
+/// The password grant: a test user's name and password buy an RS256 JWT.
+fn password_grant(
+    shared: &Shared,
+    client_id: &str,
+    username: Option<String>,
+    password: Option<String>,
+) -> Response {
+    let username = username.unwrap_or_default();
+    let Some(user) = identity::user(&username, &password.unwrap_or_default()) else {
+        shared.unauthorized.fetch_add(1, Ordering::Relaxed);
+        shared.notify();
+        warn!(
+            username,
+            "Refused a password grant: bad username or password."
+        );
+        return uaa_error(StatusCode::UNAUTHORIZED, "unauthorized", "Bad credentials");
+    };
+    let ttl = shared.config.user_token_ttl;
+    let jti = lock(&shared.tokens).random_id();
+    let issuer = format!("http://{}/oauth/token", shared.local_addr);
+    let access_token = shared.identity.sign(
+        user,
+        client_id,
+        &issuer,
+        jti.clone(),
+        SystemTime::now(),
+        ttl,
+    );
+    shared.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    shared.notify();
+    debug!(username, client_id, "Issued a user token.");
+    Json(json!({
+        "access_token": access_token,
+        "token_type": "bearer",
+        "expires_in": ttl.as_secs(),
+        "scope": "cloud_controller.read openid",
+        "jti": jti,
     }))
     .into_response()
 }

@@ -3,8 +3,11 @@
 //! Layout:
 //! - this file — [`SimulateConfig`], the [`SimulateServer`] (bind, run until a shutdown future
 //!   resolves) and its [`SimulateHandle`] (revoke tokens, read [`SimulateStats`]).
-//! - `auth` — `POST /oauth/token`, UAA's client-credentials grant, and the bearer tokens it
-//!   issues.
+//! - `auth` — `POST /oauth/token`: UAA's client-credentials grant and the opaque bearer tokens
+//!   the Firehose takes, and the password grant of the test users.
+//! - `identity` — UAA's `GET /token_keys` (checked-in TEST keys), the test users `admin`/`admin`
+//!   (sees every app) and `developer`/`developer` (the apps at even positions), their RS256
+//!   JWTs, and the Cloud Controller's `GET /v3/apps/{guid}` and `GET /v3/apps?guids=`.
 //! - `stream` — `GET /firehose/{subscription_id}`: one [`Generator`](crate::source::simulator::Generator)
 //!   per subscription id, its envelopes dealt round-robin to the WebSocket connections that
 //!   share the id, and the Traffic Controller's slow-consumer rule.
@@ -13,6 +16,7 @@
 //! run it, and stop it cleanly.
 
 mod auth;
+mod identity;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +24,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -44,8 +48,10 @@ pub struct SimulateConfig {
     /// as fast as its connections read and nobody is closed as slow. `limit` ends each
     /// subscription's stream after that many envelopes (its connections then stay open, idle).
     pub generator: SimulatorConfig,
-    /// How long an issued token is accepted (UAA's `expires_in`).
+    /// How long a client-credentials token is accepted (UAA's `expires_in`).
     pub token_ttl: Duration,
+    /// How long a test user's token (password grant) is valid: its `exp` is `iat` plus this.
+    pub user_token_ttl: Duration,
     /// Envelopes queued for one connection before it is closed as a slow consumer (1008).
     pub max_pending: usize,
 }
@@ -58,6 +64,7 @@ impl Default for SimulateConfig {
             generator: SimulatorConfig::default(),
             // UAA's default access-token validity.
             token_ttl: Duration::from_secs(43_199),
+            user_token_ttl: Duration::from_secs(3600),
             max_pending: 10_000,
         }
     }
@@ -85,11 +92,15 @@ pub enum SimulateError {
 /// A snapshot of what the server has done.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SimulateStats {
-    /// Tokens issued by `POST /oauth/token`.
+    /// Tokens issued by `POST /oauth/token` (both grants).
     pub tokens_issued: u64,
-    /// Requests answered 401: bad client credentials, or a stream request without a valid
-    /// token.
+    /// Requests answered 401: bad client or user credentials, or a stream request without a
+    /// valid token.
     pub unauthorized: u64,
+    /// `GET /token_keys` requests.
+    pub token_keys_requests: u64,
+    /// Cloud Controller `GET /v3/apps` and `GET /v3/apps/{guid}` requests, whatever the answer.
+    pub cc_requests: u64,
     /// WebSocket connections open now.
     pub connections_open: u64,
     /// WebSocket connections accepted since the start.
@@ -135,6 +146,9 @@ struct Shared {
     config: SimulateConfig,
     local_addr: SocketAddr,
     tokens: Mutex<auth::Tokens>,
+    identity: identity::Identity,
+    token_keys_requests: AtomicU64,
+    cc_requests: AtomicU64,
     subscriptions: Mutex<HashMap<String, Arc<stream::Subscription>>>,
     connections: Mutex<Vec<Arc<stream::ConnectionCounters>>>,
     tokens_issued: AtomicU64,
@@ -172,9 +186,12 @@ impl SimulateServer {
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let shared = Arc::new(Shared {
+            identity: identity::Identity::new(&config.generator),
             config,
             local_addr,
             tokens: Mutex::new(auth::Tokens::new()),
+            token_keys_requests: AtomicU64::new(0),
+            cc_requests: AtomicU64::new(0),
             subscriptions: Mutex::new(HashMap::new()),
             connections: Mutex::new(Vec::new()),
             tokens_issued: AtomicU64::new(0),
@@ -212,6 +229,9 @@ impl SimulateServer {
         let addr = shared.local_addr;
         let router = Router::new()
             .route("/oauth/token", post(auth::token))
+            .route("/token_keys", get(identity::token_keys))
+            .route("/v3/apps", get(identity::apps))
+            .route("/v3/apps/{guid}", get(identity::app))
             .route("/firehose/{subscription_id}", get(stream::firehose))
             .with_state(shared.clone());
         info!(
@@ -219,7 +239,8 @@ impl SimulateServer {
             client_id = %shared.config.client_id,
             rate = shared.config.generator.rate,
             apps = shared.config.generator.apps,
-            "Serving a simulated Firehose: POST /oauth/token, GET /firehose/{{subscription_id}}."
+            "Serving a simulated Firehose: POST /oauth/token, GET /token_keys, GET /v3/apps/{{guid}}, \
+             GET /firehose/{{subscription_id}}."
         );
         let stop = shared.shutdown.clone();
         let served = axum::serve(self.listener, router)
@@ -253,11 +274,40 @@ impl SimulateHandle {
         self.shared.local_addr
     }
 
-    /// Forgets every issued token: the next stream request with one of them gets 401, as after
-    /// a UAA key rotation, so clients must fetch a new token. Open streams stay open.
+    /// Forgets every issued client-credentials token: the next stream request with one of them
+    /// gets 401, as after a UAA key rotation, so clients must fetch a new token. Open streams
+    /// stay open. The test users' JWTs are not affected (see
+    /// [`rotate_signing_key`](Self::rotate_signing_key)).
     pub fn revoke_tokens(&self) {
         lock(&self.shared.tokens).revoke_all();
         info!(addr = %self.shared.local_addr, "Revoked every token.");
+    }
+
+    /// Signs a token for the test user `username` as the password grant would, but issued at
+    /// `issued_at`: tests make expired tokens with it (`issued_at` more than `ttl` ago).
+    /// `None` for a name that is not a test user.
+    pub fn user_token(
+        &self,
+        username: &str,
+        issued_at: SystemTime,
+        ttl: Duration,
+    ) -> Option<String> {
+        let user = identity::user_named(username)?;
+        let jti = lock(&self.shared.tokens).random_id();
+        let issuer = format!("http://{}/oauth/token", self.shared.local_addr);
+        Some(
+            self.shared
+                .identity
+                .sign(user, identity::CF_CLIENT.0, &issuer, jti, issued_at, ttl),
+        )
+    }
+
+    /// Starts signing user tokens with the second test key, which `/token_keys` publishes
+    /// from now on next to the first, as UAA does in a key rotation. Returns the new key id,
+    /// or `None` when the keys are used up (one rotation per server).
+    pub fn rotate_signing_key(&self) -> Option<&'static str> {
+        let identity = &self.shared.identity;
+        identity.rotate().then(|| identity.active_kid())
     }
 
     /// What the server has done so far.
@@ -276,6 +326,8 @@ impl SimulateHandle {
         SimulateStats {
             tokens_issued: shared.tokens_issued.load(Ordering::Relaxed),
             unauthorized: shared.unauthorized.load(Ordering::Relaxed),
+            token_keys_requests: shared.token_keys_requests.load(Ordering::Relaxed),
+            cc_requests: shared.cc_requests.load(Ordering::Relaxed),
             connections_open: connections.iter().filter(|c| c.open).count() as u64,
             connections_total: shared.connections_total.load(Ordering::Relaxed),
             slow_consumer_closes: shared.slow_consumer_closes.load(Ordering::Relaxed),

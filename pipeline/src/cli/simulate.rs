@@ -1,7 +1,9 @@
-//! `sluice simulate`: the built-in simulator served as a real Firehose.
+//! `sluice simulate`: the built-in simulator served as a real Firehose, with the UAA and Cloud
+//! Controller endpoints the API's auth needs.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use sluice_connectors::simulate::{SimulateConfig, SimulateServer};
@@ -10,7 +12,9 @@ use tracing::{error, info};
 
 #[derive(Debug, Args)]
 pub(super) struct SimulateArgs {
-    /// The address to serve on: `POST /oauth/token` and the WebSocket `/firehose/{subscription_id}`.
+    /// The address to serve on: `POST /oauth/token` (client credentials, and the password grant
+    /// of the test users), `GET /token_keys`, `GET /v3/apps/{guid}` and the WebSocket
+    /// `/firehose/{subscription_id}`.
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
     /// The UAA client id the token endpoint accepts.
@@ -28,6 +32,9 @@ pub(super) struct SimulateArgs {
     /// Seed of the traffic: the same seed serves the same envelopes.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// How long the test users' tokens are valid (`1h`, `30s`): short for trying expiry.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    token_ttl: Duration,
 }
 
 pub(super) fn main(args: SimulateArgs) -> ExitCode {
@@ -40,6 +47,7 @@ pub(super) fn main(args: SimulateArgs) -> ExitCode {
             seed: args.seed,
             ..SimulatorConfig::default()
         },
+        user_token_ttl: args.token_ttl,
         ..SimulateConfig::default()
     };
     let client_id = config.client_id.clone();
@@ -58,7 +66,7 @@ pub(super) fn main(args: SimulateArgs) -> ExitCode {
         let addr = server.local_addr();
         info!(%addr, apps = args.apps, rate = args.rate, seed = args.seed, "Serving a simulated Firehose. Stop with Ctrl-C.");
         eprintln!(
-            "\nPoint a firehose source at it:\n\n  [sources.sim]\n  type = \"firehose\"\n  url = \"ws://{addr}\"\n  uaa_url = \"http://{addr}\"\n  subscription_id = \"sluice\"\n  client_id = \"{client_id}\"\n  client_secret = \"...\"\n"
+            "\nPoint a firehose source at it:\n\n  [sources.sim]\n  type = \"firehose\"\n  url = \"ws://{addr}\"\n  uaa_url = \"http://{addr}\"\n  subscription_id = \"sluice\"\n  client_id = \"{client_id}\"\n  client_secret = \"...\"\n\nOr an API with UAA auth (test users admin/admin and developer/developer):\n\n  [api]\n  auth = \"uaa\"\n  uaa_url = \"http://{addr}\"\n  cc_url = \"http://{addr}\"\n"
         );
         server
             .run(async {

@@ -21,7 +21,7 @@ use sluice_model::event::{
 use super::lines::{self, Lifecycle, LifecycleFacts};
 use super::request;
 use super::topology::{SeriesKind, Topology};
-use super::{Clock, SimulatorConfig};
+use super::{Clock, SimulatedApp, SimulatorConfig};
 use crate::source::now_ns;
 
 /// What a draw makes, by weight per 7 200 draws (one draw makes 2.75 envelopes when it is a
@@ -83,6 +83,19 @@ impl Generator {
             next_instance: 0,
             next_series: 0,
         }
+    }
+
+    /// The simulated foundation's apps in the order the topology drew them: what the Cloud
+    /// Controller of `sluice simulate` knows. The same config always gives the same list.
+    pub fn apps(&self) -> Vec<SimulatedApp> {
+        self.topology
+            .apps
+            .iter()
+            .map(|app| SimulatedApp {
+                guid: app.id,
+                name: app.name.clone(),
+            })
+            .collect()
     }
 
     /// The next event.

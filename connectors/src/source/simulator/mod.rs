@@ -28,6 +28,13 @@ use tracing::info;
 
 pub use generator::Generator;
 
+/// One app of the simulated foundation, as the Cloud Controller would describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimulatedApp {
+    pub guid: uuid::Uuid,
+    pub name: String,
+}
+
 use super::{PipelineClosed, SourceContext, now_ns};
 
 /// Events per batch when the rate is unlimited.

@@ -89,6 +89,8 @@ pub(super) struct App {
     pub(super) id: Uuid,
     /// `id` in canonical form, as logs and container metrics carry it.
     pub(super) id_str: Str,
+    /// What the Cloud Controller calls it (`sluice simulate` answers `/v3/apps/{guid}` with it).
+    pub(super) name: String,
     /// The route, `orders-api.apps.example.com`.
     pub(super) host: String,
     pub(super) flavor: Flavor,
@@ -188,6 +190,7 @@ impl Topology {
                 id,
                 id_str: id.hyphenated().to_string().into(),
                 host: format!("{name}.apps.example.com"),
+                name,
                 flavor: [Flavor::Java, Flavor::Json, Flavor::Plain][i % 3],
                 memory_quota,
                 disk_quota,
