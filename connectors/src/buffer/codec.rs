@@ -8,6 +8,11 @@
 use super::BufferError;
 use crate::sink::Records;
 
+/// The layout of the records in a disk buffer, written to its `format` file. postcard has no
+/// field names, so any change to a row type changes the layout: bump this with it.
+/// (2: rollup rows carry their window width.)
+pub const FORMAT: &str = "sluice-records 2";
+
 /// Appends the encoding of `records` to `out`.
 pub fn encode(records: &Records, out: &mut Vec<u8>) -> Result<(), BufferError> {
     let taken = std::mem::take(out);

@@ -25,12 +25,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::{BufferError, SyncPolicy, WhenFull};
+use super::{BufferError, SyncPolicy, WhenFull, codec};
 use crate::sink::SinkMetrics;
 
 /// Bytes before a frame's payload.
 pub const FRAME_HEADER: usize = 12;
 const ACK_FILE: &str = "ack";
+const FORMAT_FILE: &str = "format";
 const ACK_TMP: &str = "ack.tmp";
 const SEGMENT_SUFFIX: &str = ".seg";
 /// `interval` fsyncs at most this often.
@@ -125,6 +126,36 @@ impl Shared {
     }
 }
 
+/// Refuses a buffer whose records are in another layout than this build's, and marks a new
+/// (or empty) one with this build's. A buffer from before the marker holds the first layout.
+fn check_format(dir: &Path, holds_segments: bool) -> Result<(), BufferError> {
+    let path = dir.join(FORMAT_FILE);
+    let found = match fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(BufferError::io(&path)(e)),
+    };
+    match found {
+        Some(found) if found == codec::FORMAT => Ok(()),
+        Some(found) if holds_segments => Err(BufferError::Format {
+            path: dir.to_owned(),
+            found: format!("`{found}`"),
+            expected: codec::FORMAT,
+        }),
+        None if holds_segments => Err(BufferError::Format {
+            path: dir.to_owned(),
+            found: "`sluice-records 1` (no format file)".to_owned(),
+            expected: codec::FORMAT,
+        }),
+        // Nothing to read: the buffer starts over in this build's layout.
+        _ => {
+            let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
+            fs::write(&tmp, format!("{}\n", codec::FORMAT)).map_err(BufferError::io(&tmp))?;
+            fs::rename(&tmp, &path).map_err(BufferError::io(&path))
+        }
+    }
+}
+
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}{SEGMENT_SUFFIX}"))
 }
@@ -138,6 +169,7 @@ pub fn open(
     let dir = config.path.clone();
     fs::create_dir_all(&dir).map_err(BufferError::io(&dir))?;
     let mut segments = list_segments(&dir)?;
+    check_format(&dir, !segments.is_empty())?;
     let ack = read_ack(&dir);
 
     // The first unacknowledged frame. A segment before the acknowledged one was deleted
@@ -841,12 +873,16 @@ impl DiskReader {
                 Err(source) => return Err(BufferError::Io { path, source }),
             }
         }
-        let ack = self.shared.dir.join(ACK_FILE);
-        match fs::remove_file(&ack) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(BufferError::Io { path: ack, source }),
+        // The format marker last: without segments, a directory's layout does not matter.
+        for file in [ACK_FILE, FORMAT_FILE] {
+            let path = self.shared.dir.join(file);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(source) => return Err(BufferError::Io { path, source }),
+            }
         }
+        Ok(())
     }
 
     /// Records read and not yet acknowledged.
@@ -913,6 +949,60 @@ mod tests {
 
     fn segment_files(dir: &Path) -> Vec<u64> {
         list_segments(dir).expect("lists")
+    }
+
+    #[test]
+    fn a_buffer_in_another_records_layout_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config(dir.path(), 1 << 20, 1 << 30, WhenFull::Block);
+        {
+            let (mut writer, _reader, _) = open_at(&config);
+            append_all(&mut writer, 0..3);
+        }
+        let format = dir.path().join(FORMAT_FILE);
+        assert_eq!(
+            fs::read_to_string(&format).expect("marked").trim(),
+            codec::FORMAT
+        );
+        // Reopening in the same layout keeps every record.
+        let (_writer, mut reader, report) = open_at(&config);
+        assert_eq!(report.records, 3);
+        assert_eq!(read_available(&mut reader), [0, 1, 2]);
+        drop((_writer, reader));
+
+        for marker in [Some("sluice-records 999"), None] {
+            match marker {
+                Some(text) => fs::write(&format, text).expect("written"),
+                None => fs::remove_file(&format).expect("removed"),
+            }
+            let error = open(config.clone(), Arc::new(SinkMetrics::default()))
+                .err()
+                .expect("refused");
+            let message = error.to_string();
+            assert!(matches!(error, BufferError::Format { .. }), "{message}");
+            assert!(message.contains(codec::FORMAT), "{message}");
+            assert!(
+                message.contains(marker.unwrap_or("sluice-records 1")),
+                "{message}"
+            );
+            // Nothing was read, cut or deleted.
+            assert_eq!(segment_files(dir.path()).len(), 1);
+        }
+    }
+
+    #[test]
+    fn an_empty_buffer_of_another_layout_starts_over_in_this_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::write(dir.path().join(FORMAT_FILE), "sluice-records 1\n").expect("written");
+        let config = config(dir.path(), 1 << 20, 1 << 30, WhenFull::Block);
+        let (_writer, _reader, report) = open_at(&config);
+        assert_eq!(report.records, 0);
+        assert_eq!(
+            fs::read_to_string(dir.path().join(FORMAT_FILE))
+                .expect("marked")
+                .trim(),
+            codec::FORMAT
+        );
     }
 
     #[test]

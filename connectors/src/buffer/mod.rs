@@ -168,6 +168,18 @@ pub enum BufferError {
     Encode(postcard::Error),
     #[error("disk buffer {}: the sink stopped reading; the buffer keeps what it holds", path.display())]
     ReaderGone { path: PathBuf },
+    /// The buffer holds records in another layout than this build's (see
+    /// [`codec::FORMAT`]): reading them would decode garbage, so nothing is read or deleted.
+    #[error(
+        "disk buffer {}: it holds records written in {found}, and this Sluice reads {expected}; \
+         deliver them with the version that wrote them, or move the directory away to start empty",
+        path.display()
+    )]
+    Format {
+        path: PathBuf,
+        found: String,
+        expected: &'static str,
+    },
 }
 
 impl BufferError {
