@@ -1,0 +1,440 @@
+//! The API over a SQLite store the real `sqlite` sink filled from a simulator capture run
+//! through the operators' graph: every endpoint's numbers against the tables, read
+//! independently with SQL.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::Value;
+use sluice_api::store::{LogStoreConfig, SqlStoreConfig, Stores};
+use sluice_connectors::sink::sqlite::SqliteSinkConfig;
+use sluice_operators::records::StreamName;
+use support::mariadb::{Cell, dump_sqlite};
+use support::*;
+
+/// The rollup columns after `app_id`, as the API names them in a point.
+const POINT_FIELDS: [&str; 22] = [
+    "time",
+    "instances",
+    "cpu_avg",
+    "cpu_max",
+    "memory_avg",
+    "memory_max",
+    "disk_avg",
+    "disk_max",
+    "requests",
+    "status_2xx",
+    "status_3xx",
+    "status_4xx",
+    "status_5xx",
+    "response_bytes",
+    "latency_avg_ms",
+    "latency_max_ms",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "log_lines",
+    "log_err_lines",
+    "app_events",
+];
+
+fn text(cell: &Cell) -> &str {
+    match cell {
+        Cell::Text(t) => t,
+        other => panic!("not text: {other:?}"),
+    }
+}
+
+fn int(cell: &Cell) -> i64 {
+    match cell {
+        Cell::Int(i) => *i,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+fn real(cell: &Cell) -> Option<f64> {
+    match cell {
+        Cell::Real(f) => Some(*f),
+        Cell::Int(i) => Some(*i as f64),
+        Cell::Null => None,
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    config: SqliteSinkConfig,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let records = run_graph(capture(11, 4, 20_000));
+    let config = fill_sqlite(&dir.path().join("sluice.db"), records).await;
+    Fixture { _dir: dir, config }
+}
+
+fn stores(config: &SqliteSinkConfig) -> Stores {
+    Stores::open(
+        Some(SqlStoreConfig::Sqlite(config.clone())),
+        Some(LogStoreConfig::Sqlite(config.clone())),
+        vec![],
+    )
+    .expect("stores open")
+}
+
+const RANGE: &str = "from=1710234000&to=1710241200";
+const TO: i64 = START + 7200;
+
+#[tokio::test]
+async fn apps_metrics_and_events_agree_with_the_tables() {
+    let fixture = fixture().await;
+    let path = &fixture.config.path;
+    let (server, base) = start_api(stores(&fixture.config)).await;
+
+    // Apps: every app_id with its latest minute, sorted, no names under auth = "none".
+    let rollups = dump_sqlite(path, "app_metric_rollup").await;
+    let mut latest: BTreeMap<String, i64> = BTreeMap::new();
+    for row in &rollups {
+        let minute = latest.entry(text(&row[0]).to_owned()).or_default();
+        *minute = (*minute).max(int(&row[1]));
+    }
+    assert!(
+        latest.len() >= 3,
+        "the capture has several apps: {latest:?}"
+    );
+    let apps = get_ok(&base, "/api/v1/apps").await;
+    let expected: Vec<Value> = latest
+        .iter()
+        .map(|(id, minute)| serde_json::json!({"id": id, "name": null, "last_activity": minute}))
+        .collect();
+    assert_eq!(apps["apps"], Value::from(expected));
+
+    let mut events_seen = 0;
+    for app in latest.keys() {
+        // The app's minutes in [from, to): jitter puts a few events before START.
+        let rows: Vec<&Vec<Cell>> = rollups
+            .iter()
+            .filter(|r| text(&r[0]) == app && (START..TO).contains(&int(&r[1])))
+            .collect();
+
+        // step=1m: the rows themselves, every column, ascending.
+        let body = get_ok(&base, &format!("/api/v1/apps/{app}/metrics?{RANGE}")).await;
+        assert_eq!(body["app_id"], app.as_str());
+        assert_eq!(
+            (body["from"].as_i64(), body["to"].as_i64()),
+            (Some(START), Some(TO))
+        );
+        assert_eq!(body["step"], 60);
+        let points = body["points"].as_array().expect("points");
+        assert_eq!(
+            points.len(),
+            rows.len(),
+            "one point per stored minute of {app}"
+        );
+        for (point, row) in points.iter().zip(&rows) {
+            for (field, cell) in POINT_FIELDS.iter().zip(&row[1..]) {
+                assert_eq!(
+                    point[*field],
+                    json_of(cell),
+                    "{field} of {app} at {}",
+                    point["time"]
+                );
+            }
+            // The capture is from 2024: every window closed long ago.
+            assert_eq!(point["final"], true);
+        }
+
+        // step=5m: minutes merged into 5-minute buckets, checked against sums of the rows.
+        let body = get_ok(
+            &base,
+            &format!("/api/v1/apps/{app}/metrics?{RANGE}&step=5m"),
+        )
+        .await;
+        assert_eq!(body["step"], 300);
+        let mut buckets: BTreeMap<i64, Vec<&Vec<Cell>>> = BTreeMap::new();
+        for row in &rows {
+            let minute = int(&row[1]);
+            buckets.entry(minute - minute % 300).or_default().push(row);
+        }
+        let points = body["points"].as_array().expect("points");
+        assert_eq!(points.len(), buckets.len());
+        for (point, (time, minutes)) in points.iter().zip(&buckets) {
+            assert_eq!(point["time"], *time);
+            let sum = |column: usize| minutes.iter().map(|r| int(&r[column])).sum::<i64>();
+            for (field, column) in [
+                ("requests", 9),
+                ("status_2xx", 10),
+                ("status_3xx", 11),
+                ("status_4xx", 12),
+                ("status_5xx", 13),
+                ("response_bytes", 14),
+                ("log_lines", 20),
+                ("log_err_lines", 21),
+                ("app_events", 22),
+            ] {
+                assert_eq!(point[field], sum(column), "{field} of {app} at {time}");
+            }
+            let max = |column: usize| {
+                minutes
+                    .iter()
+                    .filter_map(|r| real(&r[column]))
+                    .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+            };
+            assert_eq!(point["cpu_max"].as_f64(), max(4), "cpu_max at {time}");
+            assert_eq!(point["latency_p99_ms"].as_f64(), max(19), "p99 at {time}");
+            assert_eq!(point["memory_max"].as_f64(), max(6), "memory_max at {time}");
+            let (weighted, requests) = minutes
+                .iter()
+                .filter_map(|r| real(&r[15]).map(|avg| (avg * int(&r[9]) as f64, int(&r[9]))))
+                .fold((0.0, 0), |(s, n), (v, r)| (s + v, n + r));
+            match point["latency_avg_ms"].as_f64() {
+                Some(avg) => assert!((avg - weighted / requests as f64).abs() < 1e-9),
+                None => assert_eq!(requests, 0),
+            }
+        }
+
+        // Events: the app's rows of the range, ascending by time.
+        let expected: Vec<Value> = dump_sqlite(path, "app_event")
+            .await
+            .iter()
+            .filter(|r| {
+                text(&r[0]) == app
+                    && (START * 1_000_000_000..TO * 1_000_000_000).contains(&int(&r[1]))
+            })
+            .map(|r| {
+                serde_json::json!({
+                    "time_ns": int(&r[1]), "event": text(&r[2]), "source_type": text(&r[3]),
+                    "source_instance": text(&r[4]), "message": text(&r[5]),
+                })
+            })
+            .collect();
+        events_seen += expected.len();
+        let body = get_ok(&base, &format!("/api/v1/apps/{app}/events?{RANGE}")).await;
+        assert_eq!(body["events"], Value::from(expected), "events of {app}");
+    }
+    assert!(events_seen > 0, "the capture has app events");
+
+    // A narrower range keeps [from, to): the first and last minutes only when inside.
+    let app = latest.keys().next().expect("an app");
+    let from = START + 600;
+    let body = get_ok(
+        &base,
+        &format!("/api/v1/apps/{app}/metrics?from={from}&to=2024-03-12T09:20:00Z"),
+    )
+    .await;
+    let times: Vec<i64> = body["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .filter_map(|p| p["time"].as_i64())
+        .collect();
+    let expected: Vec<i64> = rollups
+        .iter()
+        .filter(|r| text(&r[0]) == app)
+        .map(|r| int(&r[1]))
+        .filter(|m| (from..START + 1200).contains(m))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(times, expected);
+    server.stop().await;
+}
+
+/// `(ts, id, message)` of an app's stored lines in `[START, TO)`, newest first.
+async fn stored_logs(path: &std::path::Path, app: &str) -> Vec<(i64, String, String)> {
+    let mut lines: Vec<(i64, String, String)> = dump_sqlite(path, "log_message")
+        .await
+        .iter()
+        .filter(|r| text(&r[2]) == app)
+        .map(|r| (int(&r[1]), text(&r[0]).to_owned(), text(&r[6]).to_owned()))
+        .filter(|(ts, _, _)| (START * 1_000_000_000..TO * 1_000_000_000).contains(ts))
+        .collect();
+    lines.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+    lines
+}
+
+/// Every page of `/logs` from the first, following `next_cursor`; the ids in order.
+async fn page_through(base: &str, app: &str, query: &str) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/api/v1/apps/{app}/logs?{RANGE}&{query}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let body = get_ok(base, &path).await;
+        pages += 1;
+        let logs = body["logs"].as_array().expect("logs");
+        ids.extend(
+            logs.iter()
+                .map(|l| l["id"].as_str().expect("id").to_owned()),
+        );
+        match body["next_cursor"].as_str() {
+            Some(next) => {
+                assert!(!logs.is_empty(), "a page with a next cursor has lines");
+                cursor = Some(next.to_owned());
+            }
+            None => return (ids, pages),
+        }
+        assert!(pages < 10_000, "paging does not end");
+    }
+}
+
+#[tokio::test]
+async fn log_pages_see_every_matching_line_once_newest_first() {
+    let fixture = fixture().await;
+    let path = &fixture.config.path;
+    let (server, base) = start_api(stores(&fixture.config)).await;
+    let apps = get_ok(&base, "/api/v1/apps").await;
+    let app = apps["apps"][0]["id"].as_str().expect("an app").to_owned();
+    let stored = stored_logs(path, &app).await;
+    assert!(stored.len() > 200, "enough lines to page: {}", stored.len());
+
+    // Every line, 37 at a time, in (ts, id) descending order, each exactly once.
+    let (ids, pages) = page_through(&base, &app, "limit=37").await;
+    let expected: Vec<String> = stored.iter().map(|(_, id, _)| id.clone()).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(pages, expected.len().div_ceil(37));
+
+    // A line carries the columns of its row.
+    let body = get_ok(&base, &format!("/api/v1/apps/{app}/logs?{RANGE}&limit=1")).await;
+    let first = &body["logs"][0];
+    let row = dump_sqlite(path, "log_message")
+        .await
+        .into_iter()
+        .find(|r| text(&r[0]) == stored[0].1)
+        .expect("the newest line is stored");
+    assert_eq!(first["time_ns"], int(&row[1]));
+    assert_eq!(first["source_type"], text(&row[3]));
+    assert_eq!(first["source_instance"], text(&row[4]));
+    assert_eq!(first["message_type"], text(&row[5]));
+    assert_eq!(first["message"], text(&row[6]));
+
+    // q: every term, in any case, somewhere in the message.
+    let matching = |terms: &[&str]| -> Vec<String> {
+        stored
+            .iter()
+            .filter(|(_, _, m)| {
+                let m = m.to_lowercase();
+                terms.iter().all(|t| m.contains(&t.to_lowercase()))
+            })
+            .map(|(_, id, _)| id.clone())
+            .collect()
+    };
+    let mut tried = 0;
+    for terms in [
+        &["HEARTBEAT", "ok"][..],
+        &["Processed", "ORDER"],
+        &["gc", "pause"],
+    ] {
+        let expected = matching(terms);
+        if expected.is_empty() {
+            continue;
+        }
+        tried += 1;
+        assert!(
+            expected.len() < stored.len(),
+            "{terms:?} filters something out"
+        );
+        let q = encode(&terms.join(" "));
+        let (ids, _) = page_through(&base, &app, &format!("q={q}&limit=10")).await;
+        assert_eq!(ids, expected, "q={terms:?}");
+    }
+    assert!(tried > 0, "some query term occurs in the capture");
+    // LIKE's wildcards are literal in q.
+    let (ids, _) = page_through(&base, &app, "q=%25_%25&limit=1000").await;
+    assert_eq!(ids, matching(&["%_%"]));
+    let unique: HashSet<&String> = expected.iter().collect();
+    assert_eq!(unique.len(), expected.len(), "log ids are unique");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400s_naming_the_parameter() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = SqliteSinkConfig::new(dir.path().join("never.db"), StreamName::all());
+    let (server, base) = start_api(stores(&config)).await;
+    let app = "f47ac10b-58cc-4372-a567-0e02b2c3d479";
+    for (path, parameter) in [
+        (
+            format!("/api/v1/apps/{app}/metrics?from=abc"),
+            "from: \"abc\" is not RFC 3339",
+        ),
+        (
+            format!("/api/v1/apps/{app}/metrics?to=2024-13-01T00:00:00Z"),
+            "to: ",
+        ),
+        (
+            format!("/api/v1/apps/{app}/metrics?from=100&to=50"),
+            "from: 100 is not before to",
+        ),
+        (
+            format!("/api/v1/apps/{app}/metrics?step=30s"),
+            "step: \"30s\"",
+        ),
+        (
+            format!("/api/v1/apps/{app}/metrics?step=often"),
+            "step: \"often\"",
+        ),
+        (
+            format!("/api/v1/apps/{app}/events?from=yesterday"),
+            "from: ",
+        ),
+        (format!("/api/v1/apps/{app}/logs?limit=0"), "limit: \"0\""),
+        (
+            format!("/api/v1/apps/{app}/logs?limit=5000"),
+            "limit: \"5000\"",
+        ),
+        (
+            format!("/api/v1/apps/{app}/logs?cursor=nonsense"),
+            "cursor: \"nonsense\"",
+        ),
+        (
+            "/api/v1/apps/not-a-uuid/metrics".to_owned(),
+            "app id: \"not-a-uuid\"",
+        ),
+        ("/api/v1/apps/not-a-uuid/logs".to_owned(), "app id: "),
+    ] {
+        let (status, body) = get(&base, &path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let message = body["error"].as_str().expect("an error message");
+        assert!(message.starts_with(parameter), "{path}: {message}");
+    }
+    // Upper-case ids are the same app (canonical form): the store, not the id, fails here.
+    let (status, _) = get(
+        &base,
+        &format!("/api/v1/apps/{}/metrics", app.to_uppercase()),
+    )
+    .await;
+    assert_eq!(status, 503);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_that_is_not_there_yet_is_a_503_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("later.db");
+    let config = SqliteSinkConfig::new(&path, StreamName::all());
+    let (server, base) = start_api(stores(&config)).await;
+    let app = "f47ac10b-58cc-4372-a567-0e02b2c3d479";
+    for endpoint in [
+        "/api/v1/apps".to_owned(),
+        format!("/api/v1/apps/{app}/metrics"),
+        format!("/api/v1/apps/{app}/events"),
+        format!("/api/v1/apps/{app}/logs"),
+    ] {
+        let (status, body) = get(&base, &endpoint).await;
+        assert_eq!(status, 503, "{endpoint}: {body}");
+        let message = body["error"].as_str().expect("an error message");
+        assert!(
+            message.contains(&path.display().to_string()),
+            "{endpoint}: {message}"
+        );
+    }
+    // Once the sink has written the file the same API answers, without a restart.
+    fill_sqlite(&path, run_graph(capture(3, 2, 2_000))).await;
+    let apps = get_ok(&base, "/api/v1/apps").await;
+    assert_eq!(apps["apps"].as_array().map(Vec::len), Some(2));
+    server.stop().await;
+}
