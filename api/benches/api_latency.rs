@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 const END: i64 = 1_764_547_200;
 const DAY: i64 = 86_400;
 
+/// What a query's answer must hold, checked once before it is timed.
+type Check = Box<dyn Fn(&serde_json::Value)>;
+
 struct Size {
     logs: usize,
     apps: usize,
@@ -77,7 +80,7 @@ fn log_lines(n: usize) -> Vec<Records> {
                 header: header.clone(),
                 payload: Payload::Log(LogMessage {
                     message: Bytes::from(message),
-                    message_type: if r % 20 == 0 {
+                    message_type: if r.is_multiple_of(20) {
                         MessageType::Err
                     } else {
                         MessageType::Out
@@ -128,7 +131,7 @@ fn rollups(apps: usize, minutes: i64) -> Vec<Records> {
                 latency_p99_ms: (requests > 0).then_some(120.0),
                 log_lines: r % 300,
                 log_err_lines: r % 7,
-                app_events: u64::from(r % 97 == 0),
+                app_events: u64::from(r.is_multiple_of(97)),
                 is_final: true,
             });
         }
@@ -254,11 +257,12 @@ async fn run(size: Size) {
             "a full page"
         );
     };
-    let rare = |body: &serde_json::Value| {
-        let expected = (size.logs / 10_000).min(100);
+    let rare_lines = (size.logs / 10_000).min(100);
+    let rare = move |body: &serde_json::Value| {
+        let expected = rare_lines;
         assert_eq!(body["logs"].as_array().map(Vec::len), Some(expected));
     };
-    let queries: Vec<(String, String, Box<dyn Fn(&serde_json::Value)>)> = vec![
+    let queries: Vec<(String, String, Check)> = vec![
         (
             "metrics 24 h, step=1m (1440 points)".to_owned(),
             format!("/api/v1/apps/{app}/metrics?{day}&step=1m"),
