@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use sluice_api::store::{LogStoreConfig, SqlStoreConfig, Stores};
 use sluice_connectors::sink::sqlite::SqliteSinkConfig;
 use sluice_operators::records::StreamName;
+use sqlx::ConnectOptions;
 use support::mariadb::dump_sqlite;
 use support::*;
 
@@ -240,5 +241,58 @@ async fn a_store_that_is_not_there_yet_is_a_503_naming_it() {
     fill_sqlite(&path, run_graph(capture(3, 2, 2_000))).await;
     let apps = get_ok(&base, "/api/v1/apps").await;
     assert_eq!(apps["apps"].as_array().map(Vec::len), Some(2));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_step_that_is_a_configured_window_reads_the_window_table() {
+    let fixture = fixture().await;
+    let path = &fixture.config.path;
+    // The window table as the windowed sink writes it: the rollup columns, one row per hour.
+    // Its values differ from the minutes merged, so the answer shows which was read.
+    let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .expect("writable");
+    sqlx::raw_sql(
+        "CREATE TABLE app_metric_rollup_1h AS SELECT * FROM app_metric_rollup WHERE 0;
+         INSERT INTO app_metric_rollup_1h
+         SELECT app_id, minute - minute % 3600, 7, NULL, NULL, NULL, NULL, NULL, NULL,
+                12345, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 1, 0, 0
+         FROM app_metric_rollup GROUP BY app_id, minute - minute % 3600;",
+    )
+    .execute(&mut connection)
+    .await
+    .expect("window table written");
+    drop(connection);
+    let app = text(&dump_sqlite(path, "app_metric_rollup").await[0][0]).to_owned();
+    let hourly = format!(
+        "/api/v1/apps/{app}/metrics?from={}&to={TO}&step=1h",
+        START - 3600
+    );
+
+    let windowed = Stores::open(
+        Some(SqlStoreConfig::Sqlite(fixture.config.clone())),
+        None,
+        vec![60, 3600],
+    )
+    .expect("stores open");
+    let (server, base) = start_api(windowed).await;
+    let body = get_ok(&base, &hourly).await;
+    let points = body["points"].as_array().expect("points");
+    assert!(!points.is_empty());
+    for point in points {
+        assert_eq!(point["requests"], 12345, "{point}");
+        assert_eq!(point["instances"], 7);
+    }
+    server.stop().await;
+
+    // Without that window configured, the same step merges the minutes.
+    let (server, base) = start_api(stores(&fixture.config)).await;
+    let body = get_ok(&base, &hourly).await;
+    let merged = body["points"].as_array().expect("points");
+    assert_eq!(merged.len(), points.len());
+    assert!(merged.iter().all(|p| p["requests"] != 12345), "{body}");
     server.stop().await;
 }
