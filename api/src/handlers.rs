@@ -1,10 +1,14 @@
-//! The JSON endpoints.
+//! The JSON endpoints. Each parses its parameters first (400 naming the one at fault), then
+//! asks auth whether the caller may see the app (403), then reads the store (503 while it is
+//! unreachable).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use serde::Serialize;
 
 use crate::auth::Caller;
+use crate::params::{self, Cursor, TimeRange};
+use crate::store::{AppEventRow, LogPage, LogQuery, MetricPoint};
 use crate::{ApiError, ApiState, AuthMode};
 
 /// `GET /api/v1/info` answer.
@@ -22,18 +26,112 @@ pub async fn info(State(state): State<ApiState>) -> Json<Info> {
     })
 }
 
-pub async fn apps(_caller: Caller) -> Result<Json<()>, ApiError> {
-    Err(ApiError::unavailable("not built yet"))
+/// `GET /api/v1/apps` answer.
+#[derive(Debug, Serialize)]
+pub struct Apps {
+    pub apps: Vec<App>,
 }
 
-pub async fn metrics(_caller: Caller) -> Result<Json<()>, ApiError> {
-    Err(ApiError::unavailable("not built yet"))
+#[derive(Debug, Serialize)]
+pub struct App {
+    pub id: String,
+    pub name: Option<String>,
+    pub last_activity: i64,
 }
 
-pub async fn events(_caller: Caller) -> Result<Json<()>, ApiError> {
-    Err(ApiError::unavailable("not built yet"))
+/// `GET /api/v1/apps`: the apps with rollups that the caller may see, sorted by id.
+pub async fn apps(State(state): State<ApiState>, caller: Caller) -> Result<Json<Apps>, ApiError> {
+    let stored = state.stores.apps().await?;
+    let ids: Vec<String> = stored.iter().map(|app| app.id.clone()).collect();
+    // One Cloud Controller list request per chunk of ids, not one request per app.
+    let mut visible = state.auth.visible_apps(&caller, &ids).await?;
+    let apps = stored
+        .into_iter()
+        .filter_map(|app| {
+            let access = visible.remove(&app.id)?;
+            Some(App {
+                id: app.id,
+                name: access.name,
+                last_activity: app.last_activity,
+            })
+        })
+        .collect();
+    Ok(Json(Apps { apps }))
 }
 
-pub async fn logs(_caller: Caller) -> Result<Json<()>, ApiError> {
-    Err(ApiError::unavailable("not built yet"))
+/// `GET /api/v1/apps/{id}/metrics` answer.
+#[derive(Debug, Serialize)]
+pub struct Metrics {
+    pub app_id: String,
+    pub from: i64,
+    pub to: i64,
+    pub step: i64,
+    pub points: Vec<MetricPoint>,
+}
+
+/// `GET /api/v1/apps/{id}/metrics?from&to&step`.
+pub async fn metrics(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<params::Query>,
+) -> Result<Json<Metrics>, ApiError> {
+    let app_id = params::app_id(&id)?;
+    let range = TimeRange::parse(&query)?;
+    let step = params::step(&query)?;
+    state.auth.app_access(&caller, &app_id).await?;
+    let points = state.stores.metrics(&app_id, range, step).await?;
+    Ok(Json(Metrics {
+        app_id,
+        from: range.from,
+        to: range.to,
+        step,
+        points,
+    }))
+}
+
+/// `GET /api/v1/apps/{id}/events` answer.
+#[derive(Debug, Serialize)]
+pub struct Events {
+    pub events: Vec<AppEventRow>,
+}
+
+/// `GET /api/v1/apps/{id}/events?from&to`.
+pub async fn events(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<params::Query>,
+) -> Result<Json<Events>, ApiError> {
+    let app_id = params::app_id(&id)?;
+    let range = TimeRange::parse(&query)?;
+    state.auth.app_access(&caller, &app_id).await?;
+    let events = state.stores.events(&app_id, range).await?;
+    Ok(Json(Events { events }))
+}
+
+/// `GET /api/v1/apps/{id}/logs?from&to&q&limit&cursor`: newest first, a page at a time.
+pub async fn logs(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<params::Query>,
+) -> Result<Json<LogPage>, ApiError> {
+    let app_id = params::app_id(&id)?;
+    let range = TimeRange::parse(&query)?;
+    let limit = params::limit(&query)?;
+    let cursor = Cursor::parse(&query)?;
+    let terms = params::search_terms(&query);
+    state.auth.app_access(&caller, &app_id).await?;
+    let page = state
+        .stores
+        .logs(LogQuery {
+            app_id: &app_id,
+            range,
+            terms: terms.as_deref(),
+            limit,
+            cursor,
+        })
+        .await?;
+    Ok(Json(page))
 }

@@ -29,7 +29,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
-use crate::{ApiError, ApiState};
+use crate::ApiState;
 
 /// Items an app channel keeps for clients that reconnect.
 pub const RECENT: usize = 512;
@@ -425,7 +425,7 @@ pub async fn stream(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let app_id = match canonical_app_id(&id) {
+    let app_id = match crate::params::app_id(&id) {
         Ok(app_id) => app_id,
         Err(e) => return e.into_response(),
     };
@@ -455,13 +455,6 @@ fn events(subscription: Subscription) -> impl Stream<Item = Result<Event, Infall
         Some((Ok(event), subscription))
     })
     .boxed()
-}
-
-/// An app id as the stores and the graph write it: a canonical lowercase UUID.
-fn canonical_app_id(raw: &str) -> Result<String, ApiError> {
-    uuid::Uuid::try_parse(raw)
-        .map(|id| id.hyphenated().to_string())
-        .map_err(|_| ApiError::bad_request(format!("app id `{raw}` is not a UUID")))
 }
 
 #[cfg(test)]
@@ -572,16 +565,5 @@ mod tests {
         let mut subscription = feed.subscribe(APP, None);
         feed.close();
         assert!(subscription.next().await.is_none());
-    }
-
-    #[test]
-    fn app_ids_are_canonical_uuids() {
-        assert_eq!(
-            canonical_app_id(&APP.to_uppercase()).expect("uuid"),
-            APP.to_owned()
-        );
-        let error = canonical_app_id("my-app").expect_err("not a uuid");
-        assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
-        assert!(error.message.contains("my-app"), "{}", error.message);
     }
 }

@@ -91,6 +91,7 @@ async fn logs_are_indexed_by_day_with_the_spec_fields_and_a_replay_duplicates_no
         .await;
     let source = &doc["_source"];
     assert_eq!(source["@timestamp"], "2024-03-12T09:00:17.448058219Z");
+    assert_eq!(source["id"], log_id(first).as_str());
     assert_eq!(source["app_id"], APP);
     assert_eq!(source["source_type"], "APP/PROC/WEB");
     assert_eq!(source["source_instance"], "0");

@@ -473,7 +473,9 @@ async fn start_api(
     let problem = |e: String| RunError::Components(vec![e]);
     let auth = Auth::from_config(api).map_err(|e| problem(format!("api: {e}")))?;
     let (sql, logs) = config.api_stores();
-    let stores = Stores::open(sql, logs, Vec::new()).map_err(|e| problem(format!("api: {e}")))?;
+    let stores = Stores::open(sql, logs, config.pipeline.window_widths())
+        .map_err(|e| problem(format!("api: {e}")))?
+        .with_allowed_lateness(config.pipeline.allowed_lateness);
     let state = ApiState {
         auth: Arc::new(auth),
         stores: Arc::new(stores),

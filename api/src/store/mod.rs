@@ -1,9 +1,31 @@
 //! The stores the API reads: the SQL sink's tables for apps, metrics and events, and the SQLite
 //! table or Elasticsearch indices for logs.
+//!
+//! Every store connects lazily: opening never touches the network or the file, so the API
+//! starts while a database is down, answers 503 (naming the host and port, or the file) while
+//! it stays down, and recovers by itself when it is back — the pools reconnect per query.
+
+mod elasticsearch;
+mod mysql;
+mod rows;
+mod sqlite;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_connectors::sink::elasticsearch::ElasticsearchSinkConfig;
 use sluice_connectors::sink::mysql::MysqlSinkConfig;
 use sluice_connectors::sink::sqlite::SqliteSinkConfig;
+
+use crate::ApiError;
+use crate::params::{Cursor, TimeRange};
+
+pub use rows::{AppActivity, AppEventRow, LogLine, LogPage, MetricPoint};
+
+/// The base table of per-minute rollups (SPEC §5).
+pub const ROLLUP_TABLE: &str = "app_metric_rollup";
+
+/// The default `allowed_lateness` (SPEC §2): how long after its end a window may still change.
+pub const DEFAULT_ALLOWED_LATENESS: Duration = Duration::from_secs(60);
 
 /// Where apps, metrics and events are read from.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,18 +41,176 @@ pub enum LogStoreConfig {
     Elasticsearch(ElasticsearchSinkConfig),
 }
 
+/// A store that answers SQL.
+#[derive(Debug)]
+enum SqlStore {
+    Sqlite(sqlite::SqliteReader),
+    Mysql(mysql::MysqlReader),
+}
+
+#[derive(Debug)]
+enum LogStore {
+    Sqlite(sqlite::SqliteReader),
+    Elasticsearch(elasticsearch::EsReader),
+}
+
 /// The stores of a running API.
 #[derive(Debug, Default)]
-pub struct Stores {}
+pub struct Stores {
+    sql: Option<SqlStore>,
+    logs: Option<LogStore>,
+    /// Extra rollup window widths (s) with tables of their own, besides the minute.
+    windows: Vec<i64>,
+    allowed_lateness: Duration,
+}
 
 impl Stores {
-    /// Connects lazily: a store that is down answers 503 until it is back, and never stops the API.
-    /// `windows`: the rollup window widths (seconds) the topology writes, besides the minute.
+    /// Connects lazily: a store that is down answers 503 until it is back, and never stops the
+    /// API. `windows`: the rollup window widths (seconds) the topology writes, besides the
+    /// minute. Synchronous because nothing is connected here; it fails only on a config the
+    /// sink itself would refuse (an invalid URL, an unreadable CA file).
     pub fn open(
-        _sql: Option<SqlStoreConfig>,
-        _logs: Option<LogStoreConfig>,
-        _windows: Vec<u32>,
+        sql: Option<SqlStoreConfig>,
+        logs: Option<LogStoreConfig>,
+        windows: Vec<u32>,
     ) -> Result<Stores, String> {
-        Ok(Stores {})
+        let sql = match sql {
+            None => None,
+            Some(SqlStoreConfig::Sqlite(config)) => {
+                Some(SqlStore::Sqlite(sqlite::SqliteReader::open(&config)))
+            }
+            Some(SqlStoreConfig::Mysql(config)) => {
+                Some(SqlStore::Mysql(mysql::MysqlReader::open(&config)?))
+            }
+        };
+        let logs = match logs {
+            None => None,
+            Some(LogStoreConfig::Sqlite(config)) => {
+                Some(LogStore::Sqlite(sqlite::SqliteReader::open(&config)))
+            }
+            Some(LogStoreConfig::Elasticsearch(config)) => Some(LogStore::Elasticsearch(
+                elasticsearch::EsReader::open(&config)?,
+            )),
+        };
+        Ok(Stores {
+            sql,
+            logs,
+            windows: windows
+                .into_iter()
+                .map(i64::from)
+                .filter(|w| *w != 60)
+                .collect(),
+            allowed_lateness: DEFAULT_ALLOWED_LATENESS,
+        })
+    }
+
+    /// The pipeline's `allowed_lateness`, which decides when a stored point counts as final.
+    pub fn with_allowed_lateness(mut self, allowed_lateness: Duration) -> Stores {
+        self.allowed_lateness = allowed_lateness;
+        self
+    }
+
+    fn sql(&self) -> Result<&SqlStore, ApiError> {
+        self.sql.as_ref().ok_or_else(|| {
+            ApiError::not_found(
+                "no SQL store is configured for apps, metrics and events (api.store)",
+            )
+        })
+    }
+
+    /// Every app with rollups and its latest rollup minute, sorted by id.
+    pub async fn apps(&self) -> Result<Vec<AppActivity>, ApiError> {
+        match self.sql()? {
+            SqlStore::Sqlite(store) => store.apps().await,
+            SqlStore::Mysql(store) => store.apps().await,
+        }
+    }
+
+    /// The app's rollup points of `range` in buckets of `step` seconds, ascending.
+    pub async fn metrics(
+        &self,
+        app_id: &str,
+        range: TimeRange,
+        step: i64,
+    ) -> Result<Vec<MetricPoint>, ApiError> {
+        let store = self.sql()?;
+        // A configured window of exactly this width has its own table: read it as it is.
+        let (table, merge) = if step == 60 {
+            (ROLLUP_TABLE.to_owned(), false)
+        } else if self.windows.contains(&step) {
+            (window_table(step), false)
+        } else {
+            (ROLLUP_TABLE.to_owned(), true)
+        };
+        let rows = match store {
+            SqlStore::Sqlite(store) => store.rollups(&table, app_id, range).await?,
+            SqlStore::Mysql(store) => store.rollups(&table, app_id, range).await?,
+        };
+        let mut points = if merge { rows::merge(rows, step) } else { rows };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let lateness = self.allowed_lateness.as_secs() as i64;
+        for point in &mut points {
+            // The tables keep no "final" flag: a window is final once the watermark passed
+            // its end, which by now it has if the pipeline keeps up with the clock.
+            point.is_final = point.time + step + lateness <= now;
+        }
+        Ok(points)
+    }
+
+    /// The app's events of `range`, ascending.
+    pub async fn events(
+        &self,
+        app_id: &str,
+        range: TimeRange,
+    ) -> Result<Vec<AppEventRow>, ApiError> {
+        match self.sql()? {
+            SqlStore::Sqlite(store) => store.events(app_id, range).await,
+            SqlStore::Mysql(store) => store.events(app_id, range).await,
+        }
+    }
+
+    /// A page of the app's log lines, newest first: those of `range` containing every term,
+    /// after `cursor`.
+    pub async fn logs(&self, query: LogQuery<'_>) -> Result<LogPage, ApiError> {
+        match &self.logs {
+            None => Err(ApiError::not_found(
+                "no log store is configured (api.log_store)",
+            )),
+            Some(LogStore::Sqlite(store)) => store.logs(query).await,
+            Some(LogStore::Elasticsearch(store)) => store.logs(query).await,
+        }
+    }
+}
+
+/// What `/logs` asks for.
+#[derive(Debug, Clone)]
+pub struct LogQuery<'a> {
+    pub app_id: &'a str,
+    pub range: TimeRange,
+    /// Case-insensitive; every one must occur in the message.
+    pub terms: Option<&'a [String]>,
+    pub limit: usize,
+    pub cursor: Option<Cursor>,
+}
+
+/// The table of a rollup window `width` seconds wide, as the sinks name it.
+pub fn window_table(width: i64) -> String {
+    let width = u32::try_from(width).unwrap_or(u32::MAX);
+    sluice_operators::records::window_table(ROLLUP_TABLE, width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_tables_are_named_by_their_width() {
+        assert_eq!(window_table(300), "app_metric_rollup_5m");
+        assert_eq!(window_table(3600), "app_metric_rollup_1h");
+        assert_eq!(window_table(5400), "app_metric_rollup_90m");
+        assert_eq!(window_table(7200), "app_metric_rollup_2h");
+        assert_eq!(window_table(86_400), "app_metric_rollup_1d");
     }
 }

@@ -1,6 +1,8 @@
 //! Log lines as Elasticsearch documents (SPEC §3): the fields of `log_message` with the time
 //! as `@timestamp` (RFC 3339, nanoseconds), `_id` the deterministic log id, and the index
-//! named from the event time by a pattern such as `logs-%Y.%m.%d`.
+//! named from the event time by a pattern such as `logs-%Y.%m.%d`. The log id is also the
+//! `id` field (as in `log_message`), a keyword the read path sorts on to break ties between
+//! lines of the same millisecond: Elasticsearch 8 refuses to sort on `_id`.
 
 use std::fmt::Write as _;
 
@@ -21,6 +23,7 @@ pub(super) struct Document {
 struct Source<'a> {
     #[serde(rename = "@timestamp")]
     timestamp: &'a str,
+    id: &'a str,
     app_id: &'a str,
     source_type: &'a str,
     source_instance: &'a str,
@@ -50,8 +53,10 @@ pub(super) fn document(event: &Event, pattern: &IndexPattern) -> Option<Document
     let header = &event.header;
     let timestamp = rfc3339(log.timestamp);
     let message = String::from_utf8_lossy(&log.message);
+    let id = log_id(log);
     let source = Source {
         timestamp: &timestamp,
+        id: &id,
         app_id: &log.app_id,
         source_type: &log.source_type,
         source_instance: &log.source_instance,
@@ -64,11 +69,12 @@ pub(super) fn document(event: &Event, pattern: &IndexPattern) -> Option<Document
         ip: &header.ip,
         tags: Tags(&header.tags),
     };
+    // Serializing borrowed strings into a Vec cannot fail.
+    let source = serde_json::to_vec(&source).unwrap_or_default();
     Some(Document {
-        id: log_id(log),
+        id,
         index: pattern.index(log.timestamp),
-        // Serializing borrowed strings into a Vec cannot fail.
-        source: serde_json::to_vec(&source).unwrap_or_default(),
+        source,
     })
 }
 
@@ -120,8 +126,9 @@ impl IndexPattern {
         out
     }
 
-    /// The pattern as a wildcard for the index template: `logs-%Y.%m.%d` → `logs-*`.
-    pub(super) fn wildcard(&self) -> String {
+    /// The pattern as a wildcard for the index template and searches: `logs-%Y.%m.%d` →
+    /// `logs-*`.
+    pub fn wildcard(&self) -> String {
         match self.0.find('%') {
             Some(at) => format!("{}*", &self.0[..at]),
             None => self.0.clone(),
@@ -152,7 +159,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// `2024-03-12T09:00:17.448058219Z`.
-pub(super) fn rfc3339(ns: i64) -> String {
+pub fn rfc3339(ns: i64) -> String {
     let ((year, month, day), hour) = civil(ns);
     let secs = ns.div_euclid(1_000_000_000);
     let minute = secs.rem_euclid(3600) / 60;

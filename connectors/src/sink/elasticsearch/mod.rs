@@ -20,7 +20,7 @@
 mod bulk;
 mod document;
 
-pub use document::IndexPattern;
+pub use document::{IndexPattern, rfc3339};
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -362,8 +362,8 @@ fn finish(stop: Stop, endpoint: &str) -> Result<(), ElasticsearchSinkError> {
     }
 }
 
-/// The client, with the config's auth and TLS settings.
-fn client(config: &ElasticsearchSinkConfig) -> Result<Elasticsearch, ElasticsearchSinkError> {
+/// The client, with the config's auth and TLS settings (the API's log search uses it too).
+pub fn client(config: &ElasticsearchSinkConfig) -> Result<Elasticsearch, ElasticsearchSinkError> {
     let config_error = |e: &dyn std::fmt::Display| ElasticsearchSinkError::Config(e.to_string());
     let url = url::Url::parse(&config.url).map_err(|e| config_error(&e))?;
     let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
@@ -435,6 +435,7 @@ async fn prepare(
                 "dynamic": false,
                 "properties": {
                     "@timestamp": { "type": "date" },
+                    "id": { "type": "keyword" },
                     "app_id": { "type": "keyword" },
                     "source_type": { "type": "keyword" },
                     "source_instance": { "type": "keyword" },

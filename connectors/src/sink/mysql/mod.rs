@@ -131,6 +131,12 @@ impl DatabaseUrl {
         }
     }
 
+    /// The connection options the URL gives (TLS included, from `ssl-mode` and friends): the
+    /// sink and the API's reads connect the same way.
+    pub fn connect_options(&self) -> Result<MySqlConnectOptions, String> {
+        MySqlConnectOptions::from_str(&self.0).map_err(|e| format!("invalid MySQL URL: {e}"))
+    }
+
     /// Checks the URL's syntax, for `sluice validate`.
     pub fn check(&self) -> Result<(), String> {
         let scheme = self.0.split_once("://").map(|(scheme, _)| scheme);
