@@ -146,7 +146,9 @@ export class Charts {
             width: 1.5,
             dash: s.dash,
             fill: s.dash ? undefined : `${s.color}14`,
-            points: { show: false },
+            // Lines alone hide a lone bucket (a new app, a run a minute old): mark the
+            // points while a series is sparse enough for markers to read.
+            points: { show: sparse, size: 5 },
             value: (_u, v) => spec.fmt(v),
           }),
         ),
@@ -221,6 +223,18 @@ export class Charts {
     tip.style.left = flip ? "" : `${left + 10}px`;
     tip.style.right = flip ? `${u.over.clientWidth - left + 10}px` : "";
   }
+}
+
+/** At most this many values in view: points are marked as well as joined. */
+const SPARSE_POINTS = 40;
+
+function sparse(u: uPlot, seriesIdx: number, idx0: number, idx1: number): boolean {
+  const values = u.data[seriesIdx];
+  let shown = 0;
+  for (let i = idx0; i <= idx1; i++) {
+    if (values[i] != null && ++shown > SPARSE_POINTS) return false;
+  }
+  return true;
 }
 
 /**
