@@ -28,8 +28,8 @@ use sluice_operators::records::{AppEvent, AppRollup};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Caller;
 use crate::ApiState;
+use crate::auth::Caller;
 
 /// Items an app channel keeps for clients that reconnect.
 pub const RECENT: usize = 512;
@@ -482,7 +482,7 @@ mod tests {
         }
     }
 
-    fn time_of(item: &LiveItem) -> i64 {
+    fn time_of(item: &Arc<LiveItem>) -> i64 {
         let value: serde_json::Value = serde_json::from_str(&item.json).expect("json");
         value["time_ns"].as_i64().expect("time_ns")
     }
@@ -492,9 +492,9 @@ mod tests {
         let feed = Arc::new(LiveFeed::new());
         let mut subscription = feed.subscribe(APP, None);
         feed.publish_events(&[event(OTHER, 1), event(APP, 2), event(APP, 3)]);
-        assert_eq!(time_of(&*next_item(&mut subscription).await), 2);
+        assert_eq!(time_of(&next_item(&mut subscription).await), 2);
         let third = next_item(&mut subscription).await;
-        assert_eq!(time_of(&*third), 3);
+        assert_eq!(time_of(&third), 3);
         assert_eq!(third.kind, ItemKind::AppEvent);
         assert_eq!(feed.stream_count(), 1);
         drop(subscription);
@@ -508,7 +508,7 @@ mod tests {
         // A later stream starts from what arrives after it, not from before.
         let mut subscription = feed.subscribe(APP, None);
         feed.publish_events(&[event(APP, 2)]);
-        assert_eq!(time_of(&*next_item(&mut subscription).await), 2);
+        assert_eq!(time_of(&next_item(&mut subscription).await), 2);
     }
 
     #[tokio::test]
@@ -524,9 +524,9 @@ mod tests {
         let mut second = feed.subscribe(APP, Some(&last_id));
         feed.publish_events(&[event(APP, 4)]);
         let times = [
-            time_of(&*next_item(&mut second).await),
-            time_of(&*next_item(&mut second).await),
-            time_of(&*next_item(&mut second).await),
+            time_of(&next_item(&mut second).await),
+            time_of(&next_item(&mut second).await),
+            time_of(&next_item(&mut second).await),
         ];
         assert_eq!(times, [2, 3, 4]);
     }

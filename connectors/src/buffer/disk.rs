@@ -975,9 +975,9 @@ mod tests {
                 Some(text) => fs::write(&format, text).expect("written"),
                 None => fs::remove_file(&format).expect("removed"),
             }
-            let error = open(config.clone(), Arc::new(SinkMetrics::default()))
-                .err()
-                .expect("refused");
+            let Err(error) = open(config.clone(), Arc::new(SinkMetrics::default())) else {
+                panic!("a buffer in another layout opened");
+            };
             let message = error.to_string();
             assert!(matches!(error, BufferError::Format { .. }), "{message}");
             assert!(message.contains(codec::FORMAT), "{message}");
