@@ -4,42 +4,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use support::*;
-
-/// Kills a child process if the test fails half-way.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Waits until the child's stderr shows `needle`.
-fn wait_for_line(child: &mut Child, needle: &str) {
-    let stderr = child.stderr.take().expect("stderr piped");
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref() {
-        if line.expect("utf-8").contains(needle) {
-            // Keep draining so the child never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return;
-        }
-    }
-    panic!("the process ended without logging `{needle}`");
-}
 
 #[test]
 fn run_reads_a_simulated_firehose_into_sqlite_and_stops_on_ctrl_c() {

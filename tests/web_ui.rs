@@ -8,42 +8,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use support::*;
-
-/// Kills a child process if the test fails half-way.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Waits until the child's stderr shows `needle`, then keeps draining it.
-fn wait_for_line(child: &mut Child, needle: &str) {
-    let stderr = child.stderr.take().expect("stderr piped");
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref() {
-        if line.expect("utf-8").contains(needle) {
-            std::thread::spawn(move || lines.for_each(drop));
-            return;
-        }
-    }
-    panic!("the process ended without logging `{needle}`");
-}
 
 fn browser_test_prerequisites() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

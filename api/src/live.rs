@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ApiState;
 use crate::auth::Caller;
+use crate::store::MetricPoint;
 
 /// Items an app channel keeps for clients that reconnect.
 pub const RECENT: usize = 512;
@@ -331,65 +332,22 @@ impl Drop for Subscription {
     }
 }
 
-/// A rollup row as the stream sends it: the metrics endpoint's point, plus its window.
+/// A rollup row as the stream sends it: the metrics endpoint's point, with its app and window.
 #[derive(Debug, Serialize)]
 pub struct LivePoint<'a> {
     pub app_id: &'a str,
-    pub time: i64,
+    /// The window's width in seconds (60 for the minute).
     pub window: u32,
-    pub instances: u32,
-    pub cpu_avg: Option<f64>,
-    pub cpu_max: Option<f64>,
-    pub memory_avg: Option<f64>,
-    pub memory_max: Option<u64>,
-    pub disk_avg: Option<f64>,
-    pub disk_max: Option<u64>,
-    pub requests: u64,
-    pub status_2xx: u64,
-    pub status_3xx: u64,
-    pub status_4xx: u64,
-    pub status_5xx: u64,
-    pub response_bytes: i64,
-    pub latency_avg_ms: Option<f64>,
-    pub latency_max_ms: Option<f64>,
-    pub latency_p50_ms: Option<f64>,
-    pub latency_p95_ms: Option<f64>,
-    pub latency_p99_ms: Option<f64>,
-    pub log_lines: u64,
-    pub log_err_lines: u64,
-    pub app_events: u64,
-    #[serde(rename = "final")]
-    pub is_final: bool,
+    #[serde(flatten)]
+    pub point: MetricPoint,
 }
 
 impl<'a> From<&'a AppRollup> for LivePoint<'a> {
     fn from(row: &'a AppRollup) -> LivePoint<'a> {
         LivePoint {
             app_id: &row.app_id,
-            time: row.minute,
             window: row.window,
-            instances: row.instances,
-            cpu_avg: row.cpu_avg,
-            cpu_max: row.cpu_max,
-            memory_avg: row.memory_avg,
-            memory_max: row.memory_max,
-            disk_avg: row.disk_avg,
-            disk_max: row.disk_max,
-            requests: row.requests,
-            status_2xx: row.status_2xx,
-            status_3xx: row.status_3xx,
-            status_4xx: row.status_4xx,
-            status_5xx: row.status_5xx,
-            response_bytes: row.response_bytes,
-            latency_avg_ms: row.latency_avg_ms,
-            latency_max_ms: row.latency_max_ms,
-            latency_p50_ms: row.latency_p50_ms,
-            latency_p95_ms: row.latency_p95_ms,
-            latency_p99_ms: row.latency_p99_ms,
-            log_lines: row.log_lines,
-            log_err_lines: row.log_err_lines,
-            app_events: row.app_events,
-            is_final: row.is_final,
+            point: MetricPoint::from(row),
         }
     }
 }

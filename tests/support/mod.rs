@@ -231,3 +231,36 @@ pub mod build {
         }
     }
 }
+
+/// Kills a child process if the test fails half-way.
+pub struct Reaper(pub std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until the child's stderr shows `needle`, then keeps draining it so the child never
+/// blocks on a full pipe.
+pub fn wait_for_line(child: &mut std::process::Child, needle: &str) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.expect("utf-8").contains(needle) {
+            std::thread::spawn(move || lines.for_each(drop));
+            return;
+        }
+    }
+    panic!("the process ended without logging `{needle}`");
+}

@@ -2,6 +2,7 @@
 //! placeholders), decoding rows of either, and merging minutes into wider buckets.
 
 use serde::Serialize;
+use sluice_operators::records::AppRollup;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// An app and its latest rollup minute.
@@ -41,6 +42,39 @@ pub struct MetricPoint {
     /// Whether the window is closed (its row will not change again).
     #[serde(rename = "final")]
     pub is_final: bool,
+}
+
+impl From<&AppRollup> for MetricPoint {
+    /// A row as the graph emits it, before any store: what the live stream sends.
+    fn from(row: &AppRollup) -> MetricPoint {
+        // Counts beyond i64 would take longer than the universe has to accumulate.
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        MetricPoint {
+            time: row.minute,
+            instances: i64::from(row.instances),
+            cpu_avg: row.cpu_avg,
+            cpu_max: row.cpu_max,
+            memory_avg: row.memory_avg,
+            memory_max: row.memory_max.map(count),
+            disk_avg: row.disk_avg,
+            disk_max: row.disk_max.map(count),
+            requests: count(row.requests),
+            status_2xx: count(row.status_2xx),
+            status_3xx: count(row.status_3xx),
+            status_4xx: count(row.status_4xx),
+            status_5xx: count(row.status_5xx),
+            response_bytes: row.response_bytes,
+            latency_avg_ms: row.latency_avg_ms,
+            latency_max_ms: row.latency_max_ms,
+            latency_p50_ms: row.latency_p50_ms,
+            latency_p95_ms: row.latency_p95_ms,
+            latency_p99_ms: row.latency_p99_ms,
+            log_lines: count(row.log_lines),
+            log_err_lines: count(row.log_err_lines),
+            app_events: count(row.app_events),
+            is_final: row.is_final,
+        }
+    }
 }
 
 /// One `app_event` row.
