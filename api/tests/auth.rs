@@ -220,6 +220,19 @@ async fn a_developer_signs_in_and_sees_only_the_apps_at_even_positions() {
         status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
         "{status} {body}"
     );
+    // An app the Cloud Controller does not show this user: a JSON 403 from every endpoint of
+    // that app, its live stream included.
+    for endpoint in ["metrics", "events", "logs", "stream"] {
+        let path = format!("/api/v1/apps/{}/{endpoint}", apps[1].guid);
+        let (status, body) = api.get(&path, Some(&token)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{endpoint}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("you may not see app")),
+            "{endpoint}: {body}"
+        );
+    }
     let (status, body) = api.get(&events, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
