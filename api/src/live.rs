@@ -28,9 +28,9 @@ use sluice_operators::records::{AppEvent, AppRollup};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::ApiState;
 use crate::auth::Caller;
 use crate::store::MetricPoint;
+use crate::{ApiError, ApiState};
 
 /// Items an app channel keeps for clients that reconnect.
 pub const RECENT: usize = 512;
@@ -387,6 +387,19 @@ pub async fn stream(
         Ok(app_id) => app_id,
         Err(e) => return e.into_response(),
     };
+    // The stream outlives no token: at expiry it ends, and the client's reconnect must
+    // authenticate again (and is told to sign in if it cannot).
+    // (Requests pass within the clock-skew leeway after `exp`; a stream would end at once.)
+    let until_expiry = caller.expires_at.map(|exp| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Duration::from_secs(exp).saturating_sub(now)
+    });
+    if until_expiry.is_some_and(|left| left.is_zero()) {
+        return ApiError::unauthorized("the bearer token has expired: sign in again")
+            .into_response();
+    }
     if let Err(e) = state.auth.app_access(&caller, &app_id).await {
         return e.into_response();
     }
@@ -394,7 +407,13 @@ pub async fn stream(
         .get("last-event-id")
         .and_then(|value| value.to_str().ok());
     let subscription = state.live.subscribe(&app_id, last_event_id);
-    Sse::new(events(subscription))
+    let expired = async move {
+        match until_expiry {
+            Some(left) => tokio::time::sleep(left).await,
+            None => std::future::pending().await,
+        }
+    };
+    Sse::new(events(subscription).take_until(expired))
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
         .into_response()
 }

@@ -478,6 +478,7 @@ async fn listing_apps_asks_the_cloud_controller_once_per_chunk_and_shares_the_ca
     let everyone = Caller {
         token: None,
         user: None,
+        expires_at: None,
     };
     let all = open.visible_apps(&everyone, &ids).await.expect("an answer");
     assert_eq!(all.len(), ids.len());
@@ -582,4 +583,46 @@ fn uaa_auth_needs_both_urls() {
     assert!(error.contains("cc_url"), "{error}");
     let auth = Auth::from_config(&ApiConfig::open("127.0.0.1:0")).expect("auth = none");
     assert_eq!(auth.mode(), AuthMode::None);
+}
+
+#[tokio::test]
+async fn a_live_stream_ends_when_its_token_expires() {
+    let simulator = Simulator::start().await;
+    let config = config(&simulator.url(), &simulator.url());
+    let api = Api::start(&config, auth_for(&simulator)).await;
+    let apps = simulator.apps();
+    // Valid for an hour from just under an hour ago: it expires in about three seconds.
+    let token = simulator.token("developer", Duration::from_secs(3600 - 3));
+    let response = api
+        .http
+        .get(api.url(&format!("/api/v1/apps/{}/stream", apps[0].guid)))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("the stream opens");
+    assert_eq!(response.status(), StatusCode::OK);
+    // Nothing is published: the body ends only because the token did.
+    let body = timeout(Duration::from_secs(20), response.bytes())
+        .await
+        .expect("the stream ends within 20 s of its token's expiry")
+        .expect("it ends cleanly");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("event:"),
+        "{body:?}"
+    );
+    // Coming back with the same token is refused, with a reason the UI can show.
+    let (status, body) = api
+        .get(
+            &format!("/api/v1/apps/{}/stream", apps[0].guid),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("expired")),
+        "{body}"
+    );
+    simulator.stop().await;
 }

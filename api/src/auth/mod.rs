@@ -96,6 +96,9 @@ struct Claims {
     user_name: Option<String>,
     #[serde(default)]
     sub: Option<String>,
+    /// Epoch seconds; required by the validation, so always there once verified.
+    #[serde(default)]
+    exp: Option<u64>,
 }
 
 impl Auth {
@@ -185,6 +188,7 @@ impl Auth {
             return Ok(Caller {
                 token: None,
                 user: None,
+                expires_at: None,
             });
         };
         let token = bearer_token(headers)?;
@@ -192,6 +196,7 @@ impl Auth {
         Ok(Caller {
             token: Some(token.to_owned()),
             user: claims.user_name.or(claims.sub),
+            expires_at: claims.exp,
         })
     }
 
@@ -516,12 +521,16 @@ pub struct Caller {
     pub token: Option<String>,
     /// The token's `user_name` (else `sub`); `None` under `auth = "none"`.
     pub user: Option<String>,
+    /// The token's `exp` (epoch seconds): a live stream ends then, and none is opened after
+    /// it, so a client must come back with a new token. `None` under `auth = "none"`.
+    pub expires_at: Option<u64>,
 }
 
 impl std::fmt::Debug for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Caller")
             .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -615,6 +624,7 @@ mod tests {
         let caller = Caller {
             token: Some("bearer-token-text".to_owned()),
             user: Some("developer".to_owned()),
+            expires_at: None,
         };
         let debug = format!("{debug} {caller:?}");
         assert!(debug.contains("developer"), "{debug}");
