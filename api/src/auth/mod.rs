@@ -370,6 +370,16 @@ impl Uaa {
         token: &str,
         guids: &[&str],
     ) -> Result<HashMap<String, Option<String>>, ApiError> {
+        #[derive(Deserialize)]
+        struct Page {
+            resources: Vec<App>,
+        }
+        #[derive(Deserialize)]
+        struct App {
+            guid: String,
+            #[serde(default)]
+            name: Option<String>,
+        }
         // GUID characters and commas need no escaping in a query.
         let url = format!(
             "{}/v3/apps?guids={}&per_page={}",
@@ -377,62 +387,47 @@ impl Uaa {
             guids.join(","),
             guids.len().max(1)
         );
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(CC_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| {
+        let page: Page = self
+            .cloud_controller(token, &url, "app list")
+            .await?
+            .ok_or_else(|| {
                 ApiError::unavailable(format!(
-                    "cannot reach the Cloud Controller at {}: {}",
-                    self.cc_url,
-                    error_chain(&e)
+                    "the Cloud Controller at {url} hid the app list itself"
                 ))
             })?;
-        match response.status() {
-            StatusCode::OK => {
-                #[derive(Deserialize)]
-                struct Page {
-                    resources: Vec<App>,
-                }
-                #[derive(Deserialize)]
-                struct App {
-                    guid: String,
-                    #[serde(default)]
-                    name: Option<String>,
-                }
-                let page: Page = response.json().await.map_err(|e| {
-                    ApiError::unavailable(format!(
-                        "the Cloud Controller at {url} sent no app list: {}",
-                        error_chain(&e)
-                    ))
-                })?;
-                Ok(page
-                    .resources
-                    .into_iter()
-                    .map(|app| (app.guid.to_ascii_lowercase(), app.name))
-                    .collect())
-            }
-            StatusCode::UNAUTHORIZED => Err(ApiError::unauthorized(format!(
-                "the Cloud Controller at {} refused the bearer token: sign in again",
-                self.cc_url
-            ))),
-            status => Err(ApiError::unavailable(format!(
-                "the Cloud Controller at {url} answered HTTP {}",
-                status.as_u16()
-            ))),
-        }
+        Ok(page
+            .resources
+            .into_iter()
+            .map(|app| (app.guid.to_ascii_lowercase(), app.name))
+            .collect())
     }
 
     /// `GET {cc_url}/v3/apps/{app_id}` with the caller's token.
     async fn ask_cloud_controller(&self, token: &str, app_id: &str) -> Result<Verdict, ApiError> {
+        #[derive(Deserialize)]
+        struct App {
+            #[serde(default)]
+            name: Option<String>,
+        }
         let url = format!("{}/v3/apps/{app_id}", self.cc_url);
+        Ok(match self.cloud_controller::<App>(token, &url, "app").await? {
+            Some(app) => Verdict::Allowed(app.name),
+            None => Verdict::Denied,
+        })
+    }
+
+    /// `GET url` of the Cloud Controller with the caller's token, decoded as `what`; `None`
+    /// when the Cloud Controller hides it from the caller (403 or 404, as it does for apps a
+    /// user may not see). 401 means the token is no good to it; anything else is a 503.
+    async fn cloud_controller<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        url: &str,
+        what: &str,
+    ) -> Result<Option<T>, ApiError> {
         let response = self
             .http
-            .get(&url)
+            .get(url)
             .bearer_auth(token)
             .header(reqwest::header::ACCEPT, "application/json")
             .timeout(CC_TIMEOUT)
@@ -446,21 +441,13 @@ impl Uaa {
                 ))
             })?;
         match response.status() {
-            StatusCode::OK => {
-                #[derive(Deserialize)]
-                struct App {
-                    #[serde(default)]
-                    name: Option<String>,
-                }
-                let app: App = response.json().await.map_err(|e| {
-                    ApiError::unavailable(format!(
-                        "the Cloud Controller at {url} sent no app: {}",
-                        error_chain(&e)
-                    ))
-                })?;
-                Ok(Verdict::Allowed(app.name))
-            }
-            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Ok(Verdict::Denied),
+            StatusCode::OK => response.json().await.map(Some).map_err(|e| {
+                ApiError::unavailable(format!(
+                    "the Cloud Controller at {url} sent no {what}: {}",
+                    error_chain(&e)
+                ))
+            }),
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Ok(None),
             StatusCode::UNAUTHORIZED => Err(ApiError::unauthorized(format!(
                 "the Cloud Controller at {} refused the bearer token: sign in again",
                 self.cc_url

@@ -14,7 +14,7 @@ pub struct AppActivity {
 }
 
 /// One point of a metrics series: a rollup row, or minutes merged into a bucket.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MetricPoint {
     /// The bucket's start, epoch seconds.
     pub time: i64,
@@ -257,28 +257,7 @@ impl Bucket {
         let mut bucket = Bucket {
             point: MetricPoint {
                 time,
-                instances: 0,
-                cpu_avg: None,
-                cpu_max: None,
-                memory_avg: None,
-                memory_max: None,
-                disk_avg: None,
-                disk_max: None,
-                requests: 0,
-                status_2xx: 0,
-                status_3xx: 0,
-                status_4xx: 0,
-                status_5xx: 0,
-                response_bytes: 0,
-                latency_avg_ms: None,
-                latency_max_ms: None,
-                latency_p50_ms: None,
-                latency_p95_ms: None,
-                latency_p99_ms: None,
-                log_lines: 0,
-                log_err_lines: 0,
-                app_events: 0,
-                is_final: false,
+                ..MetricPoint::default()
             },
             cpu: Mean::default(),
             memory: Mean::default(),
@@ -347,38 +326,11 @@ mod tests {
     }
 
     fn empty(time: i64) -> MetricPoint {
-        Bucket {
-            point: MetricPoint {
-                time,
-                instances: 1,
-                cpu_avg: None,
-                cpu_max: None,
-                memory_avg: None,
-                memory_max: None,
-                disk_avg: None,
-                disk_max: None,
-                requests: 0,
-                status_2xx: 0,
-                status_3xx: 0,
-                status_4xx: 0,
-                status_5xx: 0,
-                response_bytes: 0,
-                latency_avg_ms: None,
-                latency_max_ms: None,
-                latency_p50_ms: None,
-                latency_p95_ms: None,
-                latency_p99_ms: None,
-                log_lines: 0,
-                log_err_lines: 0,
-                app_events: 0,
-                is_final: false,
-            },
-            cpu: Mean::default(),
-            memory: Mean::default(),
-            disk: Mean::default(),
-            latency: (0.0, 0),
+        MetricPoint {
+            time,
+            instances: 1,
+            ..MetricPoint::default()
         }
-        .point
     }
 
     #[test]
