@@ -410,10 +410,12 @@ impl Uaa {
             name: Option<String>,
         }
         let url = format!("{}/v3/apps/{app_id}", self.cc_url);
-        Ok(match self.cloud_controller::<App>(token, &url, "app").await? {
-            Some(app) => Verdict::Allowed(app.name),
-            None => Verdict::Denied,
-        })
+        Ok(
+            match self.cloud_controller::<App>(token, &url, "app").await? {
+                Some(app) => Verdict::Allowed(app.name),
+                None => Verdict::Denied,
+            },
+        )
     }
 
     /// `GET url` of the Cloud Controller with the caller's token, decoded as `what`; `None`

@@ -217,31 +217,10 @@ pub fn encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-/// The rollup columns after `app_id`, as the API names them in a point.
-pub const POINT_FIELDS: [&str; 22] = [
-    "time",
-    "instances",
-    "cpu_avg",
-    "cpu_max",
-    "memory_avg",
-    "memory_max",
-    "disk_avg",
-    "disk_max",
-    "requests",
-    "status_2xx",
-    "status_3xx",
-    "status_4xx",
-    "status_5xx",
-    "response_bytes",
-    "latency_avg_ms",
-    "latency_max_ms",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "latency_p99_ms",
-    "log_lines",
-    "log_err_lines",
-    "app_events",
-];
+/// A rollup column as the API names it in a point: `minute` is the point's `time`.
+pub fn point_field(column: &str) -> &str {
+    if column == "minute" { "time" } else { column }
+}
 
 pub fn text(cell: &Cell) -> &str {
     match cell {
@@ -309,9 +288,12 @@ pub async fn check_against_tables(base: &str, rollups: &[Vec<Cell>], app_events:
             "one point per stored minute of {app}"
         );
         for (point, row) in points.iter().zip(&rows) {
-            for (field, cell) in POINT_FIELDS.iter().zip(&row[1..]) {
+            // Every column after `app_id`, as the sink's own table lists them.
+            let columns = &sluice_connectors::sink::rows::table(StreamName::AppRollups).columns;
+            for (column, cell) in columns[1..].iter().zip(&row[1..]) {
+                let field = point_field(column);
                 assert_eq!(
-                    point[*field],
+                    point[field],
                     json_of(cell),
                     "{field} of {app} at {}",
                     point["time"]
