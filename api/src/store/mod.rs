@@ -59,14 +59,14 @@ enum LogStore {
 pub struct Stores {
     sql: Option<SqlStore>,
     logs: Option<LogStore>,
-    /// Extra rollup window widths (s) with tables of their own, besides the minute.
+    /// Rollup window widths (s) with tables of their own, the minute's included.
     windows: Vec<i64>,
     allowed_lateness: Duration,
 }
 
 impl Stores {
     /// Connects lazily: a store that is down answers 503 until it is back, and never stops the
-    /// API. `windows`: the rollup window widths (seconds) the topology writes, besides the
+    /// API. `windows`: the rollup window widths (seconds) the topology writes (the minute is
     /// minute. Synchronous because nothing is connected here; it fails only on a config the
     /// sink itself would refuse (an invalid URL, an unreadable CA file).
     pub fn open(
@@ -95,11 +95,8 @@ impl Stores {
         Ok(Stores {
             sql,
             logs,
-            windows: windows
-                .into_iter()
-                .map(i64::from)
-                .filter(|w| *w != 60)
-                .collect(),
+            // The minute is always written, whatever the caller passed.
+            windows: windows.into_iter().map(i64::from).chain([60]).collect(),
             allowed_lateness: DEFAULT_ALLOWED_LATENESS,
         })
     }
@@ -134,14 +131,10 @@ impl Stores {
         step: i64,
     ) -> Result<Vec<MetricPoint>, ApiError> {
         let store = self.sql()?;
-        // A configured window of exactly this width has its own table: read it as it is.
-        let (table, merge) = if step == 60 {
-            (ROLLUP_TABLE.to_owned(), false)
-        } else if self.windows.contains(&step) {
-            (window_table(step), false)
-        } else {
-            (ROLLUP_TABLE.to_owned(), true)
-        };
+        // A window of exactly this width (the minute, or a configured one) has its own
+        // table: read it as it is; any other step merges minutes.
+        let merge = !self.windows.contains(&step);
+        let table = window_table(if merge { 60 } else { step });
         let rows = match store {
             SqlStore::Sqlite(store) => store.rollups(&table, app_id, range).await?,
             SqlStore::Mysql(store) => store.rollups(&table, app_id, range).await?,
