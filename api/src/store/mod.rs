@@ -67,8 +67,8 @@ pub struct Stores {
 impl Stores {
     /// Connects lazily: a store that is down answers 503 until it is back, and never stops the
     /// API. `windows`: the rollup window widths (seconds) the topology writes (the minute is
-    /// always among them). Synchronous because nothing is connected here; it fails only on a config the
-    /// sink itself would refuse (an invalid URL, an unreadable CA file).
+    /// always among them). Synchronous because nothing is connected here; it fails only on a
+    /// config the sink itself would refuse (an invalid URL, an unreadable CA file).
     pub fn open(
         sql: Option<SqlStoreConfig>,
         logs: Option<LogStoreConfig>,
