@@ -2,10 +2,7 @@
 //! agrees with what the store holds, `/health` follows an Elasticsearch outage, and
 //! `sluice top --once` shows a running instance.
 
-mod support;
-
-#[path = "../connectors/tests/common/search.rs"]
-mod search;
+use sluice_test_support::search;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -16,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use prometheus_parse::{Scrape, Value};
 use search::{FaultProxy, SearchServer};
-use sluice_connectors::sink::rows::TABLES;
 use sluice_model::reference::encode_v1;
-use support::*;
+use sluice_sinks::rows::TABLES;
+use sluice_test_support::*;
 
 /// A loopback port nothing listens on now.
 fn free_port() -> SocketAddr {

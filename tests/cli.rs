@@ -1,12 +1,10 @@
 //! The `sluice` command line as a user meets it: help, validation, finite runs, bad input and
 //! Ctrl-C.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use support::*;
+use sluice_test_support::*;
 
 #[test]
 fn help_explains_every_command() {

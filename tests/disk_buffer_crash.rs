@@ -1,13 +1,11 @@
 //! SPEC §8: a record accepted into a `disk` buffer survives `kill -9`, and the next run with
 //! the same buffer path delivers it.
 
-mod support;
-
 use std::path::Path;
 use std::process::Stdio;
 
+use sluice_test_support::*;
 use sqlx::Connection;
-use support::*;
 
 const TABLES: [&str; 7] = [
     "log_message",

@@ -1,17 +1,14 @@
 //! `sluice run` into Elasticsearch through an outage and a `kill -9`: logs accepted into the
 //! disk buffer while the cluster is unreachable are all indexed by the next run, each once.
 
-mod support;
-
-#[path = "../connectors/tests/common/search.rs"]
-mod search;
+use sluice_test_support::search;
 
 use std::path::Path;
 use std::process::Stdio;
 
 use search::{FaultProxy, SearchServer, assert_same_ids};
 use sluice_model::event::{Payload, log_id};
-use support::*;
+use sluice_test_support::*;
 
 fn config(dir: &Path, name: &str, capture: &Path, url: &str, buffer: &Path) -> std::path::PathBuf {
     write_config(

@@ -2,11 +2,9 @@
 //! it through the real `firehose` source (UAA token, WebSocket) into SQLite, and Ctrl-C stops
 //! it with everything read written.
 
-mod support;
-
 use std::process::Stdio;
 
-use support::*;
+use sluice_test_support::*;
 
 #[test]
 fn run_reads_a_simulated_firehose_into_sqlite_and_stops_on_ctrl_c() {

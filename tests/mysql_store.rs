@@ -2,15 +2,14 @@
 //! hold the same rows, cell for cell, with 1 and 2 workers, and a second replay of the
 //! capture changes neither.
 
-mod support;
-
-#[path = "../connectors/tests/common/mariadb.rs"]
-mod mariadb;
+use sluice_test_support::mariadb;
 
 use std::path::Path;
 
 use mariadb::{Cell, TABLE_KEYS, TestDatabase, dump_mysql, dump_sqlite};
-use support::{assert_success, run_config, simulated_events, write_capture, write_config};
+use sluice_test_support::{
+    assert_success, run_config, simulated_events, write_capture, write_config,
+};
 
 fn config(
     dir: &Path,

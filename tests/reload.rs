@@ -3,10 +3,7 @@
 //! After each step the stores hold exactly the expected records: unchanged sources are not
 //! re-read (nothing twice), added ones are (nothing lost), removed sinks keep what they had.
 
-mod support;
-
-#[path = "../connectors/tests/common/search.rs"]
-mod search;
+use sluice_test_support::search;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -18,7 +15,7 @@ use std::time::Duration;
 use search::{SearchServer, assert_same_ids};
 use sluice_model::Event;
 use sluice_model::event::{Payload, log_id};
-use support::*;
+use sluice_test_support::*;
 
 fn log_ids(events: &[Event], app: Option<&str>) -> BTreeSet<String> {
     events
@@ -329,7 +326,7 @@ async fn reloads_change_the_topology_without_losing_or_repeating_a_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_event_rules_and_the_flush_interval_change_in_place() {
-    use support::build::log;
+    use sluice_test_support::build::log;
     const MINUTE: i64 = 60_000_000_000;
     let dir = tempfile::tempdir().expect("temp dir");
     let files = Files {

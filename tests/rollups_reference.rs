@@ -7,8 +7,6 @@
 //! second time into the same store; the hourly tables of `windows = ["1m", "1h"]` must match
 //! the reference computed over hours (lateness still decided by the minute).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -16,8 +14,8 @@ use regex::bytes::Regex;
 use sluice_model::event::{MessageType, PeerType};
 use sluice_model::framing::frames;
 use sluice_model::{Event, Payload};
+use sluice_test_support::*;
 use sqlx::{Row, SqlitePool};
-use support::*;
 
 const LATENESS_NS: i64 = 60_000_000_000;
 
@@ -519,7 +517,7 @@ async fn run_matches_the_reference_with_any_worker_count_and_on_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_cases_match_the_reference() {
-    use support::build::{container, http, log};
+    use sluice_test_support::build::{container, http, log};
     const MINUTE: i64 = 60_000_000_000;
     let t0 = 28_503_900 * MINUTE; // 2024-03-12T09:00:00Z
     let mut events = Vec::new();

@@ -6,12 +6,10 @@
 //! Needs Node.js, `/usr/bin/chromium` and `tests/browser/node_modules` (playwright-core):
 //! `scripts/test.sh` installs them. The screenshot is saved under this test's output directory.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::*;
+use sluice_test_support::*;
 
 fn browser_test_prerequisites() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

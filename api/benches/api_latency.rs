@@ -13,11 +13,12 @@ use sluice_api::auth::Auth;
 use sluice_api::live::LiveFeed;
 use sluice_api::store::{LogStoreConfig, SqlStoreConfig, Stores};
 use sluice_api::{ApiConfig, ApiServer, ApiState};
-use sluice_connectors::sink::sqlite::{self, SqliteSinkConfig};
-use sluice_connectors::sink::{Records, SinkContext};
 use sluice_model::Str;
 use sluice_model::event::{Event, Header, LogMessage, MessageType, Payload};
-use sluice_operators::records::{AppRollup, StreamName};
+use sluice_model::records::Records;
+use sluice_model::records::{AppRollup, StreamName};
+use sluice_sinks::SinkContext;
+use sluice_sinks::sqlite::{self, SqliteSinkConfig};
 use tokio_util::sync::CancellationToken;
 
 /// The end of the day the store holds (2026-12-01T00:00:00Z), epoch seconds.
@@ -242,7 +243,7 @@ async fn run(size: Size) {
         .await
         .expect("the API starts");
     let base = format!("http://{}", server.address);
-    let client = sluice_connectors::tls::http_client(false).expect("an HTTP client");
+    let client = sluice_common::tls::http_client(false).expect("an HTTP client");
     let app = app_id(size.apps / 2);
     let logs_app = app_id(0);
     let day = format!("from={}&to={END}", END - DAY);

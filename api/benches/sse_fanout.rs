@@ -20,7 +20,7 @@ use sluice_api::auth::Auth;
 use sluice_api::live::LiveFeed;
 use sluice_api::store::Stores;
 use sluice_api::{ApiConfig, ApiServer, ApiState};
-use sluice_operators::records::AppRollup;
+use sluice_model::records::AppRollup;
 use tokio::sync::mpsc;
 
 struct Scenario {
@@ -99,7 +99,7 @@ async fn run(scenario: &Scenario) {
     let server = ApiServer::start(&ApiConfig::open("127.0.0.1:0"), state)
         .await
         .expect("the API starts");
-    let client = sluice_connectors::tls::http_client(false).expect("a client");
+    let client = sluice_common::tls::http_client(false).expect("a client");
     let epoch = Instant::now();
     let (latencies_tx, mut latencies_rx) = mpsc::unbounded_channel::<Duration>();
     let mut clients = Vec::new();

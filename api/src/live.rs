@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use sluice_operators::records::{AppEvent, AppRollup};
+use sluice_model::records::{AppEvent, AppRollup};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 

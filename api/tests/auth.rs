@@ -18,10 +18,10 @@ use sluice_api::auth::{Auth, Caller};
 use sluice_api::live::LiveFeed;
 use sluice_api::store::Stores;
 use sluice_api::{ApiConfig, ApiError, ApiServer, ApiState, AuthMode};
-use sluice_connectors::simulate::{
+use sluice_simulator::server::{
     SimulateConfig, SimulateError, SimulateHandle, SimulateServer, SimulateStats,
 };
-use sluice_connectors::source::simulator::{Generator, SimulatedApp, SimulatorConfig};
+use sluice_simulator::{Generator, SimulatedApp, SimulatorConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -30,8 +30,8 @@ use tokio::time::timeout;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The simulator's signing keys (TEST keys, public in this repository).
-const TEST_KEY_1: &str = include_str!("../../connectors/src/simulate/keys/test-key-1.pem");
-const TEST_KEY_2: &str = include_str!("../../connectors/src/simulate/keys/test-key-2.pem");
+const TEST_KEY_1: &str = include_str!("../../connectors/simulator/src/server/keys/test-key-1.pem");
+const TEST_KEY_2: &str = include_str!("../../connectors/simulator/src/server/keys/test-key-2.pem");
 
 /// A `sluice simulate` server for the duration of a test.
 struct Simulator {
@@ -169,7 +169,7 @@ impl Api {
         let server = ApiServer::start(config, state)
             .await
             .expect("the API starts");
-        let http = sluice_connectors::tls::http_client(false).expect("an HTTP client");
+        let http = sluice_common::tls::http_client(false).expect("an HTTP client");
         Api { server, http }
     }
 

@@ -7,11 +7,11 @@ mod support;
 use std::collections::HashSet;
 
 use sluice_api::store::{LogStoreConfig, Stores};
-use sluice_connectors::sink::Records;
-use sluice_connectors::sink::elasticsearch::{self, ElasticsearchSinkConfig};
 use sluice_model::Payload;
 use sluice_model::event::log_id;
-use support::search::SearchServer;
+use sluice_model::records::Records;
+use sluice_sinks::elasticsearch::{self, ElasticsearchSinkConfig};
+use sluice_test_support::search::SearchServer;
 use support::*;
 
 /// `(ts, id, lowercase words of the message)` of `app`'s lines in the tests' range.

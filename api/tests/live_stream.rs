@@ -9,7 +9,7 @@ use sluice_api::auth::Auth;
 use sluice_api::live::LiveFeed;
 use sluice_api::store::Stores;
 use sluice_api::{ApiConfig, ApiServer, ApiState};
-use sluice_operators::records::AppRollup;
+use sluice_model::records::AppRollup;
 
 const APP: &str = "6a3a2a1e-7b55-4c61-9d0b-0a6e4f9c1b2d";
 
@@ -146,7 +146,7 @@ async fn open(
 }
 
 fn client() -> reqwest::Client {
-    sluice_connectors::tls::http_client(false).expect("a client")
+    sluice_common::tls::http_client(false).expect("a client")
 }
 
 #[tokio::test]

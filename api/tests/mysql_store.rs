@@ -5,9 +5,9 @@
 mod support;
 
 use sluice_api::store::{SqlStoreConfig, Stores};
-use sluice_connectors::sink::mysql::{self, MysqlSinkConfig};
-use sluice_operators::records::StreamName;
-use support::mariadb::{TestDatabase, dump_mysql};
+use sluice_model::records::StreamName;
+use sluice_sinks::mysql::{self, MysqlSinkConfig};
+use sluice_test_support::mariadb::{TestDatabase, dump_mysql};
 use support::*;
 
 #[tokio::test]

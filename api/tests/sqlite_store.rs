@@ -7,10 +7,10 @@ mod support;
 use std::collections::HashSet;
 
 use sluice_api::store::{LogStoreConfig, SqlStoreConfig, Stores};
-use sluice_connectors::sink::sqlite::SqliteSinkConfig;
-use sluice_operators::records::StreamName;
+use sluice_model::records::StreamName;
+use sluice_sinks::sqlite::SqliteSinkConfig;
+use sluice_test_support::mariadb::dump_sqlite;
 use sqlx::ConnectOptions;
-use support::mariadb::dump_sqlite;
 use support::*;
 
 struct Fixture {

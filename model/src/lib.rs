@@ -10,6 +10,8 @@
 //!   allocates nothing per field.
 //! - [`reference`] — prost decode plus conversion: the fast decoder's test oracle, and the
 //!   encoder the simulator and tests use.
+//! - [`records`] — the named streams of SPEC §3, the rows of the derived ones, and
+//!   [`Records`](records::Records), one stream's batch as sinks receive it.
 //! - [`v2`] — Loggregator v2 (protobuf and the RLP gateway's JSON) mapped onto events.
 //! - [`framing`] — the length-delimited replay file framing (SPEC §1.3).
 //! - [`error`] — [`DecodeError`](error::DecodeError), with a stable reason per variant.
@@ -18,6 +20,7 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod framing;
+pub mod records;
 pub mod reference;
 pub mod v2;
 

@@ -17,11 +17,13 @@ use timely::dataflow::Stream;
 use timely::dataflow::operators::{Concatenate, Exchange};
 
 use crate::app_events::LiveRules;
-use crate::records::{AppEvent, AppRollup, MINUTE, PlatformRollup, Stamped, window_suffix};
+use sluice_model::records::{AppEvent, AppRollup, MINUTE, PlatformRollup, window_suffix};
+
 use crate::rollup::app::AppRollups;
 use crate::rollup::platform::PlatformRollups;
 use crate::rollup::{WindowOptions, Windowed};
 use crate::route::{Route, exchange_key};
+use crate::watermark::Stamped;
 
 /// The named output streams, per worker.
 pub struct GraphStreams<'scope> {

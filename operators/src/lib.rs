@@ -1,22 +1,21 @@
 //! Sluice's dataflow operators: everything between ingested envelopes and the named streams
-//! sinks take. No I/O: sources and sinks live in `sluice-connectors`, the assembly in
-//! `sluice-pipeline`.
+//! sinks take. No I/O: sources and sinks live in `connectors/`, the assembly in
+//! `sluice-pipeline`; the rows the operators produce are `sluice_model::records`.
 //!
 //! Layout:
-//! - [`watermark`] — event time, the watermark and lateness, decided where records enter;
-//!   the graph's timely time is the watermark in seconds.
+//! - [`watermark`] — event time, the watermark and lateness, decided where records enter
+//!   ([`Stamped`](watermark::Stamped) records); the graph's timely time is the watermark in
+//!   seconds.
 //! - [`route`] — `Route`: raw streams, app events and rollup samples from each record.
 //! - [`app_events`] — the ordered rule list of SPEC §4.
 //! - [`rollup`] — `Windowed`, tumbling minute windows closed on the frontier, with
 //!   [`rollup::app`] (SPEC §5) and [`rollup::platform`] (SPEC §6).
 //! - [`sketch`] — latency percentiles within 1 % in bounded memory.
-//! - [`records`] — the rows of the derived streams and the stream names.
 //! - [`graph`] — the whole graph, wired.
 
 pub mod app_events;
 pub mod filter;
 pub mod graph;
-pub mod records;
 pub mod rollup;
 pub mod route;
 pub mod sketch;

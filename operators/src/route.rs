@@ -14,7 +14,9 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use crate::app_events::LiveRules;
-use crate::records::{AppEvent, Stamped, minute_of};
+use sluice_model::records::{AppEvent, minute_of};
+
+use crate::watermark::Stamped;
 
 /// What one record adds to its app's minute.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -9,9 +9,19 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use sluice_model::records::minute_of;
 use sluice_model::{Event, EventType};
 
-use crate::records::{Stamped, minute_of};
+/// An event as the graph carries it: with its event time resolved and its lateness decided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stamped {
+    pub event: Event,
+    /// ns since the epoch: the event's own time, or when it was received (SPEC §2).
+    pub event_time: i64,
+    /// Its minute window had closed when it arrived: it reaches raw streams, not rollups.
+    pub late: bool,
+}
 
 /// The greatest event time seen so far, less the allowed lateness.
 #[derive(Clone, Debug)]

@@ -11,10 +11,10 @@ use sluice_model::event::{
     ContainerMetric, CounterEvent, Header, HttpStartStop, LogMessage, MessageType, Method,
     PeerType, ValueMetric,
 };
+use sluice_model::records::{AppEvent, AppRollup, PlatformRollup};
 use sluice_model::{Event, Payload, Str};
 use sluice_operators::app_events::{AppEventRule, AppEventRules, LiveRules};
 use sluice_operators::graph;
-use sluice_operators::records::{AppEvent, AppRollup, PlatformRollup};
 use sluice_operators::rollup::WindowOptions;
 use sluice_operators::watermark::{LateCounts, Watermark, stamp_batch};
 use timely::container::CapacityContainerBuilder;

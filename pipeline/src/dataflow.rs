@@ -20,14 +20,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use sluice_api::live::LiveFeed;
-use sluice_connectors::sink::Records;
-use sluice_connectors::source::SourceBatch;
+use sluice_model::records::{Records, StreamName};
 use sluice_operators::app_events::LiveRules;
 use sluice_operators::filter::Filters;
 use sluice_operators::graph;
-use sluice_operators::records::{Stamped, StreamName};
 use sluice_operators::rollup::WindowOptions;
-use sluice_operators::watermark::{LateCounts, Watermark, stamp_batch};
+use sluice_operators::watermark::{LateCounts, Stamped, Watermark, stamp_batch};
+use sluice_sources::SourceBatch;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;

@@ -10,12 +10,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use sluice_connectors::sink::{Records, SinkSender};
-use sluice_operators::records::StreamName;
+use sluice_buffers::BufferSender;
+use sluice_model::records::Records;
+use sluice_model::records::StreamName;
 
 #[derive(Debug)]
 enum Route {
-    Active(SinkSender),
+    Active(BufferSender),
     Paused,
 }
 
@@ -40,7 +41,7 @@ impl SinkRoutes {
     }
 
     /// Routes `streams` to a sink (replacing any route of that name).
-    pub fn insert(&self, name: &str, streams: Vec<StreamName>, sender: SinkSender) {
+    pub fn insert(&self, name: &str, streams: Vec<StreamName>, sender: BufferSender) {
         self.lock().insert(
             name.to_owned(),
             Entry {
@@ -86,7 +87,7 @@ impl SinkRoutes {
     /// Hands a batch of `stream` to every sink that takes it, blocking while one of them is
     /// paused or behind. Records no sink takes are not stored anywhere.
     pub fn send(&self, stream: StreamName, records: Records) {
-        let senders: Vec<SinkSender> = {
+        let senders: Vec<BufferSender> = {
             let mut table = self.lock();
             loop {
                 let paused = table
@@ -130,7 +131,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use sluice_connectors::sink::SinkContext;
+    use sluice_sinks::SinkContext;
     use tokio_util::sync::CancellationToken;
 
     use super::*;

@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sluice_connectors::sink::{self, SinkContext, SinkMetrics};
-use sluice_connectors::source::{self, SourceContext, SourceMetrics, SourceOutput};
+use sluice_common::telemetry::SinkMetrics;
 use sluice_operators::app_events::{AppEventRules, LiveRules};
 use sluice_operators::filter::Filters;
+use sluice_sinks::{self as sink, SinkContext};
+use sluice_sources::{self as source, SourceContext, SourceMetrics, SourceOutput};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -817,7 +818,7 @@ async fn run_source(config: SourceConfig, ctx: SourceContext) -> Result<(), BoxE
         SourceConfig::File(c) => source::file::run(c, ctx).await?,
         SourceConfig::Firehose(c) => source::firehose::run(c, ctx).await?,
         SourceConfig::Rlp(c) => source::rlp::run(c, ctx).await?,
-        SourceConfig::Simulator(c) => source::simulator::run(c, ctx).await?,
+        SourceConfig::Simulator(c) => sluice_simulator::source::run(c, ctx).await?,
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use sluice_connectors::telemetry::Counter;
+use sluice_common::telemetry::Counter;
 use sluice_model::EventType;
 use sluice_operators::watermark::LateCounts;
 

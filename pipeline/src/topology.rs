@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use sluice_operators::records::{window_suffix, window_table};
+use sluice_model::records::window_suffix;
+use sluice_sinks::rows::window_table_name;
 
 use crate::config::{Config, StreamName};
 
@@ -48,7 +49,7 @@ pub fn describe(config: &Config) -> String {
     let names: Vec<String> = widths.iter().map(|w| window_suffix(*w)).collect();
     let tables: Vec<String> = widths
         .iter()
-        .map(|w| window_table("*_metric_rollup", *w))
+        .map(|w| window_table_name("*_metric_rollup", *w))
         .collect();
     let _ = writeln!(
         out,

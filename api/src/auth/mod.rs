@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
-use sluice_connectors::uaa::{self, UaaError};
+use sluice_common::uaa::{self, UaaError};
 use tracing::{debug, warn};
 
 use crate::{ApiConfig, ApiError, ApiState, AuthMode};
@@ -127,7 +127,7 @@ impl Auth {
             .ok_or("api.cc_url is required when auth = \"uaa\"")?
             .trim_end_matches('/')
             .to_owned();
-        let http = sluice_connectors::tls::http_client(config.skip_tls_verify)
+        let http = sluice_common::tls::http_client(config.skip_tls_verify)
             .map_err(|e| format!("api: {e}"))?;
         Ok(Auth {
             mode: AuthMode::Uaa,

@@ -5,9 +5,8 @@ use std::time::UNIX_EPOCH;
 
 use elasticsearch::{Elasticsearch, SearchParts};
 use serde_json::{Value, json};
-use sluice_connectors::sink::elasticsearch::{
-    ElasticsearchSinkConfig, IndexPattern, client, rfc3339,
-};
+use sluice_common::time::rfc3339;
+use sluice_sinks::elasticsearch::{ElasticsearchSinkConfig, IndexPattern, client};
 use tracing::warn;
 
 use super::{LogLine, LogPage, LogQuery};

@@ -12,9 +12,9 @@ mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_connectors::sink::elasticsearch::ElasticsearchSinkConfig;
-use sluice_connectors::sink::mysql::MysqlSinkConfig;
-use sluice_connectors::sink::sqlite::SqliteSinkConfig;
+use sluice_sinks::elasticsearch::ElasticsearchSinkConfig;
+use sluice_sinks::mysql::MysqlSinkConfig;
+use sluice_sinks::sqlite::SqliteSinkConfig;
 
 use crate::ApiError;
 use crate::params::{Cursor, TimeRange};
@@ -191,7 +191,7 @@ pub struct LogQuery<'a> {
 /// The table of a rollup window `width` seconds wide, as the sinks name it.
 pub fn window_table(width: i64) -> String {
     let width = u32::try_from(width).unwrap_or(u32::MAX);
-    sluice_operators::records::window_table(ROLLUP_TABLE, width)
+    sluice_sinks::rows::window_table_name(ROLLUP_TABLE, width)
 }
 
 #[cfg(test)]

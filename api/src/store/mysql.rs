@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_connectors::sink::mysql::{MysqlSinkConfig, is_retriable};
+use sluice_sinks::mysql::{MysqlSinkConfig, is_retriable};
 use sqlx::AssertSqlSafe;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use tracing::warn;

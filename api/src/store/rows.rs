@@ -2,7 +2,7 @@
 //! placeholders), decoding rows of either, and merging minutes into wider buckets.
 
 use serde::Serialize;
-use sluice_operators::records::AppRollup;
+use sluice_model::records::AppRollup;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// An app and its latest rollup minute.

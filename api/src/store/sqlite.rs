@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sluice_connectors::sink::sqlite::SqliteSinkConfig;
+use sluice_sinks::sqlite::SqliteSinkConfig;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 use tracing::warn;

@@ -3,10 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-#[path = "../../../connectors/tests/common/mariadb.rs"]
-pub mod mariadb;
-#[path = "../../../connectors/tests/common/search.rs"]
-pub mod search;
+use sluice_test_support::mariadb;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
@@ -21,15 +18,16 @@ use sluice_api::auth::Auth;
 use sluice_api::live::LiveFeed;
 use sluice_api::store::Stores;
 use sluice_api::{ApiConfig, ApiServer, ApiState};
-use sluice_connectors::sink::sqlite::{self, SqliteSinkConfig};
-use sluice_connectors::sink::{Records, SinkContext};
-use sluice_connectors::source::simulator::{Clock, Generator, SimulatorConfig};
 use sluice_model::Event;
+use sluice_model::records::Records;
+use sluice_model::records::StreamName;
 use sluice_operators::app_events::{AppEventRules, LiveRules};
 use sluice_operators::graph;
-use sluice_operators::records::StreamName;
 use sluice_operators::rollup::WindowOptions;
 use sluice_operators::watermark::{LateCounts, Watermark, stamp_batch};
+use sluice_simulator::{Clock, Generator, SimulatorConfig};
+use sluice_sinks::SinkContext;
+use sluice_sinks::sqlite::{self, SqliteSinkConfig};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::InputHandle;
 use timely::dataflow::operators::{Input, Inspect};
@@ -66,9 +64,9 @@ struct Collected {
     container_metrics: Vec<Event>,
     http: Vec<Event>,
     errors: Vec<Event>,
-    app_events: Vec<sluice_operators::records::AppEvent>,
-    app_rollups: Vec<sluice_operators::records::AppRollup>,
-    platform_rollups: Vec<sluice_operators::records::PlatformRollup>,
+    app_events: Vec<sluice_model::records::AppEvent>,
+    app_rollups: Vec<sluice_model::records::AppRollup>,
+    platform_rollups: Vec<sluice_model::records::PlatformRollup>,
 }
 
 /// The named streams the graph makes of `events` (fed in batches of 500 as the pipeline's
@@ -84,7 +82,7 @@ pub fn run_graph(events: Vec<Event>) -> Vec<Records> {
             flush_interval: Arc::new(AtomicU64::new(3_600_000_000_000)),
             shutting_down: Arc::new(AtomicBool::new(false)),
             open_windows: Arc::new(AtomicI64::new(0)),
-            windows: vec![sluice_operators::records::MINUTE],
+            windows: vec![sluice_model::records::MINUTE],
         };
         let out = out.clone();
         worker.dataflow::<u64, _, _>(|scope| {
@@ -181,7 +179,7 @@ pub async fn start_api(stores: Stores) -> (ApiServer, String) {
 
 /// GET `base` + `path`: the status and the JSON body.
 pub async fn get(base: &str, path: &str) -> (u16, Value) {
-    let client = sluice_connectors::tls::http_client(false).expect("an HTTP client");
+    let client = sluice_common::tls::http_client(false).expect("an HTTP client");
     let response = client
         .get(format!("{base}{path}"))
         .send()
@@ -289,7 +287,7 @@ pub async fn check_against_tables(base: &str, rollups: &[Vec<Cell>], app_events:
         );
         for (point, row) in points.iter().zip(&rows) {
             // Every column after `app_id`, as the sink's own table lists them.
-            let columns = &sluice_connectors::sink::rows::table(StreamName::AppRollups).columns;
+            let columns = &sluice_sinks::rows::table(StreamName::AppRollups).columns;
             for (column, cell) in columns[1..].iter().zip(&row[1..]) {
                 let field = point_field(column);
                 assert_eq!(

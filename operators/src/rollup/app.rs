@@ -3,9 +3,9 @@
 use sluice_model::Str;
 
 use super::WindowAggregate;
-use crate::records::AppRollup;
 use crate::route::{AppContribution, AppSample};
 use crate::sketch::LatencySketch;
+use sluice_model::records::AppRollup;
 
 /// What an app's window keeps: sums, maxima and counts, never the records themselves.
 #[derive(Debug, Default)]

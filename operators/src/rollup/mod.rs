@@ -23,7 +23,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::records::window_start;
+use sluice_model::records::window_start;
 
 /// How one kind of rollup aggregates.
 pub trait WindowAggregate: 'static {
@@ -58,7 +58,7 @@ pub struct WindowOptions {
     pub shutting_down: Arc<AtomicBool>,
     /// Open windows across all rollup operators and workers.
     pub open_windows: Arc<AtomicI64>,
-    /// The window widths rolled up, in seconds ([`crate::records::MINUTE`] is always among
+    /// The window widths rolled up, in seconds ([`sluice_model::records::MINUTE`] is always among
     /// them): whole minutes that divide a day.
     pub windows: Vec<u32>,
 }

@@ -3,8 +3,8 @@
 use sluice_model::Str;
 
 use super::WindowAggregate;
-use crate::records::{MetricKind, PlatformRollup};
 use crate::route::{PlatformKey, PlatformSample, PlatformValue};
+use sluice_model::records::{MetricKind, PlatformRollup};
 
 /// What a platform series' window keeps. The first sample fixes the kind and unit; a sample of
 /// the other kind under the same name is ignored (a series is a gauge or a counter, not both).

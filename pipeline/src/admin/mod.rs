@@ -186,8 +186,8 @@ async fn health(axum::extract::State(registry): State) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_connectors::sink::SinkMetrics;
-    use sluice_connectors::source::SourceMetrics;
+    use sluice_common::telemetry::SinkMetrics;
+    use sluice_sources::SourceMetrics;
     use std::sync::atomic::Ordering;
 
     #[test]

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_connectors::sink::SinkMetrics;
-use sluice_connectors::source::{BAD_RECORD_REASONS, SKIP_REASONS, SourceMetrics};
-use sluice_connectors::telemetry::ReasonCounters;
+use sluice_common::telemetry::ReasonCounters;
+use sluice_common::telemetry::SinkMetrics;
 use sluice_model::EventType;
-use sluice_operators::records::StreamName;
+use sluice_model::records::StreamName;
+use sluice_sources::{BAD_RECORD_REASONS, SKIP_REASONS, SourceMetrics};
 
 use crate::telemetry::GraphMetrics;
 

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use sluice_connectors::sink::blackhole::BlackholeSinkConfig;
-use sluice_connectors::source::file::{FileSourceConfig, ReplayFormat};
-use sluice_connectors::source::simulator::{Clock, SimulatorConfig};
+use sluice_simulator::{Clock, SimulatorConfig};
+use sluice_sinks::blackhole::BlackholeSinkConfig;
+use sluice_sources::file::{FileSourceConfig, ReplayFormat};
 use tracing::error;
 
 use super::capture::write_simulated;

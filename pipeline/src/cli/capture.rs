@@ -1,19 +1,15 @@
 //! `sluice capture`: a Firehose, or the built-in simulator, recorded into a replay file.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use flate2::Compression;
-use flate2::write::GzEncoder;
-use sluice_connectors::capture::{CaptureProgress, capture};
-use sluice_connectors::source::firehose::FirehoseConfig;
-use sluice_connectors::source::simulator::{Clock, Generator, SimulatorConfig};
-use sluice_model::framing::write_frame;
+use sluice_model::framing::{ReplayWriter, write_frame};
 use sluice_model::reference::encode_v1;
+use sluice_simulator::{Clock, Generator, SimulatorConfig};
+use sluice_sources::firehose::FirehoseConfig;
+use sluice_sources::firehose::capture::{CaptureProgress, capture};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -105,7 +101,7 @@ pub(super) fn write_simulated(
 ) -> std::io::Result<()> {
     let started = Instant::now();
     let bar = spinner();
-    let mut writer = replay_writer(path)?;
+    let mut writer = ReplayWriter::create(path)?;
     let mut generator = Generator::new(config);
     let mut events = Vec::with_capacity(4096);
     let mut frames = Vec::with_capacity(1 << 20);
@@ -118,7 +114,7 @@ pub(super) fn write_simulated(
         for event in &events {
             write_frame(&mut frames, &encode_v1(event));
         }
-        writer.write_all(&frames)?;
+        writer.write_framed(&frames)?;
         written += n as u64;
         bar.set_message(format!("captured {written} of {count} simulated envelopes"));
     }
@@ -126,37 +122,6 @@ pub(super) fn write_simulated(
     finish_spinner(&bar);
     info!(path = %path.display(), envelopes = written, seconds = started.elapsed().as_secs_f64(), "Capture written.");
     Ok(())
-}
-
-/// A buffered replay-file writer, gzip-compressed for `.gz` names.
-enum ReplayWriter {
-    Plain(BufWriter<File>),
-    Gzip(GzEncoder<BufWriter<File>>),
-}
-
-impl ReplayWriter {
-    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            ReplayWriter::Plain(w) => w.write_all(bytes),
-            ReplayWriter::Gzip(w) => w.write_all(bytes),
-        }
-    }
-
-    fn finish(self) -> std::io::Result<()> {
-        match self {
-            ReplayWriter::Plain(mut w) => w.flush(),
-            ReplayWriter::Gzip(w) => w.finish()?.flush(),
-        }
-    }
-}
-
-fn replay_writer(path: &Path) -> std::io::Result<ReplayWriter> {
-    let file = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    Ok(if path.extension().is_some_and(|e| e == "gz") {
-        ReplayWriter::Gzip(GzEncoder::new(file, Compression::fast()))
-    } else {
-        ReplayWriter::Plain(file)
-    })
 }
 
 fn capture_firehose(args: &CaptureArgs) -> Result<(), String> {

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use sluice_connectors::simulate::{SimulateConfig, SimulateServer};
-use sluice_connectors::source::simulator::SimulatorConfig;
+use sluice_simulator::SimulatorConfig;
+use sluice_simulator::server::{SimulateConfig, SimulateServer};
 use tracing::{error, info};
 
 #[derive(Debug, Args)]

@@ -15,20 +15,20 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_api::ApiConfig;
 use sluice_api::store::{LogStoreConfig, SqlStoreConfig};
-use sluice_connectors::buffer::BufferConfig;
-use sluice_connectors::sink::blackhole::BlackholeSinkConfig;
-use sluice_connectors::sink::elasticsearch::ElasticsearchSinkConfig;
-use sluice_connectors::sink::mysql::MysqlSinkConfig;
-use sluice_connectors::sink::sqlite::SqliteSinkConfig;
-use sluice_connectors::sink::stdout::StdoutSinkConfig;
-use sluice_connectors::source::file::FileSourceConfig;
-use sluice_connectors::source::firehose::FirehoseConfig;
-use sluice_connectors::source::rlp::RlpConfig;
-use sluice_connectors::source::simulator::SimulatorConfig;
+use sluice_buffers::BufferConfig;
+pub use sluice_model::records::StreamName;
+use sluice_model::records::{DAY, MINUTE};
 use sluice_operators::app_events::{AppEventRule, AppEventRules};
 use sluice_operators::filter::{Filter, FilterConfig, Filters};
-pub use sluice_operators::records::StreamName;
-use sluice_operators::records::{DAY, MINUTE};
+use sluice_simulator::SimulatorConfig;
+use sluice_sinks::blackhole::BlackholeSinkConfig;
+use sluice_sinks::elasticsearch::ElasticsearchSinkConfig;
+use sluice_sinks::mysql::MysqlSinkConfig;
+use sluice_sinks::sqlite::SqliteSinkConfig;
+use sluice_sinks::stdout::StdoutSinkConfig;
+use sluice_sources::file::FileSourceConfig;
+use sluice_sources::firehose::FirehoseConfig;
+use sluice_sources::rlp::RlpConfig;
 
 pub use interpolate::interpolate;
 
@@ -67,13 +67,13 @@ pub struct PipelineConfig {
     /// minute's rollup (SPEC §2).
     #[serde(
         default = "default_allowed_lateness",
-        with = "sluice_connectors::config::duration"
+        with = "sluice_common::config::duration"
     )]
     pub allowed_lateness: Duration,
     /// How often an open window's rollup row is rewritten provisionally.
     #[serde(
         default = "default_flush_interval",
-        with = "sluice_connectors::config::duration"
+        with = "sluice_common::config::duration"
     )]
     pub flush_interval: Duration,
     /// Batches queued between the sources and the dataflow before sources wait.

@@ -1,0 +1,127 @@
+//! The record cap of a `memory` buffer: `max_events` records wait between the dataflow and
+//! the sink at most, then `when_full` decides.
+
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use crate::WhenFull;
+
+/// Counts the records queued in a memory buffer. The sender takes room before queueing a
+/// batch; the sink's input gives it back when it receives the batch.
+#[derive(Debug)]
+pub struct EventGate {
+    max_events: usize,
+    when_full: WhenFull,
+    state: Mutex<GateState>,
+    room: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    held: usize,
+    /// The sink stopped reading: nobody will free room again.
+    closed: bool,
+}
+
+/// What [`EventGate::take`] decided for a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    Queued,
+    /// The buffer is full and `when_full = "drop_newest"`.
+    Dropped,
+    /// The sink stopped.
+    Closed,
+}
+
+impl EventGate {
+    pub fn new(max_events: usize, when_full: WhenFull) -> EventGate {
+        EventGate {
+            max_events,
+            when_full,
+            state: Mutex::new(GateState::default()),
+            room: Condvar::new(),
+        }
+    }
+
+    /// Takes room for `n` records, blocking the calling thread under `when_full = "block"`.
+    /// A batch larger than the whole cap is let into an empty buffer rather than never.
+    pub fn take(&self, n: usize) -> Admit {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if state.closed {
+                return Admit::Closed;
+            }
+            if state.held == 0 || state.held + n <= self.max_events {
+                state.held += n;
+                return Admit::Queued;
+            }
+            match self.when_full {
+                WhenFull::DropNewest => return Admit::Dropped,
+                WhenFull::Block => {
+                    state = self
+                        .room
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+        }
+    }
+
+    /// Gives back room for `n` records that left the buffer.
+    pub fn release(&self, n: usize) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.held = state.held.saturating_sub(n);
+        self.room.notify_all();
+    }
+
+    /// The sink stopped: wakes blocked senders so they give up.
+    pub fn close(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.closed = true;
+        self.room.notify_all();
+    }
+
+    pub fn held(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn block_waits_for_room_and_close_releases_waiting_senders() {
+        let gate = Arc::new(EventGate::new(10, WhenFull::Block));
+        assert_eq!(gate.take(8), Admit::Queued);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let sender = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                done_tx.send(gate.take(5)).expect("the test waits");
+                done_tx.send(gate.take(10)).expect("the test waits");
+            })
+        };
+        assert!(done_rx.try_recv().is_err(), "took room that was not there");
+        gate.release(8);
+        let wait = Duration::from_secs(30);
+        assert_eq!(done_rx.recv_timeout(wait), Ok(Admit::Queued));
+        assert_eq!(gate.held(), 5);
+        gate.close();
+        assert_eq!(done_rx.recv_timeout(wait), Ok(Admit::Closed));
+        sender.join().expect("the sender thread ends");
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_cap_enters_an_empty_buffer() {
+        let gate = EventGate::new(10, WhenFull::DropNewest);
+        assert_eq!(gate.take(50), Admit::Queued);
+        assert_eq!(gate.take(1), Admit::Dropped);
+        gate.release(50);
+        assert_eq!(gate.take(1), Admit::Queued);
+    }
+}

@@ -1,0 +1,267 @@
+//! The receiving end of a sink's buffer: its records, in the order the dataflow sent them,
+//! and the acknowledgement that lets the buffer release them.
+//!
+//! A memory input is the channel itself. A disk input puts a thread between the channel
+//! and the [`DiskWriter`]: it gathers what the dataflow sent into groups (one write and,
+//! under `sync = "batch"`, one fsync each) while the sink reads frames back from the
+//! [`DiskReader`] and acknowledges them with `commit`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::runtime::RuntimeFlavor;
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+use sluice_common::telemetry::SinkMetrics;
+use sluice_model::records::Records;
+
+use crate::disk::{self, DiskBufferConfig, DiskReader, DiskWriter, Next};
+use crate::memory::EventGate;
+use crate::{BufferError, codec};
+
+/// The writer thread stops gathering a group past this many payload bytes.
+const GROUP_BYTES: usize = 4 << 20;
+
+/// A sink's input. A sink calls [`BufferReceiver::commit`] after the records it received are in its
+/// store; a durable buffer keeps them until then, so nothing accepted is lost to a crash or
+/// an outage.
+#[derive(Debug)]
+pub struct BufferReceiver {
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    Memory {
+        channel: mpsc::Receiver<Records>,
+        /// `max_events`: room is given back as batches are received.
+        gate: Option<(Arc<EventGate>, Arc<SinkMetrics>)>,
+    },
+    Disk {
+        reader: DiskReader,
+        name: Arc<str>,
+        metrics: Arc<SinkMetrics>,
+    },
+}
+
+impl BufferReceiver {
+    pub(crate) fn memory(channel: mpsc::Receiver<Records>) -> BufferReceiver {
+        BufferReceiver {
+            source: Source::Memory {
+                channel,
+                gate: None,
+            },
+        }
+    }
+
+    pub(crate) fn memory_capped(
+        channel: mpsc::Receiver<Records>,
+        gate: Arc<EventGate>,
+        metrics: Arc<SinkMetrics>,
+    ) -> BufferReceiver {
+        BufferReceiver {
+            source: Source::Memory {
+                channel,
+                gate: Some((gate, metrics)),
+            },
+        }
+    }
+
+    /// Opens the disk buffer and starts the thread that moves batches from `channel` into it.
+    pub(crate) fn disk(
+        name: Arc<str>,
+        channel: mpsc::Receiver<Records>,
+        config: DiskBufferConfig,
+        metrics: Arc<SinkMetrics>,
+    ) -> Result<BufferReceiver, BufferError> {
+        let path = config.path.clone();
+        let (writer, reader, report) = disk::open(config, metrics.clone())?;
+        if report.records > 0 || !report.cut.is_empty() {
+            info!(
+                sink = %name,
+                path = %path.display(),
+                records = report.records,
+                bytes = report.bytes,
+                segments = report.segments,
+                tails_cut = report.cut.len(),
+                "Opened a disk buffer holding records from an earlier run."
+            );
+        }
+        // Records from an earlier run are pending like the ones the dataflow will send (their
+        // age in the oldest-record gauge counts from now).
+        metrics.received(usize::try_from(report.records).unwrap_or(usize::MAX));
+        let thread_name = name.clone();
+        let thread_metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name(format!("buffer-{name}"))
+            .spawn(move || fill_disk_buffer(&thread_name, channel, writer, &thread_metrics))
+            .map_err(BufferError::io(&path))?;
+        Ok(BufferReceiver {
+            source: Source::Disk {
+                reader,
+                name,
+                metrics,
+            },
+        })
+    }
+
+    /// True if what this input holds survives the process (a disk buffer): a sink may then
+    /// stop at shutdown with records undelivered, and the next run delivers them.
+    pub fn is_durable(&self) -> bool {
+        matches!(self.source, Source::Disk { .. })
+    }
+
+    /// The next batch; `None` once the dataflow has finished and everything was received.
+    pub async fn recv(&mut self) -> Option<Records> {
+        match &mut self.source {
+            Source::Memory { channel, gate } => {
+                let records = channel.recv().await?;
+                release(gate, &records);
+                Some(records)
+            }
+            Source::Disk {
+                reader,
+                name,
+                metrics,
+            } => loop {
+                match reader.next().await {
+                    Ok(Some((payload, records))) => {
+                        if let Some(decoded) = decode(name, metrics, &payload, records) {
+                            return Some(decoded);
+                        }
+                    }
+                    Ok(None) => return None,
+                    Err(e) => skip_segment(name, reader, &e),
+                }
+            },
+        }
+    }
+
+    /// The next batch if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Records> {
+        match &mut self.source {
+            Source::Memory { channel, gate } => {
+                // Empty and closed alike: `recv` tells the two apart when the sink waits.
+                let records = channel.try_recv().ok()?;
+                release(gate, &records);
+                Some(records)
+            }
+            Source::Disk {
+                reader,
+                name,
+                metrics,
+            } => loop {
+                match reader.try_next() {
+                    Ok(Next::Frame { payload, records }) => {
+                        if let Some(decoded) = decode(name, metrics, &payload, records) {
+                            return Some(decoded);
+                        }
+                    }
+                    Ok(Next::Empty | Next::Finished) => return None,
+                    Err(e) => skip_segment(name, reader, &e),
+                }
+            },
+        }
+    }
+
+    /// Acknowledges everything received so far as written to the store: the buffer may let
+    /// go of it.
+    pub async fn commit(&mut self) -> Result<(), BufferError> {
+        match &mut self.source {
+            Source::Memory { .. } => Ok(()),
+            Source::Disk { reader, .. } => {
+                // A commit renames the ack file and may unlink whole segments: off the async
+                // workers when the runtime has others to run them.
+                let multi_thread = tokio::runtime::Handle::try_current()
+                    .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+                if multi_thread {
+                    tokio::task::block_in_place(|| reader.commit())
+                } else {
+                    reader.commit()
+                }
+            }
+        }
+    }
+}
+
+impl Drop for BufferReceiver {
+    fn drop(&mut self) {
+        // Senders blocked on a full memory buffer must not wait for a sink that is gone.
+        if let Source::Memory {
+            gate: Some((gate, _)),
+            ..
+        } = &self.source
+        {
+            gate.close();
+        }
+    }
+}
+
+fn release(gate: &Option<(Arc<EventGate>, Arc<SinkMetrics>)>, records: &Records) {
+    if let Some((gate, metrics)) = gate {
+        gate.release(records.len());
+        metrics
+            .buffered_records
+            .fetch_sub(records.len() as i64, Ordering::Relaxed);
+    }
+}
+
+fn decode(name: &str, metrics: &SinkMetrics, payload: &[u8], records: u32) -> Option<Records> {
+    match codec::decode(payload) {
+        Ok(decoded) => Some(decoded),
+        Err(e) => {
+            error!(sink = %name, records, error = %e, "Dropped a batch the disk buffer could not decode.");
+            metrics.dropped(records as usize);
+            None
+        }
+    }
+}
+
+fn skip_segment(name: &str, reader: &mut DiskReader, e: &BufferError) {
+    error!(sink = %name, error = %e, "Skipped the rest of a disk buffer segment.");
+    reader.skip_segment();
+}
+
+/// The disk input's writer thread: runs until every sender is gone, then lets the reader
+/// finish.
+fn fill_disk_buffer(
+    name: &str,
+    mut channel: mpsc::Receiver<Records>,
+    mut writer: DiskWriter,
+    metrics: &SinkMetrics,
+) {
+    let mut payload = Vec::new();
+    while let Some(first) = channel.blocking_recv() {
+        let mut next = Some(first);
+        let mut gathered = 0;
+        while let Some(records) = next.take() {
+            let n = records.len();
+            payload.clear();
+            let appended = codec::encode(&records, &mut payload)
+                .and_then(|()| writer.append(&payload, u32::try_from(n).unwrap_or(u32::MAX)));
+            match appended {
+                Ok(true) => {}
+                // `when_full = "drop_newest"`.
+                Ok(false) => metrics.dropped(n),
+                Err(e) => {
+                    error!(sink = %name, records = n, error = %e, "Dropped a batch the disk buffer could not take.");
+                    metrics.dropped(n);
+                }
+            }
+            gathered += payload.len();
+            if gathered < GROUP_BYTES {
+                next = channel.try_recv().ok();
+            }
+        }
+        if let Err(e) = writer.flush() {
+            error!(sink = %name, error = %e, "The disk buffer could not write a group of batches.");
+        }
+    }
+    match writer.finish() {
+        Ok(()) => info!(sink = %name, "Everything the dataflow sent is in the disk buffer."),
+        Err(e) => {
+            error!(sink = %name, error = %e, "The disk buffer could not write its last group.");
+        }
+    }
+}

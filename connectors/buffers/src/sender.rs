@@ -1,0 +1,72 @@
+//! The sending end of a sink's buffer: the dataflow queues batches here, waiting while the
+//! sink is behind, so backpressure reaches the sources.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use sluice_common::telemetry::SinkMetrics;
+use sluice_model::records::Records;
+use tokio::sync::mpsc;
+
+use crate::memory::{Admit, EventGate};
+
+/// The sending end of a sink's buffer, held by the dataflow's output operators.
+#[derive(Clone, Debug)]
+pub struct BufferSender {
+    tx: mpsc::Sender<Records>,
+    metrics: Arc<SinkMetrics>,
+    /// A memory buffer's `max_events`.
+    gate: Option<Arc<EventGate>>,
+}
+
+impl BufferSender {
+    /// Queues a batch, blocking the calling (timely worker) thread while the sink is behind:
+    /// backpressure travels from a slow store through the dataflow to the sources. Returns
+    /// false if the sink has stopped.
+    pub fn send_blocking(&self, records: Records) -> bool {
+        if records.is_empty() {
+            return true;
+        }
+        let n = records.len() as i64;
+        if let Some(gate) = &self.gate {
+            match gate.take(records.len()) {
+                Admit::Queued => {
+                    self.metrics
+                        .buffered_records
+                        .fetch_add(n, Ordering::Relaxed);
+                }
+                Admit::Dropped => {
+                    self.metrics.dropped.add(n as u64);
+                    return true;
+                }
+                Admit::Closed => {
+                    self.metrics.dropped.add(n as u64);
+                    return false;
+                }
+            }
+        }
+        self.metrics.received(n as usize);
+        if self.tx.blocking_send(records).is_err() {
+            // The sink stopped on a non-retriable error (and said so): count what it misses.
+            self.metrics.unsent(n as usize);
+            if let Some(gate) = &self.gate {
+                gate.release(n as usize);
+                self.metrics
+                    .buffered_records
+                    .fetch_sub(n, Ordering::Relaxed);
+            }
+            return false;
+        }
+        true
+    }
+}
+
+impl BufferSender {
+    pub(crate) fn new(
+        tx: mpsc::Sender<Records>,
+        metrics: Arc<SinkMetrics>,
+        gate: Option<Arc<EventGate>>,
+    ) -> BufferSender {
+        BufferSender { tx, metrics, gate }
+    }
+}

@@ -1,0 +1,112 @@
+//! Gathering received records into the batches row-shaped sinks write in one go.
+
+use std::time::Duration;
+
+use sluice_model::records::StreamName;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::rows::{self, Conflict, TABLES, Table, Value};
+use sluice_model::records::Records;
+
+use crate::SinkContext;
+
+/// Records received and not yet written, grouped by stream so that each table's rows go in
+/// arrival order (a final rollup after its provisional one).
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Indexed like [`StreamName::ALL`].
+    pub(crate) by_stream: [Vec<Records>; 7],
+    pub(crate) rows: usize,
+}
+
+impl Batch {
+    pub(crate) fn push(&mut self, records: Records) {
+        self.rows += records.len();
+        self.by_stream[records.stream().index()].push(records);
+    }
+
+    /// Each stream's records as the column values of its table, rows in arrival order;
+    /// rollups by width, each width's rows for its own table. Events whose type does not
+    /// belong to their stream (never sent by a correct pipeline) and rollups of a width the
+    /// sink has no table for (ditto: the widths are fixed when the graph is built) are counted
+    /// as dropped.
+    pub(crate) fn table_values(&self, ctx: &SinkContext) -> Vec<(&'static Table, Vec<Value<'_>>)> {
+        let mut tables = Vec::new();
+        for (table, records) in TABLES.iter().zip(&self.by_stream) {
+            if records.is_empty() {
+                continue;
+            }
+            if table.conflict == Conflict::Update {
+                let mut by_width = Vec::new();
+                for batch in records {
+                    rows::push_rollup_rows(batch, &mut by_width);
+                }
+                for (width, values) in by_width {
+                    if ctx.windows.contains(&width) {
+                        tables.push((rows::window_table(table.stream, width), values));
+                    } else {
+                        let rows = values.len() / table.columns.len();
+                        warn!(sink = %ctx.name, stream = %table.stream, width, rows,
+                            "Dropped rollups of a window width this sink has no table for.");
+                        ctx.metrics.dropped(rows);
+                    }
+                }
+                continue;
+            }
+            let mut values = Vec::new();
+            let skipped: usize = records
+                .iter()
+                .map(|r| rows::push_rows(r, &mut values))
+                .sum();
+            if skipped > 0 {
+                warn!(sink = %ctx.name, stream = %table.stream, records = skipped,
+                    "Dropped events whose type does not belong to their stream.");
+                ctx.metrics.dropped(skipped);
+            }
+            tables.push((table, values));
+        }
+        tables
+    }
+}
+
+/// The next batch to write: waits for a first record, then takes more until `max_rows` or
+/// until `flush_interval` has passed since the first. Records of streams the sink is not
+/// configured for are counted as dropped. Also says whether the input has closed (the batch
+/// then holds the last records, possibly none).
+pub(crate) async fn gather(
+    ctx: &mut SinkContext,
+    streams: &[StreamName],
+    max_rows: usize,
+    flush_interval: Duration,
+) -> (Batch, bool) {
+    let mut batch = Batch::default();
+    let mut deadline = Instant::now();
+    loop {
+        let received = if batch.rows == 0 {
+            ctx.input.recv().await
+        } else {
+            match tokio::time::timeout_at(deadline, ctx.input.recv()).await {
+                Ok(received) => received,
+                Err(_elapsed) => return (batch, false),
+            }
+        };
+        let Some(records) = received else {
+            return (batch, true);
+        };
+        if !streams.contains(&records.stream()) {
+            // The pipeline sends only configured streams; anything else is counted, not written.
+            warn!(sink = %ctx.name, stream = %records.stream(), rows = records.len(),
+                "Dropped records of a stream this sink is not configured for.");
+            ctx.metrics.dropped(records.len());
+            continue;
+        }
+        if batch.rows == 0 {
+            deadline = Instant::now() + flush_interval;
+        }
+        batch.push(records);
+        if batch.rows >= max_rows {
+            return (batch, false);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Log lines as Elasticsearch documents (SPEC §3): the fields of `log_message` with the time
+//! as `@timestamp` (RFC 3339, nanoseconds), `_id` the deterministic log id, and the index
+//! named from the event time by a pattern such as `logs-%Y.%m.%d`. The log id is also the
+//! `id` field (as in `log_message`), a keyword the read path sorts on to break ties between
+//! lines of the same millisecond: Elasticsearch 8 refuses to sort on `_id`.
+
+use sluice_common::time::{civil, rfc3339};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use sluice_model::Event;
+use sluice_model::event::{Payload, log_id};
+
+/// One document, ready for a `_bulk` body.
+#[derive(Clone, Debug)]
+pub(super) struct Document {
+    pub(super) id: String,
+    pub(super) index: String,
+    /// The document's JSON source, one line.
+    pub(super) source: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct Source<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: &'a str,
+    id: &'a str,
+    app_id: &'a str,
+    source_type: &'a str,
+    source_instance: &'a str,
+    message_type: &'a str,
+    message: &'a str,
+    origin: &'a str,
+    deployment: &'a str,
+    job: &'a str,
+    instance: &'a str,
+    ip: &'a str,
+    tags: Tags<'a>,
+}
+
+struct Tags<'a>(&'a sluice_model::event::Tags);
+
+impl Serialize for Tags<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (&**k, &**v)))
+    }
+}
+
+/// The document of a log event; `None` for an event of another type (never routed here).
+pub(super) fn document(event: &Event, pattern: &IndexPattern) -> Option<Document> {
+    let Payload::Log(log) = &event.payload else {
+        return None;
+    };
+    let header = &event.header;
+    let timestamp = rfc3339(log.timestamp);
+    let message = String::from_utf8_lossy(&log.message);
+    let id = log_id(log);
+    let source = Source {
+        timestamp: &timestamp,
+        id: &id,
+        app_id: &log.app_id,
+        source_type: &log.source_type,
+        source_instance: &log.source_instance,
+        message_type: log.message_type.as_str(),
+        message: &message,
+        origin: &header.origin,
+        deployment: &header.deployment,
+        job: &header.job,
+        instance: &header.index,
+        ip: &header.ip,
+        tags: Tags(&header.tags),
+    };
+    // Serializing borrowed strings into a Vec cannot fail.
+    let source = serde_json::to_vec(&source).unwrap_or_default();
+    Some(Document {
+        id,
+        index: pattern.index(log.timestamp),
+        source,
+    })
+}
+
+/// An index name pattern: `%Y`, `%m`, `%d` and `%H` are the UTC year, month, day and hour
+/// of the event; `%%` is a percent sign; everything else is literal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexPattern(String);
+
+impl IndexPattern {
+    pub fn parse(pattern: &str) -> Result<IndexPattern, String> {
+        if pattern.is_empty() {
+            return Err("the index pattern is empty".to_owned());
+        }
+        let mut chars = pattern.chars();
+        while let Some(c) = chars.next() {
+            if c == '%' {
+                if !matches!(chars.next(), Some('Y' | 'm' | 'd' | 'H' | '%')) {
+                    return Err(format!(
+                        "invalid index pattern `{pattern}`: only %Y, %m, %d, %H and %% may follow %"
+                    ));
+                }
+            } else if c.is_uppercase() {
+                return Err(format!(
+                    "invalid index pattern `{pattern}`: index names are lowercase"
+                ));
+            }
+        }
+        Ok(IndexPattern(pattern.to_owned()))
+    }
+
+    /// The index of an event at `ns` since the epoch.
+    pub(super) fn index(&self, ns: i64) -> String {
+        let (date, hour) = civil(ns);
+        let mut out = String::with_capacity(self.0.len() + 8);
+        let mut chars = self.0.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            let _ = match chars.next() {
+                Some('Y') => write!(out, "{:04}", date.0),
+                Some('m') => write!(out, "{:02}", date.1),
+                Some('d') => write!(out, "{:02}", date.2),
+                Some('H') => write!(out, "{hour:02}"),
+                _ => write!(out, "%"),
+            };
+        }
+        out
+    }
+
+    /// The pattern as a wildcard for the index template and searches: `logs-%Y.%m.%d` →
+    /// `logs-*`.
+    pub fn wildcard(&self) -> String {
+        match self.0.find('%') {
+            Some(at) => format!("{}*", &self.0[..at]),
+            None => self.0.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_come_from_the_event_date() {
+        let daily = IndexPattern::parse("logs-%Y.%m.%d").expect("valid");
+        assert_eq!(daily.index(1_710_234_017_448_058_219), "logs-2024.03.12");
+        assert_eq!(daily.wildcard(), "logs-*");
+        let hourly = IndexPattern::parse("cf-%Y%m%d-%H").expect("valid");
+        assert_eq!(hourly.index(1_710_234_017_448_058_219), "cf-20240312-09");
+        assert_eq!(
+            IndexPattern::parse("all-logs").expect("valid").wildcard(),
+            "all-logs"
+        );
+        assert!(IndexPattern::parse("logs-%y").is_err());
+        assert!(IndexPattern::parse("Logs-%Y").is_err());
+        assert!(IndexPattern::parse("logs-%").is_err());
+    }
+}

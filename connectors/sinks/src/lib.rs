@@ -1,0 +1,95 @@
+//! Sinks: tokio tasks that receive batches of stream records from the dataflow and write them
+//! idempotently to a store (SPEC §3).
+//!
+//! Every sink runs as `async fn run(config, ctx: SinkContext) -> Result<(), XxxError>`: it
+//! receives [`Records`](sluice_model::records::Records) from [`SinkContext::input`] until the
+//! channel closes — which happens when the dataflow has finished and every worker dropped its
+//! sender — writes them, counts through [`SinkContext::metrics`], and returns `Ok(())` only
+//! once everything it received is written. A batch is written with insert-or-ignore (raw
+//! streams) or upsert (rollups), so writing it twice after a retry or a replay changes
+//! nothing.
+//!
+//! Layout: [`rows`] maps records to the columns of the tables of SPEC §3 (shared by every
+//! row-shaped sink); one module per sink kind: [`sqlite`] (the embedded store), [`mysql`],
+//! [`elasticsearch`], [`stdout`] (NDJSON), [`blackhole`] (counts and discards).
+
+mod batch;
+pub mod blackhole;
+pub mod elasticsearch;
+pub mod mysql;
+mod retry;
+pub mod rows;
+pub mod sqlite;
+pub mod stdout;
+
+use std::sync::Arc;
+
+use sluice_buffers::{BufferConfig, BufferError, BufferReceiver, BufferSender};
+use sluice_common::telemetry::SinkMetrics;
+use sluice_model::records::MINUTE;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a running sink needs from the pipeline.
+#[derive(Debug)]
+pub struct SinkContext {
+    pub name: Arc<str>,
+    pub metrics: Arc<SinkMetrics>,
+    /// Batches from the dataflow; `None` once the dataflow has finished.
+    pub input: BufferReceiver,
+    /// Cancelled on Ctrl-C / SIGTERM: a sink may stop retrying a store that is down (a disk
+    /// buffer keeps the rest for the next run).
+    pub shutdown: CancellationToken,
+    /// The rollup window widths (seconds) the graph produces, [`MINUTE`] among them: SQL
+    /// sinks create a table for each width beside the minute at start.
+    pub windows: Arc<[u32]>,
+}
+
+impl SinkContext {
+    /// A sink's context and the sender the dataflow writes into.
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        capacity: usize,
+        shutdown: CancellationToken,
+    ) -> (SinkContext, BufferSender) {
+        let metrics = Arc::new(SinkMetrics::default());
+        let (sender, input) = sluice_buffers::unbounded_memory(capacity, metrics.clone());
+        let context = SinkContext {
+            name: name.into(),
+            metrics,
+            input,
+            shutdown,
+            windows: Arc::new([MINUTE]),
+        };
+        (context, sender)
+    }
+
+    /// The context for a graph rolling up windows of `windows` (seconds) besides the minute.
+    pub fn with_windows(mut self, windows: &[u32]) -> SinkContext {
+        let mut widths = vec![MINUTE];
+        widths.extend(windows.iter().filter(|w| **w != MINUTE));
+        self.windows = widths.into();
+        self
+    }
+
+    /// A sink's context reading through the buffer `buffer` configures. A disk buffer is
+    /// opened here (cutting a torn tail, keeping what an earlier run left) and filled by a
+    /// thread of its own from a channel of `capacity` batches.
+    pub fn with_buffer(
+        name: impl Into<Arc<str>>,
+        capacity: usize,
+        buffer: &BufferConfig,
+        shutdown: CancellationToken,
+    ) -> Result<(SinkContext, BufferSender), BufferError> {
+        let name: Arc<str> = name.into();
+        let metrics = Arc::new(SinkMetrics::default());
+        let (sender, input) = sluice_buffers::open(&name, capacity, buffer, metrics.clone())?;
+        let context = SinkContext {
+            name,
+            metrics,
+            input,
+            shutdown,
+            windows: Arc::new([MINUTE]),
+        };
+        Ok((context, sender))
+    }
+}

@@ -1,0 +1,436 @@
+//! The `sqlite` sink: Sluice's embedded store, one file holding the tables of SPEC §3.
+//!
+//! Received batches are gathered up to `batch_size` rows or `flush_interval`, then written in
+//! one transaction on one connection (SQLite has one writer; more connections would only
+//! queue on its lock). Rows go in through cached prepared statements that insert up to
+//! [`MAX_ROWS_PER_STATEMENT`] rows each, because a round trip to sqlx's connection thread
+//! costs more than SQLite inserting a row. Raw streams are `INSERT OR IGNORE`d and rollups
+//! upserted, so a retry or a replay changes nothing and a provisional rollup row becomes the
+//! final one in place.
+//!
+//! The schema is created by the versioned migrations in `connectors/migrations/sqlite/`; the
+//! rollup tables of the extra widths of `pipeline.windows` (`app_metric_rollup_1h`, ...) are
+//! created at start like their minute tables. `statements.rs` builds the INSERTs.
+
+mod statements;
+
+pub use statements::MAX_ROWS_PER_STATEMENT;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_model::records::StreamName;
+use sqlx::Connection;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use tracing::{debug, info, warn};
+
+use self::statements::{insert, insert_sql, statement_sizes};
+use crate::SinkContext;
+use crate::batch::{Batch, gather};
+use crate::rows::{self, Table, Value};
+use sluice_buffers::BufferConfig;
+use sluice_common::backoff::Backoff;
+
+/// The migration the rollup tables of extra widths are made from (`rows::window_table_ddl`).
+const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_tables.sql");
+
+/// Once shutdown is requested, a busy database gets this many more attempts before the
+/// sink gives up on the batch.
+const ATTEMPTS_AFTER_SHUTDOWN: u32 = 3;
+
+/// `[sinks.<name>]` with `type = "sqlite"`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSinkConfig {
+    /// The database file; it and its parent directory are created when absent.
+    pub path: PathBuf,
+    /// The streams written to this file, each to its table of SPEC §3. Default: all of them.
+    #[serde(default = "StreamName::all")]
+    pub streams: Vec<StreamName>,
+    /// Rows written in one transaction at most; larger batches mean fewer commits.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: NonZeroUsize,
+    /// How long a received row may wait for a fuller batch before it is written (`"1s"`).
+    #[serde(
+        default = "default_flush_interval",
+        with = "sluice_common::config::duration"
+    )]
+    pub flush_interval: Duration,
+    /// How long SQLite waits for another process's lock on the file before the write is
+    /// reported busy and retried with backoff (`"5s"`).
+    #[serde(
+        default = "default_busy_timeout",
+        with = "sluice_common::config::duration"
+    )]
+    pub busy_timeout: Duration,
+    /// Where records wait before they are written (SPEC §8). Default: memory.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+const fn default_batch_size() -> NonZeroUsize {
+    match NonZeroUsize::new(5000) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    }
+}
+
+const fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+const fn default_busy_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl SqliteSinkConfig {
+    /// A config with the default batching for `path` and `streams`.
+    pub fn new(path: impl Into<PathBuf>, streams: Vec<StreamName>) -> SqliteSinkConfig {
+        SqliteSinkConfig {
+            path: path.into(),
+            streams,
+            batch_size: default_batch_size(),
+            flush_interval: default_flush_interval(),
+            busy_timeout: default_busy_timeout(),
+            buffer: BufferConfig::default(),
+        }
+    }
+}
+
+/// Why the `sqlite` sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteSinkError {
+    #[error("cannot create directory {} for the SQLite database: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open SQLite database {}: {source}", path.display())]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot migrate the schema of SQLite database {}: {source}", path.display())]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("cannot write table {table} of SQLite database {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        table: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("cannot commit a transaction to SQLite database {}: {source}", path.display())]
+    Commit { path: PathBuf, source: sqlx::Error },
+    /// A rollup table of an extra width whose minute table the schema does not have, or a
+    /// row for a table the sink did not prepare: a bug, not bad input.
+    #[error("SQLite database {}: no statement for table {table}", path.display())]
+    Schema { path: PathBuf, table: &'static str },
+    #[error(transparent)]
+    Buffer(#[from] sluice_buffers::BufferError),
+}
+
+impl SqliteSinkError {
+    /// A busy or locked database: another process holds the write lock; waiting may help.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SqliteSinkError::Write { source, .. }
+            | SqliteSinkError::Commit { source, .. }
+            | SqliteSinkError::Open { source, .. } => is_busy(source),
+            SqliteSinkError::Migrate { source, .. } => match source {
+                sqlx::migrate::MigrateError::Execute(e)
+                | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => is_busy(e),
+                _ => false,
+            },
+            SqliteSinkError::CreateDir { .. }
+            | SqliteSinkError::Schema { .. }
+            | SqliteSinkError::Buffer(_) => false,
+        }
+    }
+}
+
+/// `SQLITE_BUSY` (5) or `SQLITE_LOCKED` (6), including their extended codes.
+fn is_busy(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+    matches!(code & 0xff, 5 | 6)
+}
+
+/// Runs the sink until its input closes: writes everything received to the file at
+/// `config.path`, then closes it (checkpointing the WAL into the file) and returns.
+pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), SqliteSinkError> {
+    let mut store = SqliteStore::open_with_retry(&config, &ctx).await?;
+    info!(sink = %ctx.name, path = %config.path.display(), "Opened the SQLite database.");
+    loop {
+        let (mut batch, closed) = gather(
+            &mut ctx,
+            &config.streams,
+            config.batch_size.get(),
+            config.flush_interval,
+        )
+        .await;
+        store.flush(&mut batch, &ctx).await?;
+        ctx.input.commit().await?;
+        if closed {
+            break;
+        }
+    }
+    store.close().await;
+    info!(sink = %ctx.name, rows = ctx.metrics.written_total(), "Closed the SQLite database.");
+    Ok(())
+}
+
+/// One table's share of a batch, as column values.
+struct TableRows<'a> {
+    table: &'static Table,
+    values: Vec<Value<'a>>,
+}
+
+impl TableRows<'_> {
+    fn rows(&self) -> usize {
+        self.values.len() / self.table.columns.len()
+    }
+}
+
+/// The open database and its statements' SQL.
+struct SqliteStore {
+    path: PathBuf,
+    pool: SqlitePool,
+    /// The pool's one connection, held for the sink's lifetime.
+    connection: PoolConnection<Sqlite>,
+    /// SQL per table and statement size: `sql[table][log2(rows)]`, built once so sqlx's
+    /// statement cache (keyed by SQL text) prepares each only once.
+    sql: HashMap<&'static str, Vec<Arc<str>>>,
+}
+
+impl SqliteStore {
+    /// Opens the store, waiting while another process holds the database locked.
+    async fn open_with_retry(
+        config: &SqliteSinkConfig,
+        ctx: &SinkContext,
+    ) -> Result<SqliteStore, SqliteSinkError> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        loop {
+            match SqliteStore::open(&config.path, config.busy_timeout, &ctx.windows).await {
+                Err(error) if error.is_retriable() && !ctx.shutdown.is_cancelled() => {
+                    ctx.metrics.retries.incr();
+                    ctx.metrics.set_unavailable(&error);
+                    let delay = backoff.next_delay();
+                    warn!(sink = %ctx.name, %error, delay = ?delay,
+                        "The SQLite database is busy; retrying to open it.");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = ctx.shutdown.cancelled() => {}
+                    }
+                }
+                opened => {
+                    if opened.is_ok() {
+                        ctx.metrics.set_available();
+                    }
+                    return opened;
+                }
+            }
+        }
+    }
+
+    /// Creates the file and its directory if absent, sets the pragmas, migrates the schema and
+    /// creates the rollup tables of the extra `windows`.
+    async fn open(
+        path: &Path,
+        busy_timeout: Duration,
+        windows: &[u32],
+    ) -> Result<SqliteStore, SqliteSinkError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| SqliteSinkError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL is durable against application crashes; a power loss may lose
+            // the last commits, which a replay re-writes idempotently.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(busy_timeout)
+            // The default 2 MiB page cache spills dirty pages to the WAL mid-transaction and
+            // re-reads index pages for every batch; 64 MiB keeps a batch and the hot part of
+            // the indexes in memory (measured: most of the write time otherwise).
+            .pragma("cache_size", "-65536");
+        let open_error = |source| SqliteSinkError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        // One connection: SQLite has a single writer, and the cached statements live on it.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        // Migrating through the pool rather than `&mut SqliteConnection`: the latter's
+        // `Acquire` impl makes this future not provably `Send` (a known rustc limitation).
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|source| SqliteSinkError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let tables = rows::tables_for(windows);
+        for table in tables
+            .iter()
+            .filter(|t| t.name != rows::table(t.stream).name)
+        {
+            let ddl = rows::window_table_ddl(SCHEMA, table).ok_or(SqliteSinkError::Schema {
+                path: path.to_path_buf(),
+                table: table.name,
+            })?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+                .execute(&pool)
+                .await
+                .map_err(|source| SqliteSinkError::Write {
+                    path: path.to_path_buf(),
+                    table: table.name,
+                    source,
+                })?;
+        }
+        let connection = pool.acquire().await.map_err(open_error)?;
+        let sql = tables
+            .iter()
+            .map(|table| {
+                let sizes = statement_sizes(table);
+                let sql = sizes.map(|rows| Arc::from(insert_sql(table, rows)));
+                (table.name, sql.collect())
+            })
+            .collect();
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            pool,
+            connection,
+            sql,
+        })
+    }
+
+    /// Writes and empties `batch`, retrying while the database is busy.
+    async fn flush(&mut self, batch: &mut Batch, ctx: &SinkContext) -> Result<(), SqliteSinkError> {
+        if batch.rows == 0 {
+            return Ok(());
+        }
+        let taken = std::mem::take(batch);
+        let tables: Vec<TableRows<'_>> = taken
+            .table_values(ctx)
+            .into_iter()
+            .map(|(table, values)| TableRows { table, values })
+            .collect();
+        let rows: usize = tables.iter().map(TableRows::rows).sum();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut attempts_after_shutdown = 0;
+        loop {
+            match self.write(&tables).await {
+                Ok(()) => {
+                    ctx.metrics.set_available();
+                    break;
+                }
+                Err(error) if error.is_retriable() => {
+                    if ctx.shutdown.is_cancelled() {
+                        attempts_after_shutdown += 1;
+                        if attempts_after_shutdown > ATTEMPTS_AFTER_SHUTDOWN {
+                            ctx.metrics.dropped(rows);
+                            return Err(error);
+                        }
+                    }
+                    ctx.metrics.retries.incr();
+                    ctx.metrics.set_unavailable(&error);
+                    let delay = backoff.next_delay();
+                    warn!(sink = %ctx.name, %error, rows, delay = ?delay,
+                        "The SQLite database is busy; retrying the batch.");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = ctx.shutdown.cancelled(), if attempts_after_shutdown == 0 => {}
+                    }
+                }
+                Err(error) => {
+                    ctx.metrics.dropped(rows);
+                    return Err(error);
+                }
+            }
+        }
+        for table in &tables {
+            ctx.metrics.written(table.table.stream, table.rows());
+        }
+        debug!(sink = %ctx.name, rows, "Flushed rows to SQLite.");
+        Ok(())
+    }
+
+    /// Writes every table's rows in one transaction: all of the batch or none of it.
+    async fn write(&mut self, tables: &[TableRows<'_>]) -> Result<(), SqliteSinkError> {
+        let commit_error = |source| SqliteSinkError::Commit {
+            path: self.path.clone(),
+            source,
+        };
+        // IMMEDIATE takes the write lock up front, so waiting for another writer happens in
+        // SQLite's busy handler instead of failing half-way through the batch.
+        let mut tx = self
+            .connection
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(commit_error)?;
+        for rows in tables {
+            let table = rows.table;
+            let sql = self.sql.get(table.name).ok_or(SqliteSinkError::Schema {
+                path: self.path.clone(),
+                table: table.name,
+            })?;
+            insert(&mut tx, table, sql, &rows.values)
+                .await
+                .map_err(|source| SqliteSinkError::Write {
+                    path: self.path.clone(),
+                    table: table.name,
+                    source,
+                })?;
+        }
+        tx.commit().await.map_err(|source| SqliteSinkError::Commit {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Closes the connection; SQLite checkpoints the WAL into the database file.
+    async fn close(self) {
+        drop(self.connection);
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_rejects_unknown_keys() {
+        let config: SqliteSinkConfig =
+            parse(r#"{"path": "a.db", "streams": ["logs"], "flush_interval": "250ms"}"#)
+                .expect("valid config");
+        assert_eq!(config.batch_size.get(), 5000);
+        assert_eq!(config.flush_interval, Duration::from_millis(250));
+        let unknown = parse(r#"{"path": "a.db", "streams": [], "bacth_size": 1}"#);
+        assert!(unknown.is_err_and(|e| e.to_string().contains("bacth_size")));
+        let zero = parse(r#"{"path": "a.db", "streams": [], "batch_size": 0}"#);
+        assert!(zero.is_err());
+    }
+
+    fn parse(json: &str) -> Result<SqliteSinkConfig, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}

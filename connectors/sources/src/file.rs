@@ -1,0 +1,276 @@
+//! The `file` source: replays a capture of length-delimited envelopes (SPEC §1.3).
+//!
+//! A finite source: it reads the file once, from a blocking thread in large chunks (through
+//! gzip when the name ends in `.gz`), splits records with the replay framing, decodes them,
+//! and returns `Ok(())` at the end. Bad records are counted and skipped with their offset (in
+//! the uncompressed stream); a truncated tail is counted and ends the file normally; a broken
+//! length prefix ends the file too, since no record boundary can be found after it.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+use serde::Deserialize;
+use sluice_model::Event;
+use sluice_model::framing::{DEFAULT_MAX_RECORD, split_frame, truncation};
+use tokio::runtime::Handle;
+use tracing::{debug, info};
+
+use sluice_common::time::now_ns;
+
+use crate::SourceContext;
+
+/// How much is read at a time: big reads keep syscalls and gzip calls off the profile.
+const CHUNK: usize = 1 << 20;
+
+/// Events per batch handed to the pipeline.
+const BATCH: usize = 1024;
+
+/// `[sources.NAME]` with `type = "file"`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// The replay file; a name ending in `.gz` is gunzipped while reading (concatenated
+    /// gzip members are read one after another, as `gzip -d` does).
+    pub path: PathBuf,
+    /// The envelope format of its records.
+    #[serde(default)]
+    pub format: ReplayFormat,
+}
+
+/// What a replay file's records are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayFormat {
+    /// Dropsonde v1 `events.Envelope`s, as the Firehose sends them (the default).
+    #[default]
+    Dropsonde,
+    /// Loggregator v2 `loggregator.v2.Envelope`s, mapped onto v1 events (SPEC §1.2).
+    LoggregatorV2,
+}
+
+/// Why a replay file could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file does not exist, is not readable, ...
+    #[error("cannot open replay file {path}: {source}", path = path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Reading failed part way (a disk error, a corrupt gzip stream). `offset` is in the
+    /// uncompressed stream; every record before it was delivered.
+    #[error("cannot read replay file {path} at offset {offset}: {source}", path = path.display())]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    /// The reading thread panicked or was cancelled with the runtime.
+    #[error("the reader of replay file {path} stopped abnormally: {detail}", path = path.display())]
+    Reader { path: PathBuf, detail: String },
+}
+
+/// Reads the whole file into the pipeline; returns at its end, or early when
+/// `ctx.shutdown` is cancelled or the pipeline stops taking batches.
+pub async fn run(config: FileSourceConfig, ctx: SourceContext) -> Result<(), FileError> {
+    let path = config.path.clone();
+    let handle = Handle::current();
+    tokio::task::spawn_blocking(move || Replay::new(config, ctx, handle).run())
+        .await
+        .map_err(|e| FileError::Reader {
+            path,
+            detail: e.to_string(),
+        })?
+}
+
+/// Where a record starts: `path:offset`, formatted only when a warning is logged.
+struct At<'a>(&'a Path, u64);
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.0.display(), self.1)
+    }
+}
+
+/// The state of one replay on its blocking thread.
+struct Replay {
+    config: FileSourceConfig,
+    ctx: SourceContext,
+    handle: Handle,
+    batch: Vec<Event>,
+    records: u64,
+}
+
+/// Whether to keep reading after handing over a batch.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Replay {
+    fn new(config: FileSourceConfig, ctx: SourceContext, handle: Handle) -> Replay {
+        Replay {
+            config,
+            ctx,
+            handle,
+            batch: Vec::with_capacity(BATCH),
+            records: 0,
+        }
+    }
+
+    fn run(mut self) -> Result<(), FileError> {
+        let path = self.config.path.clone();
+        let file = File::open(&path).map_err(|source| FileError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let gzipped = path.extension().is_some_and(|ext| ext == "gz");
+        let reader: Box<dyn Read> = if gzipped {
+            Box::new(flate2::bufread::MultiGzDecoder::new(
+                BufReader::with_capacity(CHUNK, file),
+            ))
+        } else {
+            Box::new(file)
+        };
+        let (source, format) = (&self.ctx.name, self.config.format);
+        info!(%source, path = %path.display(), ?format, gzipped, "Replaying a file.");
+        self.ctx.set_connected(true);
+        let result = self.read_all(reader);
+        self.ctx.set_connected(false);
+        let metrics = &self.ctx.metrics;
+        info!(
+            source = %self.ctx.name,
+            path = %path.display(),
+            records = self.records,
+            events = metrics.events.get(),
+            bad_records = metrics.bad_records.total(),
+            skipped = metrics.skipped.total(),
+            "Finished replaying the file."
+        );
+        result
+    }
+
+    fn read_all(&mut self, mut reader: Box<dyn Read>) -> Result<(), FileError> {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        // The offset of `buf[0]` in the (uncompressed) stream.
+        let mut offset: u64 = 0;
+        loop {
+            if self.ctx.shutdown.is_cancelled() {
+                debug!(source = %self.ctx.name, offset, "Shutdown: stopped replaying the file.");
+                return Ok(());
+            }
+            let (read, error) = fill(&mut reader, &mut buf, CHUNK);
+            loop {
+                let before = buf.len();
+                match split_frame(&mut buf, DEFAULT_MAX_RECORD) {
+                    Ok(Some(record)) => {
+                        let at = offset;
+                        offset += (before - buf.len()) as u64;
+                        self.decode(record, at);
+                        if self.batch.len() >= BATCH && matches!(self.flush(), Flow::Stop) {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        // No record boundary can be found after a broken length prefix.
+                        let at = At(&self.config.path, offset);
+                        self.ctx.bad_record_reason(&at, error.reason(), &error);
+                        self.flush();
+                        return Ok(());
+                    }
+                }
+            }
+            if let Some(source) = error {
+                self.flush();
+                return Err(FileError::Read {
+                    path: self.config.path.clone(),
+                    offset: offset + buf.len() as u64,
+                    source,
+                });
+            }
+            if read == 0 {
+                if !buf.is_empty() {
+                    let error = truncation(&buf);
+                    let at = At(&self.config.path, offset);
+                    self.ctx.bad_record_reason(&at, error.reason(), &error);
+                }
+                self.flush();
+                return Ok(());
+            }
+        }
+    }
+
+    fn decode(&mut self, record: bytes::Bytes, offset: u64) {
+        self.records += 1;
+        self.ctx.metrics.bytes.add(record.len() as u64);
+        let result = match self.config.format {
+            ReplayFormat::Dropsonde => {
+                sluice_model::decode::decode_v1(record).map(|event| self.batch.push(event))
+            }
+            ReplayFormat::LoggregatorV2 => {
+                match sluice_model::v2::decode_v2(&record, &mut self.batch) {
+                    Ok(0) => {
+                        self.ctx.skipped("unmapped_v2");
+                        Ok(())
+                    }
+                    Ok(_) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        if let Err(error) = result {
+            self.ctx.bad_record(&At(&self.config.path, offset), &error);
+        }
+    }
+
+    /// Hands the pending events to the pipeline, waiting while its channel is full.
+    fn flush(&mut self) -> Flow {
+        if self.batch.is_empty() {
+            return Flow::Continue;
+        }
+        let events = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let ctx = &self.ctx;
+        self.handle.block_on(async {
+            tokio::select! {
+                sent = ctx.send(events, now_ns()) => match sent {
+                    Ok(()) => Flow::Continue,
+                    Err(closed) => {
+                        debug!(source = %ctx.name, "Stopped replaying the file: {closed}.");
+                        Flow::Stop
+                    }
+                },
+                () = ctx.shutdown.cancelled() => Flow::Stop,
+            }
+        })
+    }
+}
+
+/// Appends up to `want` bytes from `reader` to `buf`, reading until that many arrived, the
+/// stream ended or reading failed; returns how many were appended (0 at the end of the
+/// stream) and the error that stopped it, if any — after the bytes that came before it.
+/// A gzip decoder hands out a few KiB per call, so one call is not enough for a big chunk.
+fn fill(reader: &mut dyn Read, buf: &mut BytesMut, want: usize) -> (usize, Option<io::Error>) {
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let mut filled = 0;
+    let mut error = None;
+    while filled < want {
+        match reader.read(&mut buf[start + filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    buf.truncate(start + filled);
+    (filled, error)
+}

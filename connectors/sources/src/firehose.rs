@@ -1,0 +1,270 @@
+//! The Firehose v1 source (SPEC §1.1): dropsonde envelopes from the Traffic Controller's
+//! WebSocket `GET {url}/firehose/{subscription_id}`, authorised with a UAA client-credentials
+//! token.
+//!
+//! Two layers: [`FirehoseStream`] (in `connection.rs`) keeps one WebSocket up — token,
+//! handshake, keep-alive, reconnects with backoff, slow-consumer disconnects — and yields raw
+//! frames; [`run`] decodes those frames and hands them to the pipeline in batches. [`capture`]
+//! (`sluice capture`) shares the lower layer and writes the frames to a replay file instead.
+
+pub mod capture;
+mod connection;
+#[cfg(test)]
+pub(crate) mod test_server;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_common::time::now_ns;
+use sluice_common::tls::TlsError;
+use sluice_common::uaa::UaaError;
+use sluice_model::decode::decode_v1;
+use tokio_tungstenite::tungstenite::http::Uri;
+use tracing::error;
+
+use crate::SourceContext;
+
+pub use connection::{FirehoseFrame, FirehoseStream, MessageLocation};
+
+/// `[sources.NAME]` with `type = "firehose"` (the pipeline's config loader strips `type` and
+/// expands `${ENV}` before this is deserialized).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirehoseConfig {
+    /// The Traffic Controller, `ws://` or `wss://` (`wss://doppler.sys.example.com:443`).
+    pub url: String,
+    /// Instances sharing a subscription id split the stream between them; different ids each
+    /// get everything.
+    pub subscription_id: String,
+    /// UAA's base URL (`https://uaa.sys.example.com`); the token comes from `/oauth/token`.
+    pub uaa_url: String,
+    /// The UAA client, which needs the `doppler.firehose` scope.
+    pub client_id: String,
+    /// The UAA client's secret (usually `"${UAA_CLIENT_SECRET}"`).
+    pub client_secret: String,
+    /// Accept any TLS certificate from the Traffic Controller and UAA (self-signed
+    /// foundations). Default false.
+    #[serde(default)]
+    pub skip_tls_verify: bool,
+    /// How often a ping is sent. A connection on which nothing at all (message or pong) arrives
+    /// for twice this long is taken for dead and replaced. Default `"15s"`.
+    #[serde(
+        default = "default_keepalive",
+        with = "sluice_common::config::duration"
+    )]
+    pub keepalive: Duration,
+    /// The longest wait between reconnection attempts (the backoff starts at 100 ms and
+    /// doubles). Default `"30s"`.
+    #[serde(
+        default = "default_max_backoff",
+        with = "sluice_common::config::duration"
+    )]
+    pub max_backoff: Duration,
+    /// The most events handed to the pipeline in one batch. A batch is also sent as soon as no
+    /// further message is waiting, so a quiet stream adds no latency. Default 1024.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+const fn default_keepalive() -> Duration {
+    Duration::from_secs(15)
+}
+
+const fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+const fn default_batch_size() -> usize {
+    1024
+}
+
+// The secret must never reach a log line, so Debug is written by hand.
+impl fmt::Debug for FirehoseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FirehoseConfig")
+            .field("url", &self.url)
+            .field("subscription_id", &self.subscription_id)
+            .field("uaa_url", &self.uaa_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("skip_tls_verify", &self.skip_tls_verify)
+            .field("keepalive", &self.keepalive)
+            .field("max_backoff", &self.max_backoff)
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
+}
+
+/// One problem with a [`FirehoseConfig`] value, naming its key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct FirehoseConfigError {
+    /// The config key at fault (`url`, `subscription_id`, ...).
+    pub key: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+impl FirehoseConfig {
+    /// Checks every value without any I/O and reports all the problems found together.
+    pub fn validate(&self) -> Result<(), Vec<FirehoseConfigError>> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &'static str, problem: String| {
+            problems.push(FirehoseConfigError { key, problem });
+        };
+        if let Err(e) = parse_url(&self.url, &["ws", "wss"]) {
+            problem("url", e);
+        }
+        if let Err(e) = parse_url(&self.uaa_url, &["http", "https"]) {
+            problem("uaa_url", e);
+        }
+        if self.subscription_id.is_empty() {
+            problem("subscription_id", "must not be empty".into());
+        } else if let Some(c) = self
+            .subscription_id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-._~".contains(*c)))
+        {
+            problem(
+                "subscription_id",
+                format!(
+                    "'{c}' cannot appear in a URL path; use letters, digits, '-', '.', '_', '~'"
+                ),
+            );
+        }
+        if self.client_id.is_empty() {
+            problem("client_id", "must not be empty".into());
+        }
+        if self.keepalive.is_zero() {
+            problem("keepalive", "must be longer than 0s".into());
+        }
+        if self.max_backoff.is_zero() {
+            problem("max_backoff", "must be longer than 0s".into());
+        }
+        if self.batch_size == 0 {
+            problem("batch_size", "must be at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The WebSocket URL requested: `{url}/firehose/{subscription_id}`.
+    pub fn firehose_url(&self) -> String {
+        format!(
+            "{}/firehose/{}",
+            self.url.trim_end_matches('/'),
+            self.subscription_id
+        )
+    }
+
+    /// The WebSocket URL with its port spelled out (`wss://host:443/firehose/id`), for logs
+    /// and error messages: "cannot reach host:port" is what an operator checks first.
+    pub fn endpoint(&self) -> String {
+        let url = self.firehose_url();
+        let Ok(uri) = url.parse::<Uri>() else {
+            return url;
+        };
+        match (uri.scheme_str(), uri.host()) {
+            (Some(scheme), Some(host)) => {
+                let port = uri
+                    .port_u16()
+                    .unwrap_or(if scheme == "wss" { 443 } else { 80 });
+                format!("{scheme}://{host}:{port}{}", uri.path())
+            }
+            _ => url,
+        }
+    }
+}
+
+fn parse_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let uri = url
+        .parse::<Uri>()
+        .map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some(scheme) if schemes.contains(&scheme) => {}
+        _ => {
+            return Err(format!(
+                "'{url}' must start with {}",
+                schemes
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("'{url}' names no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("'{url}' must not carry a query"));
+    }
+    Ok(())
+}
+
+/// Why the Firehose source (or capture) stopped. Network trouble is not here: it is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum FirehoseError {
+    /// The config has invalid values (normally caught by `sluice validate` before a run).
+    #[error("invalid firehose source config: {}", list(.0))]
+    Config(Vec<FirehoseConfigError>),
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// UAA refused the client id or secret: retrying cannot help.
+    #[error("{0}; check client_id and client_secret")]
+    Uaa(#[source] UaaError),
+}
+
+fn list(problems: &[FirehoseConfigError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Runs the Firehose source until shutdown (then `Ok`), until the pipeline stops taking
+/// batches (`Ok`), or until a non-retriable error: bad config, TLS setup, credentials refused.
+pub async fn run(config: FirehoseConfig, ctx: SourceContext) -> Result<(), FirehoseError> {
+    let result = stream_events(&config, &ctx).await;
+    if let Err(e) = &result {
+        error!(source = %ctx.name, "The Firehose source stopped: {e}.");
+    }
+    result
+}
+
+async fn stream_events(config: &FirehoseConfig, ctx: &SourceContext) -> Result<(), FirehoseError> {
+    let mut stream = FirehoseStream::new(config, ctx.clone())?;
+    let batch_size = config.batch_size;
+    while let Some(first) = stream.next_frame().await? {
+        // Take what has already arrived, up to a batch, without waiting for more: a busy
+        // stream gets big batches, a quiet one gets each envelope at once.
+        let mut events = Vec::new();
+        let mut next = Some(first);
+        let mut frames = 0;
+        while let Some(frame) = next {
+            match decode_v1(frame.payload) {
+                Ok(event) => events.push(event),
+                Err(e) => ctx.bad_record(&stream.location(frame.number), &e),
+            }
+            frames += 1;
+            next = if frames < batch_size {
+                stream.ready_frame()
+            } else {
+                None
+            };
+        }
+        if ctx.send(events, now_ns()).await.is_err() {
+            stream.close().await;
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! The source and its connection layer against a scripted in-test server. Whole-program
+//! behaviour against `sluice simulate` is in `connectors/tests/firehose.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message};
+use bytes::Bytes;
+use sluice_model::Event;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::test_server::{TestServer, drain, events, send_events};
+use super::*;
+use sluice_common::uaa::UaaError;
+
+use crate::{SourceBatch, SourceOutput};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn context(capacity: usize) -> (SourceContext, mpsc::Receiver<SourceBatch>) {
+    let (output, rx) = SourceOutput::channel(capacity);
+    (
+        SourceContext::new("cf", output, CancellationToken::new()),
+        rx,
+    )
+}
+
+async fn receive(rx: &mut mpsc::Receiver<SourceBatch>, count: usize) -> Vec<SourceBatch> {
+    let mut batches = Vec::new();
+    let mut got = 0;
+    while got < count {
+        let batch = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("events within the deadline")
+            .expect("the source is still running");
+        got += batch.events.len();
+        batches.push(batch);
+    }
+    batches
+}
+
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn config_applies_defaults_and_rejects_unknown_keys() {
+    let config: FirehoseConfig = serde_json::from_str(
+        r#"{"url":"wss://doppler.example.com","subscription_id":"sluice",
+            "uaa_url":"https://uaa.example.com","client_id":"sluice","client_secret":"s3cret"}"#,
+    )
+    .expect("minimal config");
+    assert_eq!(config.keepalive, Duration::from_secs(15));
+    assert_eq!(config.max_backoff, Duration::from_secs(30));
+    assert_eq!(config.batch_size, 1024);
+    assert!(!config.skip_tls_verify);
+    assert_eq!(config.validate(), Ok(()));
+    assert_eq!(
+        config.endpoint(),
+        "wss://doppler.example.com:443/firehose/sluice"
+    );
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "Debug hides the secret"
+    );
+
+    let unknown = serde_json::from_str::<FirehoseConfig>(
+        r#"{"url":"ws://a","subscription_id":"s","uaa_url":"http://u","client_id":"c",
+            "client_secret":"","keepalives":"1s"}"#,
+    )
+    .expect_err("unknown key");
+    assert!(unknown.to_string().contains("keepalives"), "{unknown}");
+    let bad_duration = serde_json::from_str::<FirehoseConfig>(
+        r#"{"url":"ws://a","subscription_id":"s","uaa_url":"http://u","client_id":"c",
+            "client_secret":"","keepalive":"soon"}"#,
+    )
+    .expect_err("bad duration");
+    assert!(bad_duration.to_string().contains("soon"), "{bad_duration}");
+}
+
+#[test]
+fn validate_reports_every_bad_value_by_key() {
+    let config = FirehoseConfig {
+        url: "https://doppler.example.com".into(),
+        subscription_id: "a/b".into(),
+        uaa_url: "uaa.example.com".into(),
+        client_id: String::new(),
+        client_secret: String::new(),
+        skip_tls_verify: false,
+        keepalive: Duration::ZERO,
+        max_backoff: Duration::from_secs(1),
+        batch_size: 0,
+    };
+    let keys: Vec<_> = config
+        .validate()
+        .expect_err("invalid")
+        .iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "url",
+            "uaa_url",
+            "subscription_id",
+            "client_id",
+            "keepalive",
+            "batch_size"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn binary_messages_arrive_decoded_and_text_and_garbage_are_counted() {
+    let sent = events(0..50);
+    let script_events = sent.clone();
+    let server = TestServer::start(Arc::new(move |_, mut socket| {
+        let events = script_events.clone();
+        Box::pin(async move {
+            send_events(&mut socket, &events[..20]).await;
+            let _ = socket.send(Message::Text("hello".into())).await;
+            let _ = socket
+                .send(Message::Binary(Bytes::from_static(b"\x0a\x03ab")))
+                .await;
+            send_events(&mut socket, &events[20..]).await;
+            drain(socket).await;
+        })
+    }))
+    .await;
+    let (ctx, mut rx) = context(64);
+    let metrics = ctx.metrics.clone();
+    let shutdown = ctx.shutdown.clone();
+    let source = tokio::spawn(run(server.config(), ctx));
+
+    let batches = receive(&mut rx, sent.len()).await;
+    let received: Vec<Event> = batches.into_iter().flat_map(|b| b.events).collect();
+    assert_eq!(received, sent);
+    assert_eq!(metrics.skipped.get("non_binary_message"), 1);
+    assert_eq!(metrics.bad_records.total(), 1);
+    assert_eq!(metrics.events.get(), 50);
+    assert!(metrics.connected.load(Ordering::Relaxed));
+    assert_eq!(metrics.reconnects.get(), 0);
+
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(WAIT, source).await.expect("stops");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
+#[tokio::test]
+async fn batches_never_exceed_batch_size() {
+    let sent = events(0..25);
+    let script_events = sent.clone();
+    let server = TestServer::start(Arc::new(move |_, mut socket| {
+        let events = script_events.clone();
+        Box::pin(async move {
+            send_events(&mut socket, &events).await;
+            drain(socket).await;
+        })
+    }))
+    .await;
+    let (ctx, mut rx) = context(64);
+    let mut config = server.config();
+    config.batch_size = 4;
+    tokio::spawn(run(config, ctx));
+    let batches = receive(&mut rx, sent.len()).await;
+    assert!(batches.iter().all(|b| (1..=4).contains(&b.events.len())));
+    let received: Vec<Event> = batches.into_iter().flat_map(|b| b.events).collect();
+    assert_eq!(received, sent);
+}
+
+#[tokio::test]
+async fn the_location_of_a_message_names_the_endpoint_and_number() {
+    let server = TestServer::start(Arc::new(|_, socket| Box::pin(drain(socket)))).await;
+    let (ctx, _rx) = context(1);
+    let stream = FirehoseStream::new(&server.config(), ctx).expect("valid config");
+    assert_eq!(
+        stream.location(7).to_string(),
+        format!("ws://{}/firehose/sub message #7", server.addr)
+    );
+}
+
+#[tokio::test]
+async fn a_401_is_retried_at_once_with_a_fresh_token() {
+    let server = TestServer::start_with(
+        Arc::new(|_, mut socket| {
+            Box::pin(async move {
+                send_events(&mut socket, &events(0..3)).await;
+                drain(socket).await;
+            })
+        }),
+        1,
+        false,
+    )
+    .await;
+    let (ctx, mut rx) = context(8);
+    let metrics = ctx.metrics.clone();
+    tokio::spawn(run(server.config(), ctx));
+    receive(&mut rx, 3).await;
+    assert_eq!(server.state.token_requests.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        metrics.reconnects.get(),
+        0,
+        "a token refresh is no reconnect"
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_token_refused_too_is_retried_after_a_backoff() {
+    let server = TestServer::start_with(
+        Arc::new(|_, mut socket| {
+            Box::pin(async move {
+                send_events(&mut socket, &events(0..1)).await;
+                drain(socket).await;
+            })
+        }),
+        2,
+        false,
+    )
+    .await;
+    let (ctx, mut rx) = context(8);
+    let metrics = ctx.metrics.clone();
+    tokio::spawn(run(server.config(), ctx));
+    receive(&mut rx, 1).await;
+    // 401, fresh token, 401 again: logged, counted, retried with the fresh token.
+    assert_eq!(server.state.token_requests.load(Ordering::SeqCst), 2);
+    assert_eq!(metrics.reconnects.get(), 1);
+}
+
+#[tokio::test]
+async fn refused_credentials_stop_the_source_naming_uaa_and_the_client() {
+    let server =
+        TestServer::start_with(Arc::new(|_, socket| Box::pin(drain(socket))), 0, true).await;
+    let (ctx, _rx) = context(1);
+    let result = tokio::time::timeout(WAIT, run(server.config(), ctx))
+        .await
+        .expect("the source gives up at once");
+    let error = result.expect_err("refused");
+    assert!(matches!(
+        error,
+        FirehoseError::Uaa(UaaError::Refused { .. })
+    ));
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("http://{}/oauth/token", server.addr)),
+        "{message}"
+    );
+    assert!(message.contains("'sluice'"), "{message}");
+}
+
+#[tokio::test]
+async fn a_policy_close_counts_a_slow_consumer_disconnect_and_reconnects() {
+    let server = TestServer::start(Arc::new(|n, mut socket| {
+        Box::pin(async move {
+            send_events(&mut socket, &events(n..n + 1)).await;
+            if n == 0 {
+                let close = CloseFrame {
+                    code: 1008,
+                    reason: "Client did not respond to ping before keep-alive timeout expired."
+                        .into(),
+                };
+                let _ = socket.send(Message::Close(Some(close))).await;
+            }
+            drain(socket).await;
+        })
+    }))
+    .await;
+    let (ctx, mut rx) = context(8);
+    let metrics = ctx.metrics.clone();
+    tokio::spawn(run(server.config(), ctx));
+    let received: Vec<Event> = receive(&mut rx, 2)
+        .await
+        .into_iter()
+        .flat_map(|b| b.events)
+        .collect();
+    assert_eq!(received, events(0..2));
+    assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
+    assert_eq!(metrics.reconnects.get(), 1);
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_replaced() {
+    let server = TestServer::start(Arc::new(|n, mut socket| {
+        Box::pin(async move {
+            if n == 0 {
+                // Never read, so never answer a ping: the line looks dead from the client.
+                std::future::pending::<()>().await;
+            }
+            send_events(&mut socket, &events(0..1)).await;
+            drain(socket).await;
+        })
+    }))
+    .await;
+    let (ctx, mut rx) = context(8);
+    let metrics = ctx.metrics.clone();
+    let mut config = server.config();
+    config.keepalive = Duration::from_millis(200);
+    tokio::spawn(run(config, ctx));
+    receive(&mut rx, 1).await;
+    assert!(metrics.reconnects.get() >= 1);
+    assert!(server.state.connections.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn shutdown_sends_a_close_frame_and_returns_ok() {
+    let (closed_tx, mut closed_rx) = mpsc::channel(1);
+    let server = TestServer::start(Arc::new(move |_, mut socket| {
+        let closed_tx = closed_tx.clone();
+        Box::pin(async move {
+            send_events(&mut socket, &events(0..1)).await;
+            while let Some(Ok(message)) = socket.recv().await {
+                if let Message::Close(frame) = message {
+                    let _ = closed_tx.send(frame.map(|f| f.code)).await;
+                }
+            }
+        })
+    }))
+    .await;
+    let (ctx, mut rx) = context(8);
+    let shutdown = ctx.shutdown.clone();
+    let metrics = ctx.metrics.clone();
+    let source = tokio::spawn(run(server.config(), ctx));
+    receive(&mut rx, 1).await;
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(WAIT, source).await.expect("stops");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+    let code = tokio::time::timeout(WAIT, closed_rx.recv())
+        .await
+        .expect("a close frame reaches the server");
+    assert_eq!(code, Some(Some(1000)));
+    until("disconnected", || {
+        !metrics.connected.load(Ordering::Relaxed)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_firehose_is_retried_and_counted() {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    drop(listener);
+    let uaa = TestServer::start(Arc::new(|_, socket| Box::pin(drain(socket)))).await;
+    let mut config = uaa.config();
+    config.url = format!("ws://{addr}");
+    config.max_backoff = Duration::from_millis(20);
+    let (ctx, _rx) = context(1);
+    let metrics = ctx.metrics.clone();
+    let shutdown = ctx.shutdown.clone();
+    let source = tokio::spawn(run(config, ctx));
+    until("three reconnects", || metrics.reconnects.get() >= 3).await;
+    assert!(!metrics.connected.load(Ordering::Relaxed));
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(WAIT, source).await.expect("stops");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}

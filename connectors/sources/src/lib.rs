@@ -1,0 +1,287 @@
+//! Sources: tokio tasks that read envelopes from somewhere, decode them, and hand batches of
+//! [`Event`]s to the pipeline through a bounded channel.
+//!
+//! Every source runs as `async fn run(config, ctx: SourceContext) -> Result<(), XxxError>`:
+//! it sends through [`SourceContext::send`], counts through [`SourceContext::metrics`] and the
+//! `SourceContext` reporting methods, stops when [`SourceContext::shutdown`] is cancelled, and
+//! returns `Ok(())` when a finite source is exhausted. Dropping the context closes the source's
+//! side of the channel, which is how the pipeline learns that a finite source has finished.
+
+pub mod file;
+pub mod firehose;
+pub mod rlp;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sluice_common::telemetry::{Counter, RateLimit, ReasonCounters};
+use sluice_model::{DecodeError, Event};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// Decoded events from one source, and when they arrived.
+#[derive(Debug)]
+pub struct SourceBatch {
+    /// The name of the source component (`[sources.NAME]`).
+    pub source: Arc<str>,
+    pub events: Vec<Event>,
+    /// When the batch was received, ns since the epoch: the event time of events that carry
+    /// none (SPEC §2).
+    pub received_at: i64,
+}
+
+/// Why a record was skipped: every `DecodeError` reason and the framing problems of streams.
+pub const BAD_RECORD_REASONS: &[&str] = &[
+    "truncated",
+    "malformed",
+    "wire_type",
+    "missing_field",
+    "invalid_utf8",
+    "unknown_enum",
+    "type_mismatch",
+    "invalid",
+    "truncated_frame",
+    "oversized_frame",
+    "invalid_json",
+];
+
+/// Why a well-formed record produced no event (not an error in the input, but counted).
+pub const SKIP_REASONS: &[&str] = &["unmapped_v2", "non_binary_message"];
+
+/// A source's counters. Shared with the status line and the admin endpoint.
+#[derive(Debug)]
+pub struct SourceMetrics {
+    /// Events handed to the pipeline.
+    pub events: Counter,
+    /// Bytes of envelopes received (frame payloads, before decoding).
+    pub bytes: Counter,
+    /// Records skipped as bad, per reason of [`BAD_RECORD_REASONS`].
+    pub bad_records: ReasonCounters,
+    /// Well-formed records that carry nothing Sluice stores, per reason of [`SKIP_REASONS`].
+    pub skipped: ReasonCounters,
+    /// Connection attempts after the first (network sources).
+    pub reconnects: Counter,
+    /// Disconnects by the Traffic Controller for consuming too slowly (close code 1008).
+    pub slow_consumer_disconnects: Counter,
+    /// Whether a network source is connected now; finite sources report `true` while reading.
+    pub connected: AtomicBool,
+    bad_record_log: RateLimit,
+}
+
+impl Default for SourceMetrics {
+    fn default() -> SourceMetrics {
+        SourceMetrics {
+            events: Counter::default(),
+            bytes: Counter::default(),
+            bad_records: ReasonCounters::new(BAD_RECORD_REASONS),
+            skipped: ReasonCounters::new(SKIP_REASONS),
+            reconnects: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            connected: AtomicBool::new(false),
+            bad_record_log: RateLimit::default(),
+        }
+    }
+}
+
+/// The channel end a source sends into. The pipeline wraps a bounded channel and a wake-up of
+/// the dataflow (timely's `SyncActivator`); tests use [`SourceOutput::channel`].
+#[derive(Clone)]
+pub struct SourceOutput {
+    // Field order matters: the sender must be dropped before the guard wakes the reader.
+    tx: mpsc::Sender<SourceBatch>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    _closed: Arc<WakeOnDrop>,
+}
+
+/// Wakes the reader once the last clone of a [`SourceOutput`] is gone, so it sees the channel
+/// closed however the source ended (returned, failed, or a clone held by a reader thread went
+/// last). Without it the dataflow could sleep forever after its last source finished.
+struct WakeOnDrop(Arc<dyn Fn() + Send + Sync>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+impl fmt::Debug for SourceOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceOutput").finish_non_exhaustive()
+    }
+}
+
+impl SourceOutput {
+    /// `wake` is called after every batch is queued, and once more when the last clone of
+    /// this output is dropped.
+    pub fn new(tx: mpsc::Sender<SourceBatch>, wake: Arc<dyn Fn() + Send + Sync>) -> SourceOutput {
+        SourceOutput {
+            tx,
+            _closed: Arc::new(WakeOnDrop(wake.clone())),
+            wake,
+        }
+    }
+
+    /// A bounded channel with nothing to wake: for tests and for consumers that poll.
+    pub fn channel(capacity: usize) -> (SourceOutput, mpsc::Receiver<SourceBatch>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (SourceOutput::new(tx, Arc::new(|| {})), rx)
+    }
+}
+
+/// The pipeline has stopped taking batches; the source should return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the pipeline stopped taking batches")]
+pub struct PipelineClosed;
+
+/// Everything a running source needs from the pipeline.
+#[derive(Clone, Debug)]
+pub struct SourceContext {
+    pub name: Arc<str>,
+    pub metrics: Arc<SourceMetrics>,
+    /// Cancelled on Ctrl-C / SIGTERM and when the source is removed by a reload.
+    pub shutdown: CancellationToken,
+    output: SourceOutput,
+}
+
+impl SourceContext {
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        output: SourceOutput,
+        shutdown: CancellationToken,
+    ) -> Self {
+        SourceContext {
+            name: name.into(),
+            metrics: Arc::new(SourceMetrics::default()),
+            shutdown,
+            output,
+        }
+    }
+
+    /// Queues a batch of events, waiting while the channel is full (backpressure reaches the
+    /// socket or file this way). Empty batches are not sent.
+    pub async fn send(&self, events: Vec<Event>, received_at: i64) -> Result<(), PipelineClosed> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let count = events.len() as u64;
+        let batch = SourceBatch {
+            source: self.name.clone(),
+            events,
+            received_at,
+        };
+        self.output
+            .tx
+            .send(batch)
+            .await
+            .map_err(|_| PipelineClosed)?;
+        self.metrics.events.add(count);
+        (self.output.wake)();
+        Ok(())
+    }
+
+    /// Counts a record that could not be decoded and warns (rate-limited) with where it was:
+    /// a file offset, a connection and message number.
+    pub fn bad_record(&self, location: &dyn fmt::Display, error: &DecodeError) {
+        self.bad_record_reason(location, error.reason(), error);
+    }
+
+    /// Like [`bad_record`](Self::bad_record) for problems found outside the decoder (framing,
+    /// JSON), with one of [`BAD_RECORD_REASONS`].
+    pub fn bad_record_reason(
+        &self,
+        location: &dyn fmt::Display,
+        reason: &'static str,
+        error: &dyn fmt::Display,
+    ) {
+        self.metrics.bad_records.incr(reason);
+        if let Some(held_back) = self.metrics.bad_record_log.check() {
+            warn!(
+                source = %self.name,
+                at = %location,
+                reason,
+                held_back,
+                "Skipped a bad record: {error}."
+            );
+        }
+    }
+
+    /// Counts a record that decoded but carries nothing to store.
+    pub fn skipped(&self, reason: &'static str) {
+        self.metrics.skipped.incr(reason);
+    }
+
+    /// Counts and logs a lost connection that will be retried after `delay`.
+    pub fn reconnecting(&self, url: &str, error: &dyn fmt::Display, delay: Duration) {
+        self.metrics.connected.store(false, Ordering::Relaxed);
+        self.metrics.reconnects.incr();
+        warn!(
+            source = %self.name,
+            url,
+            retry_in = ?delay,
+            "Connection failed, retrying: {error}."
+        );
+    }
+
+    /// Counts and logs a disconnect for consuming too slowly (WebSocket close code 1008).
+    pub fn slow_consumer_disconnect(&self, url: &str, reason: &str) {
+        self.metrics.slow_consumer_disconnects.incr();
+        warn!(
+            source = %self.name,
+            url,
+            reason,
+            "Disconnected as a slow consumer: the Traffic Controller closed the stream with 1008. \
+             Add instances with the same subscription id or reduce downstream load."
+        );
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.metrics.connected.store(connected, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_is_woken_when_the_last_output_is_dropped_and_not_before() {
+        use std::sync::atomic::AtomicUsize;
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counter = wakes.clone();
+        let (tx, mut rx) = mpsc::channel(1);
+        let output = SourceOutput::new(
+            tx,
+            Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let clone = output.clone();
+        drop(output);
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            0,
+            "a clone still holds the channel"
+        );
+        drop(clone);
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        // By the time of the wake-up the channel is closed.
+        assert!(matches!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
+
+    #[tokio::test]
+    async fn send_counts_events_and_skips_empty_batches() {
+        let (output, mut rx) = SourceOutput::channel(4);
+        let ctx = SourceContext::new("test", output, CancellationToken::new());
+        ctx.send(Vec::new(), 1).await.expect("open");
+        assert!(rx.try_recv().is_err());
+        assert_eq!(ctx.metrics.events.get(), 0);
+        drop(rx);
+        assert_eq!(ctx.send(Vec::new(), 1).await, Ok(()));
+    }
+}

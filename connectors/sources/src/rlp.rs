@@ -1,0 +1,397 @@
+//! The `rlp` source: Loggregator v2 envelopes from the RLP gateway (SPEC §1.2).
+//!
+//! `GET {url}/v2/read?log&counter&gauge&timer&event&shard_id={id}` with a UAA bearer token
+//! answers a Server-Sent Events stream whose events carry `{"batch":[Envelope, …]}` in proto3
+//! JSON ([`sse`] parses the stream, [`sluice_model::v2`] the batches). The gateway also sends
+//! `heartbeat` events, which are skipped, and a `closing` event before it ends a stream
+//! (every 14 minutes by default), after which the source reconnects like after any other
+//! end of stream or network error: with capped exponential backoff, counted.
+//!
+//! A 401/403 means the token was revoked or expired early: it is dropped and the request
+//! retried at once with a fresh one. If the fresh one is refused too, the gateway does not
+//! accept this client (missing `doppler.firehose` or `logs.admin` scope, say): that is logged
+//! as an error and retried with backoff, so fixing the client in UAA heals the source. UAA
+//! refusing the credentials themselves stops the source: retrying cannot help.
+
+mod sse;
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL};
+use serde::Deserialize;
+use sluice_model::v2::parse_sse_batch;
+use tracing::{error, info};
+
+use self::sse::{SseEvent, SseParser};
+use sluice_common::backoff::Backoff;
+use sluice_common::time::now_ns;
+use sluice_common::tls::{TlsError, http_client};
+use sluice_common::uaa::{TokenSource, UaaError};
+
+use crate::SourceContext;
+
+/// The largest SSE event accepted: a gateway batch holds at most a few hundred envelopes
+/// of at most 64 KiB each.
+const MAX_EVENT: usize = 64 << 20;
+
+/// `[sources.NAME]` with `type = "rlp"`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlpConfig {
+    /// The RLP gateway's base URL, `https://log-stream.sys.example.com`.
+    pub url: String,
+    /// Instances with the same shard id split the stream between them; different ids each
+    /// get everything.
+    pub shard_id: String,
+    /// UAA's base URL, `https://uaa.sys.example.com`.
+    pub uaa_url: String,
+    /// A UAA client with the `doppler.firehose` (or `logs.admin`) authority.
+    pub client_id: String,
+    /// The client's secret (never logged: `Debug` redacts it).
+    pub client_secret: String,
+    /// Accept any TLS certificate from the gateway and UAA (self-signed foundations).
+    #[serde(default)]
+    pub skip_tls_verify: bool,
+    /// Reconnect when nothing, not even a heartbeat, arrived for this long: the connection
+    /// is dead without having been closed. Default `"60s"` (the gateway beats every 10 s).
+    #[serde(
+        default = "default_idle_timeout",
+        with = "sluice_common::config::duration"
+    )]
+    pub idle_timeout: Duration,
+    /// The longest wait between reconnect attempts. Default `"30s"`.
+    #[serde(
+        default = "default_max_backoff",
+        with = "sluice_common::config::duration"
+    )]
+    pub max_backoff: Duration,
+}
+
+impl fmt::Debug for RlpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RlpConfig")
+            .field("url", &self.url)
+            .field("shard_id", &self.shard_id)
+            .field("uaa_url", &self.uaa_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("skip_tls_verify", &self.skip_tls_verify)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
+}
+
+const fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+const fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Why the source stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum RlpError {
+    /// `url` is not an http(s) URL.
+    #[error("invalid RLP gateway URL {url:?}: {detail}")]
+    Url { url: String, detail: String },
+    /// No TLS configuration (the platform's trust store could not be loaded).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// UAA refused the client's credentials.
+    #[error("cannot get a token for the RLP gateway: {0}")]
+    Credentials(#[source] UaaError),
+}
+
+/// Reads the gateway until `ctx.shutdown` is cancelled (or the pipeline stops taking
+/// batches), reconnecting whenever the stream ends.
+pub async fn run(config: RlpConfig, ctx: SourceContext) -> Result<(), RlpError> {
+    let url = read_url(&config.url, &config.shard_id)?;
+    let http = http_client(config.skip_tls_verify)?;
+    let tokens = TokenSource::new(
+        http.clone(),
+        &config.uaa_url,
+        config.client_id.clone(),
+        config.client_secret.clone(),
+    );
+    let mut stream = Stream {
+        http,
+        tokens,
+        url,
+        idle_timeout: config.idle_timeout,
+        ctx,
+        backoff: Backoff::new(Duration::from_millis(100), config.max_backoff),
+        refused_in_a_row: 0,
+        messages: 0,
+    };
+    let result = stream.run().await;
+    stream.ctx.set_connected(false);
+    result
+}
+
+/// `{base}/v2/read?log&counter&gauge&timer&event&shard_id={id}`, the shard id encoded.
+fn read_url(base: &str, shard_id: &str) -> Result<reqwest::Url, RlpError> {
+    let invalid = |detail: String| RlpError::Url {
+        url: base.to_owned(),
+        detail,
+    };
+    let mut url = reqwest::Url::parse(&format!("{}/v2/read", base.trim_end_matches('/')))
+        .map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https".to_owned()));
+    }
+    url.set_query(Some("log&counter&gauge&timer&event"));
+    url.query_pairs_mut().append_pair("shard_id", shard_id);
+    Ok(url)
+}
+
+/// How one connection ended.
+enum Ended {
+    /// Shutdown, or the pipeline closed: the source returns.
+    Stop,
+    /// 401/403 from the gateway.
+    Refused(StatusCode),
+    /// UAA gave no token.
+    Token(UaaError),
+    /// Anything else: network errors, other statuses, end of stream, idle timeout.
+    Lost(String),
+}
+
+struct Stream {
+    http: reqwest::Client,
+    tokens: TokenSource,
+    url: reqwest::Url,
+    idle_timeout: Duration,
+    ctx: SourceContext,
+    backoff: Backoff,
+    refused_in_a_row: u32,
+    /// SSE events received over all connections: where a bad one is found.
+    messages: u64,
+}
+
+/// Where a bad batch or envelope was: `url message N [envelope I]`.
+struct At<'a> {
+    url: &'a reqwest::Url,
+    message: u64,
+    envelope: Option<usize>,
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} message {}", self.url, self.message)?;
+        if let Some(index) = self.envelope {
+            write!(f, " envelope {index}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Stream {
+    async fn run(&mut self) -> Result<(), RlpError> {
+        let url = self.url.to_string();
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            let ended = tokio::select! {
+                ended = self.connect() => ended,
+                () = shutdown.cancelled() => Ended::Stop,
+            };
+            let delay = match ended {
+                Ended::Stop => return Ok(()),
+                Ended::Token(error) if !error.is_retriable() => {
+                    return Err(RlpError::Credentials(error));
+                }
+                Ended::Token(error) => {
+                    let delay = self.backoff.next_delay();
+                    self.ctx.reconnecting(&url, &error, delay);
+                    delay
+                }
+                Ended::Refused(status) => {
+                    self.tokens.invalidate().await;
+                    self.refused_in_a_row += 1;
+                    if self.refused_in_a_row == 1 {
+                        let why =
+                            format!("HTTP {status}: the token was refused, fetching a new one");
+                        self.ctx.reconnecting(&url, &why, Duration::ZERO);
+                        Duration::ZERO
+                    } else {
+                        let delay = self.backoff.next_delay();
+                        error!(
+                            source = %self.ctx.name,
+                            %url,
+                            %status,
+                            retry_in = ?delay,
+                            "The RLP gateway refused a fresh UAA token: does the client have the doppler.firehose or logs.admin authority?"
+                        );
+                        self.ctx
+                            .reconnecting(&url, &format!("HTTP {status}"), delay);
+                        delay
+                    }
+                }
+                Ended::Lost(why) => {
+                    let delay = self.backoff.next_delay();
+                    self.ctx.reconnecting(&url, &why, delay);
+                    delay
+                }
+            };
+            if !delay.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+
+    /// One connection, from the token to the end of its stream.
+    async fn connect(&mut self) -> Ended {
+        let token = match self.tokens.token().await {
+            Ok(token) => token,
+            Err(error) => return Ended::Token(error),
+        };
+        let request = self
+            .http
+            .get(self.url.clone())
+            .header(AUTHORIZATION, format!("bearer {token}"))
+            .header(ACCEPT, "text/event-stream")
+            .header(CACHE_CONTROL, "no-cache");
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Ended::Lost(error.to_string()),
+        };
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Ended::Refused(status);
+        }
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            return Ended::Lost(format!("HTTP {status}: {body}"));
+        }
+        self.refused_in_a_row = 0;
+        self.ctx.set_connected(true);
+        info!(source = %self.ctx.name, url = %self.url, "Connected to the RLP gateway.");
+
+        let mut body = response.bytes_stream();
+        let mut parser = SseParser::new(MAX_EVENT);
+        let mut sse_events = Vec::new();
+        let mut heard_from = false;
+        loop {
+            let chunk = match tokio::time::timeout(self.idle_timeout, body.next()).await {
+                Err(_) => {
+                    return Ended::Lost(format!("nothing received for {:?}", self.idle_timeout));
+                }
+                Ok(None) => return Ended::Lost("the gateway ended the stream".to_owned()),
+                Ok(Some(Err(error))) => return Ended::Lost(error.to_string()),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            if let Err(error) = parser.feed(&chunk, &mut sse_events) {
+                return Ended::Lost(error.to_string());
+            }
+            if !heard_from && !sse_events.is_empty() {
+                // Only a stream that works resets the backoff: a gateway that accepts and
+                // hangs up at once must not be hammered.
+                heard_from = true;
+                self.backoff.reset();
+            }
+            let mut events = Vec::new();
+            let mut closing = None;
+            for event in sse_events.drain(..) {
+                match event.name.as_str() {
+                    "heartbeat" => {}
+                    "closing" => closing = Some(event),
+                    _ => self.batch(&event, &mut events),
+                }
+            }
+            if !events.is_empty() {
+                let sent = self.ctx.send(events, now_ns()).await;
+                if sent.is_err() {
+                    return Ended::Stop;
+                }
+            }
+            if let Some(event) = closing {
+                let why = String::from_utf8_lossy(&event.data).into_owned();
+                return Ended::Lost(format!("the gateway is closing the stream: {why}"));
+            }
+        }
+    }
+
+    /// Maps the batch of one SSE event onto `events`, counting what cannot be mapped.
+    fn batch(&mut self, event: &SseEvent, events: &mut Vec<sluice_model::Event>) {
+        self.messages += 1;
+        self.ctx.metrics.bytes.add(event.data.len() as u64);
+        let at = |envelope| At {
+            url: &self.url,
+            message: self.messages,
+            envelope,
+        };
+        let json = match std::str::from_utf8(&event.data) {
+            Ok(json) => json,
+            Err(error) => {
+                self.ctx
+                    .bad_record_reason(&at(None), "invalid_json", &error);
+                return;
+            }
+        };
+        match parse_sse_batch(json, events) {
+            Err(error) => self
+                .ctx
+                .bad_record_reason(&at(None), "invalid_json", &error),
+            Ok(report) => {
+                for rejected in &report.rejected {
+                    self.ctx
+                        .bad_record(&at(Some(rejected.index)), &rejected.error);
+                }
+                for _ in 0..report.unmapped {
+                    self.ctx.skipped("unmapped_v2");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_url_asks_for_every_type_and_encodes_the_shard() {
+        let url = read_url("https://log-stream.example.com/", "my shard&x").expect("valid");
+        assert_eq!(
+            url.as_str(),
+            "https://log-stream.example.com/v2/read?log&counter&gauge&timer&event&shard_id=my+shard%26x"
+        );
+        assert!(matches!(
+            read_url("ftp://gw", "s"),
+            Err(RlpError::Url { .. })
+        ));
+        assert!(matches!(
+            read_url("not a url", "s"),
+            Err(RlpError::Url { .. })
+        ));
+    }
+
+    #[test]
+    fn the_config_has_defaults_and_hides_the_secret() {
+        let config: RlpConfig = serde_json::from_str(
+            r#"{"url":"https://gw","shard_id":"s","uaa_url":"https://uaa","client_id":"c","client_secret":"hunter2"}"#,
+        )
+        .expect("minimal config");
+        assert_eq!(config.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_backoff, Duration::from_secs(30));
+        assert!(!config.skip_tls_verify);
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let unknown = serde_json::from_str::<RlpConfig>(
+            r#"{"url":"u","shard_id":"s","uaa_url":"u","client_id":"c","client_secret":"x","subscription":"y"}"#,
+        );
+        assert!(unknown.is_err());
+        let short: RlpConfig = serde_json::from_str(
+            r#"{"url":"u","shard_id":"s","uaa_url":"u","client_id":"c","client_secret":"x","idle_timeout":"5s"}"#,
+        )
+        .expect("durations as strings");
+        assert_eq!(short.idle_timeout, Duration::from_secs(5));
+    }
+}
