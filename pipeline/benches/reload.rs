@@ -62,15 +62,16 @@ fn main() {
     let stop = CancellationToken::new();
     let options = RunOptions {
         status: false,
-        stop: Some(stop.clone()),
-        no_signal_handler: true,
         config_path: Some(path.clone()),
         // Reloads come from `reload` alone, one at a time.
         watch: false,
         reload: Some(reload.clone()),
         reloaded: Some(reloaded.clone()),
     };
-    let run = std::thread::spawn(move || runtime::run(initial, options));
+    let stopped = stop.clone();
+    let run = std::thread::spawn(move || {
+        runtime::run(initial, options, async move { stopped.cancelled().await })
+    });
     let waiter = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,8 +3,10 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -15,6 +17,7 @@ use crate::topology;
 
 mod bench;
 mod capture;
+mod signals;
 mod simulate;
 mod top;
 
@@ -158,13 +161,22 @@ fn run(args: RunArgs) -> ExitCode {
             "No --config given: running the embedded default, the built-in simulator into ./sluice-data/sluice.db. Stop with Ctrl-C."
         );
     }
+    let reload = Arc::new(Notify::new());
     let options = RunOptions {
         status: !args.no_status,
         config_path: args.config.clone(),
         watch: args.watch,
-        ..RunOptions::default()
+        reload: Some(reload.clone()),
+        reloaded: None,
     };
-    match runtime::run(config, options) {
+    // SIGHUP reloads a config file; the embedded default has none to read again.
+    let shutdown = signals::shutdown_on_signal();
+    let result = if args.config.is_some() {
+        runtime::run(config, options, signals::reload_on_hangup(reload, shutdown))
+    } else {
+        runtime::run(config, options, shutdown)
+    };
+    match result {
         Ok(summary) => {
             let graph = &summary.metrics.graph;
             let written: u64 = summary

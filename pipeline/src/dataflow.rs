@@ -12,15 +12,14 @@
 //! [`SinkRoutes`] table names for it now, so a live reload changes sinks without touching the
 //! graph; for the same reason the allowed lateness is read by Ingest at every activation, the
 //! flush interval by the rollups at theirs, and the app-event rules by Route for every batch.
-//! App events and rollup rows also pass the API's [`LiveFeed`] on their way, so its streams
-//! see them as the sinks do.
+//! App events and rollup rows also pass a [`LiveTap`] on their way (the API's live feed), so
+//! its streams see them as the sinks do.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use sluice_api::live::LiveFeed;
-use sluice_model::records::{Records, StreamName};
+use sluice_model::records::{AppEvent, AppRollup, Records, StreamName};
 use sluice_operators::app_events::LiveRules;
 use sluice_operators::filter::Filters;
 use sluice_operators::graph;
@@ -40,6 +39,26 @@ use crate::telemetry::GraphMetrics;
 
 /// Batches Ingest takes from the channel before it yields to the rest of the graph.
 const INGEST_BUDGET: usize = 32;
+
+/// Where the graph shows app events and rollup rows on their way to the sinks: the read
+/// path's live streams. Called on a worker thread for every batch, so it must be cheap when
+/// nobody watches.
+pub trait LiveTap: Send + Sync {
+    fn app_events(&self, events: &[AppEvent]);
+    fn app_rollups(&self, rows: &[AppRollup]);
+}
+
+/// Why the dataflow could not run to its end.
+#[derive(Debug, thiserror::Error)]
+#[error("the dataflow failed: {0}")]
+pub struct DataflowError(String);
+
+impl DataflowError {
+    /// A dataflow thread panicked.
+    pub fn panicked(panic: &dyn std::fmt::Display) -> DataflowError {
+        DataflowError(format!("a worker panicked: {panic}"))
+    }
+}
 
 /// The receiving end of the sources' channel and the activator that wakes its reader.
 #[derive(Debug)]
@@ -72,7 +91,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// What the dataflow needs, shared by every worker.
-#[derive(Debug)]
 pub struct DataflowPlan {
     pub workers: usize,
     /// The allowed lateness in ns; a live reload may change it while the graph runs.
@@ -92,20 +110,21 @@ pub struct DataflowPlan {
     pub ingest: Arc<IngestChannel>,
     pub metrics: Arc<GraphMetrics>,
     /// Where the API's live streams take rollup rows and app events from.
-    pub live: Arc<LiveFeed>,
+    pub live: Arc<dyn LiveTap>,
 }
 
 /// Runs the dataflow on `plan.workers` threads until the sources' channel closes and every
 /// record has been handed to the sinks. Blocks the calling thread.
-pub fn run(plan: DataflowPlan) -> Result<(), String> {
+pub fn run(plan: DataflowPlan) -> Result<(), DataflowError> {
     let workers = plan.workers;
     let plan = Arc::new(plan);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let plan = plan.clone();
         worker.dataflow::<u64, _, _>(move |scope| build(scope, &plan));
-    })?;
+    })
+    .map_err(DataflowError)?;
     for result in guards.join() {
-        result?;
+        result.map_err(DataflowError)?;
     }
     Ok(())
 }
@@ -139,7 +158,7 @@ fn build(scope: Scope<'_, u64>, plan: &DataflowPlan) {
         &plan.routes,
         StreamName::AppEvents,
         Records::AppEvents,
-        move |events| live.publish_events(events),
+        move |events| live.app_events(events),
     );
     let live = plan.live.clone();
     forward_tapped(
@@ -147,7 +166,7 @@ fn build(scope: Scope<'_, u64>, plan: &DataflowPlan) {
         &plan.routes,
         StreamName::AppRollups,
         Records::AppRollups,
-        move |rows| live.publish_rollups(rows),
+        move |rows| live.app_rollups(rows),
     );
     forward(
         streams.platform_rollups,

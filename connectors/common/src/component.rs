@@ -4,7 +4,9 @@
 //! to these, so a check written once here covers every kind.
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 
 /// One thing wrong with a component's config: the key, relative to the component (`url`,
 /// `buffer.path`), and what is wrong with it.
@@ -51,23 +53,26 @@ impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Resource::Path(path) => write!(f, "`{}`", path.display()),
-            Resource::Listen(address) => write!(f, "address `{address}`"),
+            Resource::Listen(address) => write!(f, "`{address}`"),
         }
     }
 }
 
-/// A resource and the key that claims it.
+/// A resource, the key that claims it, and what it is to the claimant (`the disk buffer`),
+/// for the message when a second key claims it too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     pub key: String,
     pub resource: Resource,
+    pub what: &'static str,
 }
 
 impl Claim {
-    pub fn path(key: impl Into<String>, path: impl Into<PathBuf>) -> Claim {
+    pub fn path(key: impl Into<String>, what: &'static str, path: impl Into<PathBuf>) -> Claim {
         Claim {
             key: key.into(),
             resource: Resource::Path(path.into()),
+            what,
         }
     }
 
@@ -75,8 +80,44 @@ impl Claim {
         Claim {
             key: key.into(),
             resource: Resource::Listen(address.into()),
+            what: "the address",
         }
     }
+
+    /// The same claim, its key under `prefix` (`sinks.db` + `path` → `sinks.db.path`).
+    pub fn under(self, prefix: &str) -> Claim {
+        Claim {
+            key: format!("{prefix}.{}", self.key),
+            ..self
+        }
+    }
+}
+
+/// A problem for every claim of a resource an earlier claim holds: `key: `x` is already
+/// the disk buffer of other.key`. Paths are compared as written, less `.` components.
+pub fn conflicts(claims: &[Claim]) -> Vec<Problem> {
+    let normal = |resource: &Resource| match resource {
+        Resource::Path(path) => Resource::Path(
+            path.components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect(),
+        ),
+        other => other.clone(),
+    };
+    let mut problems = Vec::new();
+    for (i, claim) in claims.iter().enumerate() {
+        let resource = normal(&claim.resource);
+        if let Some(first) = claims[..i].iter().find(|c| normal(&c.resource) == resource) {
+            problems.push(Problem::new(
+                claim.key.clone(),
+                format!(
+                    "{} is already {} of {}",
+                    claim.resource, first.what, first.key
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 /// What the pipeline asks of every configured component before running it.
@@ -107,5 +148,36 @@ pub struct ComponentError(Box<dyn std::error::Error + Send + Sync>);
 impl ComponentError {
     pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> ComponentError {
         ComponentError(Box::new(error))
+    }
+}
+
+/// A built component's task: it runs until its input ends or its shutdown is cancelled.
+pub type ComponentTask = Pin<Box<dyn Future<Output = Result<(), ComponentError>> + Send>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_claimed_twice_is_a_problem_naming_both_keys() {
+        let claims = [
+            Claim::path("sinks.db.buffer.path", "the disk buffer", "buffers/shared"),
+            Claim::path("sinks.local.path", "the SQLite database", "data/a.db"),
+            Claim::path(
+                "sinks.out.buffer.path",
+                "the disk buffer",
+                "./buffers/shared",
+            ),
+            Claim::listen("admin.listen", "127.0.0.1:9598"),
+            Claim::listen("api.listen", "127.0.0.1:9598"),
+        ];
+        let problems: Vec<String> = conflicts(&claims).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "sinks.out.buffer.path: `./buffers/shared` is already the disk buffer of sinks.db.buffer.path",
+                "api.listen: `127.0.0.1:9598` is already the address of admin.listen",
+            ]
+        );
     }
 }

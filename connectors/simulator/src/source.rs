@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use sluice_common::time::now_ns;
-use sluice_sources::{PipelineClosed, SourceContext};
+use sluice_sources::{
+    Component, ComponentError, ComponentTask, PipelineClosed, Problem, Source, SourceContext,
+};
 
 use crate::generator::Generator;
 
@@ -159,22 +161,16 @@ impl Default for SimulatorConfig {
     }
 }
 
-/// A simulator setting that cannot work, named by its key.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("`{key}` {problem}")]
-pub struct InvalidSetting {
-    /// The config key, as written in TOML.
-    pub key: &'static str,
-    /// What is wrong with its value.
-    pub problem: String,
-}
+/// [`Generator::new`] clamps what [`Component::problems`] rejects, so a config that skipped
+/// validation still runs.
+impl Component for SimulatorConfig {
+    fn kind(&self) -> &'static str {
+        "simulator"
+    }
 
-impl SimulatorConfig {
-    /// Every problem of this config at once (no I/O). [`Generator::new`] clamps what this
-    /// rejects, so a config that skipped validation still runs.
-    pub fn validate(&self) -> Result<(), Vec<InvalidSetting>> {
+    fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut problem = |key, text: String| problems.push(InvalidSetting { key, problem: text });
+        let mut problem = |key: &str, text: String| problems.push(Problem::new(key, text));
         if self.apps == 0 {
             problem("apps", "must be at least 1".to_owned());
         }
@@ -205,11 +201,24 @@ impl SimulatorConfig {
         if self.start < 0 {
             problem("start", "is before 1970".to_owned());
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
+        problems
+    }
+
+    fn describe(&self) -> String {
+        match self.limit {
+            Some(limit) => format!("{} apps, {limit} envelopes", self.apps),
+            None => format!("{} apps, unbounded", self.apps),
         }
+    }
+}
+
+impl Source for SimulatorConfig {
+    fn is_finite(&self) -> bool {
+        self.limit.is_some()
+    }
+
+    fn build(self: Box<Self>, ctx: SourceContext) -> ComponentTask {
+        Box::pin(async move { run(*self, ctx).await.map_err(ComponentError::new) })
     }
 }
 
@@ -218,14 +227,18 @@ impl SimulatorConfig {
 pub enum SimulatorError {
     /// The config was not validated, and is not valid.
     #[error("invalid simulator config: {}", join(.0))]
-    InvalidConfig(Vec<InvalidSetting>),
+    InvalidConfig(Vec<Problem>),
     /// The pipeline stopped taking batches before the source was told to stop.
     #[error(transparent)]
     PipelineClosed(#[from] PipelineClosed),
 }
 
-fn join(problems: &[InvalidSetting]) -> String {
-    let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+/// `` `apps` must be at least 1; `density` ... ``: the keys as written in TOML.
+fn join(problems: &[Problem]) -> String {
+    let texts: Vec<String> = problems
+        .iter()
+        .map(|p| format!("`{}` {}", p.key, p.message))
+        .collect();
     texts.join("; ")
 }
 
@@ -234,7 +247,10 @@ fn join(problems: &[InvalidSetting]) -> String {
 /// batch with the time it was made, and returns `Ok` after `config.limit` envelopes or when
 /// `ctx.shutdown` is cancelled.
 pub async fn run(config: SimulatorConfig, ctx: SourceContext) -> Result<(), SimulatorError> {
-    config.validate().map_err(SimulatorError::InvalidConfig)?;
+    let problems = config.problems();
+    if !problems.is_empty() {
+        return Err(SimulatorError::InvalidConfig(problems));
+    }
     let mut generator = Generator::new(&config);
     let mut remaining = config.limit.unwrap_or(u64::MAX);
     let mut pacer = Pacer::new(config.rate);

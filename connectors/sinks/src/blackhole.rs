@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use sluice_model::records::StreamName;
 
-use crate::SinkContext;
+use crate::{Component, ComponentError, ComponentTask, Problem, Sink, SinkContext};
 
 /// `[sinks.NAME]` with `type = "blackhole"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -13,6 +13,30 @@ pub struct BlackholeSinkConfig {
     /// The streams taken (and discarded).
     #[serde(default = "StreamName::all")]
     pub streams: Vec<StreamName>,
+}
+
+impl Component for BlackholeSinkConfig {
+    fn kind(&self) -> &'static str {
+        "blackhole"
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        crate::stream_problems(&self.streams)
+    }
+
+    fn describe(&self) -> String {
+        "discarded".to_owned()
+    }
+}
+
+impl Sink for BlackholeSinkConfig {
+    fn streams(&self) -> &[StreamName] {
+        &self.streams
+    }
+
+    fn build(self: Box<Self>, ctx: SinkContext) -> ComponentTask {
+        Box::pin(async move { run(*self, ctx).await.map_err(ComponentError::new) })
+    }
 }
 
 /// Drains the sink's input until the dataflow finishes. Never fails.

@@ -1,6 +1,11 @@
 //! Sinks: tokio tasks that receive batches of stream records from the dataflow and write them
 //! idempotently to a store (SPEC §3).
 //!
+//! A sink kind is its config type, implementing [`Sink`]: the [`Component`] checks (every
+//! problem of its config, the resources it holds alone, a description), the streams it takes,
+//! its buffer, and `build`, which makes the sink's task. Adding a kind is a folder (or a file)
+//! here and one line in the pipeline's `SinkConfig` enum.
+//!
 //! Every sink runs as `async fn run(config, ctx: SinkContext) -> Result<(), XxxError>`: it
 //! receives [`Records`](sluice_model::records::Records) from [`SinkContext::input`] until the
 //! channel closes — which happens when the dataflow has finished and every worker dropped its
@@ -24,10 +29,49 @@ pub mod stdout;
 
 use std::sync::Arc;
 
+use std::sync::LazyLock;
+
 use sluice_buffers::{BufferConfig, BufferError, BufferReceiver, BufferSender};
+pub use sluice_common::component::{Claim, Component, ComponentError, ComponentTask, Problem};
 use sluice_common::telemetry::SinkMetrics;
-use sluice_model::records::MINUTE;
+use sluice_model::records::{MINUTE, StreamName};
 use tokio_util::sync::CancellationToken;
+
+/// A sink kind, implemented by its config type: what the pipeline checks and wires before
+/// running it, and the task that writes.
+pub trait Sink: Component + Send + Sync {
+    /// The streams it takes.
+    fn streams(&self) -> &[StreamName];
+
+    /// Where its records wait (`buffer = { ... }`); a memory buffer for kinds without one.
+    fn buffer(&self) -> &BufferConfig {
+        static MEMORY: LazyLock<BufferConfig> = LazyLock::new(BufferConfig::default);
+        &MEMORY
+    }
+
+    /// The sink's task: it writes what `ctx.input` receives until the dataflow is done, and
+    /// returns once everything received is stored.
+    fn build(self: Box<Self>, ctx: SinkContext) -> ComponentTask;
+}
+
+/// Problems every SQL-shaped or record-shaped sink shares about its `streams`.
+pub(crate) fn stream_problems(streams: &[StreamName]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if streams.is_empty() {
+        problems.push(Problem::new("streams", "names no stream"));
+    }
+    let mut seen = Vec::new();
+    for stream in streams {
+        if seen.contains(stream) {
+            problems.push(Problem::new(
+                "streams",
+                format!("`{stream}` is listed twice"),
+            ));
+        }
+        seen.push(*stream);
+    }
+    problems
+}
 
 /// Everything a running sink needs from the pipeline.
 #[derive(Debug)]

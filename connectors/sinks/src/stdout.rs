@@ -13,10 +13,11 @@ use sluice_model::records::StreamName;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::warn;
 
-use crate::rows::{self, Value};
+use sluice_buffers::BufferConfig;
 use sluice_model::records::Records;
 
-use crate::SinkContext;
+use crate::rows::{self, Value};
+use crate::{Component, ComponentError, ComponentTask, Problem, Sink, SinkContext};
 
 /// Output buffered before it is written, when several batches are already waiting.
 const BUFFER_BYTES: usize = 256 * 1024;
@@ -30,7 +31,35 @@ pub struct StdoutSinkConfig {
     pub streams: Vec<StreamName>,
     /// Where records wait before they are printed (SPEC §8). Default: memory.
     #[serde(default)]
-    pub buffer: sluice_buffers::BufferConfig,
+    pub buffer: BufferConfig,
+}
+
+impl Component for StdoutSinkConfig {
+    fn kind(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        crate::stream_problems(&self.streams)
+    }
+
+    fn describe(&self) -> String {
+        "standard output (NDJSON)".to_owned()
+    }
+}
+
+impl Sink for StdoutSinkConfig {
+    fn streams(&self) -> &[StreamName] {
+        &self.streams
+    }
+
+    fn buffer(&self) -> &BufferConfig {
+        &self.buffer
+    }
+
+    fn build(self: Box<Self>, ctx: SinkContext) -> ComponentTask {
+        Box::pin(async move { run(*self, ctx).await.map_err(ComponentError::new) })
+    }
 }
 
 /// Why the `stdout` sink stopped.

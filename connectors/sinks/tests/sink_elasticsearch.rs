@@ -10,6 +10,7 @@ use sluice_buffers::BufferConfig;
 use sluice_model::Payload;
 use sluice_model::event::{Event, log_id};
 use sluice_model::records::Records;
+use sluice_sinks::Component;
 use sluice_sinks::SinkContext;
 use sluice_sinks::elasticsearch::{self, ElasticsearchSinkConfig, ElasticsearchSinkError};
 use sluice_test_support::fixtures::*;
@@ -320,7 +321,7 @@ async fn other_streams_are_a_config_error() {
         .push(sluice_model::records::StreamName::AppRollups);
     let problems = config.problems();
     assert_eq!(problems.len(), 1);
-    assert_eq!(problems[0].0, "streams");
+    assert_eq!(problems[0].key, "streams");
 }
 
 #[tokio::test]

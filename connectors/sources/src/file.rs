@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 use serde::Deserialize;
+use sluice_common::component::Claim;
+use sluice_common::time::now_ns;
 use sluice_model::Event;
 use sluice_model::framing::{DEFAULT_MAX_RECORD, split_frame, truncation};
 use tokio::runtime::Handle;
 use tracing::{debug, info};
 
-use sluice_common::time::now_ns;
-
-use crate::SourceContext;
+use crate::{Component, ComponentError, ComponentTask, Problem, Source, SourceContext};
 
 /// How much is read at a time: big reads keep syscalls and gzip calls off the profile.
 const CHUNK: usize = 1 << 20;
@@ -49,6 +49,38 @@ pub enum ReplayFormat {
     Dropsonde,
     /// Loggregator v2 `loggregator.v2.Envelope`s, mapped onto v1 events (SPEC §1.2).
     LoggregatorV2,
+}
+
+impl Component for FileSourceConfig {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        if self.path.as_os_str().is_empty() {
+            vec![Problem::new("path", "is empty")]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn resources(&self) -> Vec<Claim> {
+        Vec::new()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({:?})", self.path.display(), self.format)
+    }
+}
+
+impl Source for FileSourceConfig {
+    fn is_finite(&self) -> bool {
+        true
+    }
+
+    fn build(self: Box<Self>, ctx: SourceContext) -> ComponentTask {
+        Box::pin(async move { run(*self, ctx).await.map_err(ComponentError::new) })
+    }
 }
 
 /// Why a replay file could not be read to its end.

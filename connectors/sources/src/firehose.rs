@@ -25,7 +25,10 @@ use sluice_model::decode::decode_v1;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tracing::error;
 
-use crate::SourceContext;
+use crate::{
+    Component, ComponentError, ComponentTask, Problem, Source, SourceContext, check_path_segment,
+    check_url,
+};
 
 pub use connection::{FirehoseFrame, FirehoseStream, MessageLocation};
 
@@ -98,62 +101,7 @@ impl fmt::Debug for FirehoseConfig {
     }
 }
 
-/// One problem with a [`FirehoseConfig`] value, naming its key.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {problem}")]
-pub struct FirehoseConfigError {
-    /// The config key at fault (`url`, `subscription_id`, ...).
-    pub key: &'static str,
-    /// What is wrong with its value.
-    pub problem: String,
-}
-
 impl FirehoseConfig {
-    /// Checks every value without any I/O and reports all the problems found together.
-    pub fn validate(&self) -> Result<(), Vec<FirehoseConfigError>> {
-        let mut problems = Vec::new();
-        let mut problem = |key: &'static str, problem: String| {
-            problems.push(FirehoseConfigError { key, problem });
-        };
-        if let Err(e) = parse_url(&self.url, &["ws", "wss"]) {
-            problem("url", e);
-        }
-        if let Err(e) = parse_url(&self.uaa_url, &["http", "https"]) {
-            problem("uaa_url", e);
-        }
-        if self.subscription_id.is_empty() {
-            problem("subscription_id", "must not be empty".into());
-        } else if let Some(c) = self
-            .subscription_id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "-._~".contains(*c)))
-        {
-            problem(
-                "subscription_id",
-                format!(
-                    "'{c}' cannot appear in a URL path; use letters, digits, '-', '.', '_', '~'"
-                ),
-            );
-        }
-        if self.client_id.is_empty() {
-            problem("client_id", "must not be empty".into());
-        }
-        if self.keepalive.is_zero() {
-            problem("keepalive", "must be longer than 0s".into());
-        }
-        if self.max_backoff.is_zero() {
-            problem("max_backoff", "must be longer than 0s".into());
-        }
-        if self.batch_size == 0 {
-            problem("batch_size", "must be at least 1".into());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
-    }
-
     /// The WebSocket URL requested: `{url}/firehose/{subscription_id}`.
     pub fn firehose_url(&self) -> String {
         format!(
@@ -182,52 +130,65 @@ impl FirehoseConfig {
     }
 }
 
-fn parse_url(url: &str, schemes: &[&str]) -> Result<(), String> {
-    let uri = url
-        .parse::<Uri>()
-        .map_err(|e| format!("'{url}' is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some(scheme) if schemes.contains(&scheme) => {}
-        _ => {
-            return Err(format!(
-                "'{url}' must start with {}",
-                schemes
-                    .iter()
-                    .map(|s| format!("{s}://"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ));
+impl Component for FirehoseConfig {
+    fn kind(&self) -> &'static str {
+        "firehose"
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| problems.push(Problem::new(key, message));
+        if let Err(e) = check_url(&self.url, &["ws", "wss"]) {
+            problem("url", e);
         }
+        if let Err(e) = check_url(&self.uaa_url, &["http", "https"]) {
+            problem("uaa_url", e);
+        }
+        if let Err(e) = check_path_segment(&self.subscription_id) {
+            problem("subscription_id", e);
+        }
+        if self.client_id.is_empty() {
+            problem("client_id", "must not be empty".into());
+        }
+        if self.keepalive.is_zero() {
+            problem("keepalive", "must be longer than 0s".into());
+        }
+        if self.max_backoff.is_zero() {
+            problem("max_backoff", "must be longer than 0s".into());
+        }
+        if self.batch_size == 0 {
+            problem("batch_size", "must be at least 1".into());
+        }
+        problems
     }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("'{url}' names no host"));
+
+    fn describe(&self) -> String {
+        format!("{}/firehose/{}", self.url, self.subscription_id)
     }
-    if uri.query().is_some() {
-        return Err(format!("'{url}' must not carry a query"));
+}
+
+impl Source for FirehoseConfig {
+    fn is_finite(&self) -> bool {
+        false
     }
-    Ok(())
+
+    fn build(self: Box<Self>, ctx: SourceContext) -> ComponentTask {
+        Box::pin(async move { run(*self, ctx).await.map_err(ComponentError::new) })
+    }
 }
 
 /// Why the Firehose source (or capture) stopped. Network trouble is not here: it is retried.
 #[derive(Debug, thiserror::Error)]
 pub enum FirehoseError {
     /// The config has invalid values (normally caught by `sluice validate` before a run).
-    #[error("invalid firehose source config: {}", list(.0))]
-    Config(Vec<FirehoseConfigError>),
+    #[error("invalid firehose source config: {}", crate::list(.0))]
+    Config(Vec<Problem>),
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// UAA refused the client id or secret: retrying cannot help.
     #[error("{0}; check client_id and client_secret")]
     Uaa(#[source] UaaError),
-}
-
-fn list(problems: &[FirehoseConfigError]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Runs the Firehose source until shutdown (then `Ok`), until the pipeline stops taking

@@ -1,15 +1,37 @@
 //! Sources: tokio tasks that read envelopes from somewhere, decode them, and hand batches of
 //! [`Event`]s to the pipeline through a bounded channel.
 //!
-//! Every source runs as `async fn run(config, ctx: SourceContext) -> Result<(), XxxError>`:
-//! it sends through [`SourceContext::send`], counts through [`SourceContext::metrics`] and the
-//! `SourceContext` reporting methods, stops when [`SourceContext::shutdown`] is cancelled, and
-//! returns `Ok(())` when a finite source is exhausted. Dropping the context closes the source's
-//! side of the channel, which is how the pipeline learns that a finite source has finished.
+//! A source kind is its config type, implementing [`Source`]: the [`Component`] checks (every
+//! problem of its config, the resources it holds alone, a description) and `build`, which
+//! makes the source's task. Every task runs as `async fn run(config, ctx: SourceContext) ->
+//! Result<(), XxxError>`: it sends through [`SourceContext::send`], counts through
+//! [`SourceContext::metrics`] and the `SourceContext` reporting methods, stops when
+//! [`SourceContext::shutdown`] is cancelled, and returns `Ok(())` when a finite source is
+//! exhausted. Dropping the context closes the source's side of the channel, which is how the
+//! pipeline learns that a finite source has finished.
+//!
+//! Layout: this file holds the [`Source`] interface and what every source shares
+//! ([`SourceContext`], [`SourceBatch`], [`SourceMetrics`]); one module per kind: [`firehose`]
+//! (v1 WebSocket, and `capture`), [`rlp`] (v2 Server-Sent Events), [`file`] (replay files). The `simulator`
+//! kind lives with the traffic generator in `sluice-simulator`.
 
 pub mod file;
 pub mod firehose;
 pub mod rlp;
+
+pub use sluice_common::component::{Component, ComponentError, ComponentTask, Problem};
+
+/// A source kind, implemented by its config type: what the pipeline checks before running
+/// it, and the task that reads with it.
+pub trait Source: Component + Send + Sync {
+    /// Whether the source ends on its own (a replay file, a simulator with a limit), rather
+    /// than running until it is stopped.
+    fn is_finite(&self) -> bool;
+
+    /// The source's task: it reads until its input ends (a finite source) or
+    /// `ctx.shutdown` is cancelled.
+    fn build(self: Box<Self>, ctx: SourceContext) -> ComponentTask;
+}
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,8 +41,61 @@ use std::time::Duration;
 use sluice_common::telemetry::{Counter, RateLimit, ReasonCounters};
 use sluice_model::{DecodeError, Event};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+/// What is wrong with `url` as a URL of one of `schemes` with a host and no query.
+pub(crate) fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let uri = url
+        .parse::<Uri>()
+        .map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some(scheme) if schemes.contains(&scheme) => {}
+        _ => {
+            return Err(format!(
+                "'{url}' must start with {}",
+                schemes
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("'{url}' names no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("'{url}' must not carry a query"));
+    }
+    Ok(())
+}
+
+/// What is wrong with `id` as one segment of a URL path (a subscription or shard id).
+pub(crate) fn check_path_segment(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._~".contains(*c)))
+    {
+        Some(c) => Err(format!(
+            "'{c}' cannot appear in a URL path; use letters, digits, '-', '.', '_', '~'"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Problems as one line.
+pub(crate) fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// Decoded events from one source, and when they arrived.
 #[derive(Debug)]

@@ -31,7 +31,10 @@ use sluice_common::time::now_ns;
 use sluice_common::tls::{TlsError, http_client};
 use sluice_common::uaa::{TokenSource, UaaError};
 
-use crate::SourceContext;
+use crate::{
+    Component, ComponentError, ComponentTask, Problem, Source, SourceContext, check_path_segment,
+    check_url,
+};
 
 /// The largest SSE event accepted: a gateway batch holds at most a few hundred envelopes
 /// of at most 64 KiB each.
@@ -91,6 +94,50 @@ const fn default_idle_timeout() -> Duration {
 
 const fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
+}
+
+impl Component for RlpConfig {
+    fn kind(&self) -> &'static str {
+        "rlp"
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| problems.push(Problem::new(key, message));
+        if let Err(e) = check_url(&self.url, &["http", "https"]) {
+            problem("url", e);
+        }
+        if let Err(e) = check_url(&self.uaa_url, &["http", "https"]) {
+            problem("uaa_url", e);
+        }
+        if let Err(e) = check_path_segment(&self.shard_id) {
+            problem("shard_id", e);
+        }
+        if self.client_id.is_empty() {
+            problem("client_id", "must not be empty".into());
+        }
+        if self.idle_timeout.is_zero() {
+            problem("idle_timeout", "must be longer than 0s".into());
+        }
+        if self.max_backoff.is_zero() {
+            problem("max_backoff", "must be longer than 0s".into());
+        }
+        problems
+    }
+
+    fn describe(&self) -> String {
+        format!("{}/v2/read shard_id={}", self.url, self.shard_id)
+    }
+}
+
+impl Source for RlpConfig {
+    fn is_finite(&self) -> bool {
+        false
+    }
+
+    fn build(self: Box<Self>, ctx: SourceContext) -> ComponentTask {
+        Box::pin(async move { run(*self, ctx).await.map_err(ComponentError::new) })
+    }
 }
 
 /// Why the source stopped for good.

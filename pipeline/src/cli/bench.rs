@@ -149,9 +149,9 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         config,
         RunOptions {
             status: true,
-            no_signal_handler: false,
             ..RunOptions::default()
         },
+        super::signals::shutdown_on_signal(),
     )
     .map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();

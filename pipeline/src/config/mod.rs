@@ -5,6 +5,8 @@
 //! anything, so `sluice validate` and the start of `sluice run` find the same problems, and
 //! never half-way through a run.
 
+mod components;
+mod diff;
 mod interpolate;
 
 use std::collections::BTreeMap;
@@ -16,20 +18,14 @@ use serde::Deserialize;
 use sluice_api::ApiConfig;
 use sluice_api::store::{LogStoreConfig, SqlStoreConfig};
 use sluice_buffers::BufferConfig;
+use sluice_common::component::{Claim, Problem, conflicts};
 pub use sluice_model::records::StreamName;
 use sluice_model::records::{DAY, MINUTE};
 use sluice_operators::app_events::{AppEventRule, AppEventRules};
 use sluice_operators::filter::{Filter, FilterConfig, Filters};
-use sluice_simulator::SimulatorConfig;
-use sluice_sinks::blackhole::BlackholeSinkConfig;
-use sluice_sinks::elasticsearch::ElasticsearchSinkConfig;
-use sluice_sinks::mysql::MysqlSinkConfig;
-use sluice_sinks::sqlite::SqliteSinkConfig;
-use sluice_sinks::stdout::StdoutSinkConfig;
-use sluice_sources::file::FileSourceConfig;
-use sluice_sources::firehose::FirehoseConfig;
-use sluice_sources::rlp::RlpConfig;
 
+pub use components::{SinkConfig, SourceConfig};
+pub use diff::{Changes, ConfigDiff};
 pub use interpolate::interpolate;
 
 /// The whole config file.
@@ -187,106 +183,6 @@ fn window_width(text: &str) -> Result<u32, String> {
     u32::try_from(seconds).map_err(|_| "does not divide a day".to_owned())
 }
 
-/// `[sources.NAME]`, by `type`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceConfig {
-    /// A replay file (SPEC §1.3): finite.
-    File(FileSourceConfig),
-    /// The Firehose v1 WebSocket.
-    Firehose(FirehoseConfig),
-    /// The RLP gateway's v2 Server-Sent Events.
-    Rlp(RlpConfig),
-    /// Built-in realistic traffic.
-    Simulator(SimulatorConfig),
-}
-
-impl SourceConfig {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SourceConfig::File(_) => "file",
-            SourceConfig::Firehose(_) => "firehose",
-            SourceConfig::Rlp(_) => "rlp",
-            SourceConfig::Simulator(_) => "simulator",
-        }
-    }
-
-    /// A short description of where the data comes from, for the topology printout.
-    pub fn describe(&self) -> String {
-        match self {
-            SourceConfig::File(c) => format!("{} ({:?})", c.path.display(), c.format),
-            SourceConfig::Firehose(c) => format!("{}/firehose/{}", c.url, c.subscription_id),
-            SourceConfig::Rlp(c) => format!("{}/v2/read shard_id={}", c.url, c.shard_id),
-            SourceConfig::Simulator(c) => match c.limit {
-                Some(limit) => format!("{} apps, {limit} envelopes", c.apps),
-                None => format!("{} apps, unbounded", c.apps),
-            },
-        }
-    }
-}
-
-/// `[sinks.NAME]`, by `type`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SinkConfig {
-    /// The embedded store.
-    Sqlite(SqliteSinkConfig),
-    /// MySQL or MariaDB: the production store for everything but logs.
-    Mysql(MysqlSinkConfig),
-    /// Elasticsearch (or an OpenSearch-compatible cluster): logs only.
-    Elasticsearch(ElasticsearchSinkConfig),
-    /// NDJSON on standard output.
-    Stdout(StdoutSinkConfig),
-    /// Counts and discards: for benchmarks and trying a topology out.
-    Blackhole(BlackholeSinkConfig),
-}
-
-impl SinkConfig {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SinkConfig::Sqlite(_) => "sqlite",
-            SinkConfig::Mysql(_) => "mysql",
-            SinkConfig::Elasticsearch(_) => "elasticsearch",
-            SinkConfig::Stdout(_) => "stdout",
-            SinkConfig::Blackhole(_) => "blackhole",
-        }
-    }
-
-    /// The streams this sink takes.
-    pub fn streams(&self) -> &[StreamName] {
-        match self {
-            SinkConfig::Sqlite(c) => &c.streams,
-            SinkConfig::Mysql(c) => &c.streams,
-            SinkConfig::Elasticsearch(c) => &c.streams,
-            SinkConfig::Stdout(c) => &c.streams,
-            SinkConfig::Blackhole(c) => &c.streams,
-        }
-    }
-
-    /// Where the sink's records wait (`buffer = { ... }`); memory for sinks without the key.
-    pub fn buffer(&self) -> &BufferConfig {
-        static MEMORY: std::sync::LazyLock<BufferConfig> =
-            std::sync::LazyLock::new(BufferConfig::default);
-        match self {
-            SinkConfig::Sqlite(c) => &c.buffer,
-            SinkConfig::Mysql(c) => &c.buffer,
-            SinkConfig::Elasticsearch(c) => &c.buffer,
-            SinkConfig::Stdout(c) => &c.buffer,
-            SinkConfig::Blackhole(_) => &MEMORY,
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            SinkConfig::Sqlite(c) => c.path.display().to_string(),
-            SinkConfig::Mysql(c) => format!("mysql://{}", c.url.endpoint()),
-            SinkConfig::Elasticsearch(c) => format!("{} (index {})", c.endpoint(), c.index),
-            SinkConfig::Stdout(_) => "standard output (NDJSON)".to_owned(),
-            SinkConfig::Blackhole(_) => "discarded".to_owned(),
-        }
-    }
-}
-
 /// Everything wrong with a config file. Displayed one problem a line, each naming the file.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
@@ -397,82 +293,43 @@ impl Config {
         if self.sources.is_empty() {
             problems.push("sources: at least one source is needed".to_owned());
         }
+        let keyed = |prefix: &str, found: Vec<Problem>| {
+            found
+                .into_iter()
+                .map(|problem| format!("{prefix}.{problem}"))
+                .collect::<Vec<_>>()
+        };
+        let mut claims = Vec::new();
         for (name, source) in &self.sources {
-            let keyed: Vec<(&str, String)> = match source {
-                SourceConfig::Firehose(c) => c
-                    .validate()
-                    .err()
-                    .unwrap_or_default()
+            let prefix = format!("sources.{name}");
+            problems.extend(keyed(&prefix, source.component().problems()));
+            claims.extend(
+                source
+                    .component()
+                    .resources()
                     .into_iter()
-                    .map(|e| (e.key, e.problem))
-                    .collect(),
-                SourceConfig::Simulator(c) => c
-                    .validate()
-                    .err()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|e| (e.key, e.problem))
-                    .collect(),
-                SourceConfig::File(c) if c.path.as_os_str().is_empty() => {
-                    vec![("path", "is empty".to_owned())]
-                }
-                SourceConfig::File(_) | SourceConfig::Rlp(_) => Vec::new(),
-            };
-            problems.extend(
-                keyed
-                    .into_iter()
-                    .map(|(key, problem)| format!("sources.{name}.{key}: {problem}")),
+                    .map(|claim| claim.under(&prefix)),
             );
         }
         for (name, sink) in &self.sinks {
-            if sink.streams().is_empty() {
-                problems.push(format!("sinks.{name}.streams: names no stream"));
-            }
-            let mut seen = Vec::new();
-            for stream in sink.streams() {
-                if seen.contains(stream) {
-                    problems.push(format!("sinks.{name}.streams: `{stream}` is listed twice"));
-                }
-                seen.push(*stream);
-            }
-        }
-        for (name, sink) in &self.sinks {
-            if let SinkConfig::Mysql(c) = sink
-                && let Err(problem) = c.url.check()
-            {
-                problems.push(format!("sinks.{name}.url: {problem}"));
-            }
-            if let SinkConfig::Elasticsearch(c) = sink {
-                for (key, problem) in c.problems() {
-                    problems.push(format!("sinks.{name}.{key}: {problem}"));
-                }
-            }
-        }
-        let mut sqlite_paths: Vec<(&str, &Path)> = Vec::new();
-        for (name, sink) in &self.sinks {
-            if let SinkConfig::Sqlite(c) = sink {
-                if let Some((other, _)) = sqlite_paths.iter().find(|(_, p)| *p == c.path) {
-                    problems.push(format!(
-                        "sinks.{name}.path: `{}` is already written by sink `{other}`",
-                        c.path.display()
-                    ));
-                }
-                sqlite_paths.push((name, &c.path));
-            }
-        }
-        // Two writers in one disk buffer would interleave and delete each other's segments.
-        let mut buffer_paths: Vec<(&str, &Path)> = Vec::new();
-        for (name, sink) in &self.sinks {
+            let prefix = format!("sinks.{name}");
+            problems.extend(keyed(&prefix, sink.component().problems()));
+            claims.extend(
+                sink.component()
+                    .resources()
+                    .into_iter()
+                    .map(|claim| claim.under(&prefix)),
+            );
+            // Two writers in one disk buffer would interleave and delete each other's segments.
             if let BufferConfig::Disk { path, .. } = sink.buffer() {
-                if let Some((other, _)) = buffer_paths.iter().find(|(_, p)| *p == path) {
-                    problems.push(format!(
-                        "sinks.{name}.buffer.path: `{}` is already the disk buffer of sinks.{other}.buffer.path",
-                        path.display()
-                    ));
-                }
-                buffer_paths.push((name, path));
+                claims.push(Claim::path(
+                    format!("{prefix}.buffer.path"),
+                    "the disk buffer",
+                    path,
+                ));
             }
         }
+        problems.extend(conflicts(&claims).iter().map(ToString::to_string));
         problems
     }
 }

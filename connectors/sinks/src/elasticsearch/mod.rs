@@ -44,7 +44,7 @@ use crate::batch::gather;
 use crate::retry::{Retry, Stop};
 use sluice_model::records::Records;
 
-use crate::SinkContext;
+use crate::{Claim, Component, ComponentError, ComponentTask, Problem, SinkContext};
 use sluice_buffers::{BufferConfig, BufferError};
 
 /// The sink's name, as the dead-letter file records it.
@@ -166,24 +166,6 @@ impl ElasticsearchSinkConfig {
         }
     }
 
-    /// Problems `sluice validate` reports, as `(key, problem)`.
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut problems = Vec::new();
-        if let Err(e) = url::Url::parse(&self.url) {
-            problems.push(("url", format!("invalid URL `{}`: {e}", self.url)));
-        }
-        if let Err(e) = IndexPattern::parse(&self.index) {
-            problems.push(("index", e));
-        }
-        if let Some(stream) = self.streams.iter().find(|s| **s != StreamName::Logs) {
-            problems.push((
-                "streams",
-                format!("`{stream}` cannot be stored in Elasticsearch: only `logs` can"),
-            ));
-        }
-        problems
-    }
-
     /// `host:port` for messages.
     pub fn endpoint(&self) -> String {
         match url::Url::parse(&self.url) {
@@ -194,6 +176,57 @@ impl ElasticsearchSinkConfig {
             ),
             Err(_) => "(invalid URL)".to_owned(),
         }
+    }
+}
+
+impl Component for ElasticsearchSinkConfig {
+    fn kind(&self) -> &'static str {
+        "elasticsearch"
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        let mut problems = crate::stream_problems(&self.streams);
+        if let Err(e) = url::Url::parse(&self.url) {
+            problems.push(Problem::new(
+                "url",
+                format!("invalid URL `{}`: {e}", self.url),
+            ));
+        }
+        if let Err(e) = IndexPattern::parse(&self.index) {
+            problems.push(Problem::new("index", e.to_string()));
+        }
+        if let Some(stream) = self.streams.iter().find(|s| **s != StreamName::Logs) {
+            problems.push(Problem::new(
+                "streams",
+                format!("`{stream}` cannot be stored in Elasticsearch: only `logs` can"),
+            ));
+        }
+        problems
+    }
+
+    fn resources(&self) -> Vec<Claim> {
+        self.dead_letter
+            .iter()
+            .map(|path| Claim::path("dead_letter", "the dead-letter file", path))
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (index {})", self.endpoint(), self.index)
+    }
+}
+
+impl crate::Sink for ElasticsearchSinkConfig {
+    fn streams(&self) -> &[StreamName] {
+        &self.streams
+    }
+
+    fn buffer(&self) -> &BufferConfig {
+        &self.buffer
+    }
+
+    fn build(self: Box<Self>, ctx: SinkContext) -> ComponentTask {
+        Box::pin(async move { run(*self, ctx).await.map_err(ComponentError::new) })
     }
 }
 
@@ -285,8 +318,8 @@ pub async fn run(
     config: ElasticsearchSinkConfig,
     mut ctx: SinkContext,
 ) -> Result<(), ElasticsearchSinkError> {
-    if let Some((key, problem)) = config.problems().into_iter().next() {
-        return Err(ElasticsearchSinkError::Config(format!("{key}: {problem}")));
+    if let Some(problem) = config.problems().into_iter().next() {
+        return Err(ElasticsearchSinkError::Config(problem.to_string()));
     }
     let pattern = IndexPattern::parse(&config.index).map_err(ElasticsearchSinkError::Config)?;
     let endpoint = config.endpoint();

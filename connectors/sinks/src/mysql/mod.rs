@@ -40,10 +40,10 @@ use sqlx::{Connection, Row};
 use tracing::{debug, error, info, warn};
 
 use self::statements::{Limit, SCHEMA, insert, insert_sql, limits, statement_sizes};
-use crate::SinkContext;
 use crate::batch::{Batch, gather};
 use crate::retry::{Retry, Stop};
 use crate::rows::{self, Table, Value};
+use crate::{Component, ComponentError, ComponentTask, Problem, Sink, SinkContext};
 use sluice_buffers::{BufferConfig, BufferError};
 
 /// `[sinks.<name>]` with `type = "mysql"`.
@@ -123,6 +123,38 @@ impl MysqlSinkConfig {
             retention: RetentionConfig::default(),
             buffer: BufferConfig::default(),
         }
+    }
+}
+
+impl Component for MysqlSinkConfig {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        let mut problems = crate::stream_problems(&self.streams);
+        if let Err(problem) = self.url.check() {
+            problems.push(Problem::new("url", problem));
+        }
+        problems
+    }
+
+    fn describe(&self) -> String {
+        format!("mysql://{}", self.url.endpoint())
+    }
+}
+
+impl Sink for MysqlSinkConfig {
+    fn streams(&self) -> &[StreamName] {
+        &self.streams
+    }
+
+    fn buffer(&self) -> &BufferConfig {
+        &self.buffer
+    }
+
+    fn build(self: Box<Self>, ctx: SinkContext) -> ComponentTask {
+        Box::pin(async move { run(*self, ctx).await.map_err(ComponentError::new) })
     }
 }
 

@@ -33,9 +33,9 @@ use sqlx::sqlite::{
 use tracing::{debug, info, warn};
 
 use self::statements::{insert, insert_sql, statement_sizes};
-use crate::SinkContext;
 use crate::batch::{Batch, gather};
 use crate::rows::{self, Table, Value};
+use crate::{Claim, Component, ComponentError, ComponentTask, Problem, Sink, SinkContext};
 use sluice_buffers::BufferConfig;
 use sluice_common::backoff::Backoff;
 
@@ -102,6 +102,38 @@ impl SqliteSinkConfig {
             busy_timeout: default_busy_timeout(),
             buffer: BufferConfig::default(),
         }
+    }
+}
+
+impl Component for SqliteSinkConfig {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        crate::stream_problems(&self.streams)
+    }
+
+    fn resources(&self) -> Vec<Claim> {
+        vec![Claim::path("path", "the SQLite database", &self.path)]
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Sink for SqliteSinkConfig {
+    fn streams(&self) -> &[StreamName] {
+        &self.streams
+    }
+
+    fn buffer(&self) -> &BufferConfig {
+        &self.buffer
+    }
+
+    fn build(self: Box<Self>, ctx: SinkContext) -> ComponentTask {
+        Box::pin(async move { run(*self, ctx).await.map_err(ComponentError::new) })
     }
 }
 

@@ -24,7 +24,7 @@ use sluice_common::backoff::Backoff;
 use sluice_common::tls;
 use sluice_common::uaa::{TokenSource, UaaError};
 
-use crate::SourceContext;
+use crate::{Component, SourceContext};
 
 /// How long the TCP connect, TLS and WebSocket handshakes may take together.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,7 +141,10 @@ impl FirehoseStream {
         config: &FirehoseConfig,
         ctx: SourceContext,
     ) -> Result<FirehoseStream, FirehoseError> {
-        config.validate().map_err(FirehoseError::Config)?;
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(FirehoseError::Config(problems));
+        }
         let http = tls::http_client(config.skip_tls_verify)?;
         let connector = if config.url.starts_with("wss://") {
             Connector::Rustls(Arc::new(tls::client_config(config.skip_tls_verify)?))

@@ -1,0 +1,355 @@
+//! `sluice run`: starts the sinks, the dataflow and the sources of a config, carries reloads
+//! out, and stops everything in the order that loses nothing.
+//!
+//! Shutdown, when the `shutdown` future given to [`run`] resolves (the CLI resolves it on
+//! Ctrl-C / SIGTERM) or when every source is finite and done: sources stop and drop their
+//! channel ends → Ingest sees the channel close and releases the input → rollup windows are
+//! emitted (provisional on a requested stop, final otherwise) → the dataflow completes and
+//! drops the sinks' senders → each sink writes what it has and returns → the run returns.
+//!
+//! Layout: this file is the run's sequence; [`supervisor`](self) holds the live topology and
+//! carries out a [`ConfigDiff`]; `reload` says when to read the config file again.
+
+mod reload;
+mod supervisor;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sluice_api::auth::Auth;
+use sluice_api::live::LiveFeed;
+use sluice_api::store::Stores;
+use sluice_api::{ApiConfig, ApiServer, ApiState};
+use sluice_common::telemetry::SinkMetrics;
+use sluice_model::records::{AppEvent, AppRollup};
+use sluice_operators::app_events::{AppEventRules, LiveRules};
+use sluice_sources::{SourceMetrics, SourceOutput};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use self::reload::ReloadTrigger;
+use self::supervisor::{LiveSettings, Supervisor, duration_ns};
+use crate::admin::{AdminServer, Registry};
+use crate::config::{Config, ConfigDiff};
+use crate::dataflow::{self, DataflowPlan, IngestChannel, LiveTap};
+use crate::routing::SinkRoutes;
+use crate::status::StatusLine;
+use crate::telemetry::GraphMetrics;
+
+/// How a run ended.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Dataflow(#[from] dataflow::DataflowError),
+    /// One or more components failed; each was logged as it happened.
+    #[error("{}", .0.join("; "))]
+    Components(Vec<String>),
+}
+
+/// Live handles on a running pipeline's counters.
+#[derive(Debug, Clone)]
+pub struct RunMetrics {
+    pub graph: Arc<GraphMetrics>,
+    pub sources: Vec<(String, Arc<SourceMetrics>)>,
+    pub sinks: Vec<(String, Arc<SinkMetrics>)>,
+}
+
+/// Options of `sluice run` beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Show the live status line (on a terminal) or log status every few seconds.
+    pub status: bool,
+    /// The config file, read again on a reload ([`RunOptions::reload`], `--watch`).
+    /// `None` (the embedded default): reloads are not possible.
+    pub config_path: Option<PathBuf>,
+    /// Reload when the config file changes, and keep running when every source is done.
+    pub watch: bool,
+    /// Reloads the config file when notified (the CLI on SIGHUP, tests, the reload
+    /// benchmark).
+    pub reload: Option<Arc<Notify>>,
+    /// Notified after every reload, applied or rejected (the reload benchmark).
+    pub reloaded: Option<Arc<Notify>>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub metrics: RunMetrics,
+    pub elapsed: Duration,
+    /// The run ended because `shutdown` resolved rather than because sources finished.
+    pub interrupted: bool,
+}
+
+/// Runs a config to completion, or until `shutdown` resolves. Blocks the calling thread.
+pub fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunSummary, RunError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sluice-io")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    runtime.block_on(run_async(config, options, shutdown))
+}
+
+/// The API's live streams see app events and rollup rows on their way to the sinks.
+impl LiveTap for LiveFeed {
+    fn app_events(&self, events: &[AppEvent]) {
+        self.publish_events(events);
+    }
+
+    fn app_rollups(&self, rows: &[AppRollup]) {
+        self.publish_rollups(rows);
+    }
+}
+
+/// Serves `[api]`: its stores are the sinks it names (or the first that fit), read lazily, so
+/// a store that is down answers 503 and never stops the run.
+async fn start_api(
+    config: &Config,
+    api: &ApiConfig,
+    live: Arc<LiveFeed>,
+) -> Result<ApiServer, RunError> {
+    let problem = |e: String| RunError::Components(vec![e]);
+    let auth = Auth::from_config(api).map_err(|e| problem(format!("api: {e}")))?;
+    let (sql, logs) = config.api_stores();
+    let stores = Stores::open(sql, logs, config.pipeline.window_widths())
+        .map_err(|e| problem(format!("api: {e}")))?
+        .with_allowed_lateness(config.pipeline.allowed_lateness);
+    let state = ApiState {
+        auth: Arc::new(auth),
+        stores: Arc::new(stores),
+        live,
+    };
+    ApiServer::start(api, state)
+        .await
+        .map_err(|e| problem(format!("api.listen: {e}")))
+}
+
+async fn run_async(
+    config: Config,
+    options: RunOptions,
+    shutdown_requested: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    // Polled once before anything starts, so whatever it listens to (the CLI's signal
+    // handlers) is in place for the whole run; a stop asked this early ends the run at once.
+    let mut shutdown_requested = Box::pin(shutdown_requested);
+    let mut interrupted = tokio::select! {
+        biased;
+        () = &mut shutdown_requested => true,
+        () = std::future::ready(()) => false,
+    };
+    let shutdown = CancellationToken::new();
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let graph_metrics = GraphMetrics::new();
+    // Admin endpoint: the supervisor registers every component it starts.
+    let registry = Registry::new(graph_metrics.clone());
+    let admin = match &config.admin {
+        Some(admin) => Some(
+            AdminServer::start(admin, registry.clone())
+                .await
+                .map_err(|e| RunError::Components(vec![format!("admin.listen: {e}")]))?,
+        ),
+        None => None,
+    };
+    let live = Arc::new(LiveFeed::new());
+    let api = match &config.api {
+        Some(api) => Some(start_api(&config, api, live.clone()).await?),
+        None => None,
+    };
+    let routes = Arc::new(SinkRoutes::default());
+
+    let (batches, receiver) = mpsc::channel(config.pipeline.channel_capacity);
+    let ingest = IngestChannel::new(receiver);
+    let wake_channel = ingest.clone();
+    let keeper = SourceOutput::new(batches, Arc::new(move || wake_channel.wake()));
+    let settings = LiveSettings {
+        allowed_lateness_ns: Arc::new(AtomicU64::new(duration_ns(
+            config.pipeline.allowed_lateness,
+        ))),
+        flush_interval_ns: Arc::new(AtomicU64::new(duration_ns(config.pipeline.flush_interval))),
+        rules: LiveRules::new(
+            AppEventRules::new(&config.pipeline.app_event_rules())
+                .map_err(|e| RunError::Components(vec![format!("pipeline.app_events: {e}")]))?,
+        ),
+        filters: Arc::new(RwLock::new(Arc::new(
+            config
+                .compiled_filters()
+                .map_err(|problem| RunError::Components(vec![problem]))?,
+        ))),
+    };
+    let plan = DataflowPlan {
+        workers: config.pipeline.workers(),
+        allowed_lateness: settings.allowed_lateness_ns.clone(),
+        rules: settings.rules.clone(),
+        flush_interval: settings.flush_interval_ns.clone(),
+        windows: config.pipeline.window_widths(),
+        shutting_down: shutting_down.clone(),
+        routes: routes.clone(),
+        filters: settings.filters.clone(),
+        ingest: ingest.clone(),
+        metrics: graph_metrics.clone(),
+        live: live.clone(),
+    };
+    let metrics = RunMetrics {
+        graph: graph_metrics.clone(),
+        sources: Vec::new(),
+        sinks: Vec::new(),
+    };
+    let mut supervisor = Supervisor::new(
+        config.clone(),
+        shutdown.clone(),
+        routes.clone(),
+        keeper,
+        settings,
+        metrics,
+        registry,
+        options.watch,
+        shutting_down.clone(),
+    );
+
+    // Sinks first, so the dataflow has somewhere to write from its first record on.
+    for (name, sink_config) in &config.sinks {
+        if let Err(failure) = supervisor.start_sink(name, sink_config.clone()) {
+            routes.clear();
+            return Err(RunError::Components(vec![failure]));
+        }
+    }
+
+    // The dataflow, on its own threads.
+    let dataflow = tokio::task::spawn_blocking(move || dataflow::run(plan));
+
+    // Sources last.
+    for (name, source_config) in &config.sources {
+        supervisor.start_source(name, source_config.clone());
+    }
+    supervisor.release_input_if_idle();
+    supervisor.registry.mark_started();
+
+    info!(
+        sources = config.sources.len(),
+        sinks = config.sinks.len(),
+        workers = config.pipeline.workers(),
+        "Pipeline running."
+    );
+    let status = options
+        .status
+        .then(|| StatusLine::start(supervisor.metrics.clone(), shutdown.clone()));
+
+    if interrupted {
+        supervisor.stop();
+    }
+    let mut reloads = ReloadTrigger::new(
+        options.config_path.clone(),
+        options.watch,
+        options.reload.clone(),
+    );
+
+    // Run until every source is done and the input released, or a stop. A sink replacement
+    // still waiting for its predecessor keeps the loop going: its stream is paused, and the
+    // dataflow cannot finish before the successor takes it.
+    while supervisor.keeper.is_some()
+        || !supervisor.source_tasks.is_empty()
+        || !supervisor.waiting_sinks.is_empty()
+    {
+        tokio::select! {
+            () = &mut shutdown_requested, if !shutdown.is_cancelled() => {
+                interrupted = true;
+                supervisor.stop();
+            }
+            path = reloads.next(), if !shutdown.is_cancelled() => {
+                let asked = Instant::now();
+                match Config::load(&path) {
+                    Ok(new) => {
+                        let diff = ConfigDiff::between(&supervisor.config, &new);
+                        supervisor.apply(new, &diff);
+                        graph_metrics.reloads.incr();
+                    }
+                    Err(e) => {
+                        graph_metrics.reload_failures.incr();
+                        error!(path = %path.display(),
+                            "The new config is rejected; the running topology carries on unchanged.");
+                        for problem in &e.problems {
+                            error!("  {problem}");
+                        }
+                    }
+                }
+                graph_metrics.last_reload_micros.store(
+                    u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                if let Some(done) = &options.reloaded {
+                    done.notify_one();
+                }
+            }
+            Some(finished) = supervisor.source_tasks.join_next(), if !supervisor.source_tasks.is_empty() => {
+                match finished {
+                    Ok(ended) => supervisor.source_ended(ended),
+                    Err(panic) => supervisor.fail(format!("a source panicked: {panic}")),
+                }
+            }
+            Some(finished) = supervisor.sink_tasks.join_next(), if !supervisor.sink_tasks.is_empty() => {
+                match finished {
+                    Ok(ended) => supervisor.sink_ended(ended),
+                    Err(panic) => supervisor.fail(format!("a sink panicked: {panic}")),
+                }
+            }
+        }
+    }
+
+    // Every source is done: the dataflow drains and completes, then the sinks finish.
+    let dataflow_result = dataflow.await;
+    routes.clear();
+    match dataflow_result {
+        Ok(result) => result?,
+        Err(panic) => return Err(dataflow::DataflowError::panicked(&panic).into()),
+    }
+    while let Some(finished) = supervisor.sink_tasks.join_next().await {
+        match finished {
+            Ok((name, generation, result)) => {
+                let current = supervisor.is_current_sink(&name, generation);
+                match result {
+                    Ok(()) if current => info!(sink = %name, "Sink finished."),
+                    Ok(()) => info!(sink = %name, "The sink's previous instance finished."),
+                    Err(e) => {
+                        error!(sink = %name, "Sink stopped: {e}");
+                        supervisor.failures.push(format!("sink {name}: {e}"));
+                    }
+                }
+            }
+            Err(panic) => supervisor
+                .failures
+                .push(format!("a sink panicked: {panic}")),
+        }
+    }
+    shutdown.cancel();
+    if let Some(status) = status {
+        status.finish().await;
+    }
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
+    // Open streams end, so the server can stop.
+    live.close();
+    if let Some(api) = api {
+        api.stop().await;
+    }
+    if !supervisor.failures.is_empty() {
+        return Err(RunError::Components(supervisor.failures));
+    }
+    Ok(RunSummary {
+        metrics: supervisor.metrics,
+        elapsed: started.elapsed(),
+        interrupted,
+    })
+}
