@@ -8,6 +8,7 @@
 //! - [`telemetry`] — counters and rate-limited warnings, and the counters of a source's and a
 //!   sink's run ([`SinkMetrics`](telemetry::SinkMetrics)).
 //! - [`backoff`] — capped exponential backoff for everything that retries.
+//! - [`http`] — serving an axum router on a `host:port` until stopped.
 //! - [`time`] — now, and RFC 3339 times of event times.
 //! - [`tls`] and [`uaa`] — the rustls client config and HTTP client, and UAA tokens (client
 //!   credentials and password grants), for every component that talks to Cloud Foundry.
@@ -15,6 +16,7 @@
 pub mod backoff;
 pub mod component;
 pub mod config;
+pub mod http;
 pub mod telemetry;
 pub mod time;
 pub mod tls;

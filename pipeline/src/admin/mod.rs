@@ -19,8 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use sluice_common::http::{HttpServer, ListenError, listen_address};
 use tracing::{info, warn};
 
 pub use registry::{Registry, Snapshot};
@@ -43,23 +42,15 @@ fn default_listen() -> String {
 
 impl AdminConfig {
     /// The address to bind, or what is wrong with `listen`.
-    pub fn address(&self) -> Result<SocketAddr, String> {
-        self.listen.parse().map_err(|e| {
-            format!(
-                "`{}` is not an IP address and port such as `{DEFAULT_LISTEN}` ({e})",
-                self.listen
-            )
-        })
+    pub fn address(&self) -> Result<SocketAddr, ListenError> {
+        listen_address(&self.listen, DEFAULT_LISTEN)
     }
 }
 
 /// A running admin endpoint.
 #[derive(Debug)]
 pub struct AdminServer {
-    /// The bound address (the port chosen, for `:0`).
-    pub address: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
+    server: HttpServer,
 }
 
 impl AdminServer {
@@ -67,43 +58,29 @@ impl AdminServer {
     pub async fn start(
         config: &AdminConfig,
         registry: Arc<Registry>,
-    ) -> Result<AdminServer, String> {
-        let address = config.address()?;
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-        if !address.ip().is_loopback() {
-            warn!(%address, "The admin endpoint is reachable from other hosts and has no authentication.");
-        }
+    ) -> Result<AdminServer, ListenError> {
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/health", get(health))
             .with_state(registry);
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                warn!(%address, "The admin endpoint stopped: {e}");
-            }
-        });
+        let server =
+            HttpServer::start("admin", config.address()?, app, std::future::pending()).await?;
+        let address = server.address;
+        if !address.ip().is_loopback() {
+            warn!(%address, "The admin endpoint is reachable from other hosts and has no authentication.");
+        }
         info!(%address, "Admin endpoint serving /metrics and /health.");
-        Ok(AdminServer {
-            address,
-            stop,
-            task,
-        })
+        Ok(AdminServer { server })
+    }
+
+    /// The bound address (the port chosen, for `:0`).
+    pub fn address(&self) -> SocketAddr {
+        self.server.address
     }
 
     /// Stops serving and waits for open requests to finish.
     pub async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
+        self.server.stop().await;
     }
 }
 
@@ -231,6 +208,7 @@ mod tests {
         assert!(config("127.0.0.1:9598").address().is_ok());
         assert!(config("[::1]:0").address().is_ok());
         let problem = config("localhost").address().expect_err("no port");
+        let problem = problem.to_string();
         assert!(problem.contains("`localhost`"), "{problem}");
     }
 }

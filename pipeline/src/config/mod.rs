@@ -183,6 +183,15 @@ fn window_width(text: &str) -> Result<u32, String> {
     u32::try_from(seconds).map_err(|_| "does not divide a day".to_owned())
 }
 
+/// A filter that does not compile (validation reports it; a config that passed it compiles).
+#[derive(Debug, thiserror::Error)]
+#[error("filters.{name}.{key}: {problem}")]
+pub struct FilterError {
+    pub name: String,
+    pub key: &'static str,
+    pub problem: String,
+}
+
 /// Everything wrong with a config file. Displayed one problem a line, each naming the file.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
@@ -242,11 +251,14 @@ impl Config {
 
     /// Cross-field checks serde cannot express. Pure: no I/O.
     /// The compiled filters; a config that passed [`Config::validate`] always has them.
-    pub fn compiled_filters(&self) -> Result<Filters, String> {
+    pub fn compiled_filters(&self) -> Result<Filters, FilterError> {
         let mut filters = Vec::new();
         for (name, config) in &self.filters {
-            let filter = Filter::new(name, config)
-                .map_err(|(key, problem)| format!("filters.{name}.{key}: {problem}"))?;
+            let filter = Filter::new(name, config).map_err(|(key, problem)| FilterError {
+                name: name.clone(),
+                key,
+                problem,
+            })?;
             filters.push(filter);
         }
         Ok(Filters::new(filters))
@@ -299,7 +311,15 @@ impl Config {
                 .map(|problem| format!("{prefix}.{problem}"))
                 .collect::<Vec<_>>()
         };
+        // Port 0 asks the system for any free port: never the same one twice.
+        let fixed_port = |listen: &str| !listen.ends_with(":0");
         let mut claims = Vec::new();
+        if let Some(admin) = self.admin.as_ref().filter(|a| fixed_port(&a.listen)) {
+            claims.push(Claim::listen("admin.listen", &admin.listen));
+        }
+        if let Some(api) = self.api.as_ref().filter(|a| fixed_port(&a.listen)) {
+            claims.push(Claim::listen("api.listen", &api.listen));
+        }
         for (name, source) in &self.sources {
             let prefix = format!("sources.{name}");
             problems.extend(keyed(&prefix, source.component().problems()));

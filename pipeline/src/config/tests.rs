@@ -219,6 +219,53 @@ fn every_example_config_is_valid() {
 }
 
 #[test]
+fn one_file_or_address_claimed_twice_is_an_error_naming_both_keys() {
+    let text = MINIMAL.replace(
+        "[sinks.local]",
+        r#"[sinks.db]
+type = "sqlite"
+path = "data/x.db"
+
+[sinks.wal]
+type = "stdout"
+buffer = { type = "disk", path = "./data/x.db" }
+
+[admin]
+listen = "127.0.0.1:9598"
+
+[api]
+listen = "127.0.0.1:9598"
+auth = "none"
+
+[sinks.local]"#,
+    );
+    let problems = parse(&text).expect_err("a file and an address claimed twice");
+    assert!(
+        problems.contains(
+            &"sinks.wal.buffer.path: `./data/x.db` is already the SQLite database of sinks.db.path"
+                .to_owned()
+        ),
+        "{problems:?}"
+    );
+    assert!(
+        problems.contains(
+            &"api.listen: `127.0.0.1:9598` is already the address of admin.listen".to_owned()
+        ),
+        "{problems:?}"
+    );
+    // Port 0 asks for any free port: two listeners may both ask.
+    let any_port = text.replace("127.0.0.1:9598", "127.0.0.1:0");
+    assert!(
+        parse(&any_port)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .all(|p| !p.contains("listen")),
+        "port 0 is no conflict"
+    );
+}
+
+#[test]
 fn two_sinks_naming_one_disk_buffer_path_is_an_error_naming_both() {
     let text = MINIMAL.replace(
         "[sinks.local]",

@@ -185,7 +185,7 @@ async fn run_async(
         filters: Arc::new(RwLock::new(Arc::new(
             config
                 .compiled_filters()
-                .map_err(|problem| RunError::Components(vec![problem]))?,
+                .map_err(|problem| RunError::Components(vec![problem.to_string()]))?,
         ))),
     };
     let plan = DataflowPlan {
