@@ -5,68 +5,111 @@
 //!                                          ├─ app_events
 //!                                          ├─ app samples ───► Windowed<AppRollups> ─► app_rollups
 //!                                          └─ platform samples ► Windowed<PlatformRollups> ─► platform_rollups
+//!                              restored windows, cuts ─┘ (checkpoints)          └─► snapshots
 //! ```
 //!
 //! Each width of [`WindowOptions::windows`] has its own pair of `Windowed` operators fed by
 //! the same samples (percentiles need the sketch, so wider windows cannot be merged from
 //! minute rows); their rows are concatenated into the one stream of each kind, each row
-//! carrying its width.
+//! carrying its width, and so are their snapshots.
 
-use sluice_model::Event;
-use timely::dataflow::Stream;
+use sluice_model::records::{AppEvent, AppRollup, MINUTE, PlatformRollup, window_suffix};
+use sluice_model::{Event, Str};
+use timely::dataflow::operators::generic::operator::empty;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concatenate, Exchange};
+use timely::dataflow::{Scope, Stream};
 
 use crate::app_events::LiveRules;
-use sluice_model::records::{AppEvent, AppRollup, MINUTE, PlatformRollup, window_suffix};
-
-use crate::rollup::app::AppRollups;
-use crate::rollup::platform::PlatformRollups;
+use crate::checkpoint::{Cut, OpenWindow, Snapshot};
+use crate::rollup::app::{AppRollups, AppWindow};
+use crate::rollup::platform::{PlatformRollups, PlatformWindow};
 use crate::rollup::{WindowOptions, Windowed};
-use crate::route::{Route, exchange_key};
+use crate::route::{PlatformKey, Route, exchange_key};
+use crate::time::GraphTime;
 use crate::watermark::Stamped;
 
 /// The named output streams, per worker.
-pub struct GraphStreams<'scope> {
-    pub logs: Stream<'scope, u64, Vec<Event>>,
-    pub container_metrics: Stream<'scope, u64, Vec<Event>>,
-    pub http: Stream<'scope, u64, Vec<Event>>,
-    pub errors: Stream<'scope, u64, Vec<Event>>,
-    pub app_events: Stream<'scope, u64, Vec<AppEvent>>,
-    pub app_rollups: Stream<'scope, u64, Vec<AppRollup>>,
-    pub platform_rollups: Stream<'scope, u64, Vec<PlatformRollup>>,
+pub struct GraphStreams<'scope, T: GraphTime> {
+    pub logs: Stream<'scope, T, Vec<Event>>,
+    pub container_metrics: Stream<'scope, T, Vec<Event>>,
+    pub http: Stream<'scope, T, Vec<Event>>,
+    pub errors: Stream<'scope, T, Vec<Event>>,
+    pub app_events: Stream<'scope, T, Vec<AppEvent>>,
+    pub app_rollups: Stream<'scope, T, Vec<AppRollup>>,
+    pub platform_rollups: Stream<'scope, T, Vec<PlatformRollup>>,
+    /// Every rollup operator's open windows at the end of each checkpointed epoch.
+    pub snapshots: Stream<'scope, T, Vec<Snapshot>>,
 }
 
-/// Builds the graph over a stream of ingested records (see [`crate::watermark::stamp_batch`]).
-pub fn build<'scope>(
-    input: Stream<'scope, u64, Vec<Stamped>>,
+/// What a checkpointing graph starts from and ends its epochs with (SPEC §9).
+pub struct StateInputs<'scope, T: GraphTime> {
+    /// App windows restored from a checkpoint (any worker may send them: they are exchanged
+    /// to their owners).
+    pub app_windows: Stream<'scope, T, Vec<OpenWindow<Str, AppWindow>>>,
+    /// Platform windows restored from a checkpoint, likewise.
+    pub platform_windows: Stream<'scope, T, Vec<OpenWindow<PlatformKey, PlatformWindow>>>,
+    /// The ingest points' cuts, one per checkpointed epoch each (broadcast here).
+    pub cuts: Stream<'scope, T, Vec<Cut>>,
+}
+
+/// Builds the graph over a stream of ingested records (see [`crate::watermark::stamp_batch`]),
+/// without checkpoints.
+pub fn build<'scope, T: GraphTime>(
+    input: Stream<'scope, T, Vec<Stamped>>,
     rules: LiveRules,
     options: WindowOptions,
-) -> GraphStreams<'scope> {
+) -> GraphStreams<'scope, T> {
+    let scope = input.scope();
+    let state = StateInputs {
+        app_windows: empty(scope),
+        platform_windows: empty(scope),
+        cuts: empty(scope),
+    };
+    build_with_state(input, rules, options, state)
+}
+
+/// Builds the graph starting from restored windows and taking snapshots at the cuts.
+pub fn build_with_state<'scope, T: GraphTime>(
+    input: Stream<'scope, T, Vec<Stamped>>,
+    rules: LiveRules,
+    options: WindowOptions,
+    state: StateInputs<'scope, T>,
+) -> GraphStreams<'scope, T> {
+    let scope = input.scope();
     let routed = input.exchange(exchange_key).route(rules);
-    let scope = routed.app_samples.scope();
+    let cuts = state.cuts.broadcast();
     let mut widths = options.windows.clone();
     if !widths.contains(&MINUTE) {
         // The minute tables are the SPEC's contract: always there.
         widths.insert(0, MINUTE);
     }
-    let mut app = Vec::new();
-    let mut platform = Vec::new();
+    let (mut app, mut platform, mut snapshots) = (Vec::new(), Vec::new(), Vec::new());
     for width in widths {
         let suffix = window_suffix(width);
-        app.push(routed.app_samples.clone().windowed::<AppRollups>(
+        let (rows, snaps) = routed.app_samples.clone().windowed::<AppRollups>(
             &format!("AppRollups{suffix}"),
             width,
             options.clone(),
-        ));
-        platform.push(routed.platform_samples.clone().windowed::<PlatformRollups>(
+            state.app_windows.clone(),
+            cuts.clone(),
+        );
+        app.push(rows);
+        snapshots.push(snaps);
+        let (rows, snaps) = routed.platform_samples.clone().windowed::<PlatformRollups>(
             &format!("PlatformRollups{suffix}"),
             width,
             options.clone(),
-        ));
+            state.platform_windows.clone(),
+            cuts.clone(),
+        );
+        platform.push(rows);
+        snapshots.push(snaps);
     }
     GraphStreams {
         app_rollups: merged(scope, app),
         platform_rollups: merged(scope, platform),
+        snapshots: merged(scope, snapshots),
         logs: routed.logs,
         container_metrics: routed.container_metrics,
         http: routed.http,
@@ -76,10 +119,10 @@ pub fn build<'scope>(
 }
 
 /// One stream of the rows of every width; no extra operator when there is only the minute.
-fn merged<'scope, R: 'static>(
-    scope: timely::dataflow::Scope<'scope, u64>,
-    streams: Vec<Stream<'scope, u64, Vec<R>>>,
-) -> Stream<'scope, u64, Vec<R>> {
+fn merged<'scope, T: GraphTime, R: 'static>(
+    scope: Scope<'scope, T>,
+    streams: Vec<Stream<'scope, T, Vec<R>>>,
+) -> Stream<'scope, T, Vec<R>> {
     match <[_; 1]>::try_from(streams) {
         Ok([only]) => only,
         Err(streams) => scope.concatenate(streams),

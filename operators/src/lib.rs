@@ -3,6 +3,7 @@
 //! `sluice-pipeline`; the rows the operators produce are `sluice_model::records`.
 //!
 //! Layout:
+//! - [`time`] — the graph's timely time: the watermark in seconds and the checkpoint epoch.
 //! - [`watermark`] — event time, the watermark and lateness, decided where records enter
 //!   ([`Stamped`](watermark::Stamped) records); the graph's timely time is the watermark in
 //!   seconds.
@@ -11,12 +12,15 @@
 //! - [`rollup`] — `Windowed`, tumbling minute windows closed on the frontier, with
 //!   [`rollup::app`] (SPEC §5) and [`rollup::platform`] (SPEC §6).
 //! - [`sketch`] — latency percentiles within 1 % in bounded memory.
+//! - [`checkpoint`] — the window state a checkpoint saves, and the cuts that end epochs.
 //! - [`graph`] — the whole graph, wired.
 
 pub mod app_events;
+pub mod checkpoint;
 pub mod filter;
 pub mod graph;
 pub mod rollup;
 pub mod route;
 pub mod sketch;
+pub mod time;
 pub mod watermark;

@@ -12,6 +12,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::progress::Timestamp;
 
 use crate::app_events::LiveRules;
 use sluice_model::records::{AppEvent, minute_of};
@@ -73,25 +74,25 @@ pub struct PlatformSample {
 }
 
 /// The streams `Route` produces.
-pub struct Routed<'scope> {
-    pub logs: Stream<'scope, u64, Vec<Event>>,
-    pub container_metrics: Stream<'scope, u64, Vec<Event>>,
-    pub http: Stream<'scope, u64, Vec<Event>>,
-    pub errors: Stream<'scope, u64, Vec<Event>>,
-    pub app_events: Stream<'scope, u64, Vec<AppEvent>>,
-    pub app_samples: Stream<'scope, u64, Vec<AppSample>>,
-    pub platform_samples: Stream<'scope, u64, Vec<PlatformSample>>,
+pub struct Routed<'scope, T: Timestamp> {
+    pub logs: Stream<'scope, T, Vec<Event>>,
+    pub container_metrics: Stream<'scope, T, Vec<Event>>,
+    pub http: Stream<'scope, T, Vec<Event>>,
+    pub errors: Stream<'scope, T, Vec<Event>>,
+    pub app_events: Stream<'scope, T, Vec<AppEvent>>,
+    pub app_samples: Stream<'scope, T, Vec<AppSample>>,
+    pub platform_samples: Stream<'scope, T, Vec<PlatformSample>>,
 }
 
 /// Splits a stream of [`Stamped`] records; see the module doc.
-pub trait Route<'scope> {
+pub trait Route<'scope, T: Timestamp> {
     /// `rules` may be replaced while the graph runs (a live reload): each batch is
     /// classified by the rules in force when it is routed.
-    fn route(self, rules: LiveRules) -> Routed<'scope>;
+    fn route(self, rules: LiveRules) -> Routed<'scope, T>;
 }
 
-impl<'scope> Route<'scope> for Stream<'scope, u64, Vec<Stamped>> {
-    fn route(self, live_rules: LiveRules) -> Routed<'scope> {
+impl<'scope, T: Timestamp> Route<'scope, T> for Stream<'scope, T, Vec<Stamped>> {
+    fn route(self, live_rules: LiveRules) -> Routed<'scope, T> {
         let mut builder = OperatorBuilder::new("Route".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (logs_out, logs) = builder.new_output();
@@ -312,6 +313,20 @@ fn hash_app_id(id: &str, hasher: &mut impl Hasher) {
     } else {
         hasher.write(id.as_bytes());
     }
+}
+
+/// The hash an app's records are exchanged by: of its canonical id.
+pub fn app_key_hash(app_id: &str) -> u64 {
+    let mut hasher = FxHasher::default();
+    hash_app_id(app_id, &mut hasher);
+    hasher.finish()
+}
+
+/// The hash a platform series' samples are exchanged by.
+pub fn platform_key_hash(key: &PlatformKey) -> u64 {
+    let mut hasher = FxHasher::default();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Which worker a record goes to: its app (canonical id) for app data, its series for

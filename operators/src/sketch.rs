@@ -5,13 +5,15 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 /// Samples kept exactly before switching to buckets: most app-minutes see fewer requests.
 const EXACT_LIMIT: usize = 128;
 /// Relative accuracy of a bucket's representative value.
 const ALPHA: f64 = 0.005;
 
 /// A mergeable percentile summary of non-negative values (milliseconds).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySketch {
     count: u64,
     exact: Vec<f64>,
@@ -19,7 +21,7 @@ pub struct LatencySketch {
     buckets: Option<Buckets>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Buckets {
     zeros: u64,
     counts: BTreeMap<i32, u64>,

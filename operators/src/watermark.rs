@@ -23,6 +23,14 @@ pub struct Stamped {
     pub late: bool,
 }
 
+/// What a [`Watermark`] is made of, as a checkpoint saves it (SPEC §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkState {
+    pub lateness_ns: i64,
+    pub max_event_time: Option<i64>,
+    pub floor: Option<i64>,
+}
+
 /// The greatest event time seen so far, less the allowed lateness.
 #[derive(Clone, Debug)]
 pub struct Watermark {
@@ -40,6 +48,31 @@ impl Watermark {
             max_event_time: None,
             floor: None,
         }
+    }
+
+    /// What to save in a checkpoint.
+    pub fn state(&self) -> WatermarkState {
+        WatermarkState {
+            lateness_ns: self.lateness_ns,
+            max_event_time: self.max_event_time,
+            floor: self.floor,
+        }
+    }
+
+    /// The watermark a checkpoint saved, going on with `allowed_lateness` (the run's config):
+    /// where that differs from the saved lateness it changes as a live reload would, so the
+    /// watermark never moves back.
+    pub fn restored(state: WatermarkState, allowed_lateness: Duration) -> Watermark {
+        let mut watermark = Watermark {
+            lateness_ns: state.lateness_ns,
+            max_event_time: state.max_event_time,
+            floor: state.floor,
+        };
+        let lateness = Watermark::new(allowed_lateness).lateness_ns;
+        if lateness != watermark.lateness_ns {
+            watermark.set_allowed_lateness(allowed_lateness);
+        }
+        watermark
     }
 
     /// Changes the allowed lateness from now on. Less lateness moves the watermark forward at
@@ -147,6 +180,22 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000_000_000;
+
+    #[test]
+    fn a_restored_watermark_goes_on_as_the_saved_one_would() {
+        let mut saved = Watermark::new(Duration::from_secs(60));
+        saved.observe(10 * MIN);
+        let mut restored = Watermark::restored(saved.state(), Duration::from_secs(60));
+        assert_eq!(restored.current(), saved.current());
+        assert_eq!(
+            restored.observe(8 * MIN),
+            saved.observe(8 * MIN),
+            "late, as before"
+        );
+        // More lateness at restart never moves it back.
+        let wider = Watermark::restored(saved.state(), Duration::from_secs(300));
+        assert_eq!(wider.current(), Some(9 * MIN));
+    }
 
     #[test]
     fn a_lateness_change_never_moves_the_watermark_back() {

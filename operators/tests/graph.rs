@@ -149,6 +149,8 @@ fn run_windows(
             shutting_down: Arc::new(AtomicBool::new(false)),
             open_windows: Arc::new(AtomicI64::new(0)),
             windows: windows.clone(),
+            checkpoints: false,
+            first_epoch: 0,
         };
         let out = out.clone();
         worker.dataflow::<u64, _, _>(|scope| {
@@ -607,6 +609,8 @@ fn rules_and_the_flush_interval_change_while_the_graph_runs() {
             shutting_down: Arc::new(AtomicBool::new(false)),
             open_windows: Arc::new(AtomicI64::new(0)),
             windows: vec![60],
+            checkpoints: false,
+            first_epoch: 0,
         };
         let rules = LiveRules::new(
             AppEventRules::new(&[AppEventRule {

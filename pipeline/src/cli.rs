@@ -210,6 +210,9 @@ fn validate(args: ValidateArgs) -> ExitCode {
             if config.sinks.is_empty() {
                 warn!("No sinks: the pipeline will compute everything and store nothing.");
             }
+            for warning in config.warnings() {
+                warn!("{warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

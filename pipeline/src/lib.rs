@@ -11,6 +11,8 @@
 //! - [`dataflow`] — the timely side: the `Ingest` bridge from the sources' channel into the
 //!   graph of `sluice-operators`, and the bridges from its streams into the sinks.
 //! - [`routing`] — which sinks take which streams, changed live by reloads.
+//! - [`state`] — state across runs (SPEC §9): the locked state directory, the checkpoint
+//!   file, and the thread that writes checkpoints.
 //! - [`status`] — the live status line; [`telemetry`] — the graph's counters and memory;
 //!   [`admin`] — the admin endpoint (`/metrics`, `/health`) over a registry of the running
 //!   components' counters, read by `sluice top`.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod dataflow;
 pub mod routing;
 pub mod runtime;
+pub mod state;
 pub mod status;
 pub mod telemetry;
 pub mod topology;

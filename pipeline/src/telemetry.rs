@@ -1,10 +1,11 @@
 //! The dataflow's own counters, and the process's memory, for the status line, the bench and
 //! (later) the admin endpoint.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use sluice_common::telemetry::Counter;
+use sluice_common::telemetry::{Counter, RateLimit};
 use sluice_model::EventType;
 use sluice_operators::watermark::LateCounts;
 
@@ -26,6 +27,57 @@ pub struct GraphMetrics {
     pub watermark_ns: AtomicI64,
     /// Rollup windows open now, across workers.
     pub open_windows: Arc<AtomicI64>,
+    /// Checkpoints written, failed and restored (SPEC §9).
+    pub checkpoint: CheckpointMetrics,
+}
+
+/// What the admin endpoint and the status line show of checkpoints.
+#[derive(Debug, Default)]
+pub struct CheckpointMetrics {
+    pub written: Counter,
+    pub failures: Counter,
+    /// Runs that started from a checkpoint (0 or 1 for one process).
+    pub restores: Counter,
+    /// Epoch, wall-clock time (ns), size (bytes) and duration (µs) of the last checkpoint
+    /// written; 0 before the first.
+    pub last_epoch: AtomicU64,
+    pub last_at_ns: AtomicI64,
+    pub last_bytes: AtomicU64,
+    pub last_micros: AtomicU64,
+    /// Seconds of a live source's input missing from the restored windows, per source.
+    pub restored_gaps: Mutex<Vec<(String, f64)>>,
+    pub(crate) failure_log: RateLimit,
+}
+
+impl CheckpointMetrics {
+    pub(crate) fn written(&self, epoch: u64, bytes: u64, took: Duration) {
+        self.written.incr();
+        self.last_epoch.store(epoch, Ordering::Relaxed);
+        self.last_at_ns
+            .store(sluice_common::time::now_ns(), Ordering::Relaxed);
+        self.last_bytes.store(bytes, Ordering::Relaxed);
+        self.last_micros.store(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// How long ago the last checkpoint was written, if one was.
+    pub fn age(&self) -> Option<Duration> {
+        let at = self.last_at_ns.load(Ordering::Relaxed);
+        (at > 0).then(|| {
+            Duration::from_nanos(
+                u64::try_from(sluice_common::time::now_ns().saturating_sub(at)).unwrap_or(0),
+            )
+        })
+    }
+
+    pub fn restored_gaps(&self) -> Vec<(String, f64)> {
+        self.restored_gaps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl GraphMetrics {

@@ -83,6 +83,8 @@ pub fn run_graph(events: Vec<Event>) -> Vec<Records> {
             shutting_down: Arc::new(AtomicBool::new(false)),
             open_windows: Arc::new(AtomicI64::new(0)),
             windows: vec![sluice_model::records::MINUTE],
+            checkpoints: false,
+            first_epoch: 0,
         };
         let out = out.clone();
         worker.dataflow::<u64, _, _>(|scope| {

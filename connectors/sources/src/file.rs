@@ -12,7 +12,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sluice_common::component::Claim;
 use sluice_common::time::now_ns;
 use sluice_model::Event;
@@ -20,7 +20,9 @@ use sluice_model::framing::{DEFAULT_MAX_RECORD, split_frame, truncation};
 use tokio::runtime::Handle;
 use tracing::{debug, info};
 
-use crate::{Component, ComponentError, ComponentTask, Problem, Source, SourceContext};
+use crate::{
+    Component, ComponentError, ComponentTask, Problem, Source, SourceContext, SourcePosition,
+};
 
 /// How much is read at a time: big reads keep syscalls and gzip calls off the profile.
 const CHUNK: usize = 1 << 20;
@@ -38,6 +40,51 @@ pub struct FileSourceConfig {
     /// The envelope format of its records.
     #[serde(default)]
     pub format: ReplayFormat,
+}
+
+/// Which file a position is in: the same path may name another file after a rotation or a
+/// rewrite, so the file's device and inode and the checksum of its first bytes are kept too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    /// Device and inode (0 where the platform has none).
+    pub device: u64,
+    pub inode: u64,
+    /// CRC-32 of the file's first `head_len` bytes (at most [`HEAD_BYTES`]).
+    pub head_crc: u32,
+    pub head_len: u32,
+}
+
+/// How many of a file's first bytes its identity checks.
+pub const HEAD_BYTES: usize = 4096;
+
+impl FileIdentity {
+    /// The identity of the file open as `file`, read from its start.
+    fn of(file: &File, head_len: usize) -> io::Result<FileIdentity> {
+        let meta = file.metadata()?;
+        #[cfg(unix)]
+        let (device, inode) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (device, inode) = (0, 0);
+        let mut head = Vec::with_capacity(head_len);
+        file.take(head_len as u64).read_to_end(&mut head)?;
+        Ok(FileIdentity {
+            device,
+            inode,
+            head_crc: crc32fast::hash(&head),
+            head_len: head.len() as u32,
+        })
+    }
+}
+
+/// Where a replay has read to: the offset of the next frame in the decompressed stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePosition {
+    pub path: PathBuf,
+    pub identity: FileIdentity,
+    pub offset: u64,
 }
 
 /// What a replay file's records are.
@@ -136,6 +183,8 @@ struct Replay {
     handle: Handle,
     batch: Vec<Event>,
     records: u64,
+    /// The file being read, for the positions a checkpoint saves.
+    identity: Option<FileIdentity>,
 }
 
 /// Whether to keep reading after handing over a batch.
@@ -152,11 +201,50 @@ impl Replay {
             handle,
             batch: Vec::with_capacity(BATCH),
             records: 0,
+            identity: None,
         }
+    }
+
+    /// Where to start reading: the restored position if it is in this very file, else 0.
+    fn start_offset(&mut self, file: &File) -> Result<u64, FileError> {
+        let path = &self.config.path;
+        let identity_error = |source| FileError::Read {
+            path: path.clone(),
+            offset: 0,
+            source,
+        };
+        let mut offset = 0;
+        let mut head_len = HEAD_BYTES;
+        if let Some(SourcePosition::File(saved)) = &self.ctx.resume
+            && saved.path == *path
+        {
+            head_len = saved.identity.head_len as usize;
+            let current = FileIdentity::of(file, head_len).map_err(identity_error)?;
+            if current == saved.identity {
+                offset = saved.offset;
+                info!(source = %self.ctx.name, path = %path.display(), offset,
+                    "Resuming the replay where the restored checkpoint left it.");
+            } else {
+                info!(source = %self.ctx.name, path = %path.display(),
+                    "The file is not the one the checkpoint read: replaying it from its start.");
+                head_len = HEAD_BYTES;
+            }
+        }
+        if offset == 0 {
+            head_len = HEAD_BYTES;
+        }
+        self.identity = Some(FileIdentity::of(file, head_len).map_err(identity_error)?);
+        Ok(offset)
     }
 
     fn run(mut self) -> Result<(), FileError> {
         let path = self.config.path.clone();
+        let file = File::open(&path).map_err(|source| FileError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let start = self.start_offset(&file)?;
+        // Reading the identity moved the file's cursor.
         let file = File::open(&path).map_err(|source| FileError::Open {
             path: path.clone(),
             source,
@@ -172,7 +260,7 @@ impl Replay {
         let (source, format) = (&self.ctx.name, self.config.format);
         info!(%source, path = %path.display(), ?format, gzipped, "Replaying a file.");
         self.ctx.set_connected(true);
-        let result = self.read_all(reader);
+        let result = self.read_all(reader, start);
         self.ctx.set_connected(false);
         let metrics = &self.ctx.metrics;
         info!(
@@ -187,10 +275,24 @@ impl Replay {
         result
     }
 
-    fn read_all(&mut self, mut reader: Box<dyn Read>) -> Result<(), FileError> {
+    fn read_all(&mut self, mut reader: Box<dyn Read>, start: u64) -> Result<(), FileError> {
         let mut buf = BytesMut::with_capacity(CHUNK);
         // The offset of `buf[0]` in the (uncompressed) stream.
         let mut offset: u64 = 0;
+        if start > 0 {
+            offset =
+                io::copy(&mut (&mut reader).take(start), &mut io::sink()).map_err(|source| {
+                    FileError::Read {
+                        path: self.config.path.clone(),
+                        offset: 0,
+                        source,
+                    }
+                })?;
+            if offset < start {
+                info!(source = %self.ctx.name, path = %self.config.path.display(), offset, start,
+                    "The file ends before the restored position: nothing more to replay.");
+            }
+        }
         loop {
             if self.ctx.shutdown.is_cancelled() {
                 debug!(source = %self.ctx.name, offset, "Shutdown: stopped replaying the file.");
@@ -204,7 +306,7 @@ impl Replay {
                         let at = offset;
                         offset += (before - buf.len()) as u64;
                         self.decode(record, at);
-                        if self.batch.len() >= BATCH && matches!(self.flush(), Flow::Stop) {
+                        if self.batch.len() >= BATCH && matches!(self.flush(offset), Flow::Stop) {
                             return Ok(());
                         }
                     }
@@ -213,13 +315,13 @@ impl Replay {
                         // No record boundary can be found after a broken length prefix.
                         let at = At(&self.config.path, offset);
                         self.ctx.bad_record_reason(&at, error.reason(), &error);
-                        self.flush();
+                        self.flush(offset);
                         return Ok(());
                     }
                 }
             }
             if let Some(source) = error {
-                self.flush();
+                self.flush(offset);
                 return Err(FileError::Read {
                     path: self.config.path.clone(),
                     offset: offset + buf.len() as u64,
@@ -232,7 +334,7 @@ impl Replay {
                     let at = At(&self.config.path, offset);
                     self.ctx.bad_record_reason(&at, error.reason(), &error);
                 }
-                self.flush();
+                self.flush(offset);
                 return Ok(());
             }
         }
@@ -261,16 +363,24 @@ impl Replay {
         }
     }
 
-    /// Hands the pending events to the pipeline, waiting while its channel is full.
-    fn flush(&mut self) -> Flow {
+    /// Hands the pending events to the pipeline, waiting while its channel is full; `offset`
+    /// is where the next frame starts.
+    fn flush(&mut self, offset: u64) -> Flow {
         if self.batch.is_empty() {
             return Flow::Continue;
         }
         let events = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let position = self.identity.clone().map(|identity| {
+            SourcePosition::File(FilePosition {
+                path: self.config.path.clone(),
+                identity,
+                offset,
+            })
+        });
         let ctx = &self.ctx;
         self.handle.block_on(async {
             tokio::select! {
-                sent = ctx.send(events, now_ns()) => match sent {
+                sent = ctx.send_read_to(events, now_ns(), position) => match sent {
                     Ok(()) => Flow::Continue,
                     Err(closed) => {
                         debug!(source = %ctx.name, "Stopped replaying the file: {closed}.");

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use sluice_common::telemetry::{Counter, RateLimit, ReasonCounters};
 use sluice_model::{DecodeError, Event};
 use tokio::sync::mpsc;
@@ -97,6 +98,13 @@ pub(crate) fn list(problems: &[Problem]) -> String {
         .join("; ")
 }
 
+/// Where a source that can rewind has read to, as a checkpoint saves it (SPEC §9): a restart
+/// from the checkpoint resumes there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourcePosition {
+    File(file::FilePosition),
+}
+
 /// Decoded events from one source, and when they arrived.
 #[derive(Debug)]
 pub struct SourceBatch {
@@ -106,6 +114,8 @@ pub struct SourceBatch {
     /// When the batch was received, ns since the epoch: the event time of events that carry
     /// none (SPEC §2).
     pub received_at: i64,
+    /// Where the source has read to once this batch is in, for a source that can rewind.
+    pub position: Option<SourcePosition>,
 }
 
 /// Why a record was skipped: every `DecodeError` reason and the framing problems of streams.
@@ -218,6 +228,9 @@ pub struct SourceContext {
     pub metrics: Arc<SourceMetrics>,
     /// Cancelled on Ctrl-C / SIGTERM and when the source is removed by a reload.
     pub shutdown: CancellationToken,
+    /// Where a restored checkpoint says this source had read to: a source that can rewind
+    /// resumes there if it still reads the same thing.
+    pub resume: Option<SourcePosition>,
     output: SourceOutput,
 }
 
@@ -231,13 +244,31 @@ impl SourceContext {
             name: name.into(),
             metrics: Arc::new(SourceMetrics::default()),
             shutdown,
+            resume: None,
             output,
         }
+    }
+
+    /// The context of a source resuming at `position` (see [`SourceContext::resume`]).
+    pub fn resuming(mut self, position: Option<SourcePosition>) -> Self {
+        self.resume = position;
+        self
     }
 
     /// Queues a batch of events, waiting while the channel is full (backpressure reaches the
     /// socket or file this way). Empty batches are not sent.
     pub async fn send(&self, events: Vec<Event>, received_at: i64) -> Result<(), PipelineClosed> {
+        self.send_read_to(events, received_at, None).await
+    }
+
+    /// [`SourceContext::send`] for a source that can rewind: `position` is where it has read
+    /// to once these events are in.
+    pub async fn send_read_to(
+        &self,
+        events: Vec<Event>,
+        received_at: i64,
+        position: Option<SourcePosition>,
+    ) -> Result<(), PipelineClosed> {
         if events.is_empty() {
             return Ok(());
         }
@@ -246,6 +277,7 @@ impl SourceContext {
             source: self.name.clone(),
             events,
             received_at,
+            position,
         };
         self.output
             .tx

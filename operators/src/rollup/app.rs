@@ -1,14 +1,16 @@
 //! `app_metric_rollup`: one row per app per minute (SPEC §5), and per window of the extra widths.
 
+use serde::{Deserialize, Serialize};
 use sluice_model::Str;
 
 use super::WindowAggregate;
+use crate::checkpoint::{OpenWindow, WindowState};
 use crate::route::{AppContribution, AppSample};
 use crate::sketch::LatencySketch;
 use sluice_model::records::AppRollup;
 
 /// What an app's window keeps: sums, maxima and counts, never the records themselves.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AppWindow {
     /// Distinct instance indexes, sorted; apps run a handful of instances.
     instances: Vec<i32>,
@@ -88,6 +90,14 @@ impl WindowAggregate for AppRollups {
             }
             AppContribution::AppEvent => state.app_events += 1,
         }
+    }
+
+    fn key_hash(app_id: &Str) -> u64 {
+        crate::route::app_key_hash(app_id)
+    }
+
+    fn save(windows: Vec<OpenWindow<Str, AppWindow>>, into: &mut WindowState) {
+        into.app.extend(windows);
     }
 
     fn row(app_id: &Str, start: i64, width: u32, state: &AppWindow, is_final: bool) -> AppRollup {

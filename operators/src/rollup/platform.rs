@@ -1,14 +1,16 @@
 //! `platform_metric_rollup`: one row per (origin, job, instance, name) per minute (SPEC §6).
 
+use serde::{Deserialize, Serialize};
 use sluice_model::Str;
 
 use super::WindowAggregate;
+use crate::checkpoint::{OpenWindow, WindowState};
 use crate::route::{PlatformKey, PlatformSample, PlatformValue};
 use sluice_model::records::{MetricKind, PlatformRollup};
 
 /// What a platform series' window keeps. The first sample fixes the kind and unit; a sample of
 /// the other kind under the same name is ignored (a series is a gauge or a counter, not both).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PlatformWindow {
     kind: Option<MetricKind>,
     unit: Str,
@@ -31,6 +33,14 @@ impl WindowAggregate for PlatformRollups {
     type Key = PlatformKey;
     type State = PlatformWindow;
     type Row = PlatformRollup;
+
+    fn key_hash(key: &PlatformKey) -> u64 {
+        crate::route::platform_key_hash(key)
+    }
+
+    fn save(windows: Vec<OpenWindow<PlatformKey, PlatformWindow>>, into: &mut WindowState) {
+        into.platform.extend(windows);
+    }
 
     fn window(sample: &PlatformSample) -> (PlatformKey, i64) {
         (sample.key.clone(), sample.minute)

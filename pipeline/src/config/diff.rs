@@ -75,6 +75,12 @@ impl ConfigDiff {
         if new_pipeline.window_widths() != old_pipeline.window_widths() {
             needs_restart.push("pipeline.windows");
         }
+        if new_pipeline.state_dir != old_pipeline.state_dir {
+            needs_restart.push("pipeline.state_dir");
+        }
+        if new_pipeline.checkpoint_interval != old_pipeline.checkpoint_interval {
+            needs_restart.push("pipeline.checkpoint_interval");
+        }
         if new.admin != old.admin {
             needs_restart.push("admin");
         }
@@ -222,7 +228,7 @@ type = "stdout"
     fn keys_that_shape_the_graph_or_its_listeners_need_a_restart() {
         let shaped = BASE.replace(
             "allowed_lateness = \"60s\"",
-            "allowed_lateness = \"60s\"\nworkers = 3\nchannel_capacity = 8\nwindows = [\"1m\", \"1h\"]",
+            "allowed_lateness = \"60s\"\nworkers = 3\nchannel_capacity = 8\nwindows = [\"1m\", \"1h\"]\nstate_dir = \"state\"\ncheckpoint_interval = \"5s\"",
         );
         let d = diff(BASE, &shaped);
         assert_eq!(
@@ -230,7 +236,9 @@ type = "stdout"
             [
                 "pipeline.workers",
                 "pipeline.channel_capacity",
-                "pipeline.windows"
+                "pipeline.windows",
+                "pipeline.state_dir",
+                "pipeline.checkpoint_interval"
             ]
         );
         assert!(d.allowed_lateness.is_none() && d.sources.is_empty());

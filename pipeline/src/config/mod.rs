@@ -82,6 +82,20 @@ pub struct PipelineConfig {
     /// widths, each rolled up from the samples into tables of its own.
     #[serde(default = "default_windows")]
     pub windows: Vec<String>,
+    /// Where the run keeps its dataflow state across stops and crashes (SPEC §9); without it
+    /// every run starts fresh.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// How often a consistent checkpoint is taken while records come in (SPEC §9).
+    #[serde(
+        default = "default_checkpoint_interval",
+        with = "sluice_common::config::duration"
+    )]
+    pub checkpoint_interval: Duration,
+}
+
+const fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_windows() -> Vec<String> {
@@ -109,6 +123,8 @@ impl Default for PipelineConfig {
             channel_capacity: default_channel_capacity(),
             app_events: None,
             windows: default_windows(),
+            state_dir: None,
+            checkpoint_interval: default_checkpoint_interval(),
         }
     }
 }
@@ -287,6 +303,17 @@ impl Config {
         if self.pipeline.flush_interval.is_zero() {
             problems.push("pipeline.flush_interval: must be greater than 0".to_owned());
         }
+        if self.pipeline.checkpoint_interval < Duration::from_secs(1) {
+            problems.push("pipeline.checkpoint_interval: must be at least 1s".to_owned());
+        }
+        if self
+            .pipeline
+            .state_dir
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            problems.push("pipeline.state_dir: is empty".to_owned());
+        }
         if let Err(e) = AppEventRules::new(&self.pipeline.app_event_rules()) {
             problems.push(format!("pipeline.app_events: {e}"));
         }
@@ -355,6 +382,24 @@ impl Config {
 }
 
 impl Config {
+    /// Things that work but that an operator should know, for `sluice validate` and the start
+    /// of a run.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.pipeline.state_dir.is_none() {
+            for (name, source) in &self.sources {
+                if matches!(source, SourceConfig::Firehose(_) | SourceConfig::Rlp(_)) {
+                    warnings.push(format!(
+                        "sources.{name}: a {} source runs without pipeline.state_dir: a \
+                         restart loses the open minutes",
+                        source.type_name()
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
     /// The stores `[api]` reads: `store` / `log_store` when named, else the first sink of a
     /// kind that can answer (SQL for metrics and events; SQLite or Elasticsearch taking `logs`
     /// for logs). A config that passed [`Config::validate`] names only such sinks.

@@ -29,14 +29,18 @@ use sluice_operators::app_events::{AppEventRules, LiveRules};
 use sluice_sources::{SourceMetrics, SourceOutput};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use self::reload::ReloadTrigger;
 use self::supervisor::{LiveSettings, Supervisor, duration_ns};
 use crate::admin::{AdminServer, Registry};
 use crate::config::{Config, ConfigDiff};
-use crate::dataflow::{self, DataflowPlan, IngestChannel, LiveTap};
+use crate::dataflow::{self, DataflowPlan, IngestChannel, LiveTap, StatePlan};
 use crate::routing::SinkRoutes;
+use crate::state::StateDir;
+use crate::state::StateError;
+use crate::state::file::Checkpoint;
+use crate::state::writer::{CheckpointWriter, Durable};
 use crate::status::StatusLine;
 use crate::telemetry::GraphMetrics;
 
@@ -50,6 +54,12 @@ pub enum RunError {
     /// One or more components failed; each was logged as it happened.
     #[error("{}", .0.join("; "))]
     Components(Vec<String>),
+    /// The state directory is held by another run, or its checkpoint cannot be used: refused
+    /// before anything starts.
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot start the checkpoint writer: {0}")]
+    Writer(#[source] std::io::Error),
 }
 
 /// Live handles on a running pipeline's counters.
@@ -112,6 +122,59 @@ impl LiveTap for LiveFeed {
     }
 }
 
+/// Checks a restored checkpoint against this run's config, logs what it continues from, and
+/// counts the restore.
+fn restore(mut checkpoint: Checkpoint, widths: &[u32], metrics: &GraphMetrics) -> Checkpoint {
+    let before = checkpoint.windows.len();
+    checkpoint.windows.app.retain(|w| widths.contains(&w.width));
+    checkpoint
+        .windows
+        .platform
+        .retain(|w| widths.contains(&w.width));
+    let dropped = before - checkpoint.windows.len();
+    if dropped > 0 {
+        warn!(
+            dropped,
+            "The checkpoint holds windows of widths pipeline.windows no longer lists: they are \
+             not continued."
+        );
+    }
+    metrics.checkpoint.restores.incr();
+    metrics
+        .checkpoint
+        .last_epoch
+        .store(checkpoint.epoch, Ordering::Relaxed);
+    info!(
+        epoch = checkpoint.epoch,
+        taken_at = %sluice_common::time::rfc3339(checkpoint.taken_at),
+        windows = checkpoint.windows.len(),
+        sources = checkpoint.sources.len(),
+        "Continuing from the checkpoint in the state directory."
+    );
+    checkpoint
+}
+
+/// A live source cannot rewind: what it sent between the checkpoint and now is missing from
+/// the restored windows. Logged with its span, and counted.
+fn note_restored_gap(source: &str, checkpoint: &Checkpoint, metrics: &GraphMetrics) {
+    let now = sluice_common::time::now_ns();
+    let seconds = (now.saturating_sub(checkpoint.taken_at)).max(0) as f64 / 1e9;
+    warn!(
+        source,
+        from = %sluice_common::time::rfc3339(checkpoint.taken_at),
+        to = %sluice_common::time::rfc3339(now),
+        seconds,
+        "Records the source delivered between the checkpoint and this start are missing from \
+         the restored windows: a live stream cannot be rewound."
+    );
+    metrics
+        .checkpoint
+        .restored_gaps
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((source.to_owned(), seconds));
+}
+
 /// Serves `[api]`: its stores are the sinks it names (or the first that fit), read lazily, so
 /// a store that is down answers 503 and never stops the run.
 async fn start_api(
@@ -152,6 +215,22 @@ async fn run_async(
     let shutdown = CancellationToken::new();
     let shutting_down = Arc::new(AtomicBool::new(false));
     let graph_metrics = GraphMetrics::new();
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
+    // The state directory first: a run that may not use it must not touch anything else.
+    let state_dir = match &config.pipeline.state_dir {
+        Some(dir) => Some(StateDir::open(dir)?),
+        None => None,
+    };
+    let restored = state_dir.as_ref().and_then(|state| {
+        let checkpoint = state.restored.clone()?;
+        Some(Arc::new(restore(
+            checkpoint,
+            &config.pipeline.window_widths(),
+            &graph_metrics,
+        )))
+    });
     // Admin endpoint: the supervisor registers every component it starts.
     let registry = Registry::new(graph_metrics.clone());
     let admin = match &config.admin {
@@ -188,6 +267,25 @@ async fn run_async(
                 .map_err(|problem| RunError::Components(vec![problem.to_string()]))?,
         ))),
     };
+    let (state_plan, writer) = match &state_dir {
+        Some(dir) => {
+            let durable = Arc::new(Durable::default());
+            let (sender, writer) = CheckpointWriter::start(
+                dir.checkpoint_path(),
+                durable.clone(),
+                graph_metrics.clone(),
+            )
+            .map_err(RunError::Writer)?;
+            let plan = StatePlan {
+                interval: config.pipeline.checkpoint_interval,
+                restored: restored.clone(),
+                writer: std::sync::Mutex::new(Some(sender)),
+                durable,
+            };
+            (Some(plan), Some(writer))
+        }
+        None => (None, None),
+    };
     let plan = DataflowPlan {
         workers: config.pipeline.workers(),
         allowed_lateness: settings.allowed_lateness_ns.clone(),
@@ -200,6 +298,7 @@ async fn run_async(
         ingest: ingest.clone(),
         metrics: graph_metrics.clone(),
         live: live.clone(),
+        state: state_plan,
     };
     let metrics = RunMetrics {
         graph: graph_metrics.clone(),
@@ -229,9 +328,17 @@ async fn run_async(
     // The dataflow, on its own threads.
     let dataflow = tokio::task::spawn_blocking(move || dataflow::run(plan));
 
-    // Sources last.
+    // Sources last, those that can rewind from where the restored checkpoint left them.
     for (name, source_config) in &config.sources {
-        supervisor.start_source(name, source_config.clone());
+        let resume = restored
+            .as_ref()
+            .and_then(|checkpoint| checkpoint.sources.get(name).cloned());
+        if let Some(checkpoint) = &restored
+            && !source_config.component().is_finite()
+        {
+            note_restored_gap(name, checkpoint, &graph_metrics);
+        }
+        supervisor.start_source_resuming(name, source_config.clone(), resume);
     }
     supervisor.release_input_if_idle();
     supervisor.registry.mark_started();
@@ -309,6 +416,13 @@ async fn run_async(
 
     // Every source is done: the dataflow drains and completes, then the sinks finish.
     let dataflow_result = dataflow.await;
+    if let Some(writer) = writer {
+        // The last checkpoint is on disk before the run reports how it ended.
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .ok();
+    }
+    drop(state_dir);
     routes.clear();
     match dataflow_result {
         Ok(result) => result?,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sluice_operators::app_events::{AppEventRules, LiveRules};
 use sluice_operators::filter::Filters;
 use sluice_sinks::{ComponentError, SinkContext};
-use sluice_sources::{SourceContext, SourceOutput};
+use sluice_sources::{SourceContext, SourceOutput, SourcePosition};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -152,12 +152,22 @@ impl Supervisor {
     }
 
     pub(super) fn start_source(&mut self, name: &str, config: SourceConfig) {
+        self.start_source_resuming(name, config, None);
+    }
+
+    /// Starts a source; one that can rewind starts from `resume` if it reads the same thing.
+    pub(super) fn start_source_resuming(
+        &mut self,
+        name: &str,
+        config: SourceConfig,
+        resume: Option<SourcePosition>,
+    ) {
         let Some(keeper) = &self.keeper else {
             warn!(source = %name, "Not starting the source: the run is stopping.");
             return;
         };
         let stop = self.shutdown.child_token();
-        let ctx = SourceContext::new(name, keeper.clone(), stop.clone());
+        let ctx = SourceContext::new(name, keeper.clone(), stop.clone()).resuming(resume);
         let generation = self.generation();
         self.metrics
             .sources

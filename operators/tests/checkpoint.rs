@@ -1,0 +1,390 @@
+//! Checkpoints in the graph alone (SPEC §9): a run split at a cut and continued from the
+//! snapshot of that cut emits, in the end, exactly the rows an uninterrupted run emits, for
+//! any number of workers and wherever the cut falls — late records included.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_model::event::{
+    ContainerMetric, CounterEvent, Header, HttpStartStop, LogMessage, MessageType, Method,
+    PeerType, ValueMetric,
+};
+use sluice_model::records::{AppRollup, PlatformRollup};
+use sluice_model::{Event, Payload, Str};
+use sluice_operators::app_events::{AppEventRules, LiveRules};
+use sluice_operators::checkpoint::{Cut, OpenWindow, Snapshot, WindowState};
+use sluice_operators::graph::{self, StateInputs};
+use sluice_operators::rollup::WindowOptions;
+use sluice_operators::time::{GraphTime, Time};
+use sluice_operators::watermark::{LateCounts, Watermark, stamp_batch};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::{UnorderedHandle, UnorderedInput};
+use timely::dataflow::operators::{ActivateCapability, Inspect};
+
+const MIN: i64 = 60_000_000_000;
+
+/// A deterministic mix of every record kind for six apps and two platform series over about
+/// ten minutes, a tenth of it minutes late, in batches of 40.
+fn traffic() -> Vec<Vec<Event>> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let apps: Vec<String> = (0..6)
+        .map(|i| uuid::Uuid::from_u128(0x1000 + i).to_string())
+        .collect();
+    let header = |origin: &str, index: u64| Header {
+        origin: Str::from(origin),
+        job: Str::from("diego_cell"),
+        index: Str::from(index.to_string()),
+        ..Header::default()
+    };
+    let mut events = Vec::new();
+    for i in 0..2400i64 {
+        let jitter = (next() % 20_000_000_000) as i64;
+        let late = if next() % 10 == 0 { 3 * MIN } else { 0 };
+        let at = 100 * MIN + i * 250_000_000 - jitter - late;
+        let app = &apps[(next() % 6) as usize];
+        let event = match next() % 6 {
+            0 => Event {
+                timestamp: at,
+                header: header("rep", next() % 2),
+                payload: Payload::Container(ContainerMetric {
+                    application_id: Str::from(app.as_str()),
+                    instance_index: (next() % 3) as i32,
+                    cpu_percentage: (next() % 1000) as f64 / 7.0,
+                    memory_bytes: next() % (1 << 30),
+                    disk_bytes: next() % (1 << 28),
+                    memory_bytes_quota: None,
+                    disk_bytes_quota: None,
+                }),
+            },
+            1 => Event {
+                timestamp: at,
+                header: header("gorouter", 0),
+                payload: Payload::Http(HttpStartStop {
+                    start_timestamp: at - (next() % 900_000_000) as i64,
+                    stop_timestamp: at,
+                    request_id: uuid::Uuid::from_u128(u128::from(next())),
+                    peer_type: PeerType::Client,
+                    method: Method::GET,
+                    uri: Str::from("/"),
+                    remote_address: Str::new(),
+                    user_agent: Str::new(),
+                    status_code: [200, 201, 302, 404, 503][(next() % 5) as usize],
+                    content_length: (next() % 5000) as i64,
+                    application_id: Some(uuid::Uuid::parse_str(app).expect("a uuid")),
+                    instance_index: Some(0),
+                    instance_id: Str::new(),
+                    forwarded: Vec::new(),
+                }),
+            },
+            2 | 3 => Event {
+                timestamp: at,
+                header: header("rep", 0),
+                payload: Payload::Log(LogMessage {
+                    message: Bytes::from(if next() % 50 == 0 {
+                        r#"Updated app with guid x ({"state"=>"STARTED"})"#
+                    } else {
+                        "GET / 200"
+                    }),
+                    message_type: if next() % 7 == 0 {
+                        MessageType::Err
+                    } else {
+                        MessageType::Out
+                    },
+                    timestamp: at,
+                    app_id: Str::from(app.as_str()),
+                    source_type: Str::from(if next() % 50 == 0 {
+                        "API"
+                    } else {
+                        "APP/PROC/WEB"
+                    }),
+                    source_instance: Str::from("0"),
+                }),
+            },
+            4 => Event {
+                timestamp: at,
+                header: header("gorouter", next() % 2),
+                payload: Payload::Value(ValueMetric {
+                    name: Str::from("latency"),
+                    value: (next() % 10_000) as f64 / 3.0,
+                    unit: Str::from("ms"),
+                }),
+            },
+            _ => Event {
+                timestamp: at,
+                header: header("doppler", 0),
+                payload: Payload::Counter(CounterEvent {
+                    name: Str::from("ingress"),
+                    delta: next() % 100,
+                    total: Some(i as u64 * 50),
+                }),
+            },
+        };
+        events.push(event);
+    }
+    events.chunks(40).map(<[_]>::to_vec).collect()
+}
+
+/// What a run emitted and where it stopped.
+#[derive(Default)]
+struct Outcome {
+    app: Vec<AppRollup>,
+    platform: Vec<PlatformRollup>,
+    snapshots: Vec<Snapshot>,
+    late: u64,
+}
+
+/// Runs `batches` on `workers` workers with a cut after every batch, starting from
+/// `restored` (windows and the watermark) and starting at epoch `first_epoch`.
+fn run(
+    workers: usize,
+    batches: Vec<Vec<Event>>,
+    restored: Option<(WindowState, Watermark)>,
+    first_epoch: u64,
+) -> (Outcome, Watermark) {
+    let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let end = Arc::new(Mutex::new(None));
+    let (out, end_out) = (outcome.clone(), end.clone());
+    let batches = Arc::new(batches);
+    let restored = Arc::new(restored);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let options = WindowOptions {
+            flush_interval: Arc::new(AtomicU64::new(u64::MAX)),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            open_windows: Arc::new(AtomicI64::new(0)),
+            windows: vec![60, 300],
+            checkpoints: true,
+            first_epoch,
+        };
+        let out = out.clone();
+        let (mut input, mut app_in, mut platform_in, mut cuts_in) =
+            worker.dataflow::<Time, _, _>(|scope| {
+                let (input, records) = scope.new_unordered_input();
+                let (app_in, app_windows) = scope.new_unordered_input();
+                let (platform_in, platform_windows) = scope.new_unordered_input();
+                let (cuts_in, cuts) = scope.new_unordered_input();
+                let state = StateInputs {
+                    app_windows,
+                    platform_windows,
+                    cuts,
+                };
+                let streams = graph::build_with_state(
+                    records,
+                    LiveRules::new(AppEventRules::default()),
+                    options,
+                    state,
+                );
+                let o = out.clone();
+                streams
+                    .app_rollups
+                    .inspect(move |row| o.lock().expect("lock").app.push(row.clone()));
+                let o = out.clone();
+                streams
+                    .platform_rollups
+                    .inspect(move |row| o.lock().expect("lock").platform.push(row.clone()));
+                let o = out.clone();
+                streams
+                    .snapshots
+                    .inspect(move |s| o.lock().expect("lock").snapshots.push(s.clone()));
+                (
+                    Feed::new(input),
+                    Feed::new(app_in),
+                    Feed::new(platform_in),
+                    Feed::new(cuts_in),
+                )
+            });
+        let start = Time::at(0, first_epoch);
+        let mut watermark = Watermark::new(Duration::from_secs(60));
+        if worker.index() == 0
+            && let Some((windows, saved)) = restored.as_ref()
+        {
+            watermark = saved.clone();
+            app_in.send(start, windows.app.clone());
+            platform_in.send(start, windows.platform.clone());
+        }
+        app_in.close();
+        platform_in.close();
+        input.advance(start);
+        cuts_in.advance(start);
+        if worker.index() == 0 {
+            let mut late = LateCounts::default();
+            let mut epoch = first_epoch;
+            for batch in batches.iter() {
+                let mut stamped = Vec::new();
+                let time = stamp_batch(&mut watermark, batch.clone(), 1, &mut stamped, &mut late);
+                let at = Time::at(time.max(input.time().watermark), epoch);
+                input.send(at, stamped);
+                let now = Time::at(watermark.epoch().max(at.watermark), epoch);
+                // The end of the epoch: a cut with the watermark reached.
+                cuts_in.send(
+                    now,
+                    vec![Cut {
+                        epoch,
+                        watermark: now.watermark,
+                    }],
+                );
+                epoch += 1;
+                input.advance(Time::at(now.watermark, epoch));
+                cuts_in.advance(Time::at(now.watermark, epoch));
+                worker.step();
+            }
+            out.lock().expect("lock").late = late.total();
+            *end_out.lock().expect("lock") = Some(watermark);
+        }
+        input.close();
+        cuts_in.close();
+    })
+    .expect("timely runs");
+    let outcome = std::mem::take(&mut *outcome.lock().expect("lock"));
+    let watermark = end
+        .lock()
+        .expect("lock")
+        .take()
+        .unwrap_or_else(|| Watermark::new(Duration::from_secs(60)));
+    (outcome, watermark)
+}
+
+/// An input fed at times of our choosing: a handle and the capability to send under.
+struct Feed<D: 'static> {
+    handle: UnorderedHandle<Time, CapacityContainerBuilder<Vec<D>>>,
+    capability: Option<ActivateCapability<Time>>,
+}
+
+impl<D: Clone + 'static> Feed<D> {
+    fn new(
+        (handle, capability): (
+            UnorderedHandle<Time, CapacityContainerBuilder<Vec<D>>>,
+            ActivateCapability<Time>,
+        ),
+    ) -> Self {
+        Feed {
+            handle,
+            capability: Some(capability),
+        }
+    }
+
+    fn time(&self) -> Time {
+        *self.capability.as_ref().expect("open").time()
+    }
+
+    fn advance(&mut self, time: Time) {
+        if let Some(capability) = self.capability.as_mut() {
+            capability.downgrade(&time);
+        }
+    }
+
+    fn send(&mut self, time: Time, mut data: Vec<D>) {
+        self.advance(time);
+        let capability = self.capability.as_ref().expect("open");
+        self.handle
+            .activate()
+            .session(capability)
+            .give_container(&mut data);
+    }
+
+    fn close(&mut self) {
+        self.capability = None;
+    }
+}
+
+/// The tables rows make when upserted in order: the last row of every key and window.
+fn table(app: &[AppRollup], platform: &[PlatformRollup]) -> (Vec<String>, Vec<String>) {
+    let mut apps = BTreeMap::new();
+    for row in app {
+        let mut row = row.clone();
+        row.is_final = false;
+        apps.insert(
+            (row.app_id.to_string(), row.minute, row.window),
+            format!("{row:?}"),
+        );
+    }
+    let mut series = BTreeMap::new();
+    for row in platform {
+        let mut row = row.clone();
+        row.is_final = false;
+        series.insert(
+            (
+                row.origin.to_string(),
+                row.instance.to_string(),
+                row.name.to_string(),
+                row.minute,
+                row.window,
+            ),
+            format!("{row:?}"),
+        );
+    }
+    (apps.into_values().collect(), series.into_values().collect())
+}
+
+/// The snapshot of `epoch`, every operator's part together.
+fn snapshot_of(snapshots: &[Snapshot], epoch: u64) -> WindowState {
+    let mut windows = WindowState::default();
+    for part in snapshots.iter().filter(|s| s.epoch == epoch) {
+        windows.extend(part.windows.clone());
+    }
+    windows
+}
+
+#[test]
+fn a_run_continued_from_a_cut_emits_what_an_uninterrupted_run_emits() {
+    let batches = traffic();
+    let (whole, _) = run(2, batches.clone(), None, 7);
+    let expected = table(&whole.app, &whole.platform);
+    assert!(whole.late > 0, "the traffic has late records");
+    assert!(
+        expected.0.len() > 20 && expected.1.len() > 10,
+        "enough rows to compare"
+    );
+    for workers in [1, 2, 4] {
+        for split in [1, 17, 33, batches.len() - 1] {
+            let (first, watermark) = run(workers, batches[..split].to_vec(), None, 7);
+            // Epoch 7 + split - 1 was the first run's last cut.
+            let last = 7 + split as u64 - 1;
+            let saved = snapshot_of(&first.snapshots, last);
+            let (second, _) = run(
+                workers,
+                batches[split..].to_vec(),
+                Some((saved, watermark)),
+                last + 1,
+            );
+            let mut app = first.app.clone();
+            app.extend(second.app);
+            let mut platform = first.platform.clone();
+            platform.extend(second.platform);
+            assert_eq!(
+                table(&app, &platform),
+                expected,
+                "{workers} workers, split after batch {split}"
+            );
+            assert_eq!(first.late + second.late, whole.late, "late records");
+        }
+    }
+}
+
+#[test]
+fn every_snapshot_holds_every_open_window_once_and_rows_follow_snapshots() {
+    let (outcome, _) = run(2, traffic(), None, 1);
+    let epochs: std::collections::BTreeSet<u64> =
+        outcome.snapshots.iter().map(|s| s.epoch).collect();
+    assert!(epochs.len() > 10);
+    for epoch in epochs {
+        let windows = snapshot_of(&outcome.snapshots, epoch);
+        let mut keys: Vec<_> = windows
+            .app
+            .iter()
+            .map(|w: &OpenWindow<Str, _>| (w.width, w.start, w.key.to_string()))
+            .collect();
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "a window is in one part only, epoch {epoch}");
+    }
+}

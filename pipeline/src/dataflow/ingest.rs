@@ -1,0 +1,301 @@
+//! `Ingest`: the bridge from the sources' channel into the graph, on worker 0.
+//!
+//! Each batch is filtered, its records' event times and lateness decided in arrival order
+//! against the watermark, and it is sent at the watermark from before it in the current
+//! epoch. With checkpoints, Ingest ends the epoch every `checkpoint_interval` in which
+//! records came in (and once more when the input ends): it records its part of the
+//! checkpoint — the watermark and where each source had read to — sends a [`Cut`] carrying
+//! the watermark reached, and moves on to the next epoch.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_operators::checkpoint::Cut;
+use sluice_operators::time::{GraphTime, Time};
+use sluice_operators::watermark::{LateCounts, Stamped, Watermark, WatermarkState, stamp_batch};
+use sluice_sources::{SourceBatch, SourcePosition};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::{Scope, Stream};
+use timely::order::PartialOrder;
+use timely::scheduling::SyncActivator;
+use tokio::sync::mpsc::{self, error::TryRecvError};
+
+use super::DataflowPlan;
+
+/// Batches Ingest takes from the channel before it yields to the rest of the graph.
+const INGEST_BUDGET: usize = 32;
+
+/// The receiving end of the sources' channel and the activator that wakes its reader.
+#[derive(Debug)]
+pub struct IngestChannel {
+    receiver: Mutex<Option<mpsc::Receiver<SourceBatch>>>,
+    activator: Mutex<Option<SyncActivator>>,
+}
+
+impl IngestChannel {
+    pub fn new(receiver: mpsc::Receiver<SourceBatch>) -> Arc<IngestChannel> {
+        Arc::new(IngestChannel {
+            receiver: Mutex::new(Some(receiver)),
+            activator: Mutex::new(None),
+        })
+    }
+
+    /// Wakes the Ingest operator: sources call it after every batch they queue.
+    pub fn wake(&self) {
+        if let Some(activator) = lock(&self.activator).as_ref() {
+            // An error means the dataflow is gone; the batch's send already failed or will.
+            let _ = activator.activate();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Ingest's part of the checkpoint of one epoch.
+#[derive(Clone, Debug)]
+pub(super) struct IngestPart {
+    pub(super) watermark: WatermarkState,
+    pub(super) sources: BTreeMap<String, SourcePosition>,
+    pub(super) records: u64,
+}
+
+/// Ingest's parts by epoch, read by the worker that assembles checkpoints (the same one).
+pub(super) type IngestParts = Rc<RefCell<BTreeMap<u64, IngestPart>>>;
+
+/// What Ingest makes: the records, the cuts, and its checkpoint parts.
+pub(super) struct Ingested<'scope> {
+    pub(super) records: Stream<'scope, Time, Vec<Stamped>>,
+    pub(super) cuts: Stream<'scope, Time, Vec<Cut>>,
+    pub(super) parts: IngestParts,
+}
+
+/// The Ingest operator; see the module doc.
+pub(super) fn ingest<'scope>(
+    scope: Scope<'scope, Time>,
+    plan: &DataflowPlan,
+    first_epoch: u64,
+) -> Ingested<'scope> {
+    let mut builder = OperatorBuilder::new("Ingest".to_owned(), scope);
+    let info = builder.operator_info();
+    let (records_out, records) = builder.new_output();
+    let (cuts_out, cuts) = builder.new_output();
+    let mut records_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Stamped>>>::from(records_out);
+    let mut cuts_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Cut>>>::from(cuts_out);
+    let parts: IngestParts = Rc::default();
+
+    let channel = plan.ingest.clone();
+    let metrics = plan.metrics.clone();
+    let lateness = plan.allowed_lateness.clone();
+    let filters = plan.filters.clone();
+    let interval = plan.state.as_ref().map(|state| state.interval);
+    let restored = plan.state.as_ref().and_then(|state| state.restored.clone());
+    let my_parts = parts.clone();
+    builder.build(move |capabilities| {
+        let mut receiver = if scope.index() == 0 {
+            lock(&channel.receiver).take()
+        } else {
+            None
+        };
+        let myself = scope.activator_for(info.address.clone());
+        if receiver.is_some() {
+            let activator = scope.worker().sync_activator_for(info.address.to_vec());
+            *lock(&channel.activator) = Some(activator);
+            // Batches queued before the activator was registered woke nobody.
+            myself.activate();
+        }
+        let mut lateness_ns = lateness.load(Ordering::Relaxed);
+        let allowed = Duration::from_nanos(lateness_ns);
+        let (watermark, sources) = match &restored {
+            Some(checkpoint) => (
+                Watermark::restored(checkpoint.watermark, allowed),
+                checkpoint.sources.clone(),
+            ),
+            None => (Watermark::new(allowed), BTreeMap::new()),
+        };
+        if let Some(current) = watermark.current() {
+            metrics.watermark_ns.store(current, Ordering::Relaxed);
+        }
+        let mut state = IngestState {
+            capabilities: receiver.is_some().then(|| {
+                let [records, cuts]: [Capability<Time>; 2] = capabilities
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("Ingest has two outputs"));
+                let start = Time::at(watermark.epoch(), first_epoch);
+                (records.delayed(&start), cuts.delayed(&start))
+            }),
+            watermark,
+            epoch: first_epoch,
+            sources,
+            records: restored.as_ref().map_or(0, |c| c.records),
+            since_cut: 0,
+            interval,
+            next_cut: interval.map(|i| Instant::now() + i),
+            parts: my_parts,
+        };
+        move |_frontiers| {
+            let mut records_out = records_out.activate();
+            let mut cuts_out = cuts_out.activate();
+            let Some(rx) = receiver.as_mut() else {
+                return;
+            };
+            if state.capabilities.is_none() {
+                return;
+            }
+            let now_ns = lateness.load(Ordering::Relaxed);
+            if now_ns != lateness_ns {
+                lateness_ns = now_ns;
+                state
+                    .watermark
+                    .set_allowed_lateness(Duration::from_nanos(now_ns));
+            }
+            for _ in 0..INGEST_BUDGET {
+                match rx.try_recv() {
+                    Ok(mut batch) => {
+                        // Before event time: a filtered record never moves the watermark.
+                        let current = filters
+                            .read()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .clone();
+                        let removed = current.apply(&batch.source, &mut batch.events);
+                        if removed > 0 {
+                            metrics.filtered.add(removed as u64);
+                        }
+                        if let Some(position) = batch.position.take() {
+                            state.sources.insert(batch.source.to_string(), position);
+                        }
+                        let mut late = LateCounts::default();
+                        let mut stamped = Vec::with_capacity(batch.events.len());
+                        let time = stamp_batch(
+                            &mut state.watermark,
+                            batch.events,
+                            batch.received_at,
+                            &mut stamped,
+                            &mut late,
+                        );
+                        metrics.ingested(stamped.len(), &late, state.watermark.current());
+                        state.records += stamped.len() as u64;
+                        state.since_cut += 1;
+                        if let Some((held, _)) = &state.capabilities {
+                            let at = held.delayed(&Time::at(time, state.epoch));
+                            records_out.session(&at).give_container(&mut stamped);
+                        }
+                        state.advance();
+                    }
+                    Err(TryRecvError::Empty) => {
+                        if state.cut_due() {
+                            state.cut(&mut cuts_out);
+                        }
+                        if let Some(due) = state.next_cut.filter(|_| state.since_cut > 0) {
+                            myself.activate_after(due.saturating_duration_since(Instant::now()));
+                        }
+                        return;
+                    }
+                    Err(TryRecvError::Disconnected) => {
+                        // Every source has finished: the last epoch ends (a graceful end
+                        // saves state), and releasing the input lets windows close.
+                        if state.next_cut.is_some() {
+                            state.cut(&mut cuts_out);
+                        }
+                        state.capabilities = None;
+                        receiver = None;
+                        return;
+                    }
+                }
+            }
+            if state.cut_due() {
+                state.cut(&mut cuts_out);
+            }
+            // More may be queued: continue after the rest of the graph had its turn.
+            myself.activate();
+        }
+    });
+    Ingested {
+        records,
+        cuts,
+        parts,
+    }
+}
+
+/// Ingest's state between activations.
+struct IngestState {
+    /// For records and for cuts; `None` once the input has ended (or on other workers).
+    capabilities: Option<(Capability<Time>, Capability<Time>)>,
+    watermark: Watermark,
+    epoch: u64,
+    /// Where each source that can rewind has read to.
+    sources: BTreeMap<String, SourcePosition>,
+    /// Records ingested, in this run and the runs it continues.
+    records: u64,
+    /// Batches since the last cut.
+    since_cut: u64,
+    /// How often epochs end, and when the next cut is due; `None` without checkpoints.
+    interval: Option<Duration>,
+    next_cut: Option<Instant>,
+    parts: IngestParts,
+}
+
+impl IngestState {
+    /// Moves the capabilities up to the watermark: later batches are sent at it or later.
+    fn advance(&mut self) {
+        let next = Time::at(self.watermark.epoch(), self.epoch);
+        if let Some((records, cuts)) = self.capabilities.as_mut() {
+            if records.time().less_than(&next) {
+                records.downgrade(&next);
+            }
+            if cuts.time().less_than(&next) {
+                cuts.downgrade(&next);
+            }
+        }
+    }
+
+    fn cut_due(&self) -> bool {
+        self.since_cut > 0 && self.next_cut.is_some_and(|due| Instant::now() >= due)
+    }
+
+    /// Ends the current epoch: its checkpoint part, and a cut with the watermark reached.
+    fn cut(
+        &mut self,
+        cuts_out: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+            '_,
+            Time,
+            CapacityContainerBuilder<Vec<Cut>>,
+        >,
+    ) {
+        let Some((_, cut_capability)) = &self.capabilities else {
+            return;
+        };
+        let watermark = self.watermark.epoch();
+        self.parts.borrow_mut().insert(
+            self.epoch,
+            IngestPart {
+                watermark: self.watermark.state(),
+                sources: self.sources.clone(),
+                records: self.records,
+            },
+        );
+        let at = cut_capability.delayed(&Time::at(
+            watermark.max(cut_capability.time().watermark()),
+            self.epoch,
+        ));
+        cuts_out.session(&at).give(Cut {
+            epoch: self.epoch,
+            watermark,
+        });
+        self.epoch += 1;
+        self.since_cut = 0;
+        self.next_cut = self.interval.map(|interval| Instant::now() + interval);
+        self.advance();
+    }
+}

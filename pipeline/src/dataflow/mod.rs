@@ -1,0 +1,201 @@
+//! The timely side of a run: the bridge from the sources' channel into the graph, the graph
+//! itself, and the bridges from its streams into the sinks' channels.
+//!
+//! Sources (tokio tasks) queue [`SourceBatch`](sluice_sources::SourceBatch)es on one bounded
+//! channel and wake the `Ingest` operator through a `SyncActivator`. Worker 0 alone drains
+//! that channel: it decides event time and lateness in arrival order (see
+//! `sluice_operators::watermark`) and the graph's exchange spreads the work over every worker.
+//! When the channel closes (every source is done or stopped), Ingest drops its capability,
+//! the frontier empties, the rollups close their windows, and the dataflow completes.
+//!
+//! Every stream ends in a forward operator that hands its batches to the sinks the
+//! [`SinkRoutes`] table names for it now, so a live reload changes sinks without touching the
+//! graph; for the same reason the allowed lateness is read by Ingest at every activation, the
+//! flush interval by the rollups at theirs, and the app-event rules by Route for every batch.
+//! App events and rollup rows also pass a [`LiveTap`] on their way (the API's live feed), so
+//! its streams see them as the sinks do.
+//!
+//! With a state directory (SPEC §9) Ingest also ends an epoch every `checkpoint_interval`
+//! (see `sluice_operators::time`): it records the watermark and where each source had read
+//! to, and sends a cut through the graph; the rollups answer with snapshots of their windows;
+//! `Checkpoint` puts the parts together for the writer thread; and the rollup streams' forward
+//! operators hold each epoch's rows until its checkpoint is durable.
+//!
+//! Layout: [`ingest`](self) (the bridge, epochs and cuts), `forward` (streams to sinks),
+//! `checkpoint` (restored windows in, snapshots out).
+
+mod checkpoint;
+mod forward;
+mod ingest;
+
+pub use ingest::IngestChannel;
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use sluice_model::records::{AppEvent, AppRollup, Records, StreamName};
+use sluice_operators::app_events::LiveRules;
+use sluice_operators::filter::Filters;
+use sluice_operators::graph::{self, StateInputs};
+use sluice_operators::rollup::WindowOptions;
+use sluice_operators::time::Time;
+use timely::dataflow::Scope;
+
+use crate::routing::SinkRoutes;
+use crate::state::file::Checkpoint;
+use crate::state::writer::Durable;
+use crate::telemetry::GraphMetrics;
+
+/// Where the graph shows app events and rollup rows on their way to the sinks: the read
+/// path's live streams. Called on a worker thread for every batch, so it must be cheap when
+/// nobody watches.
+pub trait LiveTap: Send + Sync {
+    fn app_events(&self, events: &[AppEvent]);
+    fn app_rollups(&self, rows: &[AppRollup]);
+}
+
+/// Why the dataflow could not run to its end.
+#[derive(Debug, thiserror::Error)]
+#[error("the dataflow failed: {0}")]
+pub struct DataflowError(String);
+
+impl DataflowError {
+    /// A dataflow thread panicked.
+    pub fn panicked(panic: &dyn std::fmt::Display) -> DataflowError {
+        DataflowError(format!("a worker panicked: {panic}"))
+    }
+}
+
+/// What the dataflow needs, shared by every worker.
+pub struct DataflowPlan {
+    pub workers: usize,
+    /// The allowed lateness in ns; a live reload may change it while the graph runs.
+    pub allowed_lateness: Arc<AtomicU64>,
+    /// The app-event rules; a live reload may replace them.
+    pub rules: LiveRules,
+    /// How often open windows are rewritten, ns; a live reload may change it.
+    pub flush_interval: Arc<AtomicU64>,
+    /// The rollup window widths in seconds, fixed for the life of the graph.
+    pub windows: Vec<u32>,
+    /// Set on Ctrl-C: windows still open at the end are emitted provisional.
+    pub shutting_down: Arc<AtomicBool>,
+    /// Which sinks take which streams; changed live by reloads.
+    pub routes: Arc<SinkRoutes>,
+    /// The filters on what enters, per source; swapped live by reloads.
+    pub filters: Arc<RwLock<Arc<Filters>>>,
+    pub ingest: Arc<IngestChannel>,
+    pub metrics: Arc<GraphMetrics>,
+    /// Where the API's live streams take rollup rows and app events from.
+    pub live: Arc<dyn LiveTap>,
+    /// Checkpoints (SPEC §9); `None` without a state directory.
+    pub state: Option<StatePlan>,
+}
+
+/// How the graph checkpoints.
+pub struct StatePlan {
+    /// How often Ingest ends an epoch (when records came in).
+    pub interval: Duration,
+    /// The checkpoint this run continues from.
+    pub restored: Option<Arc<Checkpoint>>,
+    /// Where assembled checkpoints go; taken by the worker that assembles them.
+    pub writer: Mutex<Option<mpsc::Sender<Checkpoint>>>,
+    /// The newest epoch on disk.
+    pub durable: Arc<Durable>,
+}
+
+impl DataflowPlan {
+    /// The epoch this run's first records enter in: the one after the restored checkpoint's.
+    fn first_epoch(&self) -> u64 {
+        self.state
+            .as_ref()
+            .and_then(|state| state.restored.as_ref())
+            .map_or(1, |checkpoint| checkpoint.epoch + 1)
+    }
+}
+
+/// Runs the dataflow on `plan.workers` threads until the sources' channel closes and every
+/// record has been handed to the sinks. Blocks the calling thread.
+pub fn run(plan: DataflowPlan) -> Result<(), DataflowError> {
+    let workers = plan.workers;
+    let plan = Arc::new(plan);
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let plan = plan.clone();
+        worker.dataflow::<Time, _, _>(move |scope| build(scope, &plan));
+    })
+    .map_err(DataflowError)?;
+    for result in guards.join() {
+        result.map_err(DataflowError)?;
+    }
+    Ok(())
+}
+
+fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
+    let first_epoch = plan.first_epoch();
+    let options = WindowOptions {
+        flush_interval: plan.flush_interval.clone(),
+        shutting_down: plan.shutting_down.clone(),
+        open_windows: plan.metrics.open_windows.clone(),
+        windows: plan.windows.clone(),
+        checkpoints: plan.state.is_some(),
+        first_epoch,
+    };
+    let ingested = ingest::ingest(scope, plan, first_epoch);
+    let restored = plan.state.as_ref().and_then(|s| s.restored.clone());
+    let (app_windows, platform_windows) =
+        checkpoint::restored_windows(scope, restored, first_epoch);
+    let state = StateInputs {
+        app_windows,
+        platform_windows,
+        cuts: ingested.cuts,
+    };
+    let streams = graph::build_with_state(ingested.records, plan.rules.clone(), options, state);
+    if let Some(state) = &plan.state {
+        checkpoint::assemble(
+            streams.snapshots,
+            ingested.parts,
+            state,
+            plan.windows.clone(),
+        );
+    }
+    let durable = plan
+        .state
+        .as_ref()
+        .map_or_else(Durable::always, |state| state.durable.clone());
+    let routes = &plan.routes;
+    forward::forward(streams.logs, routes, StreamName::Logs, Records::Logs);
+    forward::forward(
+        streams.container_metrics,
+        routes,
+        StreamName::ContainerMetrics,
+        Records::ContainerMetrics,
+    );
+    forward::forward(streams.http, routes, StreamName::Http, Records::Http);
+    forward::forward(streams.errors, routes, StreamName::Errors, Records::Errors);
+    let live = plan.live.clone();
+    forward::forward_tapped(
+        streams.app_events,
+        routes,
+        StreamName::AppEvents,
+        Records::AppEvents,
+        move |events| live.app_events(events),
+    );
+    let live = plan.live.clone();
+    forward::forward_durable(
+        streams.app_rollups,
+        routes,
+        StreamName::AppRollups,
+        Records::AppRollups,
+        move |rows| live.app_rollups(rows),
+        durable.clone(),
+    );
+    forward::forward_durable(
+        streams.platform_rollups,
+        routes,
+        StreamName::PlatformRollups,
+        Records::PlatformRollups,
+        |_| {},
+        durable,
+    );
+}
