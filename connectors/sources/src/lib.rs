@@ -10,13 +10,18 @@
 //! exhausted. Dropping the context closes the source's side of the channel, which is how the
 //! pipeline learns that a finite source has finished.
 //!
-//! Layout: this file holds the [`Source`] interface and what every source shares
-//! ([`SourceContext`], [`SourceBatch`], [`SourceMetrics`]); one module per kind: [`firehose`]
-//! (v1 WebSocket, and `capture`), [`rlp`] (v2 Server-Sent Events), [`file`] (replay files). The `simulator`
-//! kind lives with the traffic generator in `sluice-simulator`.
+//! Layout:
+//! - this file — the [`Source`] interface and what every source shares ([`SourceContext`],
+//!   [`SourceBatch`], [`SourceMetrics`]), and the checks of config values they share;
+//! - `reconnect` — the reconnect loop of the network sources: a UAA token, the source's
+//!   connection attempt, a fresh token after a refused one, capped backoff;
+//! - one module per kind: [`firehose`] (v1 WebSocket, and `capture`), [`rlp`] (v2
+//!   Server-Sent Events), [`file`](mod@file) (replay files). The `simulator` kind lives with the
+//!   traffic generator in `sluice-simulator`.
 
 pub mod file;
 pub mod firehose;
+mod reconnect;
 pub mod rlp;
 
 pub use sluice_common::component::{Component, ComponentError, ComponentTask, Problem};
