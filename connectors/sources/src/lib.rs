@@ -93,6 +93,32 @@ pub(crate) fn check_path_segment(id: &str) -> Result<(), String> {
     }
 }
 
+/// The problems of what every network source names, in this order: its `url` (of one of
+/// `schemes`), `uaa_url`, its stream's id under `id_key` (a subscription or shard id) and
+/// `client_id`. A source adds the problems of its own settings after these.
+pub(crate) fn network_problems(
+    url: &str,
+    schemes: &[&str],
+    uaa_url: &str,
+    (id_key, id): (&str, &str),
+    client_id: &str,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Err(e) = check_url(url, schemes) {
+        problems.push(Problem::new("url", e));
+    }
+    if let Err(e) = check_url(uaa_url, &["http", "https"]) {
+        problems.push(Problem::new("uaa_url", e));
+    }
+    if let Err(e) = check_path_segment(id) {
+        problems.push(Problem::new(id_key, e));
+    }
+    if client_id.is_empty() {
+        problems.push(Problem::new("client_id", "must not be empty"));
+    }
+    problems
+}
+
 /// Problems as one line.
 pub(crate) fn list(problems: &[Problem]) -> String {
     problems

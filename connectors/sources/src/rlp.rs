@@ -36,8 +36,7 @@ use sluice_common::uaa::{TokenSource, UaaError};
 
 use crate::reconnect::{AfterRefusal, Attempt, Endpoint, Reconnect, Refusal};
 use crate::{
-    Component, ComponentError, ComponentTask, Problem, Source, SourceContext, check_path_segment,
-    check_url,
+    Component, ComponentError, ComponentTask, Problem, Source, SourceContext, network_problems,
 };
 
 /// The largest SSE event accepted: a gateway batch holds at most a few hundred envelopes
@@ -106,20 +105,14 @@ impl Component for RlpConfig {
     }
 
     fn problems(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
+        let mut problems = network_problems(
+            &self.url,
+            &["http", "https"],
+            &self.uaa_url,
+            ("shard_id", &self.shard_id),
+            &self.client_id,
+        );
         let mut problem = |key: &str, message: String| problems.push(Problem::new(key, message));
-        if let Err(e) = check_url(&self.url, &["http", "https"]) {
-            problem("url", e);
-        }
-        if let Err(e) = check_url(&self.uaa_url, &["http", "https"]) {
-            problem("uaa_url", e);
-        }
-        if let Err(e) = check_path_segment(&self.shard_id) {
-            problem("shard_id", e);
-        }
-        if self.client_id.is_empty() {
-            problem("client_id", "must not be empty".into());
-        }
         if self.idle_timeout.is_zero() {
             problem("idle_timeout", "must be longer than 0s".into());
         }
