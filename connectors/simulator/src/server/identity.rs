@@ -333,9 +333,7 @@ pub(super) async fn app(
     Path(guid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    shared.cc_requests.fetch_add(1, Ordering::Relaxed);
-    shared.notify();
-    let user = match authenticate(&shared, &headers) {
+    let user = match cc_request(&shared, &headers) {
         Ok(user) => user,
         Err(response) => return *response,
     };
@@ -374,9 +372,7 @@ pub(super) async fn apps(
     Query(query): Query<AppsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    shared.cc_requests.fetch_add(1, Ordering::Relaxed);
-    shared.notify();
-    let user = match authenticate(&shared, &headers) {
+    let user = match cc_request(&shared, &headers) {
         Ok(user) => user,
         Err(response) => return *response,
     };
@@ -435,8 +431,11 @@ pub(super) enum TokenRejected {
     NoUser(String),
 }
 
-/// The user of a request's bearer token, or the Cloud Controller's 401.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<&'static User, Box<Response>> {
+/// Counts a Cloud Controller request; then the user of its bearer token, or the Cloud
+/// Controller's 401.
+fn cc_request(shared: &Shared, headers: &HeaderMap) -> Result<&'static User, Box<Response>> {
+    shared.cc_requests.fetch_add(1, Ordering::Relaxed);
+    shared.notify();
     let Some(token) = bearer_token(headers) else {
         return Err(Box::new(cc_error(
             StatusCode::UNAUTHORIZED,
