@@ -182,6 +182,9 @@ impl Reconnect {
 
 #[cfg(test)]
 mod tests {
+    //! The loop against a scripted endpoint and the Firehose test server's UAA. Each test
+    //! sets up its own loop and script: the setups repeat on purpose, so that a script stays
+    //! beside the tokens and refusals it leads to.
     use std::collections::VecDeque;
     use std::sync::Mutex;
     use std::sync::atomic::Ordering;
