@@ -1,7 +1,7 @@
 //! The disk buffer's write and read throughput next to a plain sequential file write of the
 //! same bytes, in the same run, on the same file system. Prints a table.
 //!
-//! `cargo bench -p sluice-connectors --bench disk_buffer` (set `SLUICE_BENCH_DIR` to measure
+//! `cargo bench -p sluice-buffers --bench disk_buffer` (set `SLUICE_BENCH_DIR` to measure
 //! another file system than the temporary directory's).
 
 use std::io::Write;

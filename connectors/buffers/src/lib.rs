@@ -7,11 +7,15 @@
 //! queue and leave it only when committed, so a store outage or `kill -9` loses nothing that
 //! was accepted.
 //!
-//! Layout: [`open`] makes both ends from a sink's `buffer = { ... }` ([`BufferConfig`]);
-//! [`sender`] and [`receiver`] are the ends; [`disk`] is the segmented on-disk queue (frames,
-//! segments, acknowledgement, the torn-tail cut on open); [`codec`] turns
-//! [`Records`](sluice_model::records::Records) into frame payloads; [`memory`] caps a memory
-//! buffer by records.
+//! Layout:
+//! - this file — [`open`], which makes both ends from a sink's `buffer = { ... }`
+//!   ([`BufferConfig`]), and [`BufferError`];
+//! - [`sender`] and [`receiver`] — the two ends;
+//! - [`disk`] — the segmented on-disk queue, a folder split along its seams: `frame` (the
+//!   frame layout and checksum), `segment` (segment files and the torn-tail cut on open),
+//!   `ledger` (the `ack` and `format` files), `writer` and `reader` (its two ends);
+//! - [`codec`] — [`Records`](sluice_model::records::Records) to and from frame payloads;
+//! - [`memory`] — the cap on a memory buffer's records.
 
 pub mod codec;
 pub mod disk;

@@ -6,6 +6,7 @@
 //! under `sync = "batch"`, one fsync each) while the sink reads frames back from the
 //! [`DiskReader`] and acknowledges them with `commit`.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -38,11 +39,15 @@ enum Source {
         /// `max_events`: room is given back as batches are received.
         gate: Option<(Arc<EventGate>, Arc<SinkMetrics>)>,
     },
-    Disk {
-        reader: DiskReader,
-        name: Arc<str>,
-        metrics: Arc<SinkMetrics>,
-    },
+    Disk(DiskInput),
+}
+
+/// A disk buffer's reading end, and the sink it reads for (named in errors, counting drops).
+#[derive(Debug)]
+struct DiskInput {
+    reader: DiskReader,
+    name: Arc<str>,
+    metrics: Arc<SinkMetrics>,
 }
 
 impl BufferReceiver {
@@ -98,18 +103,18 @@ impl BufferReceiver {
             .spawn(move || fill_disk_buffer(&thread_name, channel, writer, &thread_metrics))
             .map_err(BufferError::io(&path))?;
         Ok(BufferReceiver {
-            source: Source::Disk {
+            source: Source::Disk(DiskInput {
                 reader,
                 name,
                 metrics,
-            },
+            }),
         })
     }
 
     /// True if what this input holds survives the process (a disk buffer): a sink may then
     /// stop at shutdown with records undelivered, and the next run delivers them.
     pub fn is_durable(&self) -> bool {
-        matches!(self.source, Source::Disk { .. })
+        matches!(self.source, Source::Disk(_))
     }
 
     /// The next batch; `None` once the dataflow has finished and everything was received.
@@ -120,19 +125,10 @@ impl BufferReceiver {
                 release(gate, &records);
                 Some(records)
             }
-            Source::Disk {
-                reader,
-                name,
-                metrics,
-            } => loop {
-                match reader.next().await {
-                    Ok(Some((payload, records))) => {
-                        if let Some(decoded) = decode(name, metrics, &payload, records) {
-                            return Some(decoded);
-                        }
-                    }
-                    Ok(None) => return None,
-                    Err(e) => skip_segment(name, reader, &e),
+            Source::Disk(input) => loop {
+                let read = input.reader.next().await;
+                if let ControlFlow::Break(records) = input.take(read) {
+                    return records;
                 }
             },
         }
@@ -147,19 +143,13 @@ impl BufferReceiver {
                 release(gate, &records);
                 Some(records)
             }
-            Source::Disk {
-                reader,
-                name,
-                metrics,
-            } => loop {
-                match reader.try_next() {
-                    Ok(Next::Frame { payload, records }) => {
-                        if let Some(decoded) = decode(name, metrics, &payload, records) {
-                            return Some(decoded);
-                        }
-                    }
-                    Ok(Next::Empty | Next::Finished) => return None,
-                    Err(e) => skip_segment(name, reader, &e),
+            Source::Disk(input) => loop {
+                let read = input.reader.try_next().map(|next| match next {
+                    Next::Frame { payload, records } => Some((payload, records)),
+                    Next::Empty | Next::Finished => None,
+                });
+                if let ControlFlow::Break(records) = input.take(read) {
+                    return records;
                 }
             },
         }
@@ -170,7 +160,7 @@ impl BufferReceiver {
     pub async fn commit(&mut self) -> Result<(), BufferError> {
         match &mut self.source {
             Source::Memory { .. } => Ok(()),
-            Source::Disk { reader, .. } => {
+            Source::Disk(DiskInput { reader, .. }) => {
                 // A commit renames the ack file and may unlink whole segments: off the async
                 // workers when the runtime has others to run them.
                 let multi_thread = tokio::runtime::Handle::try_current()
@@ -207,20 +197,33 @@ fn release(gate: &Option<(Arc<EventGate>, Arc<SinkMetrics>)>, records: &Records)
     }
 }
 
-fn decode(name: &str, metrics: &SinkMetrics, payload: &[u8], records: u32) -> Option<Records> {
-    match codec::decode(payload) {
-        Ok(decoded) => Some(decoded),
-        Err(e) => {
-            error!(sink = %name, records, error = %e, "Dropped a batch the disk buffer could not decode.");
-            metrics.dropped(records as usize);
-            None
+impl DiskInput {
+    /// What one read (a frame's payload and record count, or none) gives the sink: `Break`
+    /// with the batch, or with `None` when no frame came; `Continue` (read on) after a
+    /// batch that could not be decoded, which is dropped and counted, or a corrupt frame,
+    /// after which the rest of its segment is skipped.
+    fn take(
+        &mut self,
+        read: Result<Option<(Vec<u8>, u32)>, BufferError>,
+    ) -> ControlFlow<Option<Records>> {
+        let (payload, records) = match read {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return ControlFlow::Break(None),
+            Err(e) => {
+                error!(sink = %self.name, error = %e, "Skipped the rest of a disk buffer segment.");
+                self.reader.skip_segment();
+                return ControlFlow::Continue(());
+            }
+        };
+        match codec::decode(&payload) {
+            Ok(decoded) => ControlFlow::Break(Some(decoded)),
+            Err(e) => {
+                error!(sink = %self.name, records, error = %e, "Dropped a batch the disk buffer could not decode.");
+                self.metrics.dropped(records as usize);
+                ControlFlow::Continue(())
+            }
         }
     }
-}
-
-fn skip_segment(name: &str, reader: &mut DiskReader, e: &BufferError) {
-    error!(sink = %name, error = %e, "Skipped the rest of a disk buffer segment.");
-    reader.skip_segment();
 }
 
 /// The disk input's writer thread: runs until every sender is gone, then lets the reader

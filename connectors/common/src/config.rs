@@ -27,8 +27,24 @@ pub mod duration {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
+/// Why a text is not a [`ByteSize`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ByteSizeError {
+    /// The text does not start with a number that fits a `u64`.
+    #[error("invalid size `{0}` (write e.g. \"2GiB\", \"512MiB\")")]
+    NoNumber(String),
+    /// The unit after the number is none of the known ones.
+    #[error(
+        "invalid size `{text}`: unknown unit `{unit}` (use B, KB, MB, GB, KiB, MiB, GiB or TiB)"
+    )]
+    UnknownUnit { text: String, unit: String },
+    /// More bytes than a `u64` holds.
+    #[error("invalid size `{0}`: too large")]
+    TooLarge(String),
+}
+
 impl std::str::FromStr for ByteSize {
-    type Err = String;
+    type Err = ByteSizeError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let trimmed = text.trim();
@@ -38,7 +54,7 @@ impl std::str::FromStr for ByteSize {
         let (digits, unit) = trimmed.split_at(split);
         let number: u64 = digits
             .parse()
-            .map_err(|_| format!("invalid size `{text}` (write e.g. \"2GiB\", \"512MiB\")"))?;
+            .map_err(|_| ByteSizeError::NoNumber(text.to_owned()))?;
         let multiplier: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" => 1_000,
@@ -49,15 +65,16 @@ impl std::str::FromStr for ByteSize {
             "GiB" => 1 << 30,
             "TiB" => 1 << 40,
             other => {
-                return Err(format!(
-                    "invalid size `{text}`: unknown unit `{other}` (use B, KB, MB, GB, KiB, MiB, GiB or TiB)"
-                ));
+                return Err(ByteSizeError::UnknownUnit {
+                    text: text.to_owned(),
+                    unit: other.to_owned(),
+                });
             }
         };
         number
             .checked_mul(multiplier)
             .map(ByteSize)
-            .ok_or_else(|| format!("invalid size `{text}`: too large"))
+            .ok_or_else(|| ByteSizeError::TooLarge(text.to_owned()))
     }
 }
 
@@ -87,5 +104,25 @@ mod tests {
         assert_eq!("4096".parse(), Ok(ByteSize(4096)));
         assert!("2 GiBs".parse::<ByteSize>().is_err());
         assert!("GiB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn size_errors_say_what_is_wrong_with_the_text() {
+        let message = |text: &str| match text.parse::<ByteSize>() {
+            Ok(size) => panic!("{text} parsed as {size:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(
+            message("GiB"),
+            r#"invalid size `GiB` (write e.g. "2GiB", "512MiB")"#
+        );
+        assert_eq!(
+            message("2 GiBs"),
+            "invalid size `2 GiBs`: unknown unit `GiBs` (use B, KB, MB, GB, KiB, MiB, GiB or TiB)"
+        );
+        assert_eq!(
+            message("20000000TiB"),
+            "invalid size `20000000TiB`: too large"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! - [`component`] — the interface every source and sink kind offers the pipeline: its
 //!   config's [`Problem`](component::Problem)s, the [`Resource`](component::Resource)s it must
 //!   hold alone, a description, and [`ComponentError`](component::ComponentError).
-//! - [`config`] — value formats of the TOML config: durations and byte sizes.
+//! - [`config`] — value formats of the TOML config: durations and byte sizes (and
+//!   [`ByteSizeError`](config::ByteSizeError), why a size does not parse).
 //! - [`telemetry`] — counters and rate-limited warnings, and the counters of a source's and a
 //!   sink's run ([`SinkMetrics`](telemetry::SinkMetrics)).
 //! - [`backoff`] — capped exponential backoff for everything that retries.

@@ -173,34 +173,43 @@ impl Arrivals {
         }
     }
 
-    fn settled(&mut self, mut n: u64) {
-        while n > 0 {
-            let Some(front) = self.0.front_mut() else {
-                return;
-            };
-            let taken = front.0.min(n);
-            front.0 -= taken;
-            n -= taken;
-            if front.0 == 0 {
-                self.0.pop_front();
-            }
-        }
+    fn settled(&mut self, n: u64) {
+        self.take(n, End::Oldest);
     }
 
     /// Takes back the newest `n` (a send that failed).
-    fn unsent(&mut self, mut n: u64) {
+    fn unsent(&mut self, n: u64) {
+        self.take(n, End::Newest);
+    }
+
+    /// Takes `n` records off the runs at one end, dropping the runs it empties.
+    fn take(&mut self, mut n: u64, end: End) {
         while n > 0 {
-            let Some(back) = self.0.back_mut() else {
+            let run = match end {
+                End::Oldest => self.0.front_mut(),
+                End::Newest => self.0.back_mut(),
+            };
+            let Some(run) = run else {
                 return;
             };
-            let taken = back.0.min(n);
-            back.0 -= taken;
+            let taken = run.0.min(n);
+            run.0 -= taken;
             n -= taken;
-            if back.0 == 0 {
-                self.0.pop_back();
+            if run.0 == 0 {
+                match end {
+                    End::Oldest => self.0.pop_front(),
+                    End::Newest => self.0.pop_back(),
+                };
             }
         }
     }
+}
+
+/// Which end of [`Arrivals`] records are taken from.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    Oldest,
+    Newest,
 }
 
 impl SinkMetrics {

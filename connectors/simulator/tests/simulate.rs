@@ -1,5 +1,8 @@
 //! `sluice simulate` over real loopback sockets: UAA tokens, bearer checks, the stream, its
 //! split between connections, slow consumers and shutdown.
+//!
+//! Each test asks the server in full: requests and the checks of their answers repeat on
+//! purpose, so that every case reads on its own.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;

@@ -26,8 +26,7 @@ use tokio_tungstenite::tungstenite::http::Uri;
 use tracing::error;
 
 use crate::{
-    Component, ComponentError, ComponentTask, Problem, Source, SourceContext, check_path_segment,
-    check_url,
+    Component, ComponentError, ComponentTask, Problem, Source, SourceContext, network_problems,
 };
 
 pub use connection::{FirehoseFrame, FirehoseStream, MessageLocation};
@@ -136,20 +135,14 @@ impl Component for FirehoseConfig {
     }
 
     fn problems(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
+        let mut problems = network_problems(
+            &self.url,
+            &["ws", "wss"],
+            &self.uaa_url,
+            ("subscription_id", &self.subscription_id),
+            &self.client_id,
+        );
         let mut problem = |key: &str, message: String| problems.push(Problem::new(key, message));
-        if let Err(e) = check_url(&self.url, &["ws", "wss"]) {
-            problem("url", e);
-        }
-        if let Err(e) = check_url(&self.uaa_url, &["http", "https"]) {
-            problem("uaa_url", e);
-        }
-        if let Err(e) = check_path_segment(&self.subscription_id) {
-            problem("subscription_id", e);
-        }
-        if self.client_id.is_empty() {
-            problem("client_id", "must not be empty".into());
-        }
         if self.keepalive.is_zero() {
             problem("keepalive", "must be longer than 0s".into());
         }

@@ -10,13 +10,18 @@
 //! exhausted. Dropping the context closes the source's side of the channel, which is how the
 //! pipeline learns that a finite source has finished.
 //!
-//! Layout: this file holds the [`Source`] interface and what every source shares
-//! ([`SourceContext`], [`SourceBatch`], [`SourceMetrics`]); one module per kind: [`firehose`]
-//! (v1 WebSocket, and `capture`), [`rlp`] (v2 Server-Sent Events), [`file`] (replay files). The `simulator`
-//! kind lives with the traffic generator in `sluice-simulator`.
+//! Layout:
+//! - this file — the [`Source`] interface and what every source shares ([`SourceContext`],
+//!   [`SourceBatch`], [`SourceMetrics`]), and the checks of config values they share;
+//! - `reconnect` — the reconnect loop of the network sources: a UAA token, the source's
+//!   connection attempt, a fresh token after a refused one, capped backoff;
+//! - one module per kind: [`firehose`] (v1 WebSocket, and `capture`), [`rlp`] (v2
+//!   Server-Sent Events), [`file`](mod@file) (replay files). The `simulator` kind lives with the
+//!   traffic generator in `sluice-simulator`.
 
 pub mod file;
 pub mod firehose;
+mod reconnect;
 pub mod rlp;
 
 pub use sluice_common::component::{Component, ComponentError, ComponentTask, Problem};
@@ -87,6 +92,32 @@ pub(crate) fn check_path_segment(id: &str) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+/// The problems of what every network source names, in this order: its `url` (of one of
+/// `schemes`), `uaa_url`, its stream's id under `id_key` (a subscription or shard id) and
+/// `client_id`. A source adds the problems of its own settings after these.
+pub(crate) fn network_problems(
+    url: &str,
+    schemes: &[&str],
+    uaa_url: &str,
+    (id_key, id): (&str, &str),
+    client_id: &str,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Err(e) = check_url(url, schemes) {
+        problems.push(Problem::new("url", e));
+    }
+    if let Err(e) = check_url(uaa_url, &["http", "https"]) {
+        problems.push(Problem::new("uaa_url", e));
+    }
+    if let Err(e) = check_path_segment(id) {
+        problems.push(Problem::new(id_key, e));
+    }
+    if client_id.is_empty() {
+        problems.push(Problem::new("client_id", "must not be empty"));
+    }
+    problems
 }
 
 /// Problems as one line.

@@ -2,7 +2,7 @@
 //!
 //! `GET {url}/v2/read?log&counter&gauge&timer&event&shard_id={id}` with a UAA bearer token
 //! answers a Server-Sent Events stream whose events carry `{"batch":[Envelope, …]}` in proto3
-//! JSON ([`sse`] parses the stream, [`sluice_model::v2`] the batches). The gateway also sends
+//! JSON (`sse` parses the stream, [`sluice_model::v2`] the batches). The gateway also sends
 //! `heartbeat` events, which are skipped, and a `closing` event before it ends a stream
 //! (every 14 minutes by default), after which the source reconnects like after any other
 //! end of stream or network error: with capped exponential backoff, counted.
@@ -10,12 +10,15 @@
 //! A 401/403 means the token was revoked or expired early: it is dropped and the request
 //! retried at once with a fresh one. If the fresh one is refused too, the gateway does not
 //! accept this client (missing `doppler.firehose` or `logs.admin` scope, say): that is logged
-//! as an error and retried with backoff, so fixing the client in UAA heals the source. UAA
-//! refusing the credentials themselves stops the source: retrying cannot help.
+//! as an error and retried with backoff, each time with a fresh token, so fixing the client
+//! in UAA heals the source. UAA refusing the credentials themselves stops the source:
+//! retrying cannot help. The loop that does this is shared with the Firehose
+//! (`reconnect`); the gateway's read request is this source's attempt in it.
 
 mod sse;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -31,9 +34,9 @@ use sluice_common::time::now_ns;
 use sluice_common::tls::{TlsError, http_client};
 use sluice_common::uaa::{TokenSource, UaaError};
 
+use crate::reconnect::{AfterRefusal, Attempt, Endpoint, Reconnect, Refusal};
 use crate::{
-    Component, ComponentError, ComponentTask, Problem, Source, SourceContext, check_path_segment,
-    check_url,
+    Component, ComponentError, ComponentTask, Problem, Source, SourceContext, network_problems,
 };
 
 /// The largest SSE event accepted: a gateway batch holds at most a few hundred envelopes
@@ -102,20 +105,14 @@ impl Component for RlpConfig {
     }
 
     fn problems(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
+        let mut problems = network_problems(
+            &self.url,
+            &["http", "https"],
+            &self.uaa_url,
+            ("shard_id", &self.shard_id),
+            &self.client_id,
+        );
         let mut problem = |key: &str, message: String| problems.push(Problem::new(key, message));
-        if let Err(e) = check_url(&self.url, &["http", "https"]) {
-            problem("url", e);
-        }
-        if let Err(e) = check_url(&self.uaa_url, &["http", "https"]) {
-            problem("uaa_url", e);
-        }
-        if let Err(e) = check_path_segment(&self.shard_id) {
-            problem("shard_id", e);
-        }
-        if self.client_id.is_empty() {
-            problem("client_id", "must not be empty".into());
-        }
         if self.idle_timeout.is_zero() {
             problem("idle_timeout", "must be longer than 0s".into());
         }
@@ -165,14 +162,21 @@ pub async fn run(config: RlpConfig, ctx: SourceContext) -> Result<(), RlpError> 
         config.client_id.clone(),
         config.client_secret.clone(),
     );
-    let mut stream = Stream {
-        http,
+    // Everything, a token that UAA would not give included, is logged under the read URL.
+    let logged_url: Arc<str> = url.as_str().into();
+    let reconnect = Reconnect::new(
+        ctx.clone(),
         tokens,
-        url,
+        Backoff::new(Duration::from_millis(100), config.max_backoff),
+        logged_url.clone(),
+        logged_url,
+        AfterRefusal::FreshToken,
+    );
+    let mut stream = Stream {
+        gateway: Gateway { http, url },
         idle_timeout: config.idle_timeout,
         ctx,
-        backoff: Backoff::new(Duration::from_millis(100), config.max_backoff),
-        refused_in_a_row: 0,
+        reconnect,
         messages: 0,
     };
     let result = stream.run().await;
@@ -196,26 +200,73 @@ fn read_url(base: &str, shard_id: &str) -> Result<reqwest::Url, RlpError> {
     Ok(url)
 }
 
-/// How one connection ended.
+/// How an open stream ended.
 enum Ended {
     /// Shutdown, or the pipeline closed: the source returns.
     Stop,
-    /// 401/403 from the gateway.
-    Refused(StatusCode),
-    /// UAA gave no token.
-    Token(UaaError),
-    /// Anything else: network errors, other statuses, end of stream, idle timeout.
+    /// Anything else: network errors, end of stream, idle timeout, a `closing` event.
     Lost(String),
 }
 
-struct Stream {
+/// The gateway's read request with a token: the source's connection attempt.
+struct Gateway {
     http: reqwest::Client,
-    tokens: TokenSource,
     url: reqwest::Url,
+}
+
+impl Endpoint for Gateway {
+    type Connection = reqwest::Response;
+
+    /// The read request; 401 and 403 are refusals, any other status but success a failure.
+    async fn attempt(&self, token: &str) -> Attempt<reqwest::Response> {
+        let request = self
+            .http
+            .get(self.url.clone())
+            .header(AUTHORIZATION, format!("bearer {token}"))
+            .header(ACCEPT, "text/event-stream")
+            .header(CACHE_CONTROL, "no-cache");
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Attempt::Failed(error.to_string()),
+        };
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Attempt::Refused(status);
+        }
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            return Attempt::Failed(format!("HTTP {status}: {body}"));
+        }
+        Attempt::Connected(response)
+    }
+
+    fn refused(&self, ctx: &SourceContext, refusal: Refusal) {
+        let url = self.url.as_str();
+        match refusal {
+            Refusal::Refreshing { status } => {
+                let why = format!("HTTP {status}: the token was refused, fetching a new one");
+                ctx.reconnecting(url, &why, Duration::ZERO);
+            }
+            Refusal::Again { status, delay } => {
+                error!(
+                    source = %ctx.name,
+                    %url,
+                    %status,
+                    retry_in = ?delay,
+                    "The RLP gateway refused a fresh UAA token: does the client have the doppler.firehose or logs.admin authority?"
+                );
+                ctx.reconnecting(url, &format!("HTTP {status}"), delay);
+            }
+        }
+    }
+}
+
+struct Stream {
+    gateway: Gateway,
     idle_timeout: Duration,
     ctx: SourceContext,
-    backoff: Backoff,
-    refused_in_a_row: u32,
+    reconnect: Reconnect,
     /// SSE events received over all connections: where a bad one is found.
     messages: u64,
 }
@@ -239,89 +290,26 @@ impl fmt::Display for At<'_> {
 
 impl Stream {
     async fn run(&mut self) -> Result<(), RlpError> {
-        let url = self.url.to_string();
         let shutdown = self.ctx.shutdown.clone();
         loop {
+            let connected = self.reconnect.connect(&self.gateway).await;
+            let Some(response) = connected.map_err(RlpError::Credentials)? else {
+                return Ok(());
+            };
+            info!(source = %self.ctx.name, url = %self.gateway.url, "Connected to the RLP gateway.");
             let ended = tokio::select! {
-                ended = self.connect() => ended,
+                ended = self.read(response) => ended,
                 () = shutdown.cancelled() => Ended::Stop,
             };
-            let delay = match ended {
+            match ended {
                 Ended::Stop => return Ok(()),
-                Ended::Token(error) if !error.is_retriable() => {
-                    return Err(RlpError::Credentials(error));
-                }
-                Ended::Token(error) => {
-                    let delay = self.backoff.next_delay();
-                    self.ctx.reconnecting(&url, &error, delay);
-                    delay
-                }
-                Ended::Refused(status) => {
-                    self.tokens.invalidate().await;
-                    self.refused_in_a_row += 1;
-                    if self.refused_in_a_row == 1 {
-                        let why =
-                            format!("HTTP {status}: the token was refused, fetching a new one");
-                        self.ctx.reconnecting(&url, &why, Duration::ZERO);
-                        Duration::ZERO
-                    } else {
-                        let delay = self.backoff.next_delay();
-                        error!(
-                            source = %self.ctx.name,
-                            %url,
-                            %status,
-                            retry_in = ?delay,
-                            "The RLP gateway refused a fresh UAA token: does the client have the doppler.firehose or logs.admin authority?"
-                        );
-                        self.ctx
-                            .reconnecting(&url, &format!("HTTP {status}"), delay);
-                        delay
-                    }
-                }
-                Ended::Lost(why) => {
-                    let delay = self.backoff.next_delay();
-                    self.ctx.reconnecting(&url, &why, delay);
-                    delay
-                }
-            };
-            if !delay.is_zero() {
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown.cancelled() => return Ok(()),
-                }
+                Ended::Lost(why) => self.reconnect.lost(&why).await,
             }
         }
     }
 
-    /// One connection, from the token to the end of its stream.
-    async fn connect(&mut self) -> Ended {
-        let token = match self.tokens.token().await {
-            Ok(token) => token,
-            Err(error) => return Ended::Token(error),
-        };
-        let request = self
-            .http
-            .get(self.url.clone())
-            .header(AUTHORIZATION, format!("bearer {token}"))
-            .header(ACCEPT, "text/event-stream")
-            .header(CACHE_CONTROL, "no-cache");
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return Ended::Lost(error.to_string()),
-        };
-        let status = response.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Ended::Refused(status);
-        }
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let body: String = body.chars().take(300).collect();
-            return Ended::Lost(format!("HTTP {status}: {body}"));
-        }
-        self.refused_in_a_row = 0;
-        self.ctx.set_connected(true);
-        info!(source = %self.ctx.name, url = %self.url, "Connected to the RLP gateway.");
-
+    /// Reads one open stream to its end.
+    async fn read(&mut self, response: reqwest::Response) -> Ended {
         let mut body = response.bytes_stream();
         let mut parser = SseParser::new(MAX_EVENT);
         let mut sse_events = Vec::new();
@@ -342,7 +330,7 @@ impl Stream {
                 // Only a stream that works resets the backoff: a gateway that accepts and
                 // hangs up at once must not be hammered.
                 heard_from = true;
-                self.backoff.reset();
+                self.reconnect.proven();
             }
             let mut events = Vec::new();
             let mut closing = None;
@@ -371,7 +359,7 @@ impl Stream {
         self.messages += 1;
         self.ctx.metrics.bytes.add(event.data.len() as u64);
         let at = |envelope| At {
-            url: &self.url,
+            url: &self.gateway.url,
             message: self.messages,
             envelope,
         };

@@ -1,5 +1,8 @@
 //! The `file` source on real files: golden captures plain and gzipped, damaged ones, and the
 //! ways a file can fail to be read.
+//!
+//! Each test writes and damages its own file in full: the setups repeat on purpose, so
+//! that what a test did to the file stays beside what it asserts.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

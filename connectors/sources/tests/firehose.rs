@@ -1,6 +1,9 @@
 //! The Firehose source and `sluice capture` against the real `sluice simulate` server over
 //! loopback: tokens, every event type, refused credentials, a Firehose that is down or
 //! restarts, revoked tokens, shared subscriptions, slow consumers, capture files.
+//!
+//! Each test starts its own server and sources in full: the setups (and the waits for
+//! reconnects) repeat on purpose, so that what a test arranges stays beside what it asserts.
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -1,6 +1,9 @@
 //! The `rlp` source against a small RLP gateway of our own (axum on 127.0.0.1:0) that also
 //! plays UAA. Each stream the gateway opens is handed to the test, which writes the SSE text
 //! and decides when the stream ends, so nothing here waits on a clock.
+//!
+//! Each test drives its own gateway in full: the streams it writes repeat on purpose, so
+//! that what a test sends stays beside what it asserts.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -268,21 +268,19 @@ impl Identity {
 
     /// The user a token names, if it is signed by a published key, unexpired and meant for
     /// the Cloud Controller; otherwise why not.
-    pub(super) fn verify(&self, token: &str) -> Result<&'static User, String> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    pub(super) fn verify(&self, token: &str) -> Result<&'static User, TokenRejected> {
+        let header = jsonwebtoken::decode_header(token)?;
         let key = self
             .published()
             .iter()
             .find(|key| header.kid.as_deref() == Some(key.kid))
-            .ok_or_else(|| format!("unknown key id {:?}", header.kid))?;
+            .ok_or(TokenRejected::UnknownKey(header.kid))?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&["cloud_controller"]);
         validation.set_required_spec_claims(&["exp", "aud"]);
         validation.leeway = 0;
-        let data = jsonwebtoken::decode::<UserClaims>(token, &key.decoding, &validation)
-            .map_err(|e| e.to_string())?;
-        user_named(&data.claims.user_name)
-            .ok_or_else(|| format!("no user {:?}", data.claims.user_name))
+        let data = jsonwebtoken::decode::<UserClaims>(token, &key.decoding, &validation)?;
+        user_named(&data.claims.user_name).ok_or(TokenRejected::NoUser(data.claims.user_name))
     }
 
     /// The apps `user` may see, in list order; only those among `guids` when given.
@@ -335,9 +333,7 @@ pub(super) async fn app(
     Path(guid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    shared.cc_requests.fetch_add(1, Ordering::Relaxed);
-    shared.notify();
-    let user = match authenticate(&shared, &headers) {
+    let user = match cc_request(&shared, &headers) {
         Ok(user) => user,
         Err(response) => return *response,
     };
@@ -376,9 +372,7 @@ pub(super) async fn apps(
     Query(query): Query<AppsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    shared.cc_requests.fetch_add(1, Ordering::Relaxed);
-    shared.notify();
-    let user = match authenticate(&shared, &headers) {
+    let user = match cc_request(&shared, &headers) {
         Ok(user) => user,
         Err(response) => return *response,
     };
@@ -423,8 +417,25 @@ pub(super) async fn apps(
     .into_response()
 }
 
-/// The user of a request's bearer token, or the Cloud Controller's 401.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<&'static User, Box<Response>> {
+/// Why the simulated Cloud Controller refused a bearer token.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub(super) enum TokenRejected {
+    /// Not a JWT, not signed by its key, expired, or not meant for the Cloud Controller.
+    #[error(transparent)]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    /// Signed with a key UAA does not publish.
+    #[error("unknown key id {0:?}")]
+    UnknownKey(Option<String>),
+    /// It names a user the simulator does not have.
+    #[error("no user {0:?}")]
+    NoUser(String),
+}
+
+/// Counts a Cloud Controller request; then the user of its bearer token, or the Cloud
+/// Controller's 401.
+fn cc_request(shared: &Shared, headers: &HeaderMap) -> Result<&'static User, Box<Response>> {
+    shared.cc_requests.fetch_add(1, Ordering::Relaxed);
+    shared.notify();
     let Some(token) = bearer_token(headers) else {
         return Err(Box::new(cc_error(
             StatusCode::UNAUTHORIZED,
@@ -492,7 +503,11 @@ mod tests {
         let token = identity.sign(developer, "cf", "iss", "j".into(), now, hour);
         assert_eq!(identity.verify(&token).map(|u| u.name), Ok("developer"));
         let old = identity.sign(developer, "cf", "iss", "j".into(), now - 2 * hour, hour);
-        assert!(identity.verify(&old).is_err_and(|e| e.contains("Expired")));
+        assert!(
+            identity
+                .verify(&old)
+                .is_err_and(|e| e.to_string().contains("Expired"))
+        );
 
         assert!(identity.rotate());
         assert!(!identity.rotate(), "two test keys only");

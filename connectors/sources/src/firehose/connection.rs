@@ -1,5 +1,10 @@
 //! One Firehose WebSocket kept up: token, handshake, keep-alive, reconnects, and the raw frames
 //! it carries. The source decodes them; `sluice capture` writes them to a file.
+//!
+//! The handshake is this source's attempt in the reconnect loop it shares with `rlp`
+//! (`reconnect`); slow-consumer disconnects (close code 1008) are the Firehose's own.
+//! A token the Firehose refuses (401) is replaced at once; if the fresh one is refused too,
+//! that is logged as an error, counted, and the same token tried again after the backoff.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep, timeout, timeout_at};
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -22,8 +27,9 @@ use tracing::{debug, error, info};
 use super::{FirehoseConfig, FirehoseError};
 use sluice_common::backoff::Backoff;
 use sluice_common::tls;
-use sluice_common::uaa::{TokenSource, UaaError};
+use sluice_common::uaa::TokenSource;
 
+use crate::reconnect::{AfterRefusal, Attempt, Endpoint, Reconnect, Refusal};
 use crate::{Component, SourceContext};
 
 /// How long the TCP connect, TLS and WebSocket handshakes may take together.
@@ -66,13 +72,10 @@ impl fmt::Display for MessageLocation<'_> {
 /// messages skipped, bytes received, connected) but never sends batches through it.
 pub struct FirehoseStream {
     ctx: SourceContext,
-    request_url: String,
     endpoint: Arc<str>,
-    client_id: String,
-    tokens: TokenSource,
-    connector: Connector,
+    handshake: Handshake,
+    reconnect: Reconnect,
     keepalive: Duration,
-    backoff: Backoff,
     connection: Option<Connection>,
     /// A disconnect seen by [`ready_frame`](Self::ready_frame), which cannot wait to handle it.
     pending: Option<Disconnect>,
@@ -127,11 +130,12 @@ impl fmt::Display for Disconnect {
     }
 }
 
-/// Why one connection attempt failed.
-enum AttemptError {
-    Uaa(UaaError),
-    Unauthorized,
-    Doppler(String),
+/// The WebSocket handshake with a token: the Firehose's connection attempt.
+struct Handshake {
+    request_url: String,
+    endpoint: Arc<str>,
+    client_id: String,
+    connector: Connector,
 }
 
 impl FirehoseStream {
@@ -151,20 +155,34 @@ impl FirehoseStream {
         } else {
             Connector::Plain
         };
+        let endpoint: Arc<str> = config.endpoint().into();
+        let tokens = TokenSource::new(
+            http,
+            &config.uaa_url,
+            config.client_id.clone(),
+            config.client_secret.clone(),
+        );
+        // A token that UAA would not give is logged under UAA's URL.
+        let token_url = tokens.token_url().into();
+        let reconnect = Reconnect::new(
+            ctx.clone(),
+            tokens,
+            Backoff::new(INITIAL_BACKOFF, config.max_backoff.max(INITIAL_BACKOFF)),
+            endpoint.clone(),
+            token_url,
+            AfterRefusal::KeepToken,
+        );
         Ok(FirehoseStream {
             ctx,
-            request_url: config.firehose_url(),
-            endpoint: config.endpoint().into(),
-            client_id: config.client_id.clone(),
-            tokens: TokenSource::new(
-                http,
-                &config.uaa_url,
-                config.client_id.clone(),
-                config.client_secret.clone(),
-            ),
-            connector,
+            endpoint: endpoint.clone(),
+            handshake: Handshake {
+                request_url: config.firehose_url(),
+                endpoint,
+                client_id: config.client_id.clone(),
+                connector,
+            },
+            reconnect,
             keepalive: config.keepalive,
-            backoff: Backoff::new(INITIAL_BACKOFF, config.max_backoff.max(INITIAL_BACKOFF)),
             connection: None,
             pending: None,
             messages: 0,
@@ -257,7 +275,7 @@ impl FirehoseStream {
         connection.heard = Instant::now();
         if !connection.proven && matches!(message, Message::Binary(_) | Message::Text(_)) {
             connection.proven = true;
-            self.backoff.reset();
+            self.reconnect.proven();
         }
         match message {
             Message::Binary(payload) => {
@@ -285,111 +303,82 @@ impl FirehoseStream {
     /// Counts and logs a lost connection, then waits out the backoff (or shutdown).
     async fn disconnected(&mut self, disconnect: Disconnect) {
         self.connection = None;
-        let delay = self.backoff.next_delay();
         match &disconnect {
             Disconnect::Closed(Some(frame)) if frame.code == CloseCode::Policy => {
-                self.ctx
-                    .slow_consumer_disconnect(&self.endpoint, frame.reason.as_str());
-                self.ctx.set_connected(false);
-                self.ctx.metrics.reconnects.incr();
+                let endpoint = &self.endpoint;
+                self.reconnect
+                    .back_off(|ctx, _| {
+                        ctx.slow_consumer_disconnect(endpoint, frame.reason.as_str());
+                        ctx.set_connected(false);
+                        ctx.metrics.reconnects.incr();
+                    })
+                    .await;
             }
-            _ => self.ctx.reconnecting(&self.endpoint, &disconnect, delay),
+            _ => self.reconnect.lost(&disconnect).await,
         }
-        self.pause(delay).await;
     }
 
     /// Attempts connections until one succeeds, shutdown is cancelled (`Ok` with no
     /// connection), or UAA refuses the credentials.
     async fn connect(&mut self) -> Result<(), FirehoseError> {
-        // A 401 is retried at once with a fresh token; a second one in a row is a real refusal.
-        let mut refreshed = false;
-        while !self.ctx.shutdown.is_cancelled() {
-            let attempt = tokio::select! {
-                biased;
-                () = self.ctx.shutdown.cancelled() => return Ok(()),
-                attempt = self.attempt() => attempt,
-            };
-            let error = match attempt {
-                Ok(socket) => {
-                    info!(source = %self.ctx.name, url = %self.endpoint, "Connected to the Firehose.");
-                    self.ctx.set_connected(true);
-                    self.connection = Some(Connection::new(socket, self.keepalive));
-                    return Ok(());
-                }
-                Err(AttemptError::Uaa(e)) if !e.is_retriable() => {
-                    self.ctx.set_connected(false);
-                    return Err(FirehoseError::Uaa(e));
-                }
-                Err(AttemptError::Uaa(e)) => {
-                    let delay = self.backoff.next_delay();
-                    self.ctx.reconnecting(self.tokens.token_url(), &e, delay);
-                    self.pause(delay).await;
-                    continue;
-                }
-                Err(AttemptError::Unauthorized) if !refreshed => {
-                    debug!(source = %self.ctx.name, url = %self.endpoint, "The Firehose answered 401; fetching a fresh token.");
-                    self.tokens.invalidate().await;
-                    refreshed = true;
-                    continue;
-                }
-                Err(AttemptError::Unauthorized) => {
-                    refreshed = false;
-                    let delay = self.backoff.next_delay();
-                    error!(
-                        source = %self.ctx.name,
-                        url = %self.endpoint,
-                        client_id = %self.client_id,
-                        retry_in = ?delay,
-                        "The Firehose refused a fresh UAA token (HTTP 401): the client needs the doppler.firehose scope."
-                    );
-                    self.ctx.set_connected(false);
-                    self.ctx.metrics.reconnects.incr();
-                    self.pause(delay).await;
-                    continue;
-                }
-                Err(AttemptError::Doppler(e)) => e,
-            };
-            let delay = self.backoff.next_delay();
-            self.ctx.reconnecting(&self.endpoint, &error, delay);
-            self.pause(delay).await;
+        let connected = self.reconnect.connect(&self.handshake).await;
+        if let Some(socket) = connected.map_err(FirehoseError::Uaa)? {
+            info!(source = %self.ctx.name, url = %self.endpoint, "Connected to the Firehose.");
+            self.connection = Some(Connection::new(socket, self.keepalive));
         }
         Ok(())
     }
+}
 
-    /// One attempt: a token, then the WebSocket handshake.
-    async fn attempt(&self) -> Result<Socket, AttemptError> {
-        let token = self.tokens.token().await.map_err(AttemptError::Uaa)?;
-        let mut request = self
-            .request_url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| AttemptError::Doppler(e.to_string()))?;
-        let bearer = HeaderValue::from_str(&format!("bearer {token}")).map_err(|_| {
-            AttemptError::Doppler("UAA sent a token that is not a valid HTTP header value".into())
-        })?;
+impl Endpoint for Handshake {
+    type Connection = Socket;
+
+    /// The WebSocket handshake with the token; a 401 is a refusal.
+    async fn attempt(&self, token: &str) -> Attempt<Socket> {
+        let mut request = match self.request_url.as_str().into_client_request() {
+            Ok(request) => request,
+            Err(e) => return Attempt::Failed(e.to_string()),
+        };
+        let Ok(bearer) = HeaderValue::from_str(&format!("bearer {token}")) else {
+            return Attempt::Failed(
+                "UAA sent a token that is not a valid HTTP header value".into(),
+            );
+        };
         request.headers_mut().insert(header::AUTHORIZATION, bearer);
         let handshake =
             connect_async_tls_with_config(request, None, true, Some(self.connector.clone()));
         match timeout(HANDSHAKE_TIMEOUT, handshake).await {
-            Ok(Ok((socket, _response))) => Ok(socket),
+            Ok(Ok((socket, _response))) => Attempt::Connected(socket),
             Ok(Err(WsError::Http(response))) if response.status() == StatusCode::UNAUTHORIZED => {
-                Err(AttemptError::Unauthorized)
+                Attempt::Refused(response.status())
             }
-            Ok(Err(WsError::Http(response))) => Err(AttemptError::Doppler(format!(
+            Ok(Err(WsError::Http(response))) => Attempt::Failed(format!(
                 "the handshake was answered with HTTP {}",
                 response.status()
-            ))),
-            Ok(Err(e)) => Err(AttemptError::Doppler(e.to_string())),
-            Err(_) => Err(AttemptError::Doppler(format!(
+            )),
+            Ok(Err(e)) => Attempt::Failed(e.to_string()),
+            Err(_) => Attempt::Failed(format!(
                 "no WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"
-            ))),
+            )),
         }
     }
 
-    async fn pause(&self, delay: Duration) {
-        tokio::select! {
-            () = self.ctx.shutdown.cancelled() => {}
-            () = sleep(delay) => {}
+    fn refused(&self, ctx: &SourceContext, refusal: Refusal) {
+        match refusal {
+            Refusal::Refreshing { .. } => {
+                debug!(source = %ctx.name, url = %self.endpoint, "The Firehose answered 401; fetching a fresh token.");
+            }
+            Refusal::Again { delay, .. } => {
+                error!(
+                    source = %ctx.name,
+                    url = %self.endpoint,
+                    client_id = %self.client_id,
+                    retry_in = ?delay,
+                    "The Firehose refused a fresh UAA token (HTTP 401): the client needs the doppler.firehose scope."
+                );
+                ctx.set_connected(false);
+                ctx.metrics.reconnects.incr();
+            }
         }
     }
 }

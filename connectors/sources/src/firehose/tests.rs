@@ -1,5 +1,8 @@
 //! The source and its connection layer against a scripted in-test server. Whole-program
-//! behaviour against `sluice simulate` is in `connectors/tests/firehose.rs`.
+//! behaviour against `sluice simulate` is in `tests/firehose.rs`.
+//!
+//! Each test sets up its own server and source in full rather than through a shared fixture:
+//! the setups repeat on purpose, so that what a test scripts stays beside what it asserts.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
