@@ -11,7 +11,10 @@
 # else mariadb-server installed from Debian's packages and started. Tests reach it through
 # SLUICE_TEST_MYSQL_URL (set it yourself to use another server). Tests that stop and restart
 # a server start private mariadbd processes of their own. Other servers the tests talk to
-# (the Firehose simulator, an SSE gateway) are started by the tests on loopback.
+# (the Firehose simulator, an SSE gateway) are started by the tests on loopback. The Prometheus
+# sink's tests run private `prometheus` processes (Debian's package, installed when missing;
+# the tests find it through SLUICE_TEST_PROMETHEUS_BIN), each on a free loopback port with its
+# own temporary TSDB; the service the package installs is never used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,11 +108,28 @@ ensure_browser() {
   fi
 }
 
+# The Prometheus sink's tests: Debian's Prometheus (2.42 on Debian 12), run by the tests
+# themselves with the remote-write receiver on.
+ensure_prometheus() {
+  if [ -n "${SLUICE_TEST_PROMETHEUS_BIN:-}" ]; then
+    return
+  fi
+  if ! command -v prometheus >/dev/null; then
+    echo "==> installing prometheus from Debian's packages" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+  fi
+  SLUICE_TEST_PROMETHEUS_BIN=$(command -v prometheus)
+  export SLUICE_TEST_PROMETHEUS_BIN
+}
+
 ensure_mariadb
 ensure_osmem
 ensure_browser
+ensure_prometheus
 echo "==> osmem-server: $("$OSMEM_SERVER_BIN" -version 2>&1 | head -1)" >&2
 echo "==> MariaDB for tests at ${SLUICE_TEST_MYSQL_URL#*@}" >&2
 echo "==> browser: $(/usr/bin/chromium --version 2>/dev/null | head -1), node $(node --version)" >&2
+echo "==> $("$SLUICE_TEST_PROMETHEUS_BIN" --version 2>&1 | head -1)" >&2
 
 cargo test --workspace --all-targets --locked --no-fail-fast "$@"

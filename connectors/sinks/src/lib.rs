@@ -16,12 +16,14 @@
 //!
 //! Layout: [`rows`] maps records to the columns of the tables of SPEC §3 (shared by every
 //! row-shaped sink); one module per sink kind: [`sqlite`] (the embedded store), [`mysql`],
-//! [`elasticsearch`], [`stdout`] (NDJSON), [`blackhole`] (counts and discards).
+//! [`elasticsearch`], [`prometheus`] (remote write), [`stdout`] (NDJSON), [`blackhole`]
+//! (counts and discards).
 
 mod batch;
 pub mod blackhole;
 pub mod elasticsearch;
 pub mod mysql;
+pub mod prometheus;
 mod retry;
 pub mod rows;
 pub mod sqlite;

@@ -10,6 +10,7 @@ use sluice_sinks::Sink;
 use sluice_sinks::blackhole::BlackholeSinkConfig;
 use sluice_sinks::elasticsearch::ElasticsearchSinkConfig;
 use sluice_sinks::mysql::MysqlSinkConfig;
+use sluice_sinks::prometheus::PrometheusSinkConfig;
 use sluice_sinks::sqlite::SqliteSinkConfig;
 use sluice_sinks::stdout::StdoutSinkConfig;
 use sluice_sources::Source;
@@ -73,6 +74,8 @@ dispatch! {
         Mysql(MysqlSinkConfig),
         /// Elasticsearch (or an OpenSearch-compatible cluster): logs only.
         Elasticsearch(ElasticsearchSinkConfig),
+        /// A Prometheus remote-write receiver: rollups as samples (SPEC §13).
+        Prometheus(PrometheusSinkConfig),
         /// NDJSON on standard output.
         Stdout(StdoutSinkConfig),
         /// Counts and discards: for benchmarks and trying a topology out.

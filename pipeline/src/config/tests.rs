@@ -486,3 +486,82 @@ fn bad_rollup_windows_are_each_reported_with_the_key() {
     .expect_err("not a list");
     assert!(problems[0].contains("windows"), "{problems:?}");
 }
+
+#[test]
+fn a_prometheus_sink_takes_the_rollups_and_its_problems_name_their_keys() {
+    let config = Config::parse(
+        r#"
+[sources.replay]
+type = "file"
+path = "capture.bin.gz"
+
+[sinks.metrics]
+type = "prometheus"
+url = "https://mimir.example.com/api/v1/push"
+auth = { type = "bearer", token = "${MIMIR_TOKEN}" }
+headers = { "X-Scope-OrgID" = "cf-prod" }
+"#,
+        |name| (name == "MIMIR_TOKEN").then(|| "hunter2".to_owned()),
+    )
+    .expect("valid");
+    let sink = &config.sinks["metrics"];
+    assert_eq!(sink.type_name(), "prometheus");
+    assert_eq!(
+        sink.streams(),
+        [StreamName::AppRollups, StreamName::PlatformRollups]
+    );
+    let shown = format!("{} {:?}", sink.describe(), sink);
+    assert!(
+        shown.contains("remote write to mimir.example.com:443/api/v1/push"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+
+    let problems = parse(
+        r#"
+[sources.replay]
+type = "file"
+path = "capture.bin.gz"
+
+[sinks.metrics]
+type = "prometheus"
+url = "http://127.0.0.1:9090/api/v1/write"
+streams = ["app_rollups", "logs"]
+metric_prefix = "cf-"
+"#,
+    )
+    .expect_err("problems");
+    assert_eq!(
+        problems,
+        [
+            "sinks.metrics.streams: `logs` cannot be written to Prometheus: only `app_rollups` and `platform_rollups` can",
+            "sinks.metrics.metric_prefix: `cf-` cannot start a metric name: letters, digits, `_` and `:`, not starting with a digit",
+        ]
+    );
+
+    // Two sinks writing one dead-letter file.
+    let problems = parse(
+        r#"
+[sources.replay]
+type = "file"
+path = "capture.bin.gz"
+
+[sinks.a]
+type = "prometheus"
+url = "http://127.0.0.1:9090/api/v1/write"
+dead_letter = "dead.ndjson"
+
+[sinks.b]
+type = "prometheus"
+url = "http://127.0.0.1:9091/api/v1/write"
+dead_letter = "dead.ndjson"
+"#,
+    )
+    .expect_err("problems");
+    assert_eq!(
+        problems,
+        [
+            "sinks.b.dead_letter: `dead.ndjson` is already the dead-letter file of sinks.a.dead_letter"
+        ]
+    );
+}

@@ -9,10 +9,12 @@
 //! - [`mariadb`] — a fresh database per test on the shared MariaDB, private `mariadbd`s a test
 //!   may kill, and table dumps comparable with SQLite's;
 //! - [`search`] — `osmem-server` and a fault-injecting proxy in front of it;
+//! - [`prometheus`] — private Prometheus servers (remote-write receiver on) and their API;
 //! - [`simulate`] — a `sluice simulate` server running inside a test.
 
 pub mod fixtures;
 pub mod mariadb;
+pub mod prometheus;
 pub mod search;
 pub mod simulate;
 
