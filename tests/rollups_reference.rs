@@ -576,3 +576,67 @@ async fn edge_cases_match_the_reference() {
     assert_success(&run_config(&config));
     check_store(&db, &expected, "").await;
 }
+
+/// `capture` cut into `parts` files at frame boundaries that fall mid-minute.
+fn split_capture(dir: &Path, capture: &[u8], parts: usize) -> Vec<std::path::PathBuf> {
+    let frames: Vec<bytes::Bytes> = frames(capture)
+        .map(|(_, frame)| frame.expect("intact capture"))
+        .collect();
+    let mut paths = Vec::new();
+    let mut start = 0;
+    for part in 0..parts {
+        // Cuts at 37 % and 71 % (or 37 % alone) of the records: never on a minute boundary
+        // by more than chance, and checked below.
+        let end = match (parts, part) {
+            (_, p) if p + 1 == parts => frames.len(),
+            (2, 0) => frames.len() * 37 / 100,
+            (_, 0) => frames.len() * 37 / 100,
+            _ => frames.len() * 71 / 100,
+        };
+        let mut bytes = Vec::new();
+        for frame in &frames[start..end] {
+            sluice_model::framing::write_frame(&mut bytes, frame);
+        }
+        let path = dir.join(format!("part-{part}-of-{parts}.bin"));
+        std::fs::write(&path, bytes).expect("part written");
+        paths.push(path);
+        start = end;
+    }
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_split_into_consecutive_runs_with_one_state_dir_matches_the_reference() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let capture = dir.path().join("capture.bin");
+    let events = simulated_events(11, 40, 20_000, 0.03);
+    write_capture(&capture, &events);
+    let bytes = std::fs::read(&capture).expect("capture");
+    let expected = reference(&bytes, 60);
+    let hourly = reference(&bytes, 3600);
+    for parts in [2, 3] {
+        let files = split_capture(dir.path(), &bytes, parts);
+        for workers in [1, 2, 4] {
+            let db = dir.path().join(format!("split-{parts}-{workers}.db"));
+            let state = dir.path().join(format!("state-{parts}-{workers}"));
+            for (i, file) in files.iter().enumerate() {
+                let config = replay_config(dir.path(), file, &db, workers);
+                let text = std::fs::read_to_string(&config).expect("config").replace(
+                    "allowed_lateness = \"60s\"",
+                    &format!(
+                        "allowed_lateness = \"60s\"\nwindows = [\"1m\", \"1h\"]\nstate_dir = {state:?}"
+                    ),
+                );
+                std::fs::write(&config, text).expect("config written");
+                assert_eq!(
+                    state.join("checkpoint").exists(),
+                    i > 0,
+                    "part {i} of {parts}"
+                );
+                assert_success(&run_config(&config));
+            }
+            check_store(&db, &expected, "").await;
+            check_store(&db, &hourly, "_1h").await;
+        }
+    }
+}

@@ -195,6 +195,12 @@ fn run(args: RunArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        // A state directory that another run holds, or whose checkpoint cannot be used, is
+        // refused before anything runs, like a config with problems.
+        Err(e @ runtime::RunError::State(_)) => {
+            error!("{e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             error!("Run failed: {e}");
             ExitCode::FAILURE

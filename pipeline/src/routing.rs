@@ -8,9 +8,10 @@
 //! racing on the same rows.
 
 use std::collections::BTreeMap;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use sluice_buffers::BufferSender;
+use sluice_common::telemetry::SinkMetrics;
 use sluice_model::records::Records;
 use sluice_model::records::StreamName;
 
@@ -31,6 +32,23 @@ struct Entry {
 pub struct SinkRoutes {
     table: Mutex<BTreeMap<String, Entry>>,
     resumed: Condvar,
+    /// Every sink instance ever routed to in this run, current or retired by a reload.
+    instances: Mutex<Vec<(String, Arc<SinkMetrics>)>>,
+}
+
+/// How many records one sink instance had been handed at some moment.
+#[derive(Clone, Debug)]
+pub struct HandedOver {
+    pub sink: String,
+    pub metrics: Arc<SinkMetrics>,
+    pub records: u64,
+}
+
+impl HandedOver {
+    /// Whether a crash of the process can no longer lose any of those records.
+    pub fn is_safe(&self) -> bool {
+        self.metrics.safe_total() >= self.records
+    }
 }
 
 impl SinkRoutes {
@@ -42,6 +60,10 @@ impl SinkRoutes {
 
     /// Routes `streams` to a sink (replacing any route of that name).
     pub fn insert(&self, name: &str, streams: Vec<StreamName>, sender: BufferSender) {
+        self.instances
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((name.to_owned(), sender.metrics().clone()));
         self.lock().insert(
             name.to_owned(),
             Entry {
@@ -118,6 +140,21 @@ impl SinkRoutes {
             sender.send_blocking(records.clone());
         }
         last.send_blocking(records);
+    }
+
+    /// How many records every sink instance of the run has been handed so far: a checkpoint
+    /// of what has been read so far is safe once each has them safe (SPEC §9).
+    pub fn handed_over(&self) -> Vec<HandedOver> {
+        self.instances
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(sink, metrics)| HandedOver {
+                sink: sink.clone(),
+                metrics: metrics.clone(),
+                records: metrics.received_total(),
+            })
+            .collect()
     }
 
     /// The sinks routed now, with their streams (for `validate`-style output and tests).

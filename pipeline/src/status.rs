@@ -140,6 +140,8 @@ struct Snapshot {
     late: u64,
     bad: u64,
     reconnects: u64,
+    /// Since the last checkpoint was written, if one was.
+    checkpoint_age: Option<std::time::Duration>,
 }
 
 impl Snapshot {
@@ -174,6 +176,7 @@ impl Snapshot {
                 .iter()
                 .map(|(_, m)| m.reconnects.get())
                 .sum(),
+            checkpoint_age: metrics.graph.checkpoint.age(),
         }
     }
 
@@ -200,6 +203,9 @@ impl Snapshot {
         line.push_str(&format!(" | late {} | bad {}", self.late, self.bad));
         if self.reconnects > 0 {
             line.push_str(&format!(" | reconnects {}", self.reconnects));
+        }
+        if let Some(age) = self.checkpoint_age {
+            line.push_str(&format!(" | checkpoint {}s ago", age.as_secs()));
         }
         if let Some((rss, _)) = memory() {
             line.push_str(&format!(" | rss {} MiB", rss / (1024 * 1024)));

@@ -44,6 +44,8 @@ pub struct CheckpointMetrics {
     pub last_at_ns: AtomicI64,
     pub last_bytes: AtomicU64,
     pub last_micros: AtomicU64,
+    /// How long the last checkpoint waited for the sinks to store what it covers.
+    pub last_wait_micros: AtomicU64,
     /// Seconds of a live source's input missing from the restored windows, per source.
     pub restored_gaps: Mutex<Vec<(String, f64)>>,
     pub(crate) failure_log: RateLimit,

@@ -95,7 +95,9 @@ impl BufferReceiver {
         }
         // Records from an earlier run are pending like the ones the dataflow will send (their
         // age in the oldest-record gauge counts from now).
-        metrics.received(usize::try_from(report.records).unwrap_or(usize::MAX));
+        let held = usize::try_from(report.records).unwrap_or(usize::MAX);
+        metrics.received(held);
+        metrics.on_disk(held);
         let thread_name = name.clone();
         let thread_metrics = metrics.clone();
         std::thread::Builder::new()
@@ -238,8 +240,11 @@ fn fill_disk_buffer(
     while let Some(first) = channel.blocking_recv() {
         let mut next = Some(first);
         let mut gathered = 0;
+        // Records of this group, appended or dropped: all accounted for once it is written.
+        let mut group = 0;
         while let Some(records) = next.take() {
             let n = records.len();
+            group += n;
             payload.clear();
             let appended = codec::encode(&records, &mut payload)
                 .and_then(|()| writer.append(&payload, u32::try_from(n).unwrap_or(u32::MAX)));
@@ -260,6 +265,9 @@ fn fill_disk_buffer(
         if let Err(e) = writer.flush() {
             error!(sink = %name, error = %e, "The disk buffer could not write a group of batches.");
         }
+        // Past this point a crash of the process loses none of them (a failed write was
+        // logged: waiting for it would stop checkpoints for good).
+        metrics.on_disk(group);
     }
     match writer.finish() {
         Ok(()) => info!(sink = %name, "Everything the dataflow sent is in the disk buffer."),

@@ -62,6 +62,11 @@ impl BufferSender {
 }
 
 impl BufferSender {
+    /// The counters of the sink this buffer feeds.
+    pub fn metrics(&self) -> &Arc<SinkMetrics> {
+        &self.metrics
+    }
+
     pub(crate) fn new(
         tx: mpsc::Sender<Records>,
         metrics: Arc<SinkMetrics>,

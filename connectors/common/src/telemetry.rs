@@ -159,6 +159,11 @@ pub struct SinkMetrics {
     /// Why the store is unavailable: the error of the last failed attempt, cleared by a
     /// successful one. `None` until an attempt fails.
     unavailable: Mutex<Option<String>>,
+    /// Records handed to the sink so far, settled so far (written, dropped, dead-lettered),
+    /// and put on disk by a disk buffer so far: what a checkpoint waits for (SPEC §9).
+    received_total: Counter,
+    settled_total: Counter,
+    on_disk_total: Counter,
 }
 
 /// Pending records as `(count, arrived)` runs, oldest first. Sinks settle records in about the
@@ -221,19 +226,40 @@ impl SinkMetrics {
 
     /// Counts records as received by the sink's input (pending until settled).
     pub fn received(&self, n: usize) {
+        self.received_total.add(n as u64);
         self.pending.fetch_add(n as i64, Ordering::Relaxed);
         self.arrivals().arrived(n as u64, Instant::now());
+    }
+
+    /// Counts records a disk buffer has put on disk: a crash of the process no longer loses
+    /// them.
+    pub fn on_disk(&self, n: usize) {
+        self.on_disk_total.add(n as u64);
+    }
+
+    /// Records handed to the sink so far.
+    pub fn received_total(&self) -> u64 {
+        self.received_total.get()
+    }
+
+    /// Of the records handed to the sink so far, how many a crash of the process can no
+    /// longer lose: settled (stored, or given up on and counted), or on disk in its buffer.
+    /// Records are settled and buffered in the order they were handed over.
+    pub fn safe_total(&self) -> u64 {
+        self.settled_total.get().max(self.on_disk_total.get())
     }
 
     /// Takes back `n` records counted as received whose send failed (the sink had stopped):
     /// they are counted as dropped instead.
     pub fn unsent(&self, n: usize) {
+        self.settled_total.add(n as u64);
         self.pending.fetch_sub(n as i64, Ordering::Relaxed);
         self.arrivals().unsent(n as u64);
         self.dropped.add(n as u64);
     }
 
     fn settle(&self, n: usize) {
+        self.settled_total.add(n as u64);
         self.pending.fetch_sub(n as i64, Ordering::Relaxed);
         self.arrivals().settled(n as u64);
     }

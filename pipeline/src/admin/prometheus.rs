@@ -292,14 +292,74 @@ pub fn encode(snapshot: &Snapshot) -> String {
         "Rollup windows open now.",
     )
     .sample(&[], g(graph.open_windows));
-    let mut lag = family(
+    {
+        let mut lag = family(
+            &mut out,
+            "sluice_graph_watermark_lag_seconds",
+            Gauge,
+            "Wall clock minus the watermark (absent before the first record).",
+        );
+        if let Some(seconds) = graph.watermark_lag_seconds {
+            lag.sample(&[], seconds);
+        }
+    }
+    let checkpoint = &graph.checkpoint;
+    family(
         &mut out,
-        "sluice_graph_watermark_lag_seconds",
+        "sluice_checkpoints_total",
+        Counter,
+        "Checkpoints of the dataflow's state written (SPEC §9).",
+    )
+    .sample(&[], f(checkpoint.written));
+    family(
+        &mut out,
+        "sluice_checkpoint_failures_total",
+        Counter,
+        "Checkpoints that could not be written.",
+    )
+    .sample(&[], f(checkpoint.failures));
+    family(
+        &mut out,
+        "sluice_state_restores_total",
+        Counter,
+        "Runs that continued from a checkpoint.",
+    )
+    .sample(&[], f(checkpoint.restores));
+    {
+        let mut age = family(
+            &mut out,
+            "sluice_checkpoint_age_seconds",
+            Gauge,
+            "Since the last checkpoint was written (absent before the first).",
+        );
+        if let Some(seconds) = checkpoint.age_seconds {
+            age.sample(&[], seconds);
+        }
+    }
+    family(
+        &mut out,
+        "sluice_checkpoint_duration_seconds",
         Gauge,
-        "Wall clock minus the watermark (absent before the first record).",
-    );
-    if let Some(seconds) = graph.watermark_lag_seconds {
-        lag.sample(&[], seconds);
+        "How long writing the last checkpoint took.",
+    )
+    .sample(&[], checkpoint.duration_seconds);
+    family(
+        &mut out,
+        "sluice_checkpoint_size_bytes",
+        Gauge,
+        "The size of the last checkpoint.",
+    )
+    .sample(&[], f(checkpoint.size_bytes));
+    {
+        let mut gaps = family(
+            &mut out,
+            "sluice_state_restored_gap_seconds",
+            Gauge,
+            "Seconds of a live source's records missing from the windows restored at start.",
+        );
+        for (source, seconds) in &checkpoint.restored_gaps {
+            gaps.sample(&[("source", source)], *seconds);
+        }
     }
     out
 }
@@ -320,6 +380,7 @@ mod tests {
                 late: vec![("log_message", 2), ("http_start_stop", 0)],
                 open_windows: 3,
                 watermark_lag_seconds: Some(1.5),
+                checkpoint: Default::default(),
             },
             sources: vec![SourceSnapshot {
                 name: "cf".into(),

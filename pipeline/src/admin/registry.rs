@@ -79,6 +79,15 @@ impl Registry {
             open_windows: graph.open_windows.load(Ordering::Relaxed),
             watermark_lag_seconds: (watermark != i64::MIN)
                 .then(|| now_ns.saturating_sub(watermark) as f64 / 1e9),
+            checkpoint: CheckpointSnapshot {
+                written: graph.checkpoint.written.get(),
+                failures: graph.checkpoint.failures.get(),
+                restores: graph.checkpoint.restores.get(),
+                age_seconds: graph.checkpoint.age().map(|age| age.as_secs_f64()),
+                duration_seconds: graph.checkpoint.last_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                size_bytes: graph.checkpoint.last_bytes.load(Ordering::Relaxed),
+                restored_gaps: graph.checkpoint.restored_gaps(),
+            },
         };
         let sources = read(&self.sources)
             .iter()
@@ -168,6 +177,22 @@ pub struct GraphSnapshot {
     pub open_windows: i64,
     /// Wall clock minus the watermark; `None` before the first record.
     pub watermark_lag_seconds: Option<f64>,
+    pub checkpoint: CheckpointSnapshot,
+}
+
+/// Checkpoints (SPEC §9); all zero without a state directory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckpointSnapshot {
+    pub written: u64,
+    pub failures: u64,
+    pub restores: u64,
+    /// Since the last checkpoint was written; `None` before the first.
+    pub age_seconds: Option<f64>,
+    /// How long the last one took to write, and its size.
+    pub duration_seconds: f64,
+    pub size_bytes: u64,
+    /// Seconds of a live source's input missing from restored windows, per source.
+    pub restored_gaps: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -14,13 +14,15 @@ use sluice_operators::route::PlatformKey;
 use sluice_operators::time::{GraphTime, Time, frontier_bounds};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
 
 use super::StatePlan;
 use super::ingest::IngestParts;
+use crate::routing::SinkRoutes;
 use crate::state::file::Checkpoint;
+use crate::state::writer::PendingCheckpoint;
 
 type Restored<'scope, K, S> = Stream<'scope, Time, Vec<OpenWindow<K, S>>>;
 
@@ -67,25 +69,35 @@ fn send_once<'scope, D: Clone + 'static>(
     })
 }
 
-/// Puts each epoch's checkpoint together on worker 0 and hands it to the writer.
-pub(super) fn assemble(
-    snapshots: Stream<'_, Time, Vec<Snapshot>>,
+/// Puts each epoch's checkpoint together on worker 0 and hands it to the writer, with how
+/// many records each sink had been handed by then: the raw records of the epoch are among
+/// them (`handed_over` says when), and the writer waits until the sinks have them safe.
+pub(super) fn assemble<'scope>(
+    snapshots: Stream<'scope, Time, Vec<Snapshot>>,
+    handed_over: Stream<'scope, Time, Vec<()>>,
     parts: IngestParts,
     state: &StatePlan,
     widths: Vec<u32>,
+    routes: Arc<SinkRoutes>,
 ) {
-    let mut writer = state
-        .writer
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-        .filter(|_| snapshots.scope().index() == 0);
+    let scope = snapshots.scope();
+    // Worker 0 assembles (it also runs Ingest, whose parts it needs).
+    let mut writer = if scope.index() == 0 {
+        state
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    } else {
+        None
+    };
+    let mut builder = OperatorBuilder::new("Checkpoint".to_owned(), scope);
+    let mut snapshots_in = builder.new_input(snapshots, Exchange::new(|_: &Snapshot| 0));
+    let mut handed_in = builder.new_input(handed_over, Exchange::new(|_: &()| 0));
     let mut windows: BTreeMap<u64, WindowState> = BTreeMap::new();
-    snapshots.sink(
-        Exchange::new(|_: &Snapshot| 0),
-        "Checkpoint",
-        move |(input, frontier)| {
-            input.for_each(|_time, data| {
+    builder.build(move |_capabilities| {
+        move |frontiers| {
+            snapshots_in.for_each(|_time, data| {
                 for snapshot in data.drain(..) {
                     windows
                         .entry(snapshot.epoch)
@@ -93,11 +105,16 @@ pub(super) fn assemble(
                         .extend(snapshot.windows);
                 }
             });
+            handed_in.for_each(|_time, _data| {});
             let Some(sender) = writer.as_ref() else {
                 return;
             };
-            // An epoch is complete once the frontier has no time of it (or earlier) left.
-            let complete = frontier_bounds(&frontier.frontier()).map(|(_, epoch)| epoch);
+            // An epoch is complete once no input has a time of it (or earlier) left.
+            let complete = frontiers
+                .iter()
+                .filter_map(|f| frontier_bounds(&f.frontier()))
+                .map(|(_, epoch)| epoch)
+                .min();
             let ready: Vec<u64> = parts
                 .borrow()
                 .keys()
@@ -117,7 +134,11 @@ pub(super) fn assemble(
                     widths: widths.clone(),
                     windows: windows.remove(&epoch).unwrap_or_default(),
                 };
-                if sender.send(checkpoint).is_err() {
+                let pending = PendingCheckpoint {
+                    checkpoint,
+                    sinks: routes.handed_over(),
+                };
+                if sender.send(pending).is_err() {
                     // The writer is gone (the run is failing): nothing more to write.
                     writer = None;
                     return;
@@ -127,6 +148,6 @@ pub(super) fn assemble(
                 // The last epoch is assembled: closing the channel lets the writer finish.
                 writer = None;
             }
-        },
-    );
+        }
+    });
 }

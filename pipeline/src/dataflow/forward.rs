@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use sluice_model::records::{Records, StreamName};
 use sluice_operators::time::{GraphTime, Time};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -17,30 +18,37 @@ use crate::routing::SinkRoutes;
 use crate::state::writer::Durable;
 
 /// Hands every batch of a stream to the sinks that take it, blocking while one is behind.
-pub(super) fn forward<T: Clone + 'static>(
-    stream: Stream<'_, Time, Vec<T>>,
+/// Returns a stream with no records whose frontier says what has been handed over.
+pub(super) fn forward<'scope, T: Clone + 'static>(
+    stream: Stream<'scope, Time, Vec<T>>,
     routes: &Arc<SinkRoutes>,
     name: StreamName,
     wrap: fn(Vec<T>) -> Records,
-) {
-    forward_tapped(stream, routes, name, wrap, |_| {});
+) -> Stream<'scope, Time, Vec<()>> {
+    forward_tapped(stream, routes, name, wrap, |_| {})
 }
 
 /// [`forward`], showing every batch to `tap` first.
-pub(super) fn forward_tapped<T: Clone + 'static>(
-    stream: Stream<'_, Time, Vec<T>>,
+pub(super) fn forward_tapped<'scope, T: Clone + 'static>(
+    stream: Stream<'scope, Time, Vec<T>>,
     routes: &Arc<SinkRoutes>,
     name: StreamName,
     wrap: fn(Vec<T>) -> Records,
     mut tap: impl FnMut(&[T]) + 'static,
-) {
+) -> Stream<'scope, Time, Vec<()>> {
     let routes = routes.clone();
-    stream.sink(Pipeline, "Forward", move |(input, _frontier)| {
-        input.for_each(|_time, data| {
-            tap(data);
-            routes.send(name, wrap(std::mem::take(data)));
-        });
-    });
+    stream.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Pipeline,
+        "Forward",
+        move |_capability, _info| {
+            move |input, _output| {
+                input.for_each(|_time, data| {
+                    tap(data);
+                    routes.send(name, wrap(std::mem::take(data)));
+                });
+            }
+        },
+    )
 }
 
 /// [`forward_tapped`] for rows that may go out only once the checkpoint of their epoch (their

@@ -42,10 +42,11 @@ use sluice_operators::graph::{self, StateInputs};
 use sluice_operators::rollup::WindowOptions;
 use sluice_operators::time::Time;
 use timely::dataflow::Scope;
+use timely::dataflow::operators::Concatenate;
 
 use crate::routing::SinkRoutes;
 use crate::state::file::Checkpoint;
-use crate::state::writer::Durable;
+use crate::state::writer::{Durable, PendingCheckpoint};
 use crate::telemetry::GraphMetrics;
 
 /// Where the graph shows app events and rollup rows on their way to the sinks: the read
@@ -100,7 +101,7 @@ pub struct StatePlan {
     /// The checkpoint this run continues from.
     pub restored: Option<Arc<Checkpoint>>,
     /// Where assembled checkpoints go; taken by the worker that assembles them.
-    pub writer: Mutex<Option<mpsc::Sender<Checkpoint>>>,
+    pub writer: Mutex<Option<mpsc::Sender<PendingCheckpoint>>>,
     /// The newest epoch on disk.
     pub durable: Arc<Durable>,
 }
@@ -151,36 +152,42 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
         cuts: ingested.cuts,
     };
     let streams = graph::build_with_state(ingested.records, plan.rules.clone(), options, state);
-    if let Some(state) = &plan.state {
-        checkpoint::assemble(
-            streams.snapshots,
-            ingested.parts,
-            state,
-            plan.windows.clone(),
-        );
-    }
     let durable = plan
         .state
         .as_ref()
         .map_or_else(Durable::always, |state| state.durable.clone());
     let routes = &plan.routes;
-    forward::forward(streams.logs, routes, StreamName::Logs, Records::Logs);
-    forward::forward(
-        streams.container_metrics,
-        routes,
-        StreamName::ContainerMetrics,
-        Records::ContainerMetrics,
-    );
-    forward::forward(streams.http, routes, StreamName::Http, Records::Http);
-    forward::forward(streams.errors, routes, StreamName::Errors, Records::Errors);
     let live = plan.live.clone();
-    forward::forward_tapped(
-        streams.app_events,
-        routes,
-        StreamName::AppEvents,
-        Records::AppEvents,
-        move |events| live.app_events(events),
-    );
+    // The raw streams: a restart does not read their records again, so a checkpoint is
+    // written only once the sinks have them safe.
+    let handed_over = vec![
+        forward::forward(streams.logs, routes, StreamName::Logs, Records::Logs),
+        forward::forward(
+            streams.container_metrics,
+            routes,
+            StreamName::ContainerMetrics,
+            Records::ContainerMetrics,
+        ),
+        forward::forward(streams.http, routes, StreamName::Http, Records::Http),
+        forward::forward(streams.errors, routes, StreamName::Errors, Records::Errors),
+        forward::forward_tapped(
+            streams.app_events,
+            routes,
+            StreamName::AppEvents,
+            Records::AppEvents,
+            move |events| live.app_events(events),
+        ),
+    ];
+    if let Some(state) = &plan.state {
+        checkpoint::assemble(
+            streams.snapshots,
+            scope.concatenate(handed_over),
+            ingested.parts,
+            state,
+            plan.windows.clone(),
+            routes.clone(),
+        );
+    }
     let live = plan.live.clone();
     forward::forward_durable(
         streams.app_rollups,

@@ -9,9 +9,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use timely::scheduling::SyncActivator;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use super::file::{self, Checkpoint};
+use crate::routing::HandedOver;
 use crate::telemetry::GraphMetrics;
 
 /// The newest epoch whose checkpoint is durable, and who to wake when it moves.
@@ -87,8 +88,19 @@ impl Durable {
     }
 }
 
-/// The thread that writes checkpoints as the graph assembles them, newest first: when several
-/// wait, only the newest is written (it covers the others).
+/// A checkpoint assembled, and the sinks that must have what they were handed safe before it
+/// may be written: a restart does not read those records again.
+pub struct PendingCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub sinks: Vec<HandedOver>,
+}
+
+/// How often the writer looks whether the sinks have caught up.
+const SINK_POLL: Duration = Duration::from_millis(20);
+
+/// The thread that writes checkpoints as the graph assembles them, once the sinks have
+/// stored (or put in a disk buffer) the records each covers; when several wait, only the
+/// newest is written (it covers the others).
 pub struct CheckpointWriter {
     thread: std::thread::JoinHandle<()>,
 }
@@ -99,16 +111,19 @@ impl CheckpointWriter {
         path: PathBuf,
         durable: Arc<Durable>,
         metrics: Arc<GraphMetrics>,
-    ) -> std::io::Result<(mpsc::Sender<Checkpoint>, CheckpointWriter)> {
-        let (sender, checkpoints) = mpsc::channel::<Checkpoint>();
+    ) -> std::io::Result<(mpsc::Sender<PendingCheckpoint>, CheckpointWriter)> {
+        let (sender, checkpoints) = mpsc::channel::<PendingCheckpoint>();
         let thread = std::thread::Builder::new()
             .name("sluice-checkpoint".to_owned())
             .spawn(move || {
-                while let Ok(mut checkpoint) = checkpoints.recv() {
+                while let Ok(mut pending) = checkpoints.recv() {
+                    wait_for_sinks(&pending, &metrics);
+                    // Newer checkpoints assembled meanwhile cover this one.
                     while let Ok(newer) = checkpoints.try_recv() {
-                        checkpoint = newer;
+                        pending = newer;
+                        wait_for_sinks(&pending, &metrics);
                     }
-                    write(&path, &checkpoint, &durable, &metrics);
+                    write(&path, &pending.checkpoint, &durable, &metrics);
                 }
                 durable.close();
             })?;
@@ -119,6 +134,25 @@ impl CheckpointWriter {
     pub fn finish(self) {
         let _ = self.thread.join();
     }
+}
+
+/// Waits until every sink has safe what it had been handed when the checkpoint was taken.
+fn wait_for_sinks(pending: &PendingCheckpoint, metrics: &GraphMetrics) {
+    let started = Instant::now();
+    let mut warned = false;
+    while let Some(behind) = pending.sinks.iter().find(|sink| !sink.is_safe()) {
+        if !warned && started.elapsed() > Duration::from_secs(30) {
+            warn!(sink = %behind.sink, epoch = pending.checkpoint.epoch,
+                "A checkpoint waits for this sink to store what it was handed; rollup rows wait \
+                 with it (a disk buffer lets checkpoints go on while a store is down).");
+            warned = true;
+        }
+        std::thread::sleep(SINK_POLL);
+    }
+    metrics
+        .checkpoint
+        .last_wait_micros
+        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
 
 fn write(path: &Path, checkpoint: &Checkpoint, durable: &Durable, metrics: &GraphMetrics) {
