@@ -45,9 +45,10 @@ pub struct HandedOver {
 }
 
 impl HandedOver {
-    /// Whether a crash of the process can no longer lose any of those records.
+    /// Whether a crash of the process can no longer lose any of those records (or waiting
+    /// for them is pointless: the sink has ended).
     pub fn is_safe(&self) -> bool {
-        self.metrics.safe_total() >= self.records
+        self.metrics.safe_total() >= self.records || self.metrics.is_finished()
     }
 }
 

@@ -49,6 +49,7 @@ pub struct CheckpointMetrics {
     /// Seconds of a live source's input missing from the restored windows, per source.
     pub restored_gaps: Mutex<Vec<(String, f64)>>,
     pub(crate) failure_log: RateLimit,
+    pub(crate) wait_log: RateLimit,
 }
 
 impl CheckpointMetrics {

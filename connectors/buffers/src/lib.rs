@@ -125,8 +125,8 @@ pub fn unbounded_memory(
 ) -> (BufferSender, BufferReceiver) {
     let (tx, rx) = mpsc::channel(capacity);
     (
-        BufferSender::new(tx, metrics, None),
-        BufferReceiver::memory(rx),
+        BufferSender::new(tx, metrics.clone(), None),
+        BufferReceiver::memory(rx, metrics),
     )
 }
 

@@ -30,6 +30,10 @@ const GROUP_BYTES: usize = 4 << 20;
 #[derive(Debug)]
 pub struct BufferReceiver {
     source: Source,
+    /// Records handed to the sink so far; at a commit they are all settled (SPEC §9 waits
+    /// for that before a checkpoint).
+    pulled: u64,
+    metrics: Arc<SinkMetrics>,
 }
 
 #[derive(Debug)]
@@ -51,8 +55,13 @@ struct DiskInput {
 }
 
 impl BufferReceiver {
-    pub(crate) fn memory(channel: mpsc::Receiver<Records>) -> BufferReceiver {
+    pub(crate) fn memory(
+        channel: mpsc::Receiver<Records>,
+        metrics: Arc<SinkMetrics>,
+    ) -> BufferReceiver {
         BufferReceiver {
+            pulled: 0,
+            metrics,
             source: Source::Memory {
                 channel,
                 gate: None,
@@ -66,6 +75,8 @@ impl BufferReceiver {
         metrics: Arc<SinkMetrics>,
     ) -> BufferReceiver {
         BufferReceiver {
+            pulled: 0,
+            metrics: metrics.clone(),
             source: Source::Memory {
                 channel,
                 gate: Some((gate, metrics)),
@@ -105,6 +116,8 @@ impl BufferReceiver {
             .spawn(move || fill_disk_buffer(&thread_name, channel, writer, &thread_metrics))
             .map_err(BufferError::io(&path))?;
         Ok(BufferReceiver {
+            pulled: 0,
+            metrics: metrics.clone(),
             source: Source::Disk(DiskInput {
                 reader,
                 name,
@@ -121,6 +134,12 @@ impl BufferReceiver {
 
     /// The next batch; `None` once the dataflow has finished and everything was received.
     pub async fn recv(&mut self) -> Option<Records> {
+        let records = self.next().await;
+        self.pulled += records.as_ref().map_or(0, |r| r.len() as u64);
+        records
+    }
+
+    async fn next(&mut self) -> Option<Records> {
         match &mut self.source {
             Source::Memory { channel, gate } => {
                 let records = channel.recv().await?;
@@ -138,6 +157,12 @@ impl BufferReceiver {
 
     /// The next batch if one is ready now.
     pub fn try_recv(&mut self) -> Option<Records> {
+        let records = self.try_next();
+        self.pulled += records.as_ref().map_or(0, |r| r.len() as u64);
+        records
+    }
+
+    fn try_next(&mut self) -> Option<Records> {
         match &mut self.source {
             Source::Memory { channel, gate } => {
                 // Empty and closed alike: `recv` tells the two apart when the sink waits.
@@ -160,6 +185,7 @@ impl BufferReceiver {
     /// Acknowledges everything received so far as written to the store: the buffer may let
     /// go of it.
     pub async fn commit(&mut self) -> Result<(), BufferError> {
+        self.metrics.committed(self.pulled);
         match &mut self.source {
             Source::Memory { .. } => Ok(()),
             Source::Disk(DiskInput { reader, .. }) => {

@@ -159,11 +159,14 @@ pub struct SinkMetrics {
     /// Why the store is unavailable: the error of the last failed attempt, cleared by a
     /// successful one. `None` until an attempt fails.
     unavailable: Mutex<Option<String>>,
-    /// Records handed to the sink so far, settled so far (written, dropped, dead-lettered),
-    /// and put on disk by a disk buffer so far: what a checkpoint waits for (SPEC §9).
+    /// Records handed to the sink so far, committed by it so far (stored or given up on, all
+    /// of them up to the commit), and put on disk by a disk buffer so far: what a checkpoint
+    /// waits for (SPEC §9).
     received_total: Counter,
-    settled_total: Counter,
+    committed_total: AtomicU64,
     on_disk_total: Counter,
+    /// The sink's task has ended: it settles nothing more.
+    finished: std::sync::atomic::AtomicBool,
 }
 
 /// Pending records as `(count, arrived)` runs, oldest first. Sinks settle records in about the
@@ -237,29 +240,45 @@ impl SinkMetrics {
         self.on_disk_total.add(n as u64);
     }
 
+    /// The sink's task has ended (whatever the outcome): nothing it was handed will be
+    /// settled from now on.
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
     /// Records handed to the sink so far.
     pub fn received_total(&self) -> u64 {
         self.received_total.get()
     }
 
+    /// The sink committed: the first `pulled` records it took from its buffer are stored or
+    /// given up on (and counted).
+    pub fn committed(&self, pulled: u64) {
+        self.committed_total.fetch_max(pulled, Ordering::Relaxed);
+    }
+
     /// Of the records handed to the sink so far, how many a crash of the process can no
-    /// longer lose: settled (stored, or given up on and counted), or on disk in its buffer.
-    /// Records are settled and buffered in the order they were handed over.
+    /// longer lose: the sink has committed them, or its disk buffer has them on disk. Both
+    /// count in the order the records were handed over.
     pub fn safe_total(&self) -> u64 {
-        self.settled_total.get().max(self.on_disk_total.get())
+        self.committed_total
+            .load(Ordering::Relaxed)
+            .max(self.on_disk_total.get())
     }
 
     /// Takes back `n` records counted as received whose send failed (the sink had stopped):
     /// they are counted as dropped instead.
     pub fn unsent(&self, n: usize) {
-        self.settled_total.add(n as u64);
         self.pending.fetch_sub(n as i64, Ordering::Relaxed);
         self.arrivals().unsent(n as u64);
         self.dropped.add(n as u64);
     }
 
     fn settle(&self, n: usize) {
-        self.settled_total.add(n as u64);
         self.pending.fetch_sub(n as i64, Ordering::Relaxed);
         self.arrivals().settled(n as u64);
     }

@@ -39,13 +39,15 @@ impl Sink for BlackholeSinkConfig {
     }
 }
 
-/// Drains the sink's input until the dataflow finishes. Never fails.
+/// Drains the sink's input until the dataflow finishes, acknowledging every batch (so a
+/// disk buffer empties and checkpoints see it keep up). Fails only if a disk buffer does.
 pub async fn run(
     _config: BlackholeSinkConfig,
     mut ctx: SinkContext,
-) -> Result<(), std::convert::Infallible> {
+) -> Result<(), sluice_buffers::BufferError> {
     while let Some(records) = ctx.input.recv().await {
         ctx.metrics.written(records.stream(), records.len());
+        ctx.input.commit().await?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
@@ -58,8 +58,8 @@ pub struct FileIdentity {
 pub const HEAD_BYTES: usize = 4096;
 
 impl FileIdentity {
-    /// The identity of the file open as `file`, read from its start.
-    fn of(file: &File, head_len: usize) -> io::Result<FileIdentity> {
+    /// The identity of the file open as `file`, read from its start (whatever its cursor).
+    fn of(mut file: &File, head_len: usize) -> io::Result<FileIdentity> {
         let meta = file.metadata()?;
         #[cfg(unix)]
         let (device, inode) = {
@@ -69,6 +69,7 @@ impl FileIdentity {
         #[cfg(not(unix))]
         let (device, inode) = (0, 0);
         let mut head = Vec::with_capacity(head_len);
+        file.seek(io::SeekFrom::Start(0))?;
         file.take(head_len as u64).read_to_end(&mut head)?;
         Ok(FileIdentity {
             device,

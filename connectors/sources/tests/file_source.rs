@@ -15,7 +15,7 @@ use sluice_model::Event;
 use sluice_model::framing::{frames, write_frame};
 use sluice_model::proto::events as v1;
 use sluice_sources::file::{FileError, FileSourceConfig, ReplayFormat, run};
-use sluice_sources::{SourceContext, SourceMetrics, SourceOutput};
+use sluice_sources::{SourceContext, SourceMetrics, SourceOutput, SourcePosition};
 use tokio_util::sync::CancellationToken;
 
 fn golden(name: &str) -> Vec<u8> {
@@ -331,4 +331,96 @@ fn the_config_defaults_to_dropsonde_and_rejects_unknown_keys() {
 
 fn from_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, serde_json::Error> {
     serde_json::from_str(json)
+}
+
+/// Runs the source over `path` from `resume`, returning every batch's events and position.
+async fn replay_from(
+    path: &Path,
+    resume: Option<SourcePosition>,
+) -> Vec<(Vec<Event>, Option<SourcePosition>)> {
+    let (output, mut rx) = SourceOutput::channel(2);
+    let ctx = SourceContext::new("replay", output, CancellationToken::new()).resuming(resume);
+    let config = FileSourceConfig {
+        path: path.to_owned(),
+        format: ReplayFormat::Dropsonde,
+    };
+    let source = tokio::spawn(run(config, ctx));
+    let mut batches = Vec::new();
+    while let Some(batch) = rx.recv().await {
+        batches.push((batch.events, batch.position));
+    }
+    source
+        .await
+        .expect("no panic")
+        .expect("the replay succeeds");
+    batches
+}
+
+#[tokio::test]
+async fn a_replay_resumes_at_its_saved_position_only_in_the_same_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events: Vec<Event> = golden_v1_events().into_iter().cycle().take(3000).collect();
+    let mut bytes = Vec::new();
+    for event in &events {
+        sluice_model::framing::write_frame(&mut bytes, &sluice_model::reference::encode_v1(event));
+    }
+    for name in ["capture.bin", "capture.bin.gz"] {
+        let data = if name.ends_with(".gz") {
+            gzip(&bytes)
+        } else {
+            bytes.clone()
+        };
+        let path = write(&dir, name, &data);
+        let whole = replay_from(&path, None).await;
+        assert!(whole.len() >= 2, "{name}: several batches");
+        let Some(SourcePosition::File(first)) = whole[0].1.clone() else {
+            panic!("{name}: a replay reports where it has read to");
+        };
+        let Some(SourcePosition::File(last)) = whole.last().and_then(|b| b.1.clone()) else {
+            panic!("{name}: the last batch has a position");
+        };
+        assert_eq!(
+            last.offset,
+            bytes.len() as u64,
+            "{name}: the end of the stream"
+        );
+
+        // Resumed after the first batch: exactly the records after it; and resumed again
+        // from a position the resumed replay reported.
+        let resumed = replay_from(&path, Some(SourcePosition::File(first.clone()))).await;
+        let second = resumed[0].1.clone();
+        let after: Vec<Event> = resumed.into_iter().flat_map(|(e, _)| e).collect();
+        assert_eq!(after, events[whole[0].0.len()..], "{name}");
+        let again = replay_from(&path, second).await;
+        let skipped = whole[0].0.len() + whole[1].0.len();
+        let rest: Vec<Event> = again.into_iter().flat_map(|(e, _)| e).collect();
+        assert_eq!(rest, events[skipped..], "{name}: resumed twice");
+        // Resumed at the end: nothing more.
+        assert!(
+            replay_from(&path, Some(SourcePosition::File(last)))
+                .await
+                .is_empty()
+        );
+
+        // The same path, rewritten: read from its start.
+        let mut other = Vec::new();
+        for event in events.iter().rev() {
+            sluice_model::framing::write_frame(
+                &mut other,
+                &sluice_model::reference::encode_v1(event),
+            );
+        }
+        let other = if name.ends_with(".gz") {
+            gzip(&other)
+        } else {
+            other
+        };
+        let path = write(&dir, name, &other);
+        let fresh = replay_from(&path, Some(SourcePosition::File(first))).await;
+        assert_eq!(
+            fresh.iter().map(|(e, _)| e.len()).sum::<usize>(),
+            events.len(),
+            "{name}"
+        );
+    }
 }

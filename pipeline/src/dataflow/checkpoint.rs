@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sluice_model::Str;
+use sluice_model::records::{AppRollup, PlatformRollup, Records};
 use sluice_operators::checkpoint::{OpenWindow, Snapshot, WindowState};
 use sluice_operators::rollup::app::AppWindow;
 use sluice_operators::rollup::platform::PlatformWindow;
@@ -69,18 +70,38 @@ fn send_once<'scope, D: Clone + 'static>(
     })
 }
 
-/// Puts each epoch's checkpoint together on worker 0 and hands it to the writer, with how
-/// many records each sink had been handed by then: the raw records of the epoch are among
-/// them (`handed_over` says when), and the writer waits until the sinks have them safe.
-pub(super) fn assemble<'scope>(
-    snapshots: Stream<'scope, Time, Vec<Snapshot>>,
-    handed_over: Stream<'scope, Time, Vec<()>>,
-    parts: IngestParts,
+/// What a checkpoint is made of, as streams of the graph.
+pub(super) struct Parts<'scope> {
+    /// Every rollup operator's open windows at the end of each epoch.
+    pub(super) snapshots: Stream<'scope, Time, Vec<Snapshot>>,
+    /// No records: its frontier says which epochs' raw records the sinks have been handed.
+    pub(super) handed_over: Stream<'scope, Time, Vec<()>>,
+    /// The rollup rows, stamped with the epoch whose checkpoint they follow.
+    pub(super) app_rollups: Stream<'scope, Time, Vec<AppRollup>>,
+    pub(super) platform_rollups: Stream<'scope, Time, Vec<PlatformRollup>>,
+    /// Ingest's parts, by epoch (on the same worker).
+    pub(super) ingest: IngestParts,
+}
+
+/// What one epoch's checkpoint gathers on worker 0 before Ingest's part completes it.
+#[derive(Default)]
+struct Gathered {
+    windows: WindowState,
+    app_rollups: Vec<AppRollup>,
+    platform_rollups: Vec<PlatformRollup>,
+}
+
+/// Puts each epoch's checkpoint together on worker 0 — windows, Ingest's part, the epoch's
+/// rollup rows — once no part of it can still arrive, and hands it to the writer with how
+/// many records each sink had been handed by then (the epoch's raw records are among them:
+/// the writer waits until the sinks have them safe).
+pub(super) fn assemble(
+    parts: Parts<'_>,
     state: &StatePlan,
     widths: Vec<u32>,
     routes: Arc<SinkRoutes>,
 ) {
-    let scope = snapshots.scope();
+    let scope = parts.snapshots.scope();
     // Worker 0 assembles (it also runs Ingest, whose parts it needs).
     let mut writer = if scope.index() == 0 {
         state
@@ -91,21 +112,38 @@ pub(super) fn assemble<'scope>(
     } else {
         None
     };
+    let ingest = parts.ingest;
     let mut builder = OperatorBuilder::new("Checkpoint".to_owned(), scope);
-    let mut snapshots_in = builder.new_input(snapshots, Exchange::new(|_: &Snapshot| 0));
-    let mut handed_in = builder.new_input(handed_over, Exchange::new(|_: &()| 0));
-    let mut windows: BTreeMap<u64, WindowState> = BTreeMap::new();
+    let mut snapshots_in = builder.new_input(parts.snapshots, Exchange::new(|_: &Snapshot| 0));
+    let mut handed_in = builder.new_input(parts.handed_over, Exchange::new(|_: &()| 0));
+    let mut app_in = builder.new_input(parts.app_rollups, Exchange::new(|_: &AppRollup| 0));
+    let mut platform_in = builder.new_input(
+        parts.platform_rollups,
+        Exchange::new(|_: &PlatformRollup| 0),
+    );
+    let mut gathered: BTreeMap<u64, Gathered> = BTreeMap::new();
     builder.build(move |_capabilities| {
         move |frontiers| {
             snapshots_in.for_each(|_time, data| {
                 for snapshot in data.drain(..) {
-                    windows
+                    gathered
                         .entry(snapshot.epoch)
                         .or_default()
+                        .windows
                         .extend(snapshot.windows);
                 }
             });
             handed_in.for_each(|_time, _data| {});
+            app_in.for_each_stamp(|time, data| {
+                let epoch = stamp_epoch(&time);
+                let rows = &mut gathered.entry(epoch).or_default().app_rollups;
+                rows.extend(data.flat_map(|batch| batch.drain(..)));
+            });
+            platform_in.for_each_stamp(|time, data| {
+                let epoch = stamp_epoch(&time);
+                let rows = &mut gathered.entry(epoch).or_default().platform_rollups;
+                rows.extend(data.flat_map(|batch| batch.drain(..)));
+            });
             let Some(sender) = writer.as_ref() else {
                 return;
             };
@@ -115,16 +153,36 @@ pub(super) fn assemble<'scope>(
                 .filter_map(|f| frontier_bounds(&f.frontier()))
                 .map(|(_, epoch)| epoch)
                 .min();
-            let ready: Vec<u64> = parts
+            let ready: Vec<u64> = ingest
                 .borrow()
                 .keys()
                 .copied()
                 .filter(|epoch| complete.is_none_or(|c| *epoch < c))
                 .collect();
             for epoch in ready {
-                let Some(part) = parts.borrow_mut().remove(&epoch) else {
+                let Some(part) = ingest.borrow_mut().remove(&epoch) else {
                     continue;
                 };
+                // Rows of epochs without a cut of their own (before the first) go with this one.
+                let mut epoch_parts = Gathered::default();
+                while let Some(entry) = gathered.first_entry() {
+                    if *entry.key() > epoch {
+                        break;
+                    }
+                    let earlier = entry.remove();
+                    epoch_parts.windows.extend(earlier.windows);
+                    epoch_parts.app_rollups.extend(earlier.app_rollups);
+                    epoch_parts
+                        .platform_rollups
+                        .extend(earlier.platform_rollups);
+                }
+                let mut rows = Vec::new();
+                if !epoch_parts.app_rollups.is_empty() {
+                    rows.push(Records::AppRollups(epoch_parts.app_rollups));
+                }
+                if !epoch_parts.platform_rollups.is_empty() {
+                    rows.push(Records::PlatformRollups(epoch_parts.platform_rollups));
+                }
                 let checkpoint = Checkpoint {
                     epoch,
                     taken_at: sluice_common::time::now_ns(),
@@ -132,7 +190,8 @@ pub(super) fn assemble<'scope>(
                     watermark: part.watermark,
                     sources: part.sources,
                     widths: widths.clone(),
-                    windows: windows.remove(&epoch).unwrap_or_default(),
+                    windows: epoch_parts.windows,
+                    rows,
                 };
                 let pending = PendingCheckpoint {
                     checkpoint,
@@ -150,4 +209,9 @@ pub(super) fn assemble<'scope>(
             }
         }
     });
+}
+
+/// The epoch a message belongs to: the latest of its stamp's.
+fn stamp_epoch(time: &timely::dataflow::operators::InputCapability<Time>) -> u64 {
+    time.stamp().iter().map(GraphTime::epoch).max().unwrap_or(0)
 }

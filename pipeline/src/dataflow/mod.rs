@@ -18,8 +18,8 @@
 //! With a state directory (SPEC §9) Ingest also ends an epoch every `checkpoint_interval`
 //! (see `sluice_operators::time`): it records the watermark and where each source had read
 //! to, and sends a cut through the graph; the rollups answer with snapshots of their windows;
-//! `Checkpoint` puts the parts together for the writer thread; and the rollup streams' forward
-//! operators hold each epoch's rows until its checkpoint is durable.
+//! `Checkpoint` puts the parts, and the epoch's rollup rows, together for the writer thread,
+//! which hands the rows to the sinks once the checkpoint is on disk.
 //!
 //! Layout: [`ingest`](self) (the bridge, epochs and cuts), `forward` (streams to sinks),
 //! `checkpoint` (restored windows in, snapshots out).
@@ -46,7 +46,7 @@ use timely::dataflow::operators::Concatenate;
 
 use crate::routing::SinkRoutes;
 use crate::state::file::Checkpoint;
-use crate::state::writer::{Durable, PendingCheckpoint};
+use crate::state::writer::PendingCheckpoint;
 use crate::telemetry::GraphMetrics;
 
 /// Where the graph shows app events and rollup rows on their way to the sinks: the read
@@ -102,8 +102,6 @@ pub struct StatePlan {
     pub restored: Option<Arc<Checkpoint>>,
     /// Where assembled checkpoints go; taken by the worker that assembles them.
     pub writer: Mutex<Option<mpsc::Sender<PendingCheckpoint>>>,
-    /// The newest epoch on disk.
-    pub durable: Arc<Durable>,
 }
 
 impl DataflowPlan {
@@ -152,10 +150,6 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
         cuts: ingested.cuts,
     };
     let streams = graph::build_with_state(ingested.records, plan.rules.clone(), options, state);
-    let durable = plan
-        .state
-        .as_ref()
-        .map_or_else(Durable::always, |state| state.durable.clone());
     let routes = &plan.routes;
     let live = plan.live.clone();
     // The raw streams: a restart does not read their records again, so a checkpoint is
@@ -178,31 +172,35 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
             move |events| live.app_events(events),
         ),
     ];
-    if let Some(state) = &plan.state {
-        checkpoint::assemble(
-            streams.snapshots,
-            scope.concatenate(handed_over),
-            ingested.parts,
+    match &plan.state {
+        // Rollup rows go with their epoch's checkpoint, and to the sinks once it is on disk.
+        Some(state) => checkpoint::assemble(
+            checkpoint::Parts {
+                snapshots: streams.snapshots,
+                handed_over: scope.concatenate(handed_over),
+                app_rollups: streams.app_rollups,
+                platform_rollups: streams.platform_rollups,
+                ingest: ingested.parts,
+            },
             state,
             plan.windows.clone(),
             routes.clone(),
-        );
+        ),
+        None => {
+            let live = plan.live.clone();
+            forward::forward_tapped(
+                streams.app_rollups,
+                routes,
+                StreamName::AppRollups,
+                Records::AppRollups,
+                move |rows| live.app_rollups(rows),
+            );
+            forward::forward(
+                streams.platform_rollups,
+                routes,
+                StreamName::PlatformRollups,
+                Records::PlatformRollups,
+            );
+        }
     }
-    let live = plan.live.clone();
-    forward::forward_durable(
-        streams.app_rollups,
-        routes,
-        StreamName::AppRollups,
-        Records::AppRollups,
-        move |rows| live.app_rollups(rows),
-        durable.clone(),
-    );
-    forward::forward_durable(
-        streams.platform_rollups,
-        routes,
-        StreamName::PlatformRollups,
-        Records::PlatformRollups,
-        |_| {},
-        durable,
-    );
 }

@@ -40,7 +40,7 @@ use crate::routing::SinkRoutes;
 use crate::state::StateDir;
 use crate::state::StateError;
 use crate::state::file::Checkpoint;
-use crate::state::writer::{CheckpointWriter, Durable};
+use crate::state::writer::{CheckpointWriter, Release};
 use crate::status::StatusLine;
 use crate::telemetry::GraphMetrics;
 
@@ -269,18 +269,17 @@ async fn run_async(
     };
     let (state_plan, writer) = match &state_dir {
         Some(dir) => {
-            let durable = Arc::new(Durable::default());
-            let (sender, writer) = CheckpointWriter::start(
-                dir.checkpoint_path(),
-                durable.clone(),
-                graph_metrics.clone(),
-            )
-            .map_err(RunError::Writer)?;
+            let release = Release {
+                routes: routes.clone(),
+                live: live.clone(),
+            };
+            let (sender, writer) =
+                CheckpointWriter::start(dir.checkpoint_path(), release, graph_metrics.clone())
+                    .map_err(RunError::Writer)?;
             let plan = StatePlan {
                 interval: config.pipeline.checkpoint_interval,
                 restored: restored.clone(),
                 writer: std::sync::Mutex::new(Some(sender)),
-                durable,
             };
             (Some(plan), Some(writer))
         }
@@ -323,6 +322,21 @@ async fn run_async(
             routes.clear();
             return Err(RunError::Components(vec![failure]));
         }
+    }
+
+    // The restored checkpoint's rollup rows may not have reached the stores before the last
+    // run ended: they go again, before anything newer.
+    if let Some(checkpoint) = &restored
+        && !checkpoint.rows.is_empty()
+    {
+        let release = Release {
+            routes: routes.clone(),
+            live: live.clone(),
+        };
+        let rows = checkpoint.rows.clone();
+        tokio::task::spawn_blocking(move || release.send(rows))
+            .await
+            .map_err(|e| RunError::Dataflow(dataflow::DataflowError::panicked(&e)))?;
     }
 
     // The dataflow, on its own threads.

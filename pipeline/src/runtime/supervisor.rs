@@ -138,9 +138,13 @@ impl Supervisor {
             .add_sink(name, config.type_name(), ctx.metrics.clone());
         self.routes.insert(name, config.streams().to_vec(), sender);
         let task_name = name.to_owned();
+        let metrics = ctx.metrics.clone();
         let task = config.into_component().build(ctx);
-        self.sink_tasks
-            .spawn(async move { (task_name, generation, task.await) });
+        self.sink_tasks.spawn(async move {
+            let result = task.await;
+            metrics.finish();
+            (task_name, generation, result)
+        });
         self.sinks.insert(
             name.to_owned(),
             Component {

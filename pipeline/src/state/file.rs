@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sluice_model::records::Records;
 use sluice_operators::checkpoint::WindowState;
 use sluice_operators::watermark::WatermarkState;
 use sluice_sources::SourcePosition;
@@ -23,6 +24,7 @@ const MAGIC: &[u8; 13] = b"SLUICE-STATE\n";
 /// The layout of [`Checkpoint`]; postcard has no field names, so any change to it (or to a
 /// window's state) needs a new number.
 pub const FORMAT: u32 = 1;
+// (The rows are `Records`, whose layout the disk buffer's codec also versions.)
 const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
 
 /// Everything a restart needs, as of the end of one epoch.
@@ -40,6 +42,9 @@ pub struct Checkpoint {
     /// The rollup widths the windows are of (`pipeline.windows`, in seconds).
     pub widths: Vec<u32>,
     pub windows: WindowState,
+    /// The rollup rows of this epoch: they reach the stores only once this checkpoint is on
+    /// disk, so a restart from it sends them again (upserts: the same rows twice are one).
+    pub rows: Vec<Records>,
 }
 
 /// A state file that cannot be used, and what to do about it.
@@ -178,6 +183,7 @@ mod tests {
             sources: BTreeMap::new(),
             widths: vec![60],
             windows: WindowState::default(),
+            rows: Vec::new(),
         }
     }
 

@@ -1,95 +1,32 @@
-//! Writing checkpoints off the dataflow's threads, and telling the graph which epoch is
-//! durable: rollup rows of an epoch reach the sinks only once its checkpoint is on disk, so a
-//! store never holds a row a restart could not rebuild (SPEC §9).
+//! Writing checkpoints off the dataflow's threads, and releasing each epoch's rollup rows to
+//! the sinks once its checkpoint is on disk (SPEC §9).
+//!
+//! The order, one checkpoint after the other on this thread, is what makes a restart
+//! invisible in the stores:
+//! 1. wait until the sinks have safe (stored, or in a disk buffer) every raw record the
+//!    checkpoint covers, and every rollup row released after the checkpoint before it — a
+//!    restart neither reads those records again nor re-emits those rows;
+//! 2. write the checkpoint, which carries its epoch's rollup rows;
+//! 3. hand those rows to the sinks. A crash before they are stored loses nothing: the
+//!    restart sends the rows of the checkpoint it restores again, and a store never holds a
+//!    row a restart could not rebuild (rows only follow the checkpoint that covers them).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use timely::scheduling::SyncActivator;
+use sluice_model::records::Records;
 use tracing::{debug, error, warn};
 
 use super::file::{self, Checkpoint};
-use crate::routing::HandedOver;
+use crate::dataflow::LiveTap;
+use crate::routing::{HandedOver, SinkRoutes};
 use crate::telemetry::GraphMetrics;
 
-/// The newest epoch whose checkpoint is durable, and who to wake when it moves.
-#[derive(Debug, Default)]
-pub struct Durable {
-    epoch: Mutex<u64>,
-    moved: Condvar,
-    watchers: Mutex<Vec<SyncActivator>>,
-    /// The writer has written everything it will: the epoch will not move again.
-    closed: AtomicBool,
-}
-
-impl Durable {
-    /// Every epoch counts as durable: for runs without checkpoints.
-    pub fn always() -> Arc<Durable> {
-        Arc::new(Durable {
-            epoch: Mutex::new(u64::MAX),
-            ..Durable::default()
-        })
-    }
-
-    pub fn epoch(&self) -> u64 {
-        *self.epoch.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Wakes `activator` whenever the durable epoch moves.
-    pub fn watch(&self, activator: SyncActivator) {
-        self.watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(activator);
-    }
-
-    /// Whether the epoch can still move.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.wake();
-    }
-
-    fn advance(&self, epoch: u64) {
-        {
-            let mut durable = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-            *durable = (*durable).max(epoch);
-        }
-        self.wake();
-    }
-
-    fn wake(&self) {
-        self.moved.notify_all();
-        for watcher in self
-            .watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            // An error means that worker is gone.
-            let _ = watcher.activate();
-        }
-    }
-
-    /// Waits up to `timeout` for `epoch` to be durable; whether it is.
-    pub fn wait_for(&self, epoch: u64, timeout: Duration) -> bool {
-        let durable = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-        let (durable, _) = self
-            .moved
-            .wait_timeout_while(durable, timeout, |durable| *durable < epoch)
-            .unwrap_or_else(|e| e.into_inner());
-        *durable >= epoch
-    }
-}
-
-/// A checkpoint assembled, and the sinks that must have what they were handed safe before it
-/// may be written: a restart does not read those records again.
+/// A checkpoint assembled, and what the sinks had been handed when it was: the raw records it
+/// covers are among those.
 pub struct PendingCheckpoint {
     pub checkpoint: Checkpoint,
     pub sinks: Vec<HandedOver>,
@@ -98,64 +35,140 @@ pub struct PendingCheckpoint {
 /// How often the writer looks whether the sinks have caught up.
 const SINK_POLL: Duration = Duration::from_millis(20);
 
-/// The thread that writes checkpoints as the graph assembles them, once the sinks have
-/// stored (or put in a disk buffer) the records each covers; when several wait, only the
-/// newest is written (it covers the others).
+/// The thread that writes checkpoints as the graph assembles them and releases their rows;
+/// when several are ready, only the newest is written (it covers the others, rows included).
 pub struct CheckpointWriter {
     thread: std::thread::JoinHandle<()>,
 }
 
+/// Where released rollup rows go.
+pub struct Release {
+    pub routes: Arc<SinkRoutes>,
+    pub live: Arc<dyn LiveTap>,
+}
+
+impl Release {
+    /// Hands rollup rows to the sinks (and the live feed), blocking while a sink is behind.
+    pub fn send(&self, rows: Vec<Records>) {
+        for records in rows {
+            if let Records::AppRollups(rows) = &records {
+                self.live.app_rollups(rows);
+            }
+            self.routes.send(records.stream(), records);
+        }
+    }
+}
+
 impl CheckpointWriter {
-    /// Starts writing to `path`; the writer ends once every sender is dropped.
+    /// Starts writing to `path`; the writer ends once every sender is dropped and everything
+    /// it was sent is written and released.
     pub fn start(
         path: PathBuf,
-        durable: Arc<Durable>,
+        release: Release,
         metrics: Arc<GraphMetrics>,
     ) -> std::io::Result<(mpsc::Sender<PendingCheckpoint>, CheckpointWriter)> {
         let (sender, checkpoints) = mpsc::channel::<PendingCheckpoint>();
         let thread = std::thread::Builder::new()
             .name("sluice-checkpoint".to_owned())
-            .spawn(move || {
-                while let Ok(mut pending) = checkpoints.recv() {
-                    wait_for_sinks(&pending, &metrics);
-                    // Newer checkpoints assembled meanwhile cover this one.
-                    while let Ok(newer) = checkpoints.try_recv() {
-                        pending = newer;
-                        wait_for_sinks(&pending, &metrics);
-                    }
-                    write(&path, &pending.checkpoint, &durable, &metrics);
-                }
-                durable.close();
-            })?;
+            .spawn(move || write_as_sinks_catch_up(&checkpoints, &path, &release, &metrics))?;
         Ok((sender, CheckpointWriter { thread }))
     }
 
-    /// Waits for the last checkpoint to be written.
+    /// Waits for the last checkpoint to be written and its rows released.
     pub fn finish(self) {
         let _ = self.thread.join();
     }
 }
 
-/// Waits until every sink has safe what it had been handed when the checkpoint was taken.
-fn wait_for_sinks(pending: &PendingCheckpoint, metrics: &GraphMetrics) {
-    let started = Instant::now();
-    let mut warned = false;
-    while let Some(behind) = pending.sinks.iter().find(|sink| !sink.is_safe()) {
-        if !warned && started.elapsed() > Duration::from_secs(30) {
-            warn!(sink = %behind.sink, epoch = pending.checkpoint.epoch,
-                "A checkpoint waits for this sink to store what it was handed; rollup rows wait \
-                 with it (a disk buffer lets checkpoints go on while a store is down).");
-            warned = true;
+/// Writes, each time the sinks have caught up with one, the newest checkpoint they have
+/// caught up with, then releases its rows; until the graph has sent the last.
+fn write_as_sinks_catch_up(
+    checkpoints: &mpsc::Receiver<PendingCheckpoint>,
+    path: &Path,
+    release: &Release,
+    metrics: &GraphMetrics,
+) {
+    let mut waiting: VecDeque<(PendingCheckpoint, Instant)> = VecDeque::new();
+    // What the sinks had been handed once the last checkpoint's rows were released.
+    let mut released: Vec<HandedOver> = Vec::new();
+    let mut assembling = true;
+    while assembling || !waiting.is_empty() {
+        if waiting.is_empty() {
+            match checkpoints.recv() {
+                Ok(pending) => waiting.push_back((pending, Instant::now())),
+                Err(_) => break,
+            }
         }
-        std::thread::sleep(SINK_POLL);
+        loop {
+            match checkpoints.try_recv() {
+                Ok(pending) => waiting.push_back((pending, Instant::now())),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    assembling = false;
+                    break;
+                }
+            }
+        }
+        let rows_safe = released.iter().all(HandedOver::is_safe);
+        let ready = waiting
+            .iter()
+            .rposition(|(pending, _)| pending.sinks.iter().all(HandedOver::is_safe));
+        match ready.filter(|_| rows_safe) {
+            Some(newest) => {
+                let mut taken = waiting.drain(..=newest);
+                let (mut pending, since) = taken.next_back().expect("at least one");
+                // Older checkpoints are covered; their rows are not, so they go along.
+                let mut rows: Vec<Records> =
+                    taken.flat_map(|(older, _)| older.checkpoint.rows).collect();
+                rows.append(&mut pending.checkpoint.rows);
+                pending.checkpoint.rows = rows;
+                metrics.checkpoint.last_wait_micros.store(
+                    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                if write(path, &pending.checkpoint, metrics) {
+                    release.send(std::mem::take(&mut pending.checkpoint.rows));
+                    released = release.routes.handed_over();
+                } else {
+                    // Nothing released: the rows wait for the next checkpoint, which carries
+                    // them.
+                    waiting.push_front((pending, since));
+                    std::thread::sleep(SINK_POLL);
+                }
+            }
+            None => {
+                warn_if_stuck(&waiting, &released, metrics);
+                std::thread::sleep(SINK_POLL);
+            }
+        }
     }
-    metrics
-        .checkpoint
-        .last_wait_micros
-        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
 
-fn write(path: &Path, checkpoint: &Checkpoint, durable: &Durable, metrics: &GraphMetrics) {
+/// Says, now and then, which sink a checkpoint has been waiting for too long.
+fn warn_if_stuck(
+    waiting: &VecDeque<(PendingCheckpoint, Instant)>,
+    released: &[HandedOver],
+    metrics: &GraphMetrics,
+) {
+    let Some((pending, since)) = waiting.front() else {
+        return;
+    };
+    let behind = released
+        .iter()
+        .chain(&pending.sinks)
+        .find(|sink| !sink.is_safe());
+    if let Some(behind) = behind
+        && since.elapsed() > Duration::from_secs(30)
+        && let Some(held_back) = metrics.checkpoint.wait_log.check()
+    {
+        warn!(sink = %behind.sink, epoch = pending.checkpoint.epoch, held_back,
+            "A checkpoint waits for this sink to store what it was handed; rollup rows wait \
+             with it (a disk buffer lets checkpoints go on while a store is down).");
+    }
+}
+
+/// Writes one checkpoint; whether it is on disk.
+fn write(path: &Path, checkpoint: &Checkpoint, metrics: &GraphMetrics) -> bool {
     let started = Instant::now();
     let written = file::encode(checkpoint)
         .map_err(|e| e.to_string())
@@ -175,17 +188,18 @@ fn write(path: &Path, checkpoint: &Checkpoint, durable: &Durable, metrics: &Grap
                 size,
                 micros = took.as_micros() as u64,
                 windows = checkpoint.windows.len(),
+                rows = checkpoint.rows.iter().map(Records::len).sum::<usize>(),
                 "Checkpoint written."
             );
-            durable.advance(checkpoint.epoch);
+            true
         }
         Err(e) => {
             metrics.checkpoint.failures.incr();
-            // Rows of this epoch wait for a later checkpoint that succeeds.
             if let Some(held_back) = metrics.checkpoint.failure_log.check() {
                 error!(path = %path.display(), epoch = checkpoint.epoch, held_back,
                     "A checkpoint could not be written; rollup rows wait until one is: {e}");
             }
+            false
         }
     }
 }

@@ -21,7 +21,7 @@ pub fn server_url() -> String {
         .to_owned()
 }
 
-async fn connect(url: &str) -> MySqlConnection {
+pub async fn connect(url: &str) -> MySqlConnection {
     let options: MySqlConnectOptions = url.parse().expect("a MySQL URL");
     options.connect().await.unwrap_or_else(|e| {
         panic!(

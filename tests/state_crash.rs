@@ -1,0 +1,204 @@
+//! SPEC §9: `kill -9` at any moment of a replay that keeps its state, then a restart with the
+//! same config, ends with exactly the tables of an uninterrupted run — in SQLite and MySQL,
+//! with memory and disk buffers. The kills land at varied moments after checkpoints exist,
+//! one of them while a checkpoint is being written.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sluice_test_support::mariadb::{Cell, TestDatabase, dump_mysql, dump_sqlite};
+use sluice_test_support::*;
+
+const TABLES: [&str; 7] = [
+    "log_message",
+    "container_metric",
+    "http_start_stop",
+    "app_event",
+    "app_metric_rollup",
+    "platform_metric_rollup",
+    "platform_error",
+];
+
+/// Where a run writes.
+enum Store {
+    Sqlite(PathBuf),
+    Mysql(String),
+}
+
+impl Store {
+    fn sink(&self) -> String {
+        match self {
+            Store::Sqlite(path) => format!("type = \"sqlite\"\npath = {path:?}\n"),
+            // Retention by the wall clock would delete a 2024 capture as it is written.
+            Store::Mysql(url) => {
+                format!("type = \"mysql\"\nurl = {url:?}\nretention = {{ enabled = false }}\n")
+            }
+        }
+    }
+
+    async fn dump(&self) -> Vec<Vec<Vec<Cell>>> {
+        let mut tables = Vec::new();
+        for table in TABLES {
+            tables.push(match self {
+                Store::Sqlite(path) => dump_sqlite(path, table).await,
+                Store::Mysql(url) => {
+                    let mut connection = sluice_test_support::mariadb::connect(url).await;
+                    dump_mysql(&mut connection, table).await
+                }
+            });
+        }
+        tables
+    }
+}
+
+fn config(dir: &Path, name: &str, capture: &Path, store: &Store, disk_buffer: bool) -> PathBuf {
+    let state = dir.join(format!("{name}-state"));
+    // Small buffers keep the sink close behind the source, so checkpoints come often and
+    // the kills land mid-way.
+    let buffer = if disk_buffer {
+        format!(
+            "buffer = {{ type = \"disk\", path = {:?} }}\n",
+            dir.join(format!("{name}-buffer"))
+        )
+    } else {
+        "buffer = { type = \"memory\", max_events = 2000 }\n".to_owned()
+    };
+    write_config(
+        dir,
+        &format!("{name}.toml"),
+        &format!(
+            "[pipeline]\nworkers = 2\nstate_dir = {state:?}\ncheckpoint_interval = \"1s\"\n\n\
+             [sources.replay]\ntype = \"file\"\npath = {capture:?}\n\n\
+             [sinks.store]\n{}{buffer}",
+            store.sink()
+        ),
+    )
+}
+
+fn start(config: &Path) -> Reaper {
+    Reaper(
+        sluice()
+            .args([
+                "run",
+                "--no-status",
+                "--config",
+                config.to_str().expect("utf-8"),
+            ])
+            .env("SLUICE_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sluice starts"),
+    )
+}
+
+/// Waits up to `limit` for `path` to exist; whether it does.
+fn appears(path: &Path, limit: Duration, run: &mut Reaper) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        if run.0.try_wait().expect("status").is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+/// Runs `config` to completion through `kills` kills: each after the run has written a
+/// checkpoint and then `delay` more, or (for `None`) as soon as a checkpoint is being
+/// written. Returns how many runs were killed.
+fn crash_through(config: &Path, state: &Path, kills: &[Option<Duration>]) -> usize {
+    let mut killed = 0;
+    for kill in kills {
+        let mut run = start(config);
+        let checkpoint = state.join("checkpoint");
+        let ready = match kill {
+            Some(delay) => {
+                let seen = appears(&checkpoint, Duration::from_secs(60), &mut run);
+                std::thread::sleep(*delay);
+                seen
+            }
+            None => appears(
+                &state.join("checkpoint.tmp"),
+                Duration::from_secs(30),
+                &mut run,
+            ),
+        };
+        match run.0.try_wait().expect("status") {
+            // It finished before the kill: the capture is done.
+            Some(status) => {
+                assert!(status.success(), "a run failed on its own: {status}");
+                return killed;
+            }
+            None => {
+                run.0.kill().expect("kill -9");
+                run.0.wait().expect("reaped");
+                killed += usize::from(ready);
+            }
+        }
+    }
+    assert_success(&run_config(config));
+    killed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_any_moment_then_a_restart_ends_with_the_tables_of_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let capture = dir.path().join("capture.bin");
+    // About 100 minutes of event time, 2 % of it minutes late.
+    write_capture(&capture, &simulated_events(23, 300, 300_000, 0.02));
+
+    let reference = Store::Sqlite(dir.path().join("reference.db"));
+    assert_success(&run_config(&config(
+        dir.path(),
+        "reference",
+        &capture,
+        &reference,
+        false,
+    )));
+    let expected = reference.dump().await;
+    assert!(
+        expected.iter().all(|rows| !rows.is_empty()),
+        "every table has rows"
+    );
+
+    let kills = [
+        Some(Duration::from_millis(700)),
+        None,
+        Some(Duration::from_millis(1900)),
+        Some(Duration::from_millis(150)),
+    ];
+    let mysql_memory = TestDatabase::shared("state_crash_memory");
+    let mysql_disk = TestDatabase::shared("state_crash_disk");
+    let stores = [
+        (
+            "sqlite-memory",
+            Store::Sqlite(dir.path().join("memory.db")),
+            false,
+        ),
+        (
+            "sqlite-disk",
+            Store::Sqlite(dir.path().join("disk.db")),
+            true,
+        ),
+        ("mysql-memory", Store::Mysql(mysql_memory.url()), false),
+        ("mysql-disk", Store::Mysql(mysql_disk.url()), true),
+    ];
+    for (name, store, disk) in &stores {
+        let config = config(dir.path(), name, &capture, store, *disk);
+        let killed = crash_through(&config, &dir.path().join(format!("{name}-state")), &kills);
+        assert!(
+            killed >= 2,
+            "{name}: only {killed} runs were killed mid-way"
+        );
+        assert!(
+            store.dump().await == expected,
+            "{name}: the tables differ from an uninterrupted run's"
+        );
+    }
+    mysql_memory.drop_database().await;
+    mysql_disk.drop_database().await;
+}
