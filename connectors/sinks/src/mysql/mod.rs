@@ -41,7 +41,7 @@ use tracing::{debug, error, info, warn};
 
 use self::statements::{Limit, SCHEMA, insert, insert_sql, limits, statement_sizes};
 use crate::batch::{Batch, gather};
-use crate::retry::{Retry, Stop};
+use crate::retry::{Retriable, Retry, Stop};
 use crate::rows::{self, Table, Value};
 use crate::{Component, ComponentError, ComponentTask, Problem, Sink, SinkContext};
 use sluice_buffers::{BufferConfig, BufferError};
@@ -275,6 +275,12 @@ impl MysqlSinkError {
     }
 }
 
+impl Retriable for MysqlSinkError {
+    fn is_retriable(&self) -> bool {
+        MysqlSinkError::is_retriable(self)
+    }
+}
+
 /// MySQL/MariaDB error numbers worth waiting out.
 const RETRIABLE_ERRORS: &[u16] = &[
     1040, // too many connections
@@ -326,7 +332,7 @@ pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), My
         match MysqlStore::open(&config, options.clone(), &endpoint, &ctx.windows).await {
             Ok(store) => break store,
             Err(error) => {
-                if let Some(stop) = wait_or_fail(&mut retry, error, 0, &mut ctx).await? {
+                if let Some(stop) = retry.wait_or_fail(error, 0, &mut ctx).await? {
                     return finish(stop, &endpoint);
                 }
             }
@@ -525,7 +531,7 @@ impl MysqlStore {
                 .filter(|t| !t.written)
                 .map(TableRows::rows)
                 .sum();
-            if let Some(stop) = wait_or_fail(retry, error, unwritten, ctx).await? {
+            if let Some(stop) = retry.wait_or_fail(error, unwritten, ctx).await? {
                 return Ok(Some(stop));
             }
         }
@@ -669,30 +675,12 @@ async fn check_columns(
     Ok(())
 }
 
-/// Returns a non-retriable error (counting the records it loses), or waits for the next
-/// attempt; `Some(stop)` if the sink should stop instead (shutdown while MySQL is down).
-async fn wait_or_fail(
-    retry: &mut Retry,
-    error: MysqlSinkError,
-    unwritten: usize,
-    ctx: &mut SinkContext,
-) -> Result<Option<Stop>, MysqlSinkError> {
-    if !error.is_retriable() {
-        ctx.metrics.dropped(unwritten);
-        return Err(error);
-    }
-    Ok(retry.wait(&error, unwritten, ctx).await)
-}
-
 /// Ends the run after a [`Stop`].
 fn finish(stop: Stop, endpoint: &str) -> Result<(), MysqlSinkError> {
-    match stop {
-        Stop::LeftInBuffer => Ok(()),
-        Stop::Abandoned { records } => Err(MysqlSinkError::Abandoned {
-            endpoint: endpoint.to_owned(),
-            records,
-        }),
-    }
+    stop.end(|records| MysqlSinkError::Abandoned {
+        endpoint: endpoint.to_owned(),
+        records,
+    })
 }
 
 #[cfg(test)]
