@@ -8,6 +8,10 @@
 //! upserted, so a retry or a replay changes nothing and a provisional rollup row becomes the
 //! final one in place.
 //!
+//! Another process holding the file's write lock is waited for by SQLite for `busy_timeout`,
+//! then like any store that is down: one error, retries with capped backoff (counted in
+//! `retries`) while the buffer holds the data, and at shutdown the decision of SPEC §8.
+//!
 //! The schema is created by the versioned migrations in `connectors/migrations/sqlite/`; the
 //! rollup tables of the extra widths of `pipeline.windows` (`app_metric_rollup_1h`, ...) are
 //! created at start like their minute tables. `statements.rs` builds the INSERTs.
@@ -30,21 +34,17 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use self::statements::{insert, insert_sql, statement_sizes};
 use crate::batch::{Batch, gather};
+use crate::retry::{Retriable, Retry, Stop};
 use crate::rows::{self, Table, Value};
 use crate::{Claim, Component, ComponentError, ComponentTask, Problem, Sink, SinkContext};
 use sluice_buffers::BufferConfig;
-use sluice_common::backoff::Backoff;
 
 /// The migration the rollup tables of extra widths are made from (`rows::window_table_ddl`).
 const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_tables.sql");
-
-/// Once shutdown is requested, a busy database gets this many more attempts before the
-/// sink gives up on the batch.
-const ATTEMPTS_AFTER_SHUTDOWN: u32 = 3;
 
 /// `[sinks.<name>]` with `type = "sqlite"`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -71,6 +71,14 @@ pub struct SqliteSinkConfig {
         with = "sluice_common::config::duration"
     )]
     pub busy_timeout: Duration,
+    /// On Ctrl-C, how long a sink whose database stays locked keeps trying before it
+    /// abandons what its memory buffer holds (a disk buffer keeps it for the next run
+    /// instead).
+    #[serde(
+        default = "default_shutdown_timeout",
+        with = "sluice_common::config::duration"
+    )]
+    pub shutdown_timeout: Duration,
     /// Where records wait before they are written (SPEC §8). Default: memory.
     #[serde(default)]
     pub buffer: BufferConfig,
@@ -91,6 +99,10 @@ const fn default_busy_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
+const fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 impl SqliteSinkConfig {
     /// A config with the default batching for `path` and `streams`.
     pub fn new(path: impl Into<PathBuf>, streams: Vec<StreamName>) -> SqliteSinkConfig {
@@ -100,6 +112,7 @@ impl SqliteSinkConfig {
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
             busy_timeout: default_busy_timeout(),
+            shutdown_timeout: default_shutdown_timeout(),
             buffer: BufferConfig::default(),
         }
     }
@@ -164,6 +177,11 @@ pub enum SqliteSinkError {
     /// row for a table the sink did not prepare: a bug, not bad input.
     #[error("SQLite database {}: no statement for table {table}", path.display())]
     Schema { path: PathBuf, table: &'static str },
+    #[error(
+        "SQLite database {} stayed locked for the shutdown timeout: abandoned {records} records held in memory",
+        path.display()
+    )]
+    Abandoned { path: PathBuf, records: u64 },
     #[error(transparent)]
     Buffer(#[from] sluice_buffers::BufferError),
 }
@@ -182,8 +200,15 @@ impl SqliteSinkError {
             },
             SqliteSinkError::CreateDir { .. }
             | SqliteSinkError::Schema { .. }
+            | SqliteSinkError::Abandoned { .. }
             | SqliteSinkError::Buffer(_) => false,
         }
+    }
+}
+
+impl Retriable for SqliteSinkError {
+    fn is_retriable(&self) -> bool {
+        SqliteSinkError::is_retriable(self)
     }
 }
 
@@ -199,25 +224,60 @@ fn is_busy(error: &sqlx::Error) -> bool {
 /// Runs the sink until its input closes: writes everything received to the file at
 /// `config.path`, then closes it (checkpointing the WAL into the file) and returns.
 pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), SqliteSinkError> {
-    let mut store = SqliteStore::open_with_retry(&config, &ctx).await?;
-    info!(sink = %ctx.name, path = %config.path.display(), "Opened the SQLite database.");
+    let path = &config.path;
+    let abandoned = |records| SqliteSinkError::Abandoned {
+        path: path.clone(),
+        records,
+    };
+    let mut retry = Retry::new(
+        "SQLite",
+        &path.display().to_string(),
+        config.shutdown_timeout,
+    );
+    let mut store = loop {
+        match SqliteStore::open(path, config.busy_timeout, &ctx.windows).await {
+            Ok(store) => break store,
+            Err(error) => {
+                if let Some(stop) = retry.wait_or_fail(error, 0, &mut ctx).await? {
+                    return stop.end(abandoned);
+                }
+            }
+        }
+    };
+    retry.recovered(&ctx);
+    info!(sink = %ctx.name, path = %path.display(), "Opened the SQLite database.");
+    let written = write_until_closed(&config, &mut ctx, &mut store, &mut retry).await;
+    store.close().await;
+    if let Some(stop) = written? {
+        stop.end(abandoned)?;
+    }
+    info!(sink = %ctx.name, rows = ctx.metrics.written_total(), "Closed the SQLite database.");
+    Ok(())
+}
+
+/// Writes batches until the input closes, or until a [`Stop`] at shutdown.
+async fn write_until_closed(
+    config: &SqliteSinkConfig,
+    ctx: &mut SinkContext,
+    store: &mut SqliteStore,
+    retry: &mut Retry,
+) -> Result<Option<Stop>, SqliteSinkError> {
     loop {
         let (mut batch, closed) = gather(
-            &mut ctx,
+            ctx,
             &config.streams,
             config.batch_size.get(),
             config.flush_interval,
         )
         .await;
-        store.flush(&mut batch, &ctx).await?;
+        if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
+            return Ok(Some(stop));
+        }
         ctx.input.commit().await?;
         if closed {
-            break;
+            return Ok(None);
         }
     }
-    store.close().await;
-    info!(sink = %ctx.name, rows = ctx.metrics.written_total(), "Closed the SQLite database.");
-    Ok(())
 }
 
 /// One table's share of a batch, as column values.
@@ -244,35 +304,6 @@ struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens the store, waiting while another process holds the database locked.
-    async fn open_with_retry(
-        config: &SqliteSinkConfig,
-        ctx: &SinkContext,
-    ) -> Result<SqliteStore, SqliteSinkError> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        loop {
-            match SqliteStore::open(&config.path, config.busy_timeout, &ctx.windows).await {
-                Err(error) if error.is_retriable() && !ctx.shutdown.is_cancelled() => {
-                    ctx.metrics.retries.incr();
-                    ctx.metrics.set_unavailable(&error);
-                    let delay = backoff.next_delay();
-                    warn!(sink = %ctx.name, %error, delay = ?delay,
-                        "The SQLite database is busy; retrying to open it.");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = ctx.shutdown.cancelled() => {}
-                    }
-                }
-                opened => {
-                    if opened.is_ok() {
-                        ctx.metrics.set_available();
-                    }
-                    return opened;
-                }
-            }
-        }
-    }
-
     /// Creates the file and its directory if absent, sets the pragmas, migrates the schema and
     /// creates the rollup tables of the extra `windows`.
     async fn open(
@@ -354,10 +385,16 @@ impl SqliteStore {
         })
     }
 
-    /// Writes and empties `batch`, retrying while the database is busy.
-    async fn flush(&mut self, batch: &mut Batch, ctx: &SinkContext) -> Result<(), SqliteSinkError> {
+    /// Writes and empties `batch`, waiting while the database is locked. `Some(stop)` if the
+    /// sink must stop instead (shutdown while it stays locked).
+    async fn flush(
+        &mut self,
+        batch: &mut Batch,
+        ctx: &mut SinkContext,
+        retry: &mut Retry,
+    ) -> Result<Option<Stop>, SqliteSinkError> {
         if batch.rows == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let taken = std::mem::take(batch);
         let tables: Vec<TableRows<'_>> = taken
@@ -366,43 +403,17 @@ impl SqliteStore {
             .map(|(table, values)| TableRows { table, values })
             .collect();
         let rows: usize = tables.iter().map(TableRows::rows).sum();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let mut attempts_after_shutdown = 0;
-        loop {
-            match self.write(&tables).await {
-                Ok(()) => {
-                    ctx.metrics.set_available();
-                    break;
-                }
-                Err(error) if error.is_retriable() => {
-                    if ctx.shutdown.is_cancelled() {
-                        attempts_after_shutdown += 1;
-                        if attempts_after_shutdown > ATTEMPTS_AFTER_SHUTDOWN {
-                            ctx.metrics.dropped(rows);
-                            return Err(error);
-                        }
-                    }
-                    ctx.metrics.retries.incr();
-                    ctx.metrics.set_unavailable(&error);
-                    let delay = backoff.next_delay();
-                    warn!(sink = %ctx.name, %error, rows, delay = ?delay,
-                        "The SQLite database is busy; retrying the batch.");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = ctx.shutdown.cancelled(), if attempts_after_shutdown == 0 => {}
-                    }
-                }
-                Err(error) => {
-                    ctx.metrics.dropped(rows);
-                    return Err(error);
-                }
+        while let Err(error) = self.write(&tables).await {
+            if let Some(stop) = retry.wait_or_fail(error, rows, ctx).await? {
+                return Ok(Some(stop));
             }
         }
+        retry.recovered(ctx);
         for table in &tables {
             ctx.metrics.written(table.table.stream, table.rows());
         }
         debug!(sink = %ctx.name, rows, "Flushed rows to SQLite.");
-        Ok(())
+        Ok(None)
     }
 
     /// Writes every table's rows in one transaction: all of the batch or none of it.
