@@ -2,11 +2,11 @@
 //!
 //! Received batches are gathered up to `batch_size` rows or `flush_interval`, then written in
 //! one transaction on one connection (SQLite has one writer; more connections would only
-//! queue on its lock). Rows go in through cached prepared statements that insert up to
-//! [`MAX_ROWS_PER_STATEMENT`] rows each, because a round trip to sqlx's connection thread
-//! costs more than SQLite inserting a row. Raw streams are `INSERT OR IGNORE`d and rollups
-//! upserted, so a retry or a replay changes nothing and a provisional rollup row becomes the
-//! final one in place.
+//! queue on its lock). Rows go in through the shared SQL writer (`crate::sql`): cached
+//! prepared statements that insert up to [`MAX_ROWS_PER_STATEMENT`] rows each, because a
+//! round trip to sqlx's connection thread costs more than SQLite inserting a row. Raw streams
+//! are `INSERT OR IGNORE`d and rollups upserted, so a retry or a replay changes nothing and a
+//! provisional rollup row becomes the final one in place.
 //!
 //! Another process holding the file's write lock is waited for by SQLite for `busy_timeout`,
 //! then like any store that is down: one error, retries with capped backoff (counted in
@@ -14,16 +14,14 @@
 //!
 //! The schema is created by the versioned migrations in `connectors/migrations/sqlite/`; the
 //! rollup tables of the extra widths of `pipeline.windows` (`app_metric_rollup_1h`, ...) are
-//! created at start like their minute tables. `statements.rs` builds the INSERTs.
+//! created at start like their minute tables. `dialect.rs` says how SQLite takes the INSERTs.
 
-mod statements;
+mod dialect;
 
-pub use statements::MAX_ROWS_PER_STATEMENT;
+pub use dialect::MAX_ROWS_PER_STATEMENT;
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -36,15 +34,12 @@ use sqlx::sqlite::{
 };
 use tracing::{debug, info};
 
-use self::statements::{insert, insert_sql, statement_sizes};
-use crate::batch::{Batch, gather};
+use crate::batch::{Batch, BatchStore, write_batches};
 use crate::retry::{Retriable, Retry, Stop};
-use crate::rows::{self, Table, Value};
+use crate::rows;
+use crate::sql::{InsertError, SqlWriter, TableRows, WindowTableError, create_window_tables};
 use crate::{Claim, Component, ComponentError, ComponentTask, Problem, Sink, SinkContext};
 use sluice_buffers::BufferConfig;
-
-/// The migration the rollup tables of extra widths are made from (`rows::window_table_ddl`).
-const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_tables.sql");
 
 /// `[sinks.<name>]` with `type = "sqlite"`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -246,7 +241,15 @@ pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), S
     };
     retry.recovered(&ctx);
     info!(sink = %ctx.name, path = %path.display(), "Opened the SQLite database.");
-    let written = write_until_closed(&config, &mut ctx, &mut store, &mut retry).await;
+    let written = write_batches(
+        &mut store,
+        &mut ctx,
+        &mut retry,
+        &config.streams,
+        config.batch_size.get(),
+        config.flush_interval,
+    )
+    .await;
     store.close().await;
     if let Some(stop) = written? {
         stop.end(abandoned)?;
@@ -255,52 +258,13 @@ pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), S
     Ok(())
 }
 
-/// Writes batches until the input closes, or until a [`Stop`] at shutdown.
-async fn write_until_closed(
-    config: &SqliteSinkConfig,
-    ctx: &mut SinkContext,
-    store: &mut SqliteStore,
-    retry: &mut Retry,
-) -> Result<Option<Stop>, SqliteSinkError> {
-    loop {
-        let (mut batch, closed) = gather(
-            ctx,
-            &config.streams,
-            config.batch_size.get(),
-            config.flush_interval,
-        )
-        .await;
-        if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
-            return Ok(Some(stop));
-        }
-        ctx.input.commit().await?;
-        if closed {
-            return Ok(None);
-        }
-    }
-}
-
-/// One table's share of a batch, as column values.
-struct TableRows<'a> {
-    table: &'static Table,
-    values: Vec<Value<'a>>,
-}
-
-impl TableRows<'_> {
-    fn rows(&self) -> usize {
-        self.values.len() / self.table.columns.len()
-    }
-}
-
-/// The open database and its statements' SQL.
+/// The open database and its statements.
 struct SqliteStore {
     path: PathBuf,
     pool: SqlitePool,
     /// The pool's one connection, held for the sink's lifetime.
     connection: PoolConnection<Sqlite>,
-    /// SQL per table and statement size: `sql[table][log2(rows)]`, built once so sqlx's
-    /// statement cache (keyed by SQL text) prepares each only once.
-    sql: HashMap<&'static str, Vec<Arc<str>>>,
+    writer: SqlWriter<Sqlite>,
 }
 
 impl SqliteStore {
@@ -350,70 +314,27 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let mut connection = pool.acquire().await.map_err(open_error)?;
         let tables = rows::tables_for(windows);
-        for table in tables
-            .iter()
-            .filter(|t| t.name != rows::table(t.stream).name)
-        {
-            let ddl = rows::window_table_ddl(SCHEMA, table).ok_or(SqliteSinkError::Schema {
-                path: path.to_path_buf(),
-                table: table.name,
-            })?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
-                .execute(&pool)
-                .await
-                .map_err(|source| SqliteSinkError::Write {
+        create_window_tables::<Sqlite>(&mut connection, &tables)
+            .await
+            .map_err(|e| match e {
+                WindowTableError::NotInSchema { table } => SqliteSinkError::Schema {
                     path: path.to_path_buf(),
-                    table: table.name,
+                    table,
+                },
+                WindowTableError::Create { table, source } => SqliteSinkError::Write {
+                    path: path.to_path_buf(),
+                    table,
                     source,
-                })?;
-        }
-        let connection = pool.acquire().await.map_err(open_error)?;
-        let sql = tables
-            .iter()
-            .map(|table| {
-                let sizes = statement_sizes(table);
-                let sql = sizes.map(|rows| Arc::from(insert_sql(table, rows)));
-                (table.name, sql.collect())
-            })
-            .collect();
+                },
+            })?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             pool,
             connection,
-            sql,
+            writer: SqlWriter::new(&tables),
         })
-    }
-
-    /// Writes and empties `batch`, waiting while the database is locked. `Some(stop)` if the
-    /// sink must stop instead (shutdown while it stays locked).
-    async fn flush(
-        &mut self,
-        batch: &mut Batch,
-        ctx: &mut SinkContext,
-        retry: &mut Retry,
-    ) -> Result<Option<Stop>, SqliteSinkError> {
-        if batch.rows == 0 {
-            return Ok(None);
-        }
-        let taken = std::mem::take(batch);
-        let tables: Vec<TableRows<'_>> = taken
-            .table_values(ctx)
-            .into_iter()
-            .map(|(table, values)| TableRows { table, values })
-            .collect();
-        let rows: usize = tables.iter().map(TableRows::rows).sum();
-        while let Err(error) = self.write(&tables).await {
-            if let Some(stop) = retry.wait_or_fail(error, rows, ctx).await? {
-                return Ok(Some(stop));
-            }
-        }
-        retry.recovered(ctx);
-        for table in &tables {
-            ctx.metrics.written(table.table.stream, table.rows());
-        }
-        debug!(sink = %ctx.name, rows, "Flushed rows to SQLite.");
-        Ok(None)
     }
 
     /// Writes every table's rows in one transaction: all of the batch or none of it.
@@ -430,17 +351,20 @@ impl SqliteStore {
             .await
             .map_err(commit_error)?;
         for rows in tables {
-            let table = rows.table;
-            let sql = self.sql.get(table.name).ok_or(SqliteSinkError::Schema {
-                path: self.path.clone(),
-                table: table.name,
-            })?;
-            insert(&mut tx, table, sql, &rows.values)
+            let table = rows.table.name;
+            self.writer
+                .insert(&mut tx, rows)
                 .await
-                .map_err(|source| SqliteSinkError::Write {
-                    path: self.path.clone(),
-                    table: table.name,
-                    source,
+                .map_err(|e| match e {
+                    InsertError::UnknownTable => SqliteSinkError::Schema {
+                        path: self.path.clone(),
+                        table,
+                    },
+                    InsertError::Sql(source) => SqliteSinkError::Write {
+                        path: self.path.clone(),
+                        table,
+                        source,
+                    },
                 })?;
         }
         tx.commit().await.map_err(|source| SqliteSinkError::Commit {
@@ -453,6 +377,37 @@ impl SqliteStore {
     async fn close(self) {
         drop(self.connection);
         self.pool.close().await;
+    }
+}
+
+impl BatchStore for SqliteStore {
+    type Error = SqliteSinkError;
+
+    /// One transaction for the whole batch, tried again while another process holds the
+    /// database locked.
+    async fn flush(
+        &mut self,
+        batch: &mut Batch,
+        ctx: &mut SinkContext,
+        retry: &mut Retry,
+    ) -> Result<Option<Stop>, SqliteSinkError> {
+        if batch.rows == 0 {
+            return Ok(None);
+        }
+        let taken = std::mem::take(batch);
+        let tables = taken.table_rows(ctx);
+        let rows: usize = tables.iter().map(TableRows::rows).sum();
+        while let Err(error) = self.write(&tables).await {
+            if let Some(stop) = retry.wait_or_fail(error, rows, ctx).await? {
+                return Ok(Some(stop));
+            }
+        }
+        retry.recovered(ctx);
+        for table in &tables {
+            ctx.metrics.written(table.table.stream, table.rows());
+        }
+        debug!(sink = %ctx.name, rows, "Flushed rows to SQLite.");
+        Ok(None)
     }
 }
 
