@@ -31,7 +31,7 @@ pub(super) struct MysqlReader {
 impl MysqlReader {
     /// A pool that connects on first use; fails only on a URL the sink would refuse too.
     pub(super) fn open(config: &MysqlSinkConfig) -> Result<MysqlReader, String> {
-        let options = config.url.connect_options()?;
+        let options = config.url.connect_options().map_err(|e| e.to_string())?;
         let pool = MySqlPoolOptions::new()
             .max_connections(CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT.min(config.connect_timeout))

@@ -20,7 +20,7 @@
 mod bulk;
 mod document;
 
-pub use document::IndexPattern;
+pub use document::{IndexPattern, IndexPatternError};
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -327,7 +327,8 @@ pub async fn run(
     if let Some(problem) = config.problems().into_iter().next() {
         return Err(ElasticsearchSinkError::Config(problem.to_string()));
     }
-    let pattern = IndexPattern::parse(&config.index).map_err(ElasticsearchSinkError::Config)?;
+    let pattern = IndexPattern::parse(&config.index)
+        .map_err(|e| ElasticsearchSinkError::Config(e.to_string()))?;
     let endpoint = config.endpoint();
     let client = client(&config)?;
     let dead_letter_path = config.dead_letter.clone().unwrap_or_else(|| {

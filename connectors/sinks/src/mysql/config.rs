@@ -101,7 +101,7 @@ impl Component for MysqlSinkConfig {
     fn problems(&self) -> Vec<Problem> {
         let mut problems = crate::stream_problems(&self.streams);
         if let Err(problem) = self.url.check() {
-            problems.push(Problem::new("url", problem));
+            problems.push(Problem::new("url", problem.to_string()));
         }
         problems
     }
@@ -116,6 +116,15 @@ impl Component for MysqlSinkConfig {
 #[serde(transparent)]
 pub struct DatabaseUrl(pub String);
 
+/// What is wrong with a [`DatabaseUrl`].
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseUrlError {
+    #[error("invalid MySQL URL: it must start with mysql:// (or mariadb://)")]
+    Scheme,
+    #[error("invalid MySQL URL: {0}")]
+    Invalid(#[source] sqlx::Error),
+}
+
 impl DatabaseUrl {
     /// `host:port/database`, for messages: never the credentials.
     pub fn endpoint(&self) -> String {
@@ -127,21 +136,17 @@ impl DatabaseUrl {
 
     /// The connection options the URL gives (TLS included, from `ssl-mode` and friends): the
     /// sink and the API's reads connect the same way.
-    pub fn connect_options(&self) -> Result<MySqlConnectOptions, String> {
-        MySqlConnectOptions::from_str(&self.0).map_err(|e| format!("invalid MySQL URL: {e}"))
+    pub fn connect_options(&self) -> Result<MySqlConnectOptions, DatabaseUrlError> {
+        MySqlConnectOptions::from_str(&self.0).map_err(DatabaseUrlError::Invalid)
     }
 
     /// Checks the URL's syntax, for `sluice validate`.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), DatabaseUrlError> {
         let scheme = self.0.split_once("://").map(|(scheme, _)| scheme);
         if !matches!(scheme, Some("mysql" | "mariadb")) {
-            return Err(
-                "invalid MySQL URL: it must start with mysql:// (or mariadb://)".to_owned(),
-            );
+            return Err(DatabaseUrlError::Scheme);
         }
-        MySqlConnectOptions::from_str(&self.0)
-            .map(drop)
-            .map_err(|e| format!("invalid MySQL URL: {e}"))
+        self.connect_options().map(drop)
     }
 }
 

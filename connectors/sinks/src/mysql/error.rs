@@ -2,14 +2,15 @@
 
 use sqlx::mysql::MySqlDatabaseError;
 
+use super::DatabaseUrlError;
 use crate::retry::Retriable;
 use sluice_buffers::BufferError;
 
 /// Why the `mysql` sink stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum MysqlSinkError {
-    #[error("invalid MySQL URL: {source}")]
-    InvalidUrl { source: sqlx::Error },
+    #[error(transparent)]
+    InvalidUrl(#[from] DatabaseUrlError),
     #[error("cannot connect to MySQL at {endpoint}: {source}")]
     Connect {
         endpoint: String,
@@ -65,7 +66,7 @@ impl MysqlSinkError {
                 | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => is_retriable(e),
                 _ => false,
             },
-            MysqlSinkError::InvalidUrl { .. }
+            MysqlSinkError::InvalidUrl(_)
             | MysqlSinkError::MissingColumn { .. }
             | MysqlSinkError::UnknownTable { .. }
             | MysqlSinkError::Abandoned { .. }

@@ -27,15 +27,12 @@ mod error;
 mod retention;
 mod store;
 
-pub use config::{DatabaseUrl, MysqlSinkConfig};
+pub use config::{DatabaseUrl, DatabaseUrlError, MysqlSinkConfig};
 pub use dialect::MAX_ROWS_PER_STATEMENT;
 pub use error::{MysqlSinkError, is_retriable};
 pub use retention::RetentionConfig;
 
-use std::str::FromStr;
-
 use sluice_model::records::StreamName;
-use sqlx::mysql::MySqlConnectOptions;
 use tracing::{error, info};
 
 use self::store::MysqlStore;
@@ -60,8 +57,7 @@ impl Sink for MysqlSinkConfig {
 
 /// Runs the sink until its input closes: writes everything received, then closes the pool.
 pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), MysqlSinkError> {
-    let options = MySqlConnectOptions::from_str(&config.url.0)
-        .map_err(|source| MysqlSinkError::InvalidUrl { source })?;
+    let options = config.url.connect_options()?;
     let endpoint = config::endpoint(&options);
     let abandoned = |records| MysqlSinkError::Abandoned {
         endpoint: endpoint.clone(),
