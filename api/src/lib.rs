@@ -7,9 +7,13 @@
 //!    CC check) └────────────── /api/v1/apps/{id}/stream (SSE) ◄──────── LiveFeed ◄── the dataflow
 //! ```
 //!
+//! Layout:
+//! - [`handlers`]: the JSON endpoints; [`params`]: their query parameters; [`error`]: how a
+//!   failure is answered (a status and `{"error": "..."}`).
 //! - [`auth`]: bearer tokens verified against UAA's `/token_keys`, app visibility asked of the
 //!   Cloud Controller (cached briefly), or `auth = "none"`.
-//! - [`store`]: the queries, per store kind.
+//! - [`store`]: the reads: one SQL reader for the `sqlite` and `mysql` sinks' tables (shared
+//!   queries and row decoding, a pool per store kind), log search in Elasticsearch.
 //! - [`live`]: rollup rows and app events as the graph emits them, fanned out per app.
 //! - [`ui`]: the single-page web UI, embedded in the binary.
 

@@ -4,10 +4,16 @@
 //! Every store connects lazily: opening never touches the network or the file, so the API
 //! starts while a database is down, answers 503 (naming the host and port, or the file) while
 //! it stays down, and recovers by itself when it is back — the pools reconnect per query.
+//!
+//! Layout: `sql.rs` is the one reader of the SQL sinks' tables (queries, parameters, rows);
+//! `sqlite.rs` and `mysql.rs` open its pool for their store and say what its errors mean;
+//! `elasticsearch.rs` searches logs; `rows.rs` holds the answers and merges minutes into
+//! wider buckets.
 
 mod elasticsearch;
 mod mysql;
 mod rows;
+mod sql;
 mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,6 +22,7 @@ use sluice_sinks::elasticsearch::ElasticsearchSinkConfig;
 use sluice_sinks::mysql::MysqlSinkConfig;
 use sluice_sinks::sqlite::SqliteSinkConfig;
 
+use self::sql::SqlReader;
 use crate::ApiError;
 use crate::params::{Cursor, TimeRange};
 
@@ -41,23 +48,17 @@ pub enum LogStoreConfig {
     Elasticsearch(ElasticsearchSinkConfig),
 }
 
-/// A store that answers SQL.
-#[derive(Debug)]
-enum SqlStore {
-    Sqlite(sqlite::SqliteReader),
-    Mysql(mysql::MysqlReader),
-}
-
 #[derive(Debug)]
 enum LogStore {
-    Sqlite(sqlite::SqliteReader),
+    Sqlite(SqlReader),
     Elasticsearch(elasticsearch::EsReader),
 }
 
 /// The stores of a running API.
 #[derive(Debug, Default)]
 pub struct Stores {
-    sql: Option<SqlStore>,
+    /// The SQL sink whose tables answer apps, metrics and events.
+    sql: Option<SqlReader>,
     logs: Option<LogStore>,
     /// Rollup window widths (s) with tables of their own, the minute's included.
     windows: Vec<i64>,
@@ -76,18 +77,14 @@ impl Stores {
     ) -> Result<Stores, String> {
         let sql = match sql {
             None => None,
-            Some(SqlStoreConfig::Sqlite(config)) => {
-                Some(SqlStore::Sqlite(sqlite::SqliteReader::open(&config)))
-            }
+            Some(SqlStoreConfig::Sqlite(config)) => Some(sqlite::open(&config)),
             Some(SqlStoreConfig::Mysql(config)) => {
-                Some(SqlStore::Mysql(mysql::MysqlReader::open(&config)?))
+                Some(mysql::open(&config).map_err(|e| e.to_string())?)
             }
         };
         let logs = match logs {
             None => None,
-            Some(LogStoreConfig::Sqlite(config)) => {
-                Some(LogStore::Sqlite(sqlite::SqliteReader::open(&config)))
-            }
+            Some(LogStoreConfig::Sqlite(config)) => Some(LogStore::Sqlite(sqlite::open(&config))),
             Some(LogStoreConfig::Elasticsearch(config)) => Some(LogStore::Elasticsearch(
                 elasticsearch::EsReader::open(&config)?,
             )),
@@ -107,7 +104,7 @@ impl Stores {
         self
     }
 
-    fn sql(&self) -> Result<&SqlStore, ApiError> {
+    fn sql(&self) -> Result<&SqlReader, ApiError> {
         self.sql.as_ref().ok_or_else(|| {
             ApiError::not_found(
                 "no SQL store is configured for apps, metrics and events (api.store)",
@@ -117,10 +114,7 @@ impl Stores {
 
     /// Every app with rollups and its latest rollup minute, sorted by id.
     pub async fn apps(&self) -> Result<Vec<AppActivity>, ApiError> {
-        match self.sql()? {
-            SqlStore::Sqlite(store) => store.apps().await,
-            SqlStore::Mysql(store) => store.apps().await,
-        }
+        self.sql()?.apps().await
     }
 
     /// The app's rollup points of `range` in buckets of `step` seconds, ascending.
@@ -135,10 +129,7 @@ impl Stores {
         // table: read it as it is; any other step merges minutes.
         let merge = !self.windows.contains(&step);
         let table = window_table(if merge { 60 } else { step });
-        let rows = match store {
-            SqlStore::Sqlite(store) => store.rollups(&table, app_id, range).await?,
-            SqlStore::Mysql(store) => store.rollups(&table, app_id, range).await?,
-        };
+        let rows = store.rollups(&table, app_id, range).await?;
         let mut points = if merge { rows::merge(rows, step) } else { rows };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -158,10 +149,7 @@ impl Stores {
         app_id: &str,
         range: TimeRange,
     ) -> Result<Vec<AppEventRow>, ApiError> {
-        match self.sql()? {
-            SqlStore::Sqlite(store) => store.events(app_id, range).await,
-            SqlStore::Mysql(store) => store.events(app_id, range).await,
-        }
+        self.sql()?.events(app_id, range).await
     }
 
     /// A page of the app's log lines, newest first: those of `range` containing every term,
