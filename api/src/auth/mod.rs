@@ -54,6 +54,16 @@ const CC_LIST_CHUNK: usize = 50;
 /// How long one Cloud Controller request may take.
 const CC_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why `[api]` describes no authenticator.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// A URL `auth = "uaa"` needs: `uaa_url` or `cc_url`.
+    #[error("api.{0} is required when auth = \"uaa\"")]
+    Missing(&'static str),
+    #[error("api: {0}")]
+    HttpClient(#[from] sluice_common::tls::TlsError),
+}
+
 /// The authenticator of a running API.
 #[derive(Debug)]
 pub struct Auth {
@@ -111,24 +121,23 @@ impl Auth {
     }
 
     /// The authenticator `[api]` describes; nothing is fetched from UAA until a request needs it.
-    pub fn from_config(config: &ApiConfig) -> Result<Auth, String> {
+    pub fn from_config(config: &ApiConfig) -> Result<Auth, AuthConfigError> {
         if config.auth == AuthMode::None {
             return Ok(Auth::none());
         }
         let uaa_url = config
             .uaa_url
             .as_deref()
-            .ok_or("api.uaa_url is required when auth = \"uaa\"")?
+            .ok_or(AuthConfigError::Missing("uaa_url"))?
             .trim_end_matches('/')
             .to_owned();
         let cc_url = config
             .cc_url
             .as_deref()
-            .ok_or("api.cc_url is required when auth = \"uaa\"")?
+            .ok_or(AuthConfigError::Missing("cc_url"))?
             .trim_end_matches('/')
             .to_owned();
-        let http = sluice_common::tls::http_client(config.skip_tls_verify)
-            .map_err(|e| format!("api: {e}"))?;
+        let http = sluice_common::tls::http_client(config.skip_tls_verify)?;
         Ok(Auth {
             mode: AuthMode::Uaa,
             uaa: Some(Uaa {
@@ -336,7 +345,7 @@ impl Uaa {
                 kid.map_or_else(|| "(none)".to_owned(), |kid| format!("`{kid}`")),
                 self.keys.url()
             )),
-            KeyError::Unavailable(why) => ApiError::unavailable(why),
+            KeyError::Unavailable(why) => ApiError::unavailable(why.to_string()),
         })?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&[&self.audience]);

@@ -18,8 +18,10 @@ mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_sinks::elasticsearch::ElasticsearchSinkConfig;
-use sluice_sinks::mysql::MysqlSinkConfig;
+use sluice_sinks::elasticsearch::{
+    ElasticsearchSinkConfig, ElasticsearchSinkError, IndexPatternError,
+};
+use sluice_sinks::mysql::{DatabaseUrlError, MysqlSinkConfig};
 use sluice_sinks::sqlite::SqliteSinkConfig;
 
 use self::sql::SqlReader;
@@ -39,6 +41,17 @@ pub const DEFAULT_ALLOWED_LATENESS: Duration = Duration::from_secs(60);
 pub enum SqlStoreConfig {
     Sqlite(SqliteSinkConfig),
     Mysql(MysqlSinkConfig),
+}
+
+/// Why a store cannot be read at all: its config is one the sink would refuse too.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    MysqlUrl(#[from] DatabaseUrlError),
+    #[error("index: {0}")]
+    IndexPattern(#[from] IndexPatternError),
+    #[error(transparent)]
+    Elasticsearch(#[from] ElasticsearchSinkError),
 }
 
 /// Where logs are read from.
@@ -74,13 +87,11 @@ impl Stores {
         sql: Option<SqlStoreConfig>,
         logs: Option<LogStoreConfig>,
         windows: Vec<u32>,
-    ) -> Result<Stores, String> {
+    ) -> Result<Stores, StoreError> {
         let sql = match sql {
             None => None,
             Some(SqlStoreConfig::Sqlite(config)) => Some(sqlite::open(&config)),
-            Some(SqlStoreConfig::Mysql(config)) => {
-                Some(mysql::open(&config).map_err(|e| e.to_string())?)
-            }
+            Some(SqlStoreConfig::Mysql(config)) => Some(mysql::open(&config)?),
         };
         let logs = match logs {
             None => None,
