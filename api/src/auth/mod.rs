@@ -125,18 +125,12 @@ impl Auth {
         if config.auth == AuthMode::None {
             return Ok(Auth::none());
         }
-        let uaa_url = config
-            .uaa_url
-            .as_deref()
-            .ok_or(AuthConfigError::Missing("uaa_url"))?
-            .trim_end_matches('/')
-            .to_owned();
-        let cc_url = config
-            .cc_url
-            .as_deref()
-            .ok_or(AuthConfigError::Missing("cc_url"))?
-            .trim_end_matches('/')
-            .to_owned();
+        let required = |url: &Option<String>, key| match url {
+            Some(url) => Ok(url.trim_end_matches('/').to_owned()),
+            None => Err(AuthConfigError::Missing(key)),
+        };
+        let uaa_url = required(&config.uaa_url, "uaa_url")?;
+        let cc_url = required(&config.cc_url, "cc_url")?;
         let http = sluice_common::tls::http_client(config.skip_tls_verify)?;
         Ok(Auth {
             mode: AuthMode::Uaa,

@@ -4,6 +4,7 @@ use sqlx::mysql::MySqlDatabaseError;
 
 use super::DatabaseUrlError;
 use crate::retry::Retriable;
+use crate::sql::migration_cause;
 use sluice_buffers::BufferError;
 
 /// Why the `mysql` sink stopped.
@@ -61,11 +62,9 @@ impl MysqlSinkError {
             MysqlSinkError::Connect { source, .. }
             | MysqlSinkError::CreateDatabase { source, .. }
             | MysqlSinkError::Write { source, .. } => is_retriable(source),
-            MysqlSinkError::Migrate { source, .. } => match source {
-                sqlx::migrate::MigrateError::Execute(e)
-                | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => is_retriable(e),
-                _ => false,
-            },
+            MysqlSinkError::Migrate { source, .. } => {
+                migration_cause(source).is_some_and(is_retriable)
+            }
             MysqlSinkError::InvalidUrl(_)
             | MysqlSinkError::MissingColumn { .. }
             | MysqlSinkError::UnknownTable { .. }

@@ -120,6 +120,16 @@ impl<D: Dialect> SqlWriter<D> {
     }
 }
 
+/// The database's error behind a failed migration, when one of its statements failed (not
+/// a migration that is missing or whose checksum changed): what says whether to try again.
+pub(crate) fn migration_cause(error: &sqlx::migrate::MigrateError) -> Option<&sqlx::Error> {
+    match error {
+        sqlx::migrate::MigrateError::Execute(e)
+        | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => Some(e),
+        _ => None,
+    }
+}
+
 /// Why a rollup table of an extra width was not created.
 #[derive(Debug)]
 pub(crate) enum WindowTableError {

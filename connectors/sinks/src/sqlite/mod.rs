@@ -37,7 +37,9 @@ use tracing::{debug, info};
 use crate::batch::{Batch, BatchStore, write_batches};
 use crate::retry::{Retriable, Retry, Stop};
 use crate::rows;
-use crate::sql::{InsertError, SqlWriter, TableRows, WindowTableError, create_window_tables};
+use crate::sql::{
+    InsertError, SqlWriter, TableRows, WindowTableError, create_window_tables, migration_cause,
+};
 use crate::{Claim, Component, ComponentError, ComponentTask, Problem, Sink, SinkContext};
 use sluice_buffers::BufferConfig;
 
@@ -188,11 +190,7 @@ impl SqliteSinkError {
             SqliteSinkError::Write { source, .. }
             | SqliteSinkError::Commit { source, .. }
             | SqliteSinkError::Open { source, .. } => is_busy(source),
-            SqliteSinkError::Migrate { source, .. } => match source {
-                sqlx::migrate::MigrateError::Execute(e)
-                | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => is_busy(e),
-                _ => false,
-            },
+            SqliteSinkError::Migrate { source, .. } => migration_cause(source).is_some_and(is_busy),
             SqliteSinkError::CreateDir { .. }
             | SqliteSinkError::Schema { .. }
             | SqliteSinkError::Abandoned { .. }
