@@ -10,8 +10,10 @@
 //! - `keys` — UAA's signing keys, cached, fetched again when a token names an unknown key id.
 //! - `access` — the Cloud Controller's verdicts per (token, app), cached for
 //!   [`ACCESS_TTL`].
+//! - `cloud_controller` — asking the Cloud Controller about apps with the caller's token.
 
 mod access;
+mod cloud_controller;
 mod keys;
 
 use std::collections::HashMap;
@@ -21,7 +23,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
@@ -50,9 +52,6 @@ const EXPIRY_LEEWAY: Duration = Duration::from_secs(30);
 
 /// App guids per `GET /v3/apps?guids=` request: keeps the URL short (about 2 kB).
 const CC_LIST_CHUNK: usize = 50;
-
-/// How long one Cloud Controller request may take.
-const CC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why `[api]` describes no authenticator.
 #[derive(Debug, thiserror::Error)]
@@ -365,104 +364,6 @@ impl Uaa {
         })?;
         Ok(data.claims)
     }
-
-    /// `GET {cc_url}/v3/apps?guids=..` with the caller's token: the names of those the caller
-    /// may see, by guid (lowercase).
-    async fn list_cloud_controller(
-        &self,
-        token: &str,
-        guids: &[&str],
-    ) -> Result<HashMap<String, Option<String>>, ApiError> {
-        #[derive(Deserialize)]
-        struct Page {
-            resources: Vec<App>,
-        }
-        #[derive(Deserialize)]
-        struct App {
-            guid: String,
-            #[serde(default)]
-            name: Option<String>,
-        }
-        // GUID characters and commas need no escaping in a query.
-        let url = format!(
-            "{}/v3/apps?guids={}&per_page={}",
-            self.cc_url,
-            guids.join(","),
-            guids.len().max(1)
-        );
-        let page: Page = self
-            .cloud_controller(token, &url, "app list")
-            .await?
-            .ok_or_else(|| {
-                ApiError::unavailable(format!(
-                    "the Cloud Controller at {url} hid the app list itself"
-                ))
-            })?;
-        Ok(page
-            .resources
-            .into_iter()
-            .map(|app| (app.guid.to_ascii_lowercase(), app.name))
-            .collect())
-    }
-
-    /// `GET {cc_url}/v3/apps/{app_id}` with the caller's token.
-    async fn ask_cloud_controller(&self, token: &str, app_id: &str) -> Result<Verdict, ApiError> {
-        #[derive(Deserialize)]
-        struct App {
-            #[serde(default)]
-            name: Option<String>,
-        }
-        let url = format!("{}/v3/apps/{app_id}", self.cc_url);
-        Ok(
-            match self.cloud_controller::<App>(token, &url, "app").await? {
-                Some(app) => Verdict::Allowed(app.name),
-                None => Verdict::Denied,
-            },
-        )
-    }
-
-    /// `GET url` of the Cloud Controller with the caller's token, decoded as `what`; `None`
-    /// when the Cloud Controller hides it from the caller (403 or 404, as it does for apps a
-    /// user may not see). 401 means the token is no good to it; anything else is a 503.
-    async fn cloud_controller<T: serde::de::DeserializeOwned>(
-        &self,
-        token: &str,
-        url: &str,
-        what: &str,
-    ) -> Result<Option<T>, ApiError> {
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(token)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(CC_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| {
-                ApiError::unavailable(format!(
-                    "cannot reach the Cloud Controller at {}: {}",
-                    self.cc_url,
-                    error_chain(&e)
-                ))
-            })?;
-        match response.status() {
-            StatusCode::OK => response.json().await.map(Some).map_err(|e| {
-                ApiError::unavailable(format!(
-                    "the Cloud Controller at {url} sent no {what}: {}",
-                    error_chain(&e)
-                ))
-            }),
-            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Ok(None),
-            StatusCode::UNAUTHORIZED => Err(ApiError::unauthorized(format!(
-                "the Cloud Controller at {} refused the bearer token: sign in again",
-                self.cc_url
-            ))),
-            status => Err(ApiError::unavailable(format!(
-                "the Cloud Controller at {url} answered HTTP {}",
-                status.as_u16()
-            ))),
-        }
-    }
 }
 
 /// Whether `id` has only a GUID's characters: ids go into the Cloud Controller's URLs.
@@ -584,7 +485,7 @@ pub async fn login(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, StatusCode};
 
     use super::*;
 
