@@ -7,9 +7,13 @@
 //!    CC check) └────────────── /api/v1/apps/{id}/stream (SSE) ◄──────── LiveFeed ◄── the dataflow
 //! ```
 //!
+//! Layout:
+//! - [`handlers`]: the JSON endpoints; [`params`]: their query parameters; [`error`]: how a
+//!   failure is answered (a status and `{"error": "..."}`).
 //! - [`auth`]: bearer tokens verified against UAA's `/token_keys`, app visibility asked of the
 //!   Cloud Controller (cached briefly), or `auth = "none"`.
-//! - [`store`]: the queries, per store kind.
+//! - [`store`]: the reads: one SQL reader for the `sqlite` and `mysql` sinks' tables (shared
+//!   queries and row decoding, a pool per store kind), log search in Elasticsearch.
 //! - [`live`]: rollup rows and app events as the graph emits them, fanned out per app.
 //! - [`ui`]: the single-page web UI, embedded in the binary.
 
@@ -112,12 +116,10 @@ impl ApiConfig {
     }
 
     /// The address to bind, or what is wrong with `listen`.
-    pub fn address(&self) -> Result<SocketAddr, String> {
-        self.listen.parse().map_err(|e| {
-            format!(
-                "`{}` is not an IP address and port such as `{DEFAULT_LISTEN}` ({e})",
-                self.listen
-            )
+    pub fn address(&self) -> Result<SocketAddr, ListenAddressError> {
+        self.listen.parse().map_err(|source| ListenAddressError {
+            listen: self.listen.clone(),
+            source,
         })
     }
 
@@ -125,7 +127,7 @@ impl ApiConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
         if let Err(e) = self.address() {
-            problems.push(("listen", e));
+            problems.push(("listen", e.to_string()));
         }
         if self.auth == AuthMode::Uaa {
             if self.uaa_url.is_none() {
@@ -137,6 +139,26 @@ impl ApiConfig {
         }
         problems
     }
+}
+
+/// `api.listen` is not an address to bind.
+#[derive(Debug, thiserror::Error)]
+#[error("`{listen}` is not an IP address and port such as `{DEFAULT_LISTEN}` ({source})")]
+pub struct ListenAddressError {
+    listen: String,
+    source: std::net::AddrParseError,
+}
+
+/// Why the API did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Address(#[from] ListenAddressError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What every handler shares.
@@ -172,14 +194,13 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Binds `config.listen` and serves until [`ApiServer::stop`].
-    pub async fn start(config: &ApiConfig, state: ApiState) -> Result<ApiServer, String> {
+    pub async fn start(config: &ApiConfig, state: ApiState) -> Result<ApiServer, StartError> {
         let address = config.address()?;
+        let listen_error = |source| StartError::Listen { address, source };
         let listener = tokio::net::TcpListener::bind(address)
             .await
-            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+            .map_err(listen_error)?;
+        let address = listener.local_addr().map_err(listen_error)?;
         if config.auth == AuthMode::None && !address.ip().is_loopback() {
             warn!(
                 %address,

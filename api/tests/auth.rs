@@ -579,7 +579,9 @@ async fn unreachable_uaa_or_cloud_controller_is_503_naming_the_url() {
 fn uaa_auth_needs_both_urls() {
     let mut missing = config("http://uaa", "http://cc");
     missing.cc_url = None;
-    let error = Auth::from_config(&missing).expect_err("no cc_url");
+    let error = Auth::from_config(&missing)
+        .expect_err("no cc_url")
+        .to_string();
     assert!(error.contains("cc_url"), "{error}");
     let auth = Auth::from_config(&ApiConfig::open("127.0.0.1:0")).expect("auth = none");
     assert_eq!(auth.mode(), AuthMode::None);

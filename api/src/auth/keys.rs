@@ -23,8 +23,32 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) enum KeyError {
     /// UAA does not publish the key id (after a refetch, or a refetch was too recent).
     Unknown,
-    /// The key set could not be fetched: what went wrong, naming the URL.
-    Unavailable(String),
+    /// The key set could not be fetched.
+    Unavailable(FetchError),
+}
+
+/// Why UAA's key set could not be fetched; each names the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum FetchError {
+    #[error("cannot reach UAA at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("UAA at {url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("UAA at {url} sent no key set: {detail}")]
+    NoKeySet { url: String, detail: String },
+    #[error("UAA at {url} publishes no usable RSA signing key")]
+    NoUsableKey { url: String },
+}
+
+/// Why a key UAA published is not used.
+#[derive(Debug, thiserror::Error)]
+enum BadKey {
+    #[error("its `n`/`e` are not an RSA key: {0}")]
+    Components(jsonwebtoken::errors::Error),
+    #[error("its `value` is not an RSA public key PEM: {0}")]
+    Pem(jsonwebtoken::errors::Error),
+    #[error("it has neither `n` and `e` nor `value`")]
+    Missing,
 }
 
 /// The keys UAA published, by key id.
@@ -66,7 +90,7 @@ struct Keys {
 struct FetchState {
     last_attempt: Option<Instant>,
     /// The error of the last attempt, when it failed.
-    last_error: Option<String>,
+    last_error: Option<FetchError>,
     fetches: u64,
 }
 
@@ -203,7 +227,7 @@ impl KeySet {
         (key, stale)
     }
 
-    async fn fetch_keys(&self) -> Result<HashMap<String, DecodingKey>, String> {
+    async fn fetch_keys(&self) -> Result<HashMap<String, DecodingKey>, FetchError> {
         let url = &self.url;
         let response = self
             .http
@@ -212,15 +236,21 @@ impl KeySet {
             .timeout(FETCH_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("cannot reach UAA at {url}: {}", super::error_chain(&e)))?;
+            .map_err(|e| FetchError::Unreachable {
+                url: url.clone(),
+                detail: super::error_chain(&e),
+            })?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("UAA at {url} answered HTTP {}", status.as_u16()));
+            return Err(FetchError::Status {
+                url: url.clone(),
+                status: status.as_u16(),
+            });
         }
-        let jwks: Jwks = response
-            .json()
-            .await
-            .map_err(|e| format!("UAA at {url} sent no key set: {}", super::error_chain(&e)))?;
+        let jwks: Jwks = response.json().await.map_err(|e| FetchError::NoKeySet {
+            url: url.clone(),
+            detail: super::error_chain(&e),
+        })?;
         let mut keys = HashMap::new();
         for jwk in jwks.keys {
             let kid = jwk.kid.clone().unwrap_or_default();
@@ -235,18 +265,16 @@ impl KeySet {
             }
         }
         if keys.is_empty() {
-            return Err(format!("UAA at {url} publishes no usable RSA signing key"));
+            return Err(FetchError::NoUsableKey { url: url.clone() });
         }
         Ok(keys)
     }
 }
 
-fn decoding_key(jwk: &Jwk) -> Result<DecodingKey, String> {
+fn decoding_key(jwk: &Jwk) -> Result<DecodingKey, BadKey> {
     match (&jwk.n, &jwk.e, &jwk.value) {
-        (Some(n), Some(e), _) => DecodingKey::from_rsa_components(n, e)
-            .map_err(|e| format!("its `n`/`e` are not an RSA key: {e}")),
-        (_, _, Some(pem)) => DecodingKey::from_rsa_pem(pem.as_bytes())
-            .map_err(|e| format!("its `value` is not an RSA public key PEM: {e}")),
-        _ => Err("it has neither `n` and `e` nor `value`".to_owned()),
+        (Some(n), Some(e), _) => DecodingKey::from_rsa_components(n, e).map_err(BadKey::Components),
+        (_, _, Some(pem)) => DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(BadKey::Pem),
+        _ => Err(BadKey::Missing),
     }
 }

@@ -10,8 +10,10 @@
 //! - `keys` — UAA's signing keys, cached, fetched again when a token names an unknown key id.
 //! - `access` — the Cloud Controller's verdicts per (token, app), cached for
 //!   [`ACCESS_TTL`].
+//! - `cloud_controller` — asking the Cloud Controller about apps with the caller's token.
 
 mod access;
+mod cloud_controller;
 mod keys;
 
 use std::collections::HashMap;
@@ -21,7 +23,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
@@ -51,8 +53,15 @@ const EXPIRY_LEEWAY: Duration = Duration::from_secs(30);
 /// App guids per `GET /v3/apps?guids=` request: keeps the URL short (about 2 kB).
 const CC_LIST_CHUNK: usize = 50;
 
-/// How long one Cloud Controller request may take.
-const CC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Why `[api]` describes no authenticator.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// A URL `auth = "uaa"` needs: `uaa_url` or `cc_url`.
+    #[error("api.{0} is required when auth = \"uaa\"")]
+    Missing(&'static str),
+    #[error("api: {0}")]
+    HttpClient(#[from] sluice_common::tls::TlsError),
+}
 
 /// The authenticator of a running API.
 #[derive(Debug)]
@@ -111,24 +120,17 @@ impl Auth {
     }
 
     /// The authenticator `[api]` describes; nothing is fetched from UAA until a request needs it.
-    pub fn from_config(config: &ApiConfig) -> Result<Auth, String> {
+    pub fn from_config(config: &ApiConfig) -> Result<Auth, AuthConfigError> {
         if config.auth == AuthMode::None {
             return Ok(Auth::none());
         }
-        let uaa_url = config
-            .uaa_url
-            .as_deref()
-            .ok_or("api.uaa_url is required when auth = \"uaa\"")?
-            .trim_end_matches('/')
-            .to_owned();
-        let cc_url = config
-            .cc_url
-            .as_deref()
-            .ok_or("api.cc_url is required when auth = \"uaa\"")?
-            .trim_end_matches('/')
-            .to_owned();
-        let http = sluice_common::tls::http_client(config.skip_tls_verify)
-            .map_err(|e| format!("api: {e}"))?;
+        let required = |url: &Option<String>, key| match url {
+            Some(url) => Ok(url.trim_end_matches('/').to_owned()),
+            None => Err(AuthConfigError::Missing(key)),
+        };
+        let uaa_url = required(&config.uaa_url, "uaa_url")?;
+        let cc_url = required(&config.cc_url, "cc_url")?;
+        let http = sluice_common::tls::http_client(config.skip_tls_verify)?;
         Ok(Auth {
             mode: AuthMode::Uaa,
             uaa: Some(Uaa {
@@ -336,7 +338,7 @@ impl Uaa {
                 kid.map_or_else(|| "(none)".to_owned(), |kid| format!("`{kid}`")),
                 self.keys.url()
             )),
-            KeyError::Unavailable(why) => ApiError::unavailable(why),
+            KeyError::Unavailable(why) => ApiError::unavailable(why.to_string()),
         })?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&[&self.audience]);
@@ -361,104 +363,6 @@ impl Uaa {
             })
         })?;
         Ok(data.claims)
-    }
-
-    /// `GET {cc_url}/v3/apps?guids=..` with the caller's token: the names of those the caller
-    /// may see, by guid (lowercase).
-    async fn list_cloud_controller(
-        &self,
-        token: &str,
-        guids: &[&str],
-    ) -> Result<HashMap<String, Option<String>>, ApiError> {
-        #[derive(Deserialize)]
-        struct Page {
-            resources: Vec<App>,
-        }
-        #[derive(Deserialize)]
-        struct App {
-            guid: String,
-            #[serde(default)]
-            name: Option<String>,
-        }
-        // GUID characters and commas need no escaping in a query.
-        let url = format!(
-            "{}/v3/apps?guids={}&per_page={}",
-            self.cc_url,
-            guids.join(","),
-            guids.len().max(1)
-        );
-        let page: Page = self
-            .cloud_controller(token, &url, "app list")
-            .await?
-            .ok_or_else(|| {
-                ApiError::unavailable(format!(
-                    "the Cloud Controller at {url} hid the app list itself"
-                ))
-            })?;
-        Ok(page
-            .resources
-            .into_iter()
-            .map(|app| (app.guid.to_ascii_lowercase(), app.name))
-            .collect())
-    }
-
-    /// `GET {cc_url}/v3/apps/{app_id}` with the caller's token.
-    async fn ask_cloud_controller(&self, token: &str, app_id: &str) -> Result<Verdict, ApiError> {
-        #[derive(Deserialize)]
-        struct App {
-            #[serde(default)]
-            name: Option<String>,
-        }
-        let url = format!("{}/v3/apps/{app_id}", self.cc_url);
-        Ok(
-            match self.cloud_controller::<App>(token, &url, "app").await? {
-                Some(app) => Verdict::Allowed(app.name),
-                None => Verdict::Denied,
-            },
-        )
-    }
-
-    /// `GET url` of the Cloud Controller with the caller's token, decoded as `what`; `None`
-    /// when the Cloud Controller hides it from the caller (403 or 404, as it does for apps a
-    /// user may not see). 401 means the token is no good to it; anything else is a 503.
-    async fn cloud_controller<T: serde::de::DeserializeOwned>(
-        &self,
-        token: &str,
-        url: &str,
-        what: &str,
-    ) -> Result<Option<T>, ApiError> {
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(token)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(CC_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| {
-                ApiError::unavailable(format!(
-                    "cannot reach the Cloud Controller at {}: {}",
-                    self.cc_url,
-                    error_chain(&e)
-                ))
-            })?;
-        match response.status() {
-            StatusCode::OK => response.json().await.map(Some).map_err(|e| {
-                ApiError::unavailable(format!(
-                    "the Cloud Controller at {url} sent no {what}: {}",
-                    error_chain(&e)
-                ))
-            }),
-            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Ok(None),
-            StatusCode::UNAUTHORIZED => Err(ApiError::unauthorized(format!(
-                "the Cloud Controller at {} refused the bearer token: sign in again",
-                self.cc_url
-            ))),
-            status => Err(ApiError::unavailable(format!(
-                "the Cloud Controller at {url} answered HTTP {}",
-                status.as_u16()
-            ))),
-        }
     }
 }
 
@@ -581,7 +485,7 @@ pub async fn login(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, StatusCode};
 
     use super::*;
 

@@ -9,7 +9,7 @@ use sluice_common::time::rfc3339;
 use sluice_sinks::elasticsearch::{ElasticsearchSinkConfig, IndexPattern, client};
 use tracing::warn;
 
-use super::{LogLine, LogPage, LogQuery};
+use super::{LogLine, LogPage, LogQuery, StoreError};
 use crate::ApiError;
 use crate::params::Cursor;
 
@@ -24,10 +24,10 @@ pub(super) struct EsReader {
 
 impl EsReader {
     /// Builds the client; nothing is sent until a query.
-    pub(super) fn open(config: &ElasticsearchSinkConfig) -> Result<EsReader, String> {
-        let pattern = IndexPattern::parse(&config.index).map_err(|e| format!("index: {e}"))?;
+    pub(super) fn open(config: &ElasticsearchSinkConfig) -> Result<EsReader, StoreError> {
+        let pattern = IndexPattern::parse(&config.index)?;
         Ok(EsReader {
-            client: client(config).map_err(|e| e.to_string())?,
+            client: client(config)?,
             indices: pattern.wildcard(),
             endpoint: config.endpoint(),
         })

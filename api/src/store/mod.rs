@@ -4,18 +4,27 @@
 //! Every store connects lazily: opening never touches the network or the file, so the API
 //! starts while a database is down, answers 503 (naming the host and port, or the file) while
 //! it stays down, and recovers by itself when it is back — the pools reconnect per query.
+//!
+//! Layout: `sql.rs` is the one reader of the SQL sinks' tables (queries, parameters, rows);
+//! `sqlite.rs` and `mysql.rs` open its pool for their store and say what its errors mean;
+//! `elasticsearch.rs` searches logs; `rows.rs` holds the answers and merges minutes into
+//! wider buckets.
 
 mod elasticsearch;
 mod mysql;
 mod rows;
+mod sql;
 mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_sinks::elasticsearch::ElasticsearchSinkConfig;
-use sluice_sinks::mysql::MysqlSinkConfig;
+use sluice_sinks::elasticsearch::{
+    ElasticsearchSinkConfig, ElasticsearchSinkError, IndexPatternError,
+};
+use sluice_sinks::mysql::{DatabaseUrlError, MysqlSinkConfig};
 use sluice_sinks::sqlite::SqliteSinkConfig;
 
+use self::sql::SqlReader;
 use crate::ApiError;
 use crate::params::{Cursor, TimeRange};
 
@@ -34,6 +43,17 @@ pub enum SqlStoreConfig {
     Mysql(MysqlSinkConfig),
 }
 
+/// Why a store cannot be read at all: its config is one the sink would refuse too.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    MysqlUrl(#[from] DatabaseUrlError),
+    #[error("index: {0}")]
+    IndexPattern(#[from] IndexPatternError),
+    #[error(transparent)]
+    Elasticsearch(#[from] ElasticsearchSinkError),
+}
+
 /// Where logs are read from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogStoreConfig {
@@ -41,23 +61,17 @@ pub enum LogStoreConfig {
     Elasticsearch(ElasticsearchSinkConfig),
 }
 
-/// A store that answers SQL.
-#[derive(Debug)]
-enum SqlStore {
-    Sqlite(sqlite::SqliteReader),
-    Mysql(mysql::MysqlReader),
-}
-
 #[derive(Debug)]
 enum LogStore {
-    Sqlite(sqlite::SqliteReader),
+    Sqlite(SqlReader),
     Elasticsearch(elasticsearch::EsReader),
 }
 
 /// The stores of a running API.
 #[derive(Debug, Default)]
 pub struct Stores {
-    sql: Option<SqlStore>,
+    /// The SQL sink whose tables answer apps, metrics and events.
+    sql: Option<SqlReader>,
     logs: Option<LogStore>,
     /// Rollup window widths (s) with tables of their own, the minute's included.
     windows: Vec<i64>,
@@ -73,21 +87,15 @@ impl Stores {
         sql: Option<SqlStoreConfig>,
         logs: Option<LogStoreConfig>,
         windows: Vec<u32>,
-    ) -> Result<Stores, String> {
+    ) -> Result<Stores, StoreError> {
         let sql = match sql {
             None => None,
-            Some(SqlStoreConfig::Sqlite(config)) => {
-                Some(SqlStore::Sqlite(sqlite::SqliteReader::open(&config)))
-            }
-            Some(SqlStoreConfig::Mysql(config)) => {
-                Some(SqlStore::Mysql(mysql::MysqlReader::open(&config)?))
-            }
+            Some(SqlStoreConfig::Sqlite(config)) => Some(sqlite::open(&config)),
+            Some(SqlStoreConfig::Mysql(config)) => Some(mysql::open(&config)?),
         };
         let logs = match logs {
             None => None,
-            Some(LogStoreConfig::Sqlite(config)) => {
-                Some(LogStore::Sqlite(sqlite::SqliteReader::open(&config)))
-            }
+            Some(LogStoreConfig::Sqlite(config)) => Some(LogStore::Sqlite(sqlite::open(&config))),
             Some(LogStoreConfig::Elasticsearch(config)) => Some(LogStore::Elasticsearch(
                 elasticsearch::EsReader::open(&config)?,
             )),
@@ -107,7 +115,7 @@ impl Stores {
         self
     }
 
-    fn sql(&self) -> Result<&SqlStore, ApiError> {
+    fn sql(&self) -> Result<&SqlReader, ApiError> {
         self.sql.as_ref().ok_or_else(|| {
             ApiError::not_found(
                 "no SQL store is configured for apps, metrics and events (api.store)",
@@ -117,10 +125,7 @@ impl Stores {
 
     /// Every app with rollups and its latest rollup minute, sorted by id.
     pub async fn apps(&self) -> Result<Vec<AppActivity>, ApiError> {
-        match self.sql()? {
-            SqlStore::Sqlite(store) => store.apps().await,
-            SqlStore::Mysql(store) => store.apps().await,
-        }
+        self.sql()?.apps().await
     }
 
     /// The app's rollup points of `range` in buckets of `step` seconds, ascending.
@@ -135,10 +140,7 @@ impl Stores {
         // table: read it as it is; any other step merges minutes.
         let merge = !self.windows.contains(&step);
         let table = window_table(if merge { 60 } else { step });
-        let rows = match store {
-            SqlStore::Sqlite(store) => store.rollups(&table, app_id, range).await?,
-            SqlStore::Mysql(store) => store.rollups(&table, app_id, range).await?,
-        };
+        let rows = store.rollups(&table, app_id, range).await?;
         let mut points = if merge { rows::merge(rows, step) } else { rows };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -158,10 +160,7 @@ impl Stores {
         app_id: &str,
         range: TimeRange,
     ) -> Result<Vec<AppEventRow>, ApiError> {
-        match self.sql()? {
-            SqlStore::Sqlite(store) => store.events(app_id, range).await,
-            SqlStore::Mysql(store) => store.events(app_id, range).await,
-        }
+        self.sql()?.events(app_id, range).await
     }
 
     /// A page of the app's log lines, newest first: those of `range` containing every term,

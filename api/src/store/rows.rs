@@ -1,22 +1,23 @@
-//! What the stores answer, the SQL the SQL stores share (SQLite and MySQL both take `?`
-//! placeholders), decoding rows of either, and merging minutes into wider buckets.
+//! What the stores answer — each a row of the SQL stores as well (`sqlx::FromRow`, by
+//! column name, for SQLite and MySQL alike) — and merging minutes into wider buckets.
 
 use serde::Serialize;
 use sluice_model::records::AppRollup;
-use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// An app and its latest rollup minute.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AppActivity {
+    #[sqlx(rename = "app_id")]
     pub id: String,
     /// Epoch seconds of its newest `app_metric_rollup` minute.
     pub last_activity: i64,
 }
 
 /// One point of a metrics series: a rollup row, or minutes merged into a bucket.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, sqlx::FromRow)]
 pub struct MetricPoint {
     /// The bucket's start, epoch seconds.
+    #[sqlx(rename = "minute")]
     pub time: i64,
     pub instances: i64,
     pub cpu_avg: Option<f64>,
@@ -39,8 +40,10 @@ pub struct MetricPoint {
     pub log_lines: i64,
     pub log_err_lines: i64,
     pub app_events: i64,
-    /// Whether the window is closed (its row will not change again).
+    /// Whether the window is closed (its row will not change again). Not a column: the
+    /// store decides it from the time.
     #[serde(rename = "final")]
+    #[sqlx(skip)]
     pub is_final: bool,
 }
 
@@ -78,8 +81,9 @@ impl From<&AppRollup> for MetricPoint {
 }
 
 /// One `app_event` row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct AppEventRow {
+    #[sqlx(rename = "ts")]
     pub time_ns: i64,
     pub event: String,
     pub source_type: String,
@@ -88,9 +92,10 @@ pub struct AppEventRow {
 }
 
 /// One log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct LogLine {
     pub id: String,
+    #[sqlx(rename = "ts")]
     pub time_ns: i64,
     pub source_type: String,
     pub source_instance: String,
@@ -103,99 +108,6 @@ pub struct LogLine {
 pub struct LogPage {
     pub logs: Vec<LogLine>,
     pub next_cursor: Option<String>,
-}
-
-pub(super) const APPS_SQL: &str = "SELECT app_id, MAX(minute) AS last_activity \
-     FROM app_metric_rollup GROUP BY app_id ORDER BY app_id";
-
-/// The rollup columns after `minute`, in table order.
-pub(super) const ROLLUP_COLUMNS: &str = "minute, instances, cpu_avg, cpu_max, memory_avg, \
-     memory_max, disk_avg, disk_max, requests, status_2xx, status_3xx, status_4xx, status_5xx, \
-     response_bytes, latency_avg_ms, latency_max_ms, latency_p50_ms, latency_p95_ms, \
-     latency_p99_ms, log_lines, log_err_lines, app_events";
-
-/// An app's rollups of `[from, to)` from `table` (a name the API made, never user input).
-pub(super) fn rollups_sql(table: &str) -> String {
-    format!(
-        "SELECT {ROLLUP_COLUMNS} FROM {table} \
-         WHERE app_id = ? AND minute >= ? AND minute < ? ORDER BY minute"
-    )
-}
-
-pub(super) const EVENTS_SQL: &str = "SELECT ts, event, source_type, source_instance, message \
-     FROM app_event WHERE app_id = ? AND ts >= ? AND ts < ? ORDER BY ts, event";
-
-/// Decodes column `name` of `row`.
-fn get<'r, R, T>(row: &'r R, name: &str) -> Result<T, sqlx::Error>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    T: Decode<'r, R::Database> + Type<R::Database>,
-{
-    row.try_get(name)
-}
-
-pub(super) fn app_activity<R>(row: &R) -> Result<AppActivity, sqlx::Error>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(AppActivity {
-        id: get(row, "app_id")?,
-        last_activity: get(row, "last_activity")?,
-    })
-}
-
-pub(super) fn metric_point<R>(row: &R) -> Result<MetricPoint, sqlx::Error>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(MetricPoint {
-        time: get(row, "minute")?,
-        instances: get(row, "instances")?,
-        cpu_avg: get(row, "cpu_avg")?,
-        cpu_max: get(row, "cpu_max")?,
-        memory_avg: get(row, "memory_avg")?,
-        memory_max: get(row, "memory_max")?,
-        disk_avg: get(row, "disk_avg")?,
-        disk_max: get(row, "disk_max")?,
-        requests: get(row, "requests")?,
-        status_2xx: get(row, "status_2xx")?,
-        status_3xx: get(row, "status_3xx")?,
-        status_4xx: get(row, "status_4xx")?,
-        status_5xx: get(row, "status_5xx")?,
-        response_bytes: get(row, "response_bytes")?,
-        latency_avg_ms: get(row, "latency_avg_ms")?,
-        latency_max_ms: get(row, "latency_max_ms")?,
-        latency_p50_ms: get(row, "latency_p50_ms")?,
-        latency_p95_ms: get(row, "latency_p95_ms")?,
-        latency_p99_ms: get(row, "latency_p99_ms")?,
-        log_lines: get(row, "log_lines")?,
-        log_err_lines: get(row, "log_err_lines")?,
-        app_events: get(row, "app_events")?,
-        is_final: false,
-    })
-}
-
-pub(super) fn app_event<R>(row: &R) -> Result<AppEventRow, sqlx::Error>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(AppEventRow {
-        time_ns: get(row, "ts")?,
-        event: get(row, "event")?,
-        source_type: get(row, "source_type")?,
-        source_instance: get(row, "source_instance")?,
-        message: get(row, "message")?,
-    })
 }
 
 /// Minute rows (ascending) merged into buckets of `step` seconds aligned to the epoch (as the

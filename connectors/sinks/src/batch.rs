@@ -1,15 +1,20 @@
-//! Gathering received records into the batches row-shaped sinks write in one go.
+//! Gathering received records into the batches row-shaped sinks write in one go, and the
+//! loop of a sink that writes whole batches.
 
+use std::future::Future;
 use std::time::Duration;
 
 use sluice_model::records::StreamName;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::rows::{self, Conflict, TABLES, Table, Value};
+use crate::rows::{self, Conflict, TABLES};
+use crate::sql::TableRows;
 use sluice_model::records::Records;
 
 use crate::SinkContext;
+use crate::retry::{Retry, Stop};
+use sluice_buffers::BufferError;
 
 /// Records received and not yet written, grouped by stream so that each table's rows go in
 /// arrival order (a final rollup after its provisional one).
@@ -26,12 +31,12 @@ impl Batch {
         self.by_stream[records.stream().index()].push(records);
     }
 
-    /// Each stream's records as the column values of its table, rows in arrival order;
+    /// Each stream's records as the rows of its table, in arrival order;
     /// rollups by width, each width's rows for its own table. Events whose type does not
     /// belong to their stream (never sent by a correct pipeline) and rollups of a width the
     /// sink has no table for (ditto: the widths are fixed when the graph is built) are counted
     /// as dropped.
-    pub(crate) fn table_values(&self, ctx: &SinkContext) -> Vec<(&'static Table, Vec<Value<'_>>)> {
+    pub(crate) fn table_rows(&self, ctx: &SinkContext) -> Vec<TableRows<'_>> {
         let mut tables = Vec::new();
         for (table, records) in TABLES.iter().zip(&self.by_stream) {
             if records.is_empty() {
@@ -44,7 +49,10 @@ impl Batch {
                 }
                 for (width, values) in by_width {
                     if ctx.windows.contains(&width) {
-                        tables.push((rows::window_table(table.stream, width), values));
+                        tables.push(TableRows {
+                            table: rows::window_table(table.stream, width),
+                            values,
+                        });
                     } else {
                         let rows = values.len() / table.columns.len();
                         warn!(sink = %ctx.name, stream = %table.stream, width, rows,
@@ -64,7 +72,7 @@ impl Batch {
                     "Dropped events whose type does not belong to their stream.");
                 ctx.metrics.dropped(skipped);
             }
-            tables.push((table, values));
+            tables.push(TableRows { table, values });
         }
         tables
     }
@@ -107,6 +115,43 @@ pub(crate) async fn gather(
         batch.push(records);
         if batch.rows >= max_rows {
             return (batch, false);
+        }
+    }
+}
+
+/// A store that takes a batch at a time (the SQL sinks').
+pub(crate) trait BatchStore {
+    type Error: From<BufferError>;
+
+    /// Writes and empties `batch`, waiting out what `retry` waits out: `Some(stop)` if the
+    /// sink must stop instead (shutdown while the store is down).
+    fn flush(
+        &mut self,
+        batch: &mut Batch,
+        ctx: &mut SinkContext,
+        retry: &mut Retry,
+    ) -> impl Future<Output = Result<Option<Stop>, Self::Error>> + Send;
+}
+
+/// Writes what the input brings until it closes: batches as [`gather`] makes them, each
+/// flushed to `store` and only then committed, so a durable buffer lets go of nothing
+/// unwritten. `Some(stop)` if the store stopped the sink first.
+pub(crate) async fn write_batches<S: BatchStore>(
+    store: &mut S,
+    ctx: &mut SinkContext,
+    retry: &mut Retry,
+    streams: &[StreamName],
+    max_rows: usize,
+    flush_interval: Duration,
+) -> Result<Option<Stop>, S::Error> {
+    loop {
+        let (mut batch, closed) = gather(ctx, streams, max_rows, flush_interval).await;
+        if let Some(stop) = store.flush(&mut batch, ctx, retry).await? {
+            return Ok(Some(stop));
+        }
+        ctx.input.commit().await?;
+        if closed {
+            return Ok(None);
         }
     }
 }

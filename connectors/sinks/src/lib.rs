@@ -14,10 +14,18 @@
 //! streams) or upsert (rollups), so writing it twice after a retry or a replay changes
 //! nothing.
 //!
-//! Layout: [`rows`] maps records to the columns of the tables of SPEC §3 (shared by every
-//! row-shaped sink); one module per sink kind: [`sqlite`] (the embedded store), [`mysql`],
-//! [`elasticsearch`], [`prometheus`] (remote write), [`stdout`] (NDJSON), [`blackhole`]
-//! (counts and discards).
+//! Layout:
+//! - [`rows`] maps records to the columns of the tables of SPEC §3 (shared by every
+//!   row-shaped sink).
+//! - `batch` gathers received records into batches and runs the loop of a sink that writes
+//!   whole batches (gather, flush, then commit the input); `retry` waits out a store that is
+//!   down (one error, capped backoff, the shutdown decision of SPEC §8) for every sink.
+//! - `sql` is the one SQL writer: multi-row INSERTs per table and size, the per-table
+//!   grouping of a batch, the rollup tables of extra widths, over a small `Dialect` trait
+//!   that SQLite and MySQL implement.
+//! - One module per sink kind: [`sqlite`] (the embedded store; `dialect.rs`), [`mysql`]
+//!   (`config`, `error`, `store`, `dialect`, `retention`), [`elasticsearch`], [`prometheus`]
+//!   (remote write), [`stdout`] (NDJSON), [`blackhole`] (counts and discards).
 
 mod batch;
 pub mod blackhole;
@@ -26,6 +34,7 @@ pub mod mysql;
 pub mod prometheus;
 mod retry;
 pub mod rows;
+mod sql;
 pub mod sqlite;
 pub mod stdout;
 

@@ -19,6 +19,22 @@ pub(crate) enum Stop {
     Abandoned { records: u64 },
 }
 
+impl Stop {
+    /// How the sink's run ends: fine when the buffer keeps what was not written, the error
+    /// `abandoned` makes of the number of records given up otherwise.
+    pub(crate) fn end<E>(self, abandoned: impl FnOnce(u64) -> E) -> Result<(), E> {
+        match self {
+            Stop::LeftInBuffer => Ok(()),
+            Stop::Abandoned { records } => Err(abandoned(records)),
+        }
+    }
+}
+
+/// A sink's error that waiting may fix (the store is down, busy or restarting).
+pub(crate) trait Retriable: Display + Sync {
+    fn is_retriable(&self) -> bool;
+}
+
 /// One per sink; `store` and `endpoint` name what is down in messages.
 pub(crate) struct Retry {
     store: &'static str,
@@ -94,6 +110,22 @@ impl Retry {
             () = ctx.shutdown.cancelled(), if self.give_up_at.is_none() => {}
         }
         None
+    }
+
+    /// After a failed attempt: an error waiting cannot fix is returned, and the `unwritten`
+    /// records it holds are counted as dropped; any other is waited out as [`Retry::wait`]
+    /// does.
+    pub(crate) async fn wait_or_fail<E: Retriable>(
+        &mut self,
+        error: E,
+        unwritten: usize,
+        ctx: &mut SinkContext,
+    ) -> Result<Option<Stop>, E> {
+        if !error.is_retriable() {
+            ctx.metrics.dropped(unwritten);
+            return Err(error);
+        }
+        Ok(self.wait(&error, unwritten, ctx).await)
     }
 
     /// After a successful attempt.

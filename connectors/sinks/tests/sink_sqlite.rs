@@ -452,3 +452,42 @@ async fn a_locked_database_is_retried_until_the_lock_is_released() {
     assert_eq!(metrics.written_of(StreamName::Errors), 1);
     assert_eq!(dump_sqlite(&path, "platform_error").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_database_locked_at_shutdown_is_abandoned_after_the_shutdown_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sluice.db");
+    run_sink(config(&path), Vec::new()).await.expect("created");
+    let mut other = connect(&path).await;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("lock");
+
+    let shutdown = CancellationToken::new();
+    let (ctx, sender) = SinkContext::new("test", 4, shutdown.clone());
+    let metrics = ctx.metrics.clone();
+    let mut config = config(&path);
+    config.busy_timeout = Duration::from_millis(10);
+    config.flush_interval = Duration::ZERO;
+    config.shutdown_timeout = Duration::from_millis(200);
+    let sink = tokio::spawn(sqlite::run(config, ctx));
+    let feeder = send_all(sender, vec![Records::Errors(vec![error_event()])]);
+    wait_for("two failed attempts", || metrics.retries.get() >= 2).await;
+    feeder.join().expect("the record was accepted");
+    shutdown.cancel();
+    let error = sink
+        .await
+        .expect("sink task")
+        .expect_err("abandoned at shutdown");
+    assert!(matches!(
+        error,
+        SqliteSinkError::Abandoned { records: 1, .. }
+    ));
+    assert!(
+        error.to_string().contains(&*path.to_string_lossy()),
+        "{error}"
+    );
+    assert_eq!(metrics.dropped.get(), 1);
+    assert_eq!(metrics.written_total(), 0);
+}

@@ -84,23 +84,30 @@ pub(super) fn document(event: &Event, pattern: &IndexPattern) -> Option<Document
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexPattern(String);
 
+/// What is wrong with an index name pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexPatternError {
+    #[error("the index pattern is empty")]
+    Empty,
+    #[error("invalid index pattern `{0}`: only %Y, %m, %d, %H and %% may follow %")]
+    Escape(String),
+    #[error("invalid index pattern `{0}`: index names are lowercase")]
+    Uppercase(String),
+}
+
 impl IndexPattern {
-    pub fn parse(pattern: &str) -> Result<IndexPattern, String> {
+    pub fn parse(pattern: &str) -> Result<IndexPattern, IndexPatternError> {
         if pattern.is_empty() {
-            return Err("the index pattern is empty".to_owned());
+            return Err(IndexPatternError::Empty);
         }
         let mut chars = pattern.chars();
         while let Some(c) = chars.next() {
             if c == '%' {
                 if !matches!(chars.next(), Some('Y' | 'm' | 'd' | 'H' | '%')) {
-                    return Err(format!(
-                        "invalid index pattern `{pattern}`: only %Y, %m, %d, %H and %% may follow %"
-                    ));
+                    return Err(IndexPatternError::Escape(pattern.to_owned()));
                 }
             } else if c.is_uppercase() {
-                return Err(format!(
-                    "invalid index pattern `{pattern}`: index names are lowercase"
-                ));
+                return Err(IndexPatternError::Uppercase(pattern.to_owned()));
             }
         }
         Ok(IndexPattern(pattern.to_owned()))

@@ -20,7 +20,7 @@
 mod bulk;
 mod document;
 
-pub use document::IndexPattern;
+pub use document::{IndexPattern, IndexPatternError};
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 use self::bulk::{BulkOutcome, DeadLetter, send_bulk};
 use self::document::{Document, document};
 use crate::batch::gather;
-use crate::retry::{Retry, Stop};
+use crate::retry::{Retriable, Retry, Stop};
 use sluice_model::records::Records;
 
 use crate::{Claim, Component, ComponentError, ComponentTask, Problem, SinkContext};
@@ -313,6 +313,12 @@ impl ElasticsearchSinkError {
     }
 }
 
+impl Retriable for ElasticsearchSinkError {
+    fn is_retriable(&self) -> bool {
+        ElasticsearchSinkError::is_retriable(self)
+    }
+}
+
 /// Runs the sink until its input closes: every log received is stored or dead-lettered.
 pub async fn run(
     config: ElasticsearchSinkConfig,
@@ -321,7 +327,8 @@ pub async fn run(
     if let Some(problem) = config.problems().into_iter().next() {
         return Err(ElasticsearchSinkError::Config(problem.to_string()));
     }
-    let pattern = IndexPattern::parse(&config.index).map_err(ElasticsearchSinkError::Config)?;
+    let pattern = IndexPattern::parse(&config.index)
+        .map_err(|e| ElasticsearchSinkError::Config(e.to_string()))?;
     let endpoint = config.endpoint();
     let client = client(&config)?;
     let dead_letter_path = config.dead_letter.clone().unwrap_or_else(|| {
@@ -336,12 +343,11 @@ pub async fn run(
                     "Connected to the cluster; the index template is installed.");
                 break;
             }
-            Err(error) if error.is_retriable() => {
-                if let Some(stop) = retry.wait(&error, 0, &mut ctx).await {
+            Err(error) => {
+                if let Some(stop) = retry.wait_or_fail(error, 0, &mut ctx).await? {
                     return finish(stop, &endpoint);
                 }
             }
-            Err(error) => return Err(error),
         }
     }
     retry.recovered(&ctx);
@@ -397,13 +403,10 @@ pub async fn run(
 }
 
 fn finish(stop: Stop, endpoint: &str) -> Result<(), ElasticsearchSinkError> {
-    match stop {
-        Stop::LeftInBuffer => Ok(()),
-        Stop::Abandoned { records } => Err(ElasticsearchSinkError::Abandoned {
-            endpoint: endpoint.to_owned(),
-            records,
-        }),
-    }
+    stop.end(|records| ElasticsearchSinkError::Abandoned {
+        endpoint: endpoint.to_owned(),
+        records,
+    })
 }
 
 /// The client, with the config's auth and TLS settings (the API's log search uses it too).

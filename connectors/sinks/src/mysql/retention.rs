@@ -13,7 +13,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::statements::retention_sql;
 use crate::rows::{Conflict, Table};
 use sluice_common::telemetry::SinkMetrics;
 
@@ -130,6 +129,23 @@ async fn delete_expired(
         }
     }
     Ok(deleted)
+}
+
+/// The column retention compares with a cutoff: nanoseconds in raw tables, epoch seconds
+/// (`minute`) in rollups.
+fn time_column(table: &Table) -> &'static str {
+    match (table.name, table.conflict) {
+        ("http_start_stop", _) => "stop_ts",
+        (_, Conflict::Update) => "minute",
+        _ => "ts",
+    }
+}
+
+/// Deletes at most `limit` rows of `table` older than `cutoff`: small batches keep each
+/// transaction (and the locks and undo it holds) short while the sink keeps writing.
+fn retention_sql(table: &Table) -> String {
+    let column = time_column(table);
+    format!("DELETE FROM {} WHERE {column} < ? LIMIT ?", table.name)
 }
 
 /// The oldest time kept in `table`, in the unit of its time column.

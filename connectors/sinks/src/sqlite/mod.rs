@@ -2,24 +2,26 @@
 //!
 //! Received batches are gathered up to `batch_size` rows or `flush_interval`, then written in
 //! one transaction on one connection (SQLite has one writer; more connections would only
-//! queue on its lock). Rows go in through cached prepared statements that insert up to
-//! [`MAX_ROWS_PER_STATEMENT`] rows each, because a round trip to sqlx's connection thread
-//! costs more than SQLite inserting a row. Raw streams are `INSERT OR IGNORE`d and rollups
-//! upserted, so a retry or a replay changes nothing and a provisional rollup row becomes the
-//! final one in place.
+//! queue on its lock). Rows go in through the shared SQL writer (`crate::sql`): cached
+//! prepared statements that insert up to [`MAX_ROWS_PER_STATEMENT`] rows each, because a
+//! round trip to sqlx's connection thread costs more than SQLite inserting a row. Raw streams
+//! are `INSERT OR IGNORE`d and rollups upserted, so a retry or a replay changes nothing and a
+//! provisional rollup row becomes the final one in place.
+//!
+//! Another process holding the file's write lock is waited for by SQLite for `busy_timeout`,
+//! then like any store that is down: one error, retries with capped backoff (counted in
+//! `retries`) while the buffer holds the data, and at shutdown the decision of SPEC §8.
 //!
 //! The schema is created by the versioned migrations in `connectors/migrations/sqlite/`; the
 //! rollup tables of the extra widths of `pipeline.windows` (`app_metric_rollup_1h`, ...) are
-//! created at start like their minute tables. `statements.rs` builds the INSERTs.
+//! created at start like their minute tables. `dialect.rs` says how SQLite takes the INSERTs.
 
-mod statements;
+mod dialect;
 
-pub use statements::MAX_ROWS_PER_STATEMENT;
+pub use dialect::MAX_ROWS_PER_STATEMENT;
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -30,21 +32,16 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use self::statements::{insert, insert_sql, statement_sizes};
-use crate::batch::{Batch, gather};
-use crate::rows::{self, Table, Value};
+use crate::batch::{Batch, BatchStore, write_batches};
+use crate::retry::{Retriable, Retry, Stop};
+use crate::rows;
+use crate::sql::{
+    InsertError, SqlWriter, TableRows, WindowTableError, create_window_tables, migration_cause,
+};
 use crate::{Claim, Component, ComponentError, ComponentTask, Problem, Sink, SinkContext};
 use sluice_buffers::BufferConfig;
-use sluice_common::backoff::Backoff;
-
-/// The migration the rollup tables of extra widths are made from (`rows::window_table_ddl`).
-const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_tables.sql");
-
-/// Once shutdown is requested, a busy database gets this many more attempts before the
-/// sink gives up on the batch.
-const ATTEMPTS_AFTER_SHUTDOWN: u32 = 3;
 
 /// `[sinks.<name>]` with `type = "sqlite"`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -71,6 +68,14 @@ pub struct SqliteSinkConfig {
         with = "sluice_common::config::duration"
     )]
     pub busy_timeout: Duration,
+    /// On Ctrl-C, how long a sink whose database stays locked keeps trying before it
+    /// abandons what its memory buffer holds (a disk buffer keeps it for the next run
+    /// instead).
+    #[serde(
+        default = "default_shutdown_timeout",
+        with = "sluice_common::config::duration"
+    )]
+    pub shutdown_timeout: Duration,
     /// Where records wait before they are written (SPEC §8). Default: memory.
     #[serde(default)]
     pub buffer: BufferConfig,
@@ -91,6 +96,10 @@ const fn default_busy_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
+const fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 impl SqliteSinkConfig {
     /// A config with the default batching for `path` and `streams`.
     pub fn new(path: impl Into<PathBuf>, streams: Vec<StreamName>) -> SqliteSinkConfig {
@@ -100,6 +109,7 @@ impl SqliteSinkConfig {
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
             busy_timeout: default_busy_timeout(),
+            shutdown_timeout: default_shutdown_timeout(),
             buffer: BufferConfig::default(),
         }
     }
@@ -164,6 +174,11 @@ pub enum SqliteSinkError {
     /// row for a table the sink did not prepare: a bug, not bad input.
     #[error("SQLite database {}: no statement for table {table}", path.display())]
     Schema { path: PathBuf, table: &'static str },
+    #[error(
+        "SQLite database {} stayed locked for the shutdown timeout: abandoned {records} records held in memory",
+        path.display()
+    )]
+    Abandoned { path: PathBuf, records: u64 },
     #[error(transparent)]
     Buffer(#[from] sluice_buffers::BufferError),
 }
@@ -175,15 +190,18 @@ impl SqliteSinkError {
             SqliteSinkError::Write { source, .. }
             | SqliteSinkError::Commit { source, .. }
             | SqliteSinkError::Open { source, .. } => is_busy(source),
-            SqliteSinkError::Migrate { source, .. } => match source {
-                sqlx::migrate::MigrateError::Execute(e)
-                | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => is_busy(e),
-                _ => false,
-            },
+            SqliteSinkError::Migrate { source, .. } => migration_cause(source).is_some_and(is_busy),
             SqliteSinkError::CreateDir { .. }
             | SqliteSinkError::Schema { .. }
+            | SqliteSinkError::Abandoned { .. }
             | SqliteSinkError::Buffer(_) => false,
         }
+    }
+}
+
+impl Retriable for SqliteSinkError {
+    fn is_retriable(&self) -> bool {
+        SqliteSinkError::is_retriable(self)
     }
 }
 
@@ -199,80 +217,55 @@ fn is_busy(error: &sqlx::Error) -> bool {
 /// Runs the sink until its input closes: writes everything received to the file at
 /// `config.path`, then closes it (checkpointing the WAL into the file) and returns.
 pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), SqliteSinkError> {
-    let mut store = SqliteStore::open_with_retry(&config, &ctx).await?;
-    info!(sink = %ctx.name, path = %config.path.display(), "Opened the SQLite database.");
-    loop {
-        let (mut batch, closed) = gather(
-            &mut ctx,
-            &config.streams,
-            config.batch_size.get(),
-            config.flush_interval,
-        )
-        .await;
-        store.flush(&mut batch, &ctx).await?;
-        ctx.input.commit().await?;
-        if closed {
-            break;
+    let path = &config.path;
+    let abandoned = |records| SqliteSinkError::Abandoned {
+        path: path.clone(),
+        records,
+    };
+    let mut retry = Retry::new(
+        "SQLite",
+        &path.display().to_string(),
+        config.shutdown_timeout,
+    );
+    let mut store = loop {
+        match SqliteStore::open(path, config.busy_timeout, &ctx.windows).await {
+            Ok(store) => break store,
+            Err(error) => {
+                if let Some(stop) = retry.wait_or_fail(error, 0, &mut ctx).await? {
+                    return stop.end(abandoned);
+                }
+            }
         }
-    }
+    };
+    retry.recovered(&ctx);
+    info!(sink = %ctx.name, path = %path.display(), "Opened the SQLite database.");
+    let written = write_batches(
+        &mut store,
+        &mut ctx,
+        &mut retry,
+        &config.streams,
+        config.batch_size.get(),
+        config.flush_interval,
+    )
+    .await;
     store.close().await;
+    if let Some(stop) = written? {
+        stop.end(abandoned)?;
+    }
     info!(sink = %ctx.name, rows = ctx.metrics.written_total(), "Closed the SQLite database.");
     Ok(())
 }
 
-/// One table's share of a batch, as column values.
-struct TableRows<'a> {
-    table: &'static Table,
-    values: Vec<Value<'a>>,
-}
-
-impl TableRows<'_> {
-    fn rows(&self) -> usize {
-        self.values.len() / self.table.columns.len()
-    }
-}
-
-/// The open database and its statements' SQL.
+/// The open database and its statements.
 struct SqliteStore {
     path: PathBuf,
     pool: SqlitePool,
     /// The pool's one connection, held for the sink's lifetime.
     connection: PoolConnection<Sqlite>,
-    /// SQL per table and statement size: `sql[table][log2(rows)]`, built once so sqlx's
-    /// statement cache (keyed by SQL text) prepares each only once.
-    sql: HashMap<&'static str, Vec<Arc<str>>>,
+    writer: SqlWriter<Sqlite>,
 }
 
 impl SqliteStore {
-    /// Opens the store, waiting while another process holds the database locked.
-    async fn open_with_retry(
-        config: &SqliteSinkConfig,
-        ctx: &SinkContext,
-    ) -> Result<SqliteStore, SqliteSinkError> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        loop {
-            match SqliteStore::open(&config.path, config.busy_timeout, &ctx.windows).await {
-                Err(error) if error.is_retriable() && !ctx.shutdown.is_cancelled() => {
-                    ctx.metrics.retries.incr();
-                    ctx.metrics.set_unavailable(&error);
-                    let delay = backoff.next_delay();
-                    warn!(sink = %ctx.name, %error, delay = ?delay,
-                        "The SQLite database is busy; retrying to open it.");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = ctx.shutdown.cancelled() => {}
-                    }
-                }
-                opened => {
-                    if opened.is_ok() {
-                        ctx.metrics.set_available();
-                    }
-                    return opened;
-                }
-            }
-        }
-    }
-
     /// Creates the file and its directory if absent, sets the pragmas, migrates the schema and
     /// creates the rollup tables of the extra `windows`.
     async fn open(
@@ -319,90 +312,27 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let mut connection = pool.acquire().await.map_err(open_error)?;
         let tables = rows::tables_for(windows);
-        for table in tables
-            .iter()
-            .filter(|t| t.name != rows::table(t.stream).name)
-        {
-            let ddl = rows::window_table_ddl(SCHEMA, table).ok_or(SqliteSinkError::Schema {
-                path: path.to_path_buf(),
-                table: table.name,
-            })?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
-                .execute(&pool)
-                .await
-                .map_err(|source| SqliteSinkError::Write {
+        create_window_tables::<Sqlite>(&mut connection, &tables)
+            .await
+            .map_err(|e| match e {
+                WindowTableError::NotInSchema { table } => SqliteSinkError::Schema {
                     path: path.to_path_buf(),
-                    table: table.name,
+                    table,
+                },
+                WindowTableError::Create { table, source } => SqliteSinkError::Write {
+                    path: path.to_path_buf(),
+                    table,
                     source,
-                })?;
-        }
-        let connection = pool.acquire().await.map_err(open_error)?;
-        let sql = tables
-            .iter()
-            .map(|table| {
-                let sizes = statement_sizes(table);
-                let sql = sizes.map(|rows| Arc::from(insert_sql(table, rows)));
-                (table.name, sql.collect())
-            })
-            .collect();
+                },
+            })?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             pool,
             connection,
-            sql,
+            writer: SqlWriter::new(&tables),
         })
-    }
-
-    /// Writes and empties `batch`, retrying while the database is busy.
-    async fn flush(&mut self, batch: &mut Batch, ctx: &SinkContext) -> Result<(), SqliteSinkError> {
-        if batch.rows == 0 {
-            return Ok(());
-        }
-        let taken = std::mem::take(batch);
-        let tables: Vec<TableRows<'_>> = taken
-            .table_values(ctx)
-            .into_iter()
-            .map(|(table, values)| TableRows { table, values })
-            .collect();
-        let rows: usize = tables.iter().map(TableRows::rows).sum();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let mut attempts_after_shutdown = 0;
-        loop {
-            match self.write(&tables).await {
-                Ok(()) => {
-                    ctx.metrics.set_available();
-                    break;
-                }
-                Err(error) if error.is_retriable() => {
-                    if ctx.shutdown.is_cancelled() {
-                        attempts_after_shutdown += 1;
-                        if attempts_after_shutdown > ATTEMPTS_AFTER_SHUTDOWN {
-                            ctx.metrics.dropped(rows);
-                            return Err(error);
-                        }
-                    }
-                    ctx.metrics.retries.incr();
-                    ctx.metrics.set_unavailable(&error);
-                    let delay = backoff.next_delay();
-                    warn!(sink = %ctx.name, %error, rows, delay = ?delay,
-                        "The SQLite database is busy; retrying the batch.");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = ctx.shutdown.cancelled(), if attempts_after_shutdown == 0 => {}
-                    }
-                }
-                Err(error) => {
-                    ctx.metrics.dropped(rows);
-                    return Err(error);
-                }
-            }
-        }
-        for table in &tables {
-            ctx.metrics.written(table.table.stream, table.rows());
-        }
-        debug!(sink = %ctx.name, rows, "Flushed rows to SQLite.");
-        Ok(())
     }
 
     /// Writes every table's rows in one transaction: all of the batch or none of it.
@@ -419,17 +349,20 @@ impl SqliteStore {
             .await
             .map_err(commit_error)?;
         for rows in tables {
-            let table = rows.table;
-            let sql = self.sql.get(table.name).ok_or(SqliteSinkError::Schema {
-                path: self.path.clone(),
-                table: table.name,
-            })?;
-            insert(&mut tx, table, sql, &rows.values)
+            let table = rows.table.name;
+            self.writer
+                .insert(&mut tx, rows)
                 .await
-                .map_err(|source| SqliteSinkError::Write {
-                    path: self.path.clone(),
-                    table: table.name,
-                    source,
+                .map_err(|e| match e {
+                    InsertError::UnknownTable => SqliteSinkError::Schema {
+                        path: self.path.clone(),
+                        table,
+                    },
+                    InsertError::Sql(source) => SqliteSinkError::Write {
+                        path: self.path.clone(),
+                        table,
+                        source,
+                    },
                 })?;
         }
         tx.commit().await.map_err(|source| SqliteSinkError::Commit {
@@ -442,6 +375,37 @@ impl SqliteStore {
     async fn close(self) {
         drop(self.connection);
         self.pool.close().await;
+    }
+}
+
+impl BatchStore for SqliteStore {
+    type Error = SqliteSinkError;
+
+    /// One transaction for the whole batch, tried again while another process holds the
+    /// database locked.
+    async fn flush(
+        &mut self,
+        batch: &mut Batch,
+        ctx: &mut SinkContext,
+        retry: &mut Retry,
+    ) -> Result<Option<Stop>, SqliteSinkError> {
+        if batch.rows == 0 {
+            return Ok(None);
+        }
+        let taken = std::mem::take(batch);
+        let tables = taken.table_rows(ctx);
+        let rows: usize = tables.iter().map(TableRows::rows).sum();
+        while let Err(error) = self.write(&tables).await {
+            if let Some(stop) = retry.wait_or_fail(error, rows, ctx).await? {
+                return Ok(Some(stop));
+            }
+        }
+        retry.recovered(ctx);
+        for table in &tables {
+            ctx.metrics.written(table.table.stream, table.rows());
+        }
+        debug!(sink = %ctx.name, rows, "Flushed rows to SQLite.");
+        Ok(None)
     }
 }
 
