@@ -207,6 +207,10 @@ impl Replay {
     }
 
     /// Where to start reading: the restored position if it is in this very file, else 0.
+    ///
+    /// Only a regular file has a position: a pipe or a device is read once as it comes (its
+    /// head cannot be read twice), so a checkpoint saves no position for it and a restart
+    /// reads whatever it then gives.
     fn start_offset(&mut self, file: &File) -> Result<u64, FileError> {
         let path = &self.config.path;
         let identity_error = |source| FileError::Read {
@@ -214,6 +218,13 @@ impl Replay {
             offset: 0,
             source,
         };
+        if !file.metadata().map_err(identity_error)?.is_file() {
+            if self.ctx.resume.is_some() {
+                info!(source = %self.ctx.name, path = %path.display(),
+                    "Not a regular file: it cannot resume at a saved position, reading it as it comes.");
+            }
+            return Ok(0);
+        }
         let mut offset = 0;
         let mut head_len = HEAD_BYTES;
         if let Some(SourcePosition::File(saved)) = &self.ctx.resume
@@ -240,16 +251,20 @@ impl Replay {
 
     fn run(mut self) -> Result<(), FileError> {
         let path = self.config.path.clone();
-        let file = File::open(&path).map_err(|source| FileError::Open {
+        let mut file = File::open(&path).map_err(|source| FileError::Open {
             path: path.clone(),
             source,
         })?;
         let start = self.start_offset(&file)?;
-        // Reading the identity moved the file's cursor.
-        let file = File::open(&path).map_err(|source| FileError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        if self.identity.is_some() {
+            // Reading the identity moved the file's cursor.
+            file.seek(io::SeekFrom::Start(0))
+                .map_err(|source| FileError::Read {
+                    path: path.clone(),
+                    offset: 0,
+                    source,
+                })?;
+        }
         let gzipped = path.extension().is_some_and(|ext| ext == "gz");
         let reader: Box<dyn Read> = if gzipped {
             Box::new(flate2::bufread::MultiGzDecoder::new(
