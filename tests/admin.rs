@@ -5,8 +5,7 @@
 use sluice_test_support::search;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -23,29 +22,11 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("bound")
 }
 
-/// `GET path` over HTTP/1.1: the status code and the body, or `None` while nothing listens.
-fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(address).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout set");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
 /// Samples by metric name and sorted labels.
 type Samples = BTreeMap<(String, Vec<(String, String)>), f64>;
 
 fn scrape(address: SocketAddr) -> Option<Samples> {
-    let (status, body) = get(address, "/metrics")?;
+    let (status, body) = http_get(address, "/metrics")?;
     assert_eq!(status, 200, "{body}");
     let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("parses");
     assert!(
@@ -353,7 +334,7 @@ dead_letter = {dead:?}
         ),
     );
     let health = move |want: u16| {
-        move || match get(admin, "/health") {
+        move || match http_get(admin, "/health") {
             Some((status, body)) if status == want => Ok(body),
             Some((status, body)) => Err(format!("{status} {body}")),
             None => Err("the endpoint does not answer".to_owned()),

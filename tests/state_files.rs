@@ -61,7 +61,11 @@ fn an_unusable_checkpoint_is_refused_at_start_naming_the_file_and_the_fault() {
         ("flipped", flipped, "its checksum does not match"),
         ("truncated", good[..good.len() - 7].to_vec(), "truncated"),
         ("format", other_format, "state format 99"),
-        ("foreign", b"{\"offset\": 12}\n".to_vec(), "is not a Sluice state file"),
+        (
+            "foreign",
+            b"{\"offset\": 12}\n".to_vec(),
+            "is not a Sluice state file",
+        ),
     ];
     for (name, bytes, fault) in damages {
         let damaged = dir.path().join(format!("state-{name}"));
@@ -147,8 +151,14 @@ fn a_second_run_on_the_same_state_dir_exits_2_naming_the_first() {
     let holder = format!("pid {first_pid} ");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(state.join("LOCK")).is_ok_and(|text| text.contains(&holder)) {
-        assert!(first.0.try_wait().expect("status").is_none(), "first run ended");
-        assert!(Instant::now() < deadline, "the first run never locked {state:?}");
+        assert!(
+            first.0.try_wait().expect("status").is_none(),
+            "first run ended"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the first run never locked {state:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -159,7 +169,12 @@ fn a_second_run_on_the_same_state_dir_exits_2_naming_the_first() {
     assert!(message.contains(&holder), "names the first run: {message}");
 
     // The first run goes on undisturbed: an empty input ends it normally.
-    drop(std::fs::OpenOptions::new().write(true).open(&fifo).expect("the fifo"));
+    drop(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .expect("the fifo"),
+    );
     let status = first.0.wait().expect("the first run ends");
     assert!(status.success(), "{status}");
 }
