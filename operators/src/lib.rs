@@ -5,8 +5,8 @@
 //! Layout:
 //! - [`time`] — the graph's timely time: the watermark in seconds and the checkpoint epoch.
 //! - [`watermark`] — event time, the watermark and lateness, decided where records enter
-//!   ([`Stamped`](watermark::Stamped) records); the graph's timely time is the watermark in
-//!   seconds.
+//!   ([`Stamped`](watermark::Stamped) records).
+//! - [`filter`] — the config's `[filters]`, applied before routing.
 //! - [`route`] — `Route`: raw streams, app events and rollup samples from each record.
 //! - [`app_events`] — the ordered rule list of SPEC §4.
 //! - [`rollup`] — `Windowed`, tumbling minute windows closed on the frontier, with

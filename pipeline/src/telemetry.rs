@@ -44,6 +44,8 @@ pub struct CheckpointMetrics {
     pub last_at_ns: AtomicI64,
     pub last_bytes: AtomicU64,
     pub last_micros: AtomicU64,
+    /// Time spent writing every checkpoint (µs), for the mean.
+    pub total_micros: Counter,
     /// How long the last checkpoint waited for the sinks to store what it covers.
     pub last_wait_micros: AtomicU64,
     /// Seconds of a live source's input missing from the restored windows, per source.
@@ -59,10 +61,9 @@ impl CheckpointMetrics {
         self.last_at_ns
             .store(sluice_common::time::now_ns(), Ordering::Relaxed);
         self.last_bytes.store(bytes, Ordering::Relaxed);
-        self.last_micros.store(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.last_micros.store(micros, Ordering::Relaxed);
+        self.total_micros.add(micros);
     }
 
     /// How long ago the last checkpoint was written, if one was.

@@ -1,7 +1,7 @@
 //! Documents per second the `elasticsearch` sink indexes into `osmem-server` (the
 //! OpenSearch-compatible test server), end to end: records received → `_bulk` → stored.
 //!
-//! `cargo bench -p sluice-connectors --bench elasticsearch_sink` (`OSMEM_SERVER_BIN` or the
+//! `cargo bench -p sluice-sinks --bench elasticsearch_sink` (`OSMEM_SERVER_BIN` or the
 //! PyPI package `osmem-server`). Under `cargo test` it runs once on a few documents and checks
 //! the count.
 

@@ -3,7 +3,7 @@
 //! container metrics (inserts into an empty table) and app rollups (upserts over existing
 //! rows; `LOAD DATA … REPLACE` for the comparison).
 //!
-//! `cargo bench -p sluice-connectors --bench mysql_sink` (server: `SLUICE_TEST_MYSQL_URL`,
+//! `cargo bench -p sluice-sinks --bench mysql_sink` (server: `SLUICE_TEST_MYSQL_URL`,
 //! default `mysql://root@127.0.0.1:3306`; the `mariadb` client must be installed). Under
 //! `cargo test` it runs once on a few rows and checks the counts.
 

@@ -1,6 +1,6 @@
 //! Rows per second the `sqlite` sink writes, from batches received to rows committed.
 //!
-//! `cargo bench -p sluice-connectors --bench sqlite_sink`
+//! `cargo bench -p sluice-sinks --bench sqlite_sink`
 
 use std::time::{Duration, Instant};
 

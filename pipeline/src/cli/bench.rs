@@ -46,6 +46,10 @@ pub(super) struct BenchArgs {
     /// The capture file for `--source file`; written when absent, reused when present.
     #[arg(long)]
     capture: Option<PathBuf>,
+    /// Keep state (SPEC §9) in a temporary directory with a checkpoint every INTERVAL, to
+    /// measure what checkpoints cost; reports their count, size and duration.
+    #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
+    checkpoint_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -111,11 +115,20 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             })
         }
     };
+    let state = match args.checkpoint_interval {
+        Some(_) => Some(tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?),
+        None => None,
+    };
+    let mut pipeline = PipelineConfig {
+        workers: Some(args.workers),
+        ..PipelineConfig::default()
+    };
+    if let (Some(interval), Some(dir)) = (args.checkpoint_interval, &state) {
+        pipeline.state_dir = Some(dir.path().join("state"));
+        pipeline.checkpoint_interval = interval;
+    }
     let config = Config {
-        pipeline: PipelineConfig {
-            workers: Some(args.workers),
-            ..PipelineConfig::default()
-        },
+        pipeline,
         sources: BTreeMap::from([("bench".to_owned(), source)]),
         sinks: BTreeMap::from([(
             "discard".to_owned(),
@@ -177,6 +190,18 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     println!("  rows out       {written}");
     println!("  elapsed        {:.2} s", elapsed.as_secs_f64());
     println!("  throughput     {} envelopes/s", human(rate));
+    if let Some(interval) = args.checkpoint_interval {
+        let checkpoints = &summary.metrics.graph.checkpoint;
+        let written = checkpoints.written.get();
+        let mean_ms = checkpoints.total_micros.get() as f64 / written.max(1) as f64 / 1e3;
+        println!(
+            "  checkpoints    {written} (every {}), {} failed; mean {mean_ms:.1} ms to write, \
+             last {} KiB",
+            humantime::format_duration(interval),
+            checkpoints.failures.get(),
+            checkpoints.last_bytes.load(Ordering::Relaxed) / 1024,
+        );
+    }
     if let Some((_, peak)) = memory() {
         println!("  peak RSS       {} MiB", peak / (1 << 20));
     }

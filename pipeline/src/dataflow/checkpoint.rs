@@ -87,8 +87,46 @@ pub(super) struct Parts<'scope> {
 #[derive(Default)]
 struct Gathered {
     windows: WindowState,
-    app_rollups: Vec<AppRollup>,
-    platform_rollups: Vec<PlatformRollup>,
+    app_rollups: Chunks<AppRollup>,
+    platform_rollups: Chunks<PlatformRollup>,
+}
+
+/// Rows kept in chunks of at most [`Chunks::ROWS`]: an epoch of a fast replay holds hundreds
+/// of thousands, and one growing vector would copy them all again at every doubling. Each
+/// chunk becomes one `Records` batch for the sinks.
+struct Chunks<R> {
+    chunks: Vec<Vec<R>>,
+}
+
+impl<R> Default for Chunks<R> {
+    fn default() -> Self {
+        Chunks { chunks: Vec::new() }
+    }
+}
+
+impl<R> Chunks<R> {
+    const ROWS: usize = 4096;
+
+    fn extend(&mut self, rows: impl IntoIterator<Item = R>) {
+        for row in rows {
+            match self.chunks.last_mut() {
+                Some(chunk) if chunk.len() < Self::ROWS => chunk.push(row),
+                _ => {
+                    let mut chunk = Vec::with_capacity(Self::ROWS);
+                    chunk.push(row);
+                    self.chunks.push(chunk);
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, mut other: Chunks<R>) {
+        self.chunks.append(&mut other.chunks);
+    }
+
+    fn into_records(self, records: impl Fn(Vec<R>) -> Records) -> impl Iterator<Item = Records> {
+        self.chunks.into_iter().map(records)
+    }
 }
 
 /// Puts each epoch's checkpoint together on worker 0 — windows, Ingest's part, the epoch's
@@ -171,18 +209,20 @@ pub(super) fn assemble(
                     }
                     let earlier = entry.remove();
                     epoch_parts.windows.extend(earlier.windows);
-                    epoch_parts.app_rollups.extend(earlier.app_rollups);
+                    epoch_parts.app_rollups.append(earlier.app_rollups);
                     epoch_parts
                         .platform_rollups
-                        .extend(earlier.platform_rollups);
+                        .append(earlier.platform_rollups);
                 }
-                let mut rows = Vec::new();
-                if !epoch_parts.app_rollups.is_empty() {
-                    rows.push(Records::AppRollups(epoch_parts.app_rollups));
-                }
-                if !epoch_parts.platform_rollups.is_empty() {
-                    rows.push(Records::PlatformRollups(epoch_parts.platform_rollups));
-                }
+                let rows: Vec<Records> = epoch_parts
+                    .app_rollups
+                    .into_records(Records::AppRollups)
+                    .chain(
+                        epoch_parts
+                            .platform_rollups
+                            .into_records(Records::PlatformRollups),
+                    )
+                    .collect();
                 let checkpoint = Checkpoint {
                     epoch,
                     taken_at: sluice_common::time::now_ns(),
