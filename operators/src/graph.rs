@@ -53,6 +53,44 @@ pub struct StateInputs<'scope, T: GraphTime> {
     pub cuts: Stream<'scope, T, Vec<Cut>>,
 }
 
+/// Where a worker's process stands among the processes of a cluster (SPEC §12).
+///
+/// In one process, Route's input is exchanged by app id (series, origin) across the
+/// workers and the samples stay where they are. In a cluster, records are exchanged only
+/// among the workers of the process that read them — raw rows are written by that process
+/// — and the rollup samples, a few dozen bytes each, are what crosses to the worker of the
+/// whole cluster that owns their window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// This process's index.
+    pub process: usize,
+    /// Processes in the cluster (1: no cluster).
+    pub processes: usize,
+    /// Workers per process.
+    pub workers: usize,
+}
+
+impl Placement {
+    /// One process of `workers` workers.
+    pub fn single(workers: usize) -> Placement {
+        Placement {
+            process: 0,
+            processes: 1,
+            workers,
+        }
+    }
+
+    /// The index of this process's first worker: it reads the process's sources.
+    pub fn leader(&self) -> usize {
+        self.process * self.workers
+    }
+
+    /// The worker of this process a record with `hash` goes to.
+    fn local_worker(&self, hash: u64) -> u64 {
+        (self.leader() as u64) + hash % (self.workers as u64)
+    }
+}
+
 /// Builds the graph over a stream of ingested records (see [`crate::watermark::stamp_batch`]),
 /// without checkpoints.
 pub fn build<'scope, T: GraphTime>(
@@ -77,7 +115,15 @@ pub fn build_with_state<'scope, T: GraphTime>(
     state: StateInputs<'scope, T>,
 ) -> GraphStreams<'scope, T> {
     let scope = input.scope();
-    let routed = input.exchange(exchange_key).route(rules);
+    let placement = options.placement;
+    let routed = if placement.processes > 1 {
+        // A worker index below the peer count is taken as is by the exchange.
+        input
+            .exchange(move |record| placement.local_worker(exchange_key(record)))
+            .route(rules)
+    } else {
+        input.exchange(exchange_key).route(rules)
+    };
     let cuts = state.cuts.broadcast();
     let mut widths = options.windows.clone();
     if !widths.contains(&MINUTE) {

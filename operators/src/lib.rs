@@ -11,7 +11,8 @@
 //! - [`app_events`] — the ordered rule list of SPEC §4.
 //! - [`rollup`] — `Windowed`, tumbling minute windows closed on the frontier, with
 //!   [`rollup::app`] (SPEC §5) and [`rollup::platform`] (SPEC §6).
-//! - [`sketch`] — latency percentiles within 1 % in bounded memory.
+//! - [`sketch`] — latency percentiles within 1 % in bounded memory; [`sum`] — sums of
+//!   `f64` that do not depend on the order of the samples.
 //! - [`checkpoint`] — the window state a checkpoint saves, and the cuts that end epochs.
 //! - [`graph`] — the whole graph, wired.
 
@@ -22,5 +23,6 @@ pub mod graph;
 pub mod rollup;
 pub mod route;
 pub mod sketch;
+pub mod sum;
 pub mod time;
 pub mod watermark;

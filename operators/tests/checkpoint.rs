@@ -163,6 +163,7 @@ fn run(
             windows: vec![60, 300],
             checkpoints: true,
             first_epoch,
+            placement: graph::Placement::single(workers),
         };
         let out = out.clone();
         let (mut input, mut app_in, mut platform_in, mut cuts_in) =

@@ -14,7 +14,7 @@ use sluice_model::event::{
 use sluice_model::records::{AppEvent, AppRollup, PlatformRollup};
 use sluice_model::{Event, Payload, Str};
 use sluice_operators::app_events::{AppEventRule, AppEventRules, LiveRules};
-use sluice_operators::graph;
+use sluice_operators::graph::{self, Placement};
 use sluice_operators::rollup::WindowOptions;
 use sluice_operators::watermark::{LateCounts, Watermark, stamp_batch};
 use timely::container::CapacityContainerBuilder;
@@ -137,6 +137,18 @@ fn run_windows(
     batches: Vec<Vec<Event>>,
     windows: Vec<u32>,
 ) -> (Output, LateCounts) {
+    run_placed(workers, 1, batches, windows)
+}
+
+/// [`run_windows`] with the workers placed as `processes` processes of a cluster (SPEC §12):
+/// records stay among the workers of the process that read them (process 0 here), and only
+/// samples cross to the other processes' workers.
+fn run_placed(
+    workers: usize,
+    processes: usize,
+    batches: Vec<Vec<Event>>,
+    windows: Vec<u32>,
+) -> (Output, LateCounts) {
     let output = Arc::new(Mutex::new(Output::default()));
     let late = Arc::new(Mutex::new(LateCounts::default()));
     let (out, late_out) = (output.clone(), late.clone());
@@ -151,6 +163,11 @@ fn run_windows(
             windows: windows.clone(),
             checkpoints: false,
             first_epoch: 0,
+            placement: Placement {
+                process: worker.index() / (workers / processes),
+                processes,
+                workers: workers / processes,
+            },
         };
         let out = out.clone();
         worker.dataflow::<u64, _, _>(|scope| {
@@ -322,6 +339,54 @@ fn any_number_of_workers_gives_the_same_rows() {
     let (three, _) = run(3, scenario());
     assert_eq!(sorted(one.app_rollups), sorted(three.app_rollups));
     assert_eq!(one.platform_rollups.len(), three.platform_rollups.len());
+}
+
+#[test]
+fn workers_placed_as_a_cluster_give_the_rows_of_one_process() {
+    let (one, one_late) = run_windows(1, hours_of_traffic(), vec![60, 3600]);
+    // Two processes of two workers, and three of one: records stay in process 0, where
+    // they are read; samples are exchanged to whichever worker owns their window.
+    for (workers, processes) in [(4, 2), (3, 3)] {
+        let (cluster, late) = run_placed(workers, processes, hours_of_traffic(), vec![60, 3600]);
+        assert_eq!(format!("{late:?}"), format!("{one_late:?}"));
+        let app = |rows: &[AppRollup]| {
+            let mut rows: Vec<String> = rows
+                .iter()
+                .filter(|r| r.is_final)
+                .map(|r| format!("{r:?}"))
+                .collect();
+            rows.sort();
+            rows
+        };
+        assert!(app(&one.app_rollups).len() > 10);
+        assert_eq!(app(&cluster.app_rollups), app(&one.app_rollups));
+        let platform = |rows: &[PlatformRollup]| {
+            let mut keys: Vec<String> = rows
+                .iter()
+                .filter(|r| r.is_final)
+                .map(|r| format!("{r:?}"))
+                .collect();
+            keys.sort();
+            keys
+        };
+        let (theirs, ours) = (
+            platform(&cluster.platform_rollups),
+            platform(&one.platform_rollups),
+        );
+        let differ: Vec<_> = theirs
+            .iter()
+            .zip(&ours)
+            .filter(|(a, b)| a != b)
+            .take(2)
+            .collect();
+        assert!(
+            differ.is_empty() && theirs.len() == ours.len(),
+            "{} vs {} rows: {differ:#?}",
+            theirs.len(),
+            ours.len()
+        );
+        assert_eq!((cluster.logs, cluster.http), (one.logs, one.http));
+    }
 }
 
 const HOUR: i64 = 60 * MIN;
@@ -611,6 +676,7 @@ fn rules_and_the_flush_interval_change_while_the_graph_runs() {
             windows: vec![60],
             checkpoints: false,
             first_epoch: 0,
+            placement: Placement::single(1),
         };
         let rules = LiveRules::new(
             AppEventRules::new(&[AppEventRule {

@@ -85,6 +85,7 @@ pub fn run_graph(events: Vec<Event>) -> Vec<Records> {
             windows: vec![sluice_model::records::MINUTE],
             checkpoints: false,
             first_epoch: 0,
+            placement: sluice_operators::graph::Placement::single(1),
         };
         let out = out.clone();
         worker.dataflow::<u64, _, _>(|scope| {

@@ -7,6 +7,7 @@ use super::WindowAggregate;
 use crate::checkpoint::{OpenWindow, WindowState};
 use crate::route::{AppContribution, AppSample};
 use crate::sketch::LatencySketch;
+use crate::sum::ExactSum;
 use sluice_model::records::AppRollup;
 
 /// What an app's window keeps: sums, maxima and counts, never the records themselves.
@@ -15,7 +16,7 @@ pub struct AppWindow {
     /// Distinct instance indexes, sorted; apps run a handful of instances.
     instances: Vec<i32>,
     container_metrics: u64,
-    cpu_sum: f64,
+    cpu_sum: ExactSum,
     cpu_max: f64,
     memory_sum: u128,
     memory_max: u64,
@@ -64,7 +65,7 @@ impl WindowAggregate for AppRollups {
                     state.cpu_max.max(cpu)
                 };
                 state.container_metrics += 1;
-                state.cpu_sum += cpu;
+                state.cpu_sum.add(cpu);
                 state.memory_sum += u128::from(memory);
                 state.memory_max = state.memory_max.max(memory);
                 state.disk_sum += u128::from(disk);
@@ -96,6 +97,10 @@ impl WindowAggregate for AppRollups {
         crate::route::app_key_hash(app_id)
     }
 
+    fn sample_hash(sample: &AppSample) -> u64 {
+        crate::route::app_key_hash(&sample.app_id)
+    }
+
     fn save(windows: Vec<OpenWindow<Str, AppWindow>>, into: &mut WindowState) {
         into.app.extend(windows);
     }
@@ -110,7 +115,7 @@ impl WindowAggregate for AppRollups {
             minute: start,
             window: width,
             instances: state.instances.len() as u32,
-            cpu_avg: mean(state.cpu_sum),
+            cpu_avg: mean(state.cpu_sum.value()),
             cpu_max: (metrics > 0).then_some(state.cpu_max),
             memory_avg: mean(state.memory_sum as f64),
             memory_max: (metrics > 0).then_some(state.memory_max),

@@ -32,7 +32,7 @@ use rustc_hash::FxHashMap;
 use sluice_model::records::window_start;
 use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::{Capability, CapabilitySet};
@@ -43,7 +43,7 @@ use crate::time::{GraphTime, frontier_bounds};
 
 /// How one kind of rollup aggregates.
 pub trait WindowAggregate: 'static {
-    type Sample: 'static;
+    type Sample: ExchangeData;
     type Key: Hash + Eq + Clone + ExchangeData;
     type State: Default + Clone + ExchangeData;
     type Row: 'static;
@@ -64,6 +64,8 @@ pub trait WindowAggregate: 'static {
     /// The hash the graph exchanges this key's records by, so that a restored window reaches
     /// the worker its records go to.
     fn key_hash(key: &Self::Key) -> u64;
+    /// The same hash, of a sample's key: in a cluster, samples are exchanged by it.
+    fn sample_hash(sample: &Self::Sample) -> u64;
     /// Puts open windows of this kind into a checkpoint's state.
     fn save(windows: Vec<OpenWindow<Self::Key, Self::State>>, into: &mut WindowState);
 }
@@ -89,6 +91,9 @@ pub struct WindowOptions {
     pub checkpoints: bool,
     /// The epoch the graph's ingest starts in (ignored without checkpoints).
     pub first_epoch: u64,
+    /// Where the workers are (SPEC §12): in a cluster, samples reach their window's worker
+    /// through an exchange of their own.
+    pub placement: crate::graph::Placement,
 }
 
 struct Window<S> {
@@ -122,7 +127,7 @@ pub trait Windowed<'scope, T: GraphTime, S> {
     ) -> WindowedStreams<'scope, T, A::Row>;
 }
 
-impl<'scope, T: GraphTime, S: 'static> Windowed<'scope, T, S> for Stream<'scope, T, Vec<S>> {
+impl<'scope, T: GraphTime, S: ExchangeData> Windowed<'scope, T, S> for Stream<'scope, T, Vec<S>> {
     fn windowed<A: WindowAggregate<Sample = S>>(
         self,
         name: &str,
@@ -131,10 +136,40 @@ impl<'scope, T: GraphTime, S: 'static> Windowed<'scope, T, S> for Stream<'scope,
         restored: RestoredWindows<'scope, T, A::Key, A::State>,
         cuts: Stream<'scope, T, Vec<Cut>>,
     ) -> WindowedStreams<'scope, T, A::Row> {
-        let scope: Scope<'scope, T> = self.scope();
+        // One process: Route's input is exchanged by the same key, so samples are already on
+        // their window's worker. A cluster routes records in the process that read them and
+        // exchanges only the (small) samples between processes.
+        if options.placement.processes > 1 {
+            let by_key = Exchange::new(|sample: &S| A::sample_hash(sample));
+            windowed_over::<A, T, S, _>(self, by_key, name, width, options, restored, cuts)
+        } else {
+            windowed_over::<A, T, S, _>(self, Pipeline, name, width, options, restored, cuts)
+        }
+    }
+}
+
+/// The `Windowed` operator, its samples arriving through `pact`.
+fn windowed_over<'scope, A, T, S, P>(
+    samples: Stream<'scope, T, Vec<S>>,
+    pact: P,
+    name: &str,
+    width: u32,
+    options: WindowOptions,
+    restored: RestoredWindows<'scope, T, A::Key, A::State>,
+    cuts: Stream<'scope, T, Vec<Cut>>,
+) -> WindowedStreams<'scope, T, A::Row>
+where
+    A: WindowAggregate<Sample = S>,
+    T: GraphTime,
+    S: 'static,
+    P: ParallelizationContract<T, Vec<S>>,
+{
+    {
+        let this = samples;
+        let scope: Scope<'scope, T> = this.scope();
         let mut builder = OperatorBuilder::new(name.to_owned(), scope);
         let info = builder.operator_info();
-        let mut samples_in = builder.new_input(self, Pipeline);
+        let mut samples_in = builder.new_input(this, pact);
         let mut restored_in = builder.new_input(
             restored,
             Exchange::new(|window: &OpenWindow<A::Key, A::State>| A::key_hash(&window.key)),

@@ -6,6 +6,7 @@ use sluice_model::Str;
 use super::WindowAggregate;
 use crate::checkpoint::{OpenWindow, WindowState};
 use crate::route::{PlatformKey, PlatformSample, PlatformValue};
+use crate::sum::ExactSum;
 use sluice_model::records::{MetricKind, PlatformRollup};
 
 /// What a platform series' window keeps. The first sample fixes the kind and unit; a sample of
@@ -15,10 +16,11 @@ pub struct PlatformWindow {
     kind: Option<MetricKind>,
     unit: Str,
     samples: u64,
-    sum: f64,
+    sum: ExactSum,
     min: f64,
     max: f64,
-    /// (event time, value) of the latest sample; a tie goes to the later arrival.
+    /// (event time, value) of the latest sample; of samples at the same time, the greatest
+    /// value, so that the order they arrive in does not matter.
     last: Option<(i64, f64)>,
     delta_sum: u64,
     total_last: Option<(i64, Option<u64>)>,
@@ -36,6 +38,10 @@ impl WindowAggregate for PlatformRollups {
 
     fn key_hash(key: &PlatformKey) -> u64 {
         crate::route::platform_key_hash(key)
+    }
+
+    fn sample_hash(sample: &PlatformSample) -> u64 {
+        crate::route::platform_key_hash(&sample.key)
     }
 
     fn save(windows: Vec<OpenWindow<PlatformKey, PlatformWindow>>, into: &mut WindowState) {
@@ -62,8 +68,10 @@ impl WindowAggregate for PlatformRollups {
                     state.max = state.max.max(value);
                 }
                 state.samples += 1;
-                state.sum += value;
-                if state.last.is_none_or(|(t, _)| time >= t) {
+                state.sum.add(value);
+                let later =
+                    |(t, v): (i64, f64)| time > t || (time == t && value.total_cmp(&v).is_gt());
+                if state.last.is_none_or(later) {
                     state.last = Some((time, value));
                 }
             }
@@ -73,7 +81,7 @@ impl WindowAggregate for PlatformRollups {
                 }
                 state.samples += 1;
                 state.delta_sum = state.delta_sum.saturating_add(delta);
-                if state.total_last.is_none_or(|(t, _)| time >= t) {
+                if state.total_last.is_none_or(|last| (time, total) > last) {
                     state.total_last = Some((time, total));
                 }
             }
@@ -103,7 +111,7 @@ impl WindowAggregate for PlatformRollups {
                 Str::new()
             },
             samples: state.samples,
-            value_avg: gauge.then(|| state.sum / state.samples as f64),
+            value_avg: gauge.then(|| state.sum.value() / state.samples as f64),
             value_min: gauge.then_some(state.min),
             value_max: gauge.then_some(state.max),
             value_last: if gauge {

@@ -139,6 +139,7 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
         windows: plan.windows.clone(),
         checkpoints: plan.state.is_some(),
         first_epoch,
+        placement: sluice_operators::graph::Placement::single(plan.workers),
     };
     let ingested = ingest::ingest(scope, plan, first_epoch);
     let restored = plan.state.as_ref().and_then(|s| s.restored.clone());
