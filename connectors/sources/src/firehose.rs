@@ -69,6 +69,18 @@ pub struct FirehoseConfig {
     /// further message is waiting, so a quiet stream adds no latency. Default 1024.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// WebSockets opened under the one subscription id (SPEC §12): the Traffic Controller
+    /// deals the subscription's envelopes between them, as between nozzle instances.
+    /// Default 1.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+}
+
+/// More connections than this to one subscription is a typo, not a plan.
+pub const MAX_CONNECTIONS: usize = 64;
+
+const fn default_connections() -> usize {
+    1
 }
 
 const fn default_keepalive() -> Duration {
@@ -96,6 +108,7 @@ impl fmt::Debug for FirehoseConfig {
             .field("keepalive", &self.keepalive)
             .field("max_backoff", &self.max_backoff)
             .field("batch_size", &self.batch_size)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -152,6 +165,12 @@ impl Component for FirehoseConfig {
         if self.batch_size == 0 {
             problem("batch_size", "must be at least 1".into());
         }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            problem(
+                "connections",
+                format!("must be from 1 to {MAX_CONNECTIONS}"),
+            );
+        }
         problems
     }
 
@@ -187,7 +206,11 @@ pub enum FirehoseError {
 /// Runs the Firehose source until shutdown (then `Ok`), until the pipeline stops taking
 /// batches (`Ok`), or until a non-retriable error: bad config, TLS setup, credentials refused.
 pub async fn run(config: FirehoseConfig, ctx: SourceContext) -> Result<(), FirehoseError> {
-    let result = stream_events(&config, &ctx).await;
+    // Each connection keeps itself up; a refusal no retry can mend stops them all.
+    let connections = (0..config.connections).map(|_| stream_events(&config, &ctx));
+    let result = futures_util::future::try_join_all(connections)
+        .await
+        .map(|_| ());
     if let Err(e) = &result {
         error!(source = %ctx.name, "The Firehose source stopped: {e}.");
     }

@@ -68,6 +68,7 @@ fn firehose(addr: SocketAddr, subscription_id: &str) -> FirehoseConfig {
         keepalive: Duration::from_secs(15),
         max_backoff: Duration::from_millis(100),
         batch_size: 64,
+        connections: 1,
     }
 }
 
@@ -341,6 +342,36 @@ async fn two_sources_sharing_a_subscription_split_its_stream() {
     assert!(seen.iter().all(|&n| n == 1), "disjoint and complete");
     assert!(first.stop().await.is_ok());
     assert!(second.stop().await.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_source_with_three_connections_reads_its_subscription_once_over_three_sockets() {
+    let generator = traffic(12, 0, Some(3_000));
+    let server = Running::start(simulate(generator.clone())).await;
+    let mut config = firehose(server.addr, "wide");
+    config.connections = 3;
+    let mut source = Source::start(config, 16);
+    source.receive_at_least(3_000).await;
+    let stats = server.handle.stats();
+    assert_eq!(stats.connections_total, 3, "one WebSocket per connection");
+    assert_eq!(stats.connections_open, 3);
+    // Every envelope of the subscription once, whichever socket carried it.
+    let mut got: Vec<Bytes> = source
+        .events
+        .iter()
+        .map(|e| Bytes::from(encode_v1(e)))
+        .collect();
+    let mut sent: Vec<Bytes> = reference(&generator, 3_000)
+        .iter()
+        .map(|e| Bytes::from(encode_v1(e)))
+        .collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got.len(), 3_000);
+    assert!(got == sent, "the subscription's envelopes, each once");
+    assert_eq!(source.metrics.events.get(), 3_000);
+    assert!(source.stop().await.is_ok());
     server.stop().await;
 }
 

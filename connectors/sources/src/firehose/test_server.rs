@@ -77,6 +77,7 @@ impl TestServer {
             keepalive: Duration::from_secs(15),
             max_backoff: Duration::from_millis(200),
             batch_size: 1024,
+            connections: 1,
         }
     }
 }

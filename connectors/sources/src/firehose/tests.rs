@@ -104,6 +104,7 @@ fn validate_reports_every_bad_value_by_key() {
         keepalive: Duration::ZERO,
         max_backoff: Duration::from_secs(1),
         batch_size: 0,
+        connections: 0,
     };
     let keys: Vec<_> = config.problems().into_iter().map(|e| e.key).collect();
     assert_eq!(
@@ -114,7 +115,8 @@ fn validate_reports_every_bad_value_by_key() {
             "subscription_id",
             "client_id",
             "keepalive",
-            "batch_size"
+            "batch_size",
+            "connections"
         ]
     );
 }
