@@ -100,6 +100,10 @@ struct RunArgs {
     /// when every source is done, waiting for a new config, until Ctrl-C.
     #[arg(long, requires = "config")]
     watch: bool,
+    /// This process's index in `cluster.addresses` (SPEC §12): every process of a cluster
+    /// runs the same config and says which one it is here. Wins over `cluster.process`.
+    #[arg(long, value_name = "N")]
+    process: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +172,7 @@ fn run(args: RunArgs) -> ExitCode {
         watch: args.watch,
         reload: Some(reload.clone()),
         reloaded: None,
+        process: args.process,
     };
     // SIGHUP reloads a config file; the embedded default has none to read again.
     let shutdown = signals::shutdown_on_signal();
@@ -195,9 +200,15 @@ fn run(args: RunArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        // A state directory that another run holds, or whose checkpoint cannot be used, is
-        // refused before anything runs, like a config with problems.
-        Err(e @ runtime::RunError::State(_)) => {
+        // A state directory that another run holds, or whose checkpoint cannot be used, and a
+        // cluster process that does not know its index, are refused before anything runs,
+        // like a config with problems.
+        Err(
+            e @ (runtime::RunError::State(_)
+            | runtime::RunError::Cluster(
+                runtime::ClusterError::NoProcess | runtime::ClusterError::BadProcess { .. },
+            )),
+        ) => {
             error!("{e}");
             ExitCode::from(2)
         }

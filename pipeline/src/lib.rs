@@ -11,6 +11,8 @@
 //! - [`dataflow`] — the timely side: the `Ingest` bridge from the sources' channel into the
 //!   graph of `sluice-operators`, and the bridges from its streams into the sinks.
 //! - [`routing`] — which sinks take which streams, changed live by reloads.
+//! - [`cluster`] — `[cluster]` (SPEC §12): joining the other processes of a timely cluster,
+//!   and noticing one that is lost.
 //! - [`state`] — state across runs (SPEC §9): the locked state directory, the checkpoint
 //!   file, and the thread that writes checkpoints.
 //! - [`status`] — the live status line; [`telemetry`] — the graph's counters and memory;
@@ -19,6 +21,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dataflow;
 pub mod routing;

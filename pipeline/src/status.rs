@@ -5,7 +5,7 @@
 //! ten seconds, so logs stay readable.
 
 use std::io::{self, IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::cluster::ClusterInfo;
 use crate::runtime::RunMetrics;
 use crate::telemetry::memory;
 
@@ -90,7 +91,12 @@ pub struct StatusLine {
 }
 
 impl StatusLine {
-    pub fn start(metrics: RunMetrics, shutdown: CancellationToken) -> StatusLine {
+    /// Starts the line; `cluster` adds this process's place and the bytes it exchanges.
+    pub fn start(
+        metrics: RunMetrics,
+        cluster: Option<Arc<ClusterInfo>>,
+        shutdown: CancellationToken,
+    ) -> StatusLine {
         let stop = CancellationToken::new();
         let until = stop.clone();
         let task = tokio::spawn(async move {
@@ -101,7 +107,7 @@ impl StatusLine {
             } else {
                 Duration::from_secs(10)
             };
-            let mut previous = Snapshot::take(&metrics);
+            let mut previous = Snapshot::take(&metrics, cluster.as_deref());
             let mut ticker = tokio::time::interval(period);
             ticker.tick().await;
             loop {
@@ -109,7 +115,7 @@ impl StatusLine {
                     _ = until.cancelled() => break,
                     _ = ticker.tick() => {}
                 }
-                let now = Snapshot::take(&metrics);
+                let now = Snapshot::take(&metrics, cluster.as_deref());
                 let line = now.describe(&previous, shutdown.is_cancelled());
                 match &bar {
                     Some(bar) => bar.set_message(line),
@@ -142,10 +148,12 @@ struct Snapshot {
     reconnects: u64,
     /// Since the last checkpoint was written, if one was.
     checkpoint_age: Option<std::time::Duration>,
+    /// In a cluster: `process 1 of 3`, and bytes sent to and received from the peers.
+    cluster: Option<(String, u64, u64)>,
 }
 
 impl Snapshot {
-    fn take(metrics: &RunMetrics) -> Snapshot {
+    fn take(metrics: &RunMetrics, cluster: Option<&ClusterInfo>) -> Snapshot {
         let written = StreamName::ALL
             .iter()
             .map(|stream| {
@@ -177,6 +185,10 @@ impl Snapshot {
                 .map(|(_, m)| m.reconnects.get())
                 .sum(),
             checkpoint_age: metrics.graph.checkpoint.age(),
+            cluster: cluster.map(|cluster| {
+                let (sent, received) = cluster.bytes();
+                (cluster.describe(), sent, received)
+            }),
         }
     }
 
@@ -184,8 +196,12 @@ impl Snapshot {
         let seconds = self.at.duration_since(previous.at).as_secs_f64().max(1e-3);
         let rate = |now: u64, then: u64| (now.saturating_sub(then)) as f64 / seconds;
         let mut line = format!(
-            "{}in {}/s",
+            "{}{}in {}/s",
             if stopping { "stopping… " } else { "" },
+            match &self.cluster {
+                Some((place, _, _)) => format!("{place} | "),
+                None => String::new(),
+            },
             human(rate(self.events_in, previous.events_in))
         );
         let outputs: Vec<String> = self
@@ -203,6 +219,15 @@ impl Snapshot {
         line.push_str(&format!(" | late {} | bad {}", self.late, self.bad));
         if self.reconnects > 0 {
             line.push_str(&format!(" | reconnects {}", self.reconnects));
+        }
+        if let (Some((_, sent, received)), Some((_, sent_then, received_then))) =
+            (&self.cluster, &previous.cluster)
+        {
+            line.push_str(&format!(
+                " | peers out {}B/s in {}B/s",
+                human(rate(*sent, *sent_then)),
+                human(rate(*received, *received_then))
+            ));
         }
         if let Some(age) = self.checkpoint_age {
             line.push_str(&format!(" | checkpoint {}s ago", age.as_secs()));

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::registry::{SinkSnapshot, Snapshot, SourceSnapshot};
+use super::registry::{ClusterSnapshot, PeerSnapshot, SinkSnapshot, Snapshot, SourceSnapshot};
 
 /// The `Content-Type` of the format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -361,7 +361,73 @@ pub fn encode(snapshot: &Snapshot) -> String {
             gaps.sample(&[("source", source)], *seconds);
         }
     }
+    if let Some(cluster) = &snapshot.cluster {
+        encode_cluster(&mut out, cluster);
+    }
     out
+}
+
+/// The process's place in its cluster, and the bytes each peer link carries.
+fn encode_cluster(out: &mut String, cluster: &ClusterSnapshot) {
+    use Kind::{Counter, Gauge};
+    family(
+        out,
+        "sluice_cluster_process",
+        Gauge,
+        "This process's index in cluster.addresses.",
+    )
+    .sample(&[], cluster.process as f64);
+    family(
+        out,
+        "sluice_cluster_processes",
+        Gauge,
+        "Processes in the cluster.",
+    )
+    .sample(&[], cluster.processes as f64);
+    let peer_labels = |peer: &PeerSnapshot| (peer.process.to_string(), peer.address.clone());
+    {
+        let mut up = family(
+            out,
+            "sluice_cluster_peer_up",
+            Gauge,
+            "1 while the link to the peer works, 0 once it is lost.",
+        );
+        for peer in &cluster.peers {
+            let (index, address) = peer_labels(peer);
+            up.sample(
+                &[("peer", &index), ("address", &address)],
+                flag(cluster.lost != Some(peer.process)),
+            );
+        }
+    }
+    {
+        let mut sent = family(
+            out,
+            "sluice_cluster_sent_bytes_total",
+            Counter,
+            "Bytes sent to the peer: records and rollup samples exchanged, and progress.",
+        );
+        for peer in &cluster.peers {
+            let (index, address) = peer_labels(peer);
+            sent.sample(
+                &[("peer", &index), ("address", &address)],
+                f(peer.sent_bytes),
+            );
+        }
+    }
+    let mut received = family(
+        out,
+        "sluice_cluster_received_bytes_total",
+        Counter,
+        "Bytes received from the peer.",
+    );
+    for peer in &cluster.peers {
+        let (index, address) = peer_labels(peer);
+        received.sample(
+            &[("peer", &index), ("address", &address)],
+            f(peer.received_bytes),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -405,7 +471,47 @@ mod tests {
                 oldest_pending_seconds: 0.25,
                 unavailable: Some("connection refused".into()),
             }],
+            cluster: Some(ClusterSnapshot {
+                process: 1,
+                processes: 3,
+                lost: Some(2),
+                peers: vec![
+                    PeerSnapshot {
+                        process: 0,
+                        address: "10.0.0.1:7100".into(),
+                        sent_bytes: 300,
+                        received_bytes: 400,
+                    },
+                    PeerSnapshot {
+                        process: 2,
+                        address: "10.0.0.3:7100".into(),
+                        sent_bytes: 5,
+                        received_bytes: 6,
+                    },
+                ],
+            }),
         }
+    }
+
+    #[test]
+    fn a_cluster_shows_its_place_its_peers_and_their_traffic() {
+        let text = encode(&snapshot());
+        for line in [
+            "sluice_cluster_process 1",
+            "sluice_cluster_processes 3",
+            "sluice_cluster_peer_up{peer=\"0\",address=\"10.0.0.1:7100\"} 1",
+            "sluice_cluster_peer_up{peer=\"2\",address=\"10.0.0.3:7100\"} 0",
+            "sluice_cluster_sent_bytes_total{peer=\"0\",address=\"10.0.0.1:7100\"} 300",
+            "sluice_cluster_received_bytes_total{peer=\"2\",address=\"10.0.0.3:7100\"} 6",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        let mut alone = snapshot();
+        alone.cluster = None;
+        assert!(!encode(&alone).contains("sluice_cluster_"));
     }
 
     #[test]

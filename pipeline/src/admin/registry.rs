@@ -12,6 +12,7 @@ use sluice_model::EventType;
 use sluice_model::records::StreamName;
 use sluice_sources::{BAD_RECORD_REASONS, SKIP_REASONS, SourceMetrics};
 
+use crate::cluster::ClusterInfo;
 use crate::telemetry::GraphMetrics;
 
 /// Every running component's counters, by name.
@@ -23,6 +24,8 @@ pub struct Registry {
     /// Every component of the first topology has been started: until then an empty or partial
     /// registry must not read as healthy.
     started: AtomicBool,
+    /// This process's place in its cluster, once joined.
+    cluster: RwLock<Option<Arc<ClusterInfo>>>,
 }
 
 impl Registry {
@@ -32,7 +35,13 @@ impl Registry {
             sources: RwLock::default(),
             sinks: RwLock::default(),
             started: AtomicBool::new(false),
+            cluster: RwLock::default(),
         })
+    }
+
+    /// The process has joined its cluster: `/metrics` shows it and its peers.
+    pub fn set_cluster(&self, cluster: Arc<ClusterInfo>) {
+        *write(&self.cluster) = Some(cluster);
     }
 
     /// The runtime has started every component of its config.
@@ -121,11 +130,30 @@ impl Registry {
                 unavailable: m.unavailable_reason(),
             })
             .collect();
+        let cluster = read(&self.cluster).as_ref().map(|cluster| ClusterSnapshot {
+            process: cluster.process,
+            processes: cluster.processes(),
+            lost: cluster.health.lost().map(|lost| lost.peer),
+            peers: cluster
+                .addresses
+                .iter()
+                .zip(&cluster.traffic)
+                .enumerate()
+                .filter(|(index, _)| *index != cluster.process)
+                .map(|(index, (address, traffic))| PeerSnapshot {
+                    process: index,
+                    address: address.clone(),
+                    sent_bytes: traffic.sent.load(Ordering::Relaxed),
+                    received_bytes: traffic.received.load(Ordering::Relaxed),
+                })
+                .collect(),
+        });
         Snapshot {
             started: self.started.load(Ordering::Relaxed),
             graph,
             sources,
             sinks,
+            cluster,
         }
     }
 }
@@ -162,6 +190,26 @@ pub struct Snapshot {
     pub graph: GraphSnapshot,
     pub sources: Vec<SourceSnapshot>,
     pub sinks: Vec<SinkSnapshot>,
+    /// `None` when the process runs on its own.
+    pub cluster: Option<ClusterSnapshot>,
+}
+
+/// A process of a cluster (SPEC §12) and what it exchanges with each peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSnapshot {
+    pub process: usize,
+    pub processes: usize,
+    /// The peer lost, once one is.
+    pub lost: Option<usize>,
+    pub peers: Vec<PeerSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerSnapshot {
+    pub process: usize,
+    pub address: String,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -139,6 +139,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         filters: BTreeMap::new(),
         admin: None,
         api: None,
+        cluster: None,
     };
 
     // Resident memory, sampled while the run goes.

@@ -81,6 +81,9 @@ impl ConfigDiff {
         if new_pipeline.checkpoint_interval != old_pipeline.checkpoint_interval {
             needs_restart.push("pipeline.checkpoint_interval");
         }
+        if new.cluster != old.cluster {
+            needs_restart.push("cluster");
+        }
         if new.admin != old.admin {
             needs_restart.push("admin");
         }

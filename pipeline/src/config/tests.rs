@@ -565,3 +565,39 @@ dead_letter = "dead.ndjson"
         ]
     );
 }
+
+#[test]
+fn a_cluster_section_parses_and_its_problems_are_named() {
+    let text = format!(
+        "{MINIMAL}\n[cluster]\naddresses = [\"10.0.0.1:7100\", \"10.0.0.2:7100\"]\nprocess = 1\n"
+    );
+    let config = parse(&text).expect("valid");
+    let cluster = config.cluster.expect("a cluster");
+    assert_eq!(cluster.process, Some(1));
+    assert_eq!(cluster.startup_timeout, Duration::from_secs(60));
+
+    let text = format!(
+        "{}\n[cluster]\naddresses = [\"10.0.0.1\"]\nprocess = 3\n",
+        MINIMAL.replace("workers = 2", "workers = 2\nstate_dir = \"state\"")
+    );
+    let problems = parse(&text).expect_err("invalid");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("cluster.addresses[0]: `10.0.0.1` is not host:port")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("cluster.process: 3 is not an index")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p
+                .starts_with("pipeline.state_dir: checkpoints are not supported in a [cluster]")),
+        "{problems:?}"
+    );
+}

@@ -1,4 +1,5 @@
-//! `Ingest`: the bridge from the sources' channel into the graph, on worker 0.
+//! `Ingest`: the bridge from the sources' channel into the graph, on the process's first
+//! worker (worker 0 of one process; each process's own in a cluster).
 //!
 //! Each batch is filtered, its records' event times and lateness decided in arrival order
 //! against the watermark, and it is sent at the watermark from before it in the current
@@ -102,8 +103,10 @@ pub(super) fn ingest<'scope>(
     let interval = plan.state.as_ref().map(|state| state.interval);
     let restored = plan.state.as_ref().and_then(|state| state.restored.clone());
     let my_parts = parts.clone();
+    let leader = plan.placement.leader();
     builder.build(move |capabilities| {
-        let mut receiver = if scope.index() == 0 {
+        // One worker per process reads the process's sources: its leader.
+        let mut receiver = if scope.index() == leader {
             lock(&channel.receiver).take()
         } else {
             None

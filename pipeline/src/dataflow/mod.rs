@@ -2,9 +2,12 @@
 //! itself, and the bridges from its streams into the sinks' channels.
 //!
 //! Sources (tokio tasks) queue [`SourceBatch`](sluice_sources::SourceBatch)es on one bounded
-//! channel and wake the `Ingest` operator through a `SyncActivator`. Worker 0 alone drains
-//! that channel: it decides event time and lateness in arrival order (see
+//! channel and wake the `Ingest` operator through a `SyncActivator`. One worker of the process
+//! (its first) drains that channel: it decides event time and lateness in arrival order (see
 //! `sluice_operators::watermark`) and the graph's exchange spreads the work over every worker.
+//! In a cluster every process does the same with its own sources; the rollups' samples cross
+//! to the worker of the cluster that owns their window, whose frontier — the least watermark
+//! of all processes — closes it.
 //! When the channel closes (every source is done or stopped), Ingest drops its capability,
 //! the frontier empties, the rollups close their windows, and the dataflow completes.
 //!
@@ -38,12 +41,13 @@ use std::time::Duration;
 use sluice_model::records::{AppEvent, AppRollup, Records, StreamName};
 use sluice_operators::app_events::LiveRules;
 use sluice_operators::filter::Filters;
-use sluice_operators::graph::{self, StateInputs};
+use sluice_operators::graph::{self, Placement, StateInputs};
 use sluice_operators::rollup::WindowOptions;
 use sluice_operators::time::Time;
 use timely::dataflow::Scope;
 use timely::dataflow::operators::Concatenate;
 
+use crate::cluster::Network;
 use crate::routing::SinkRoutes;
 use crate::state::file::Checkpoint;
 use crate::state::writer::PendingCheckpoint;
@@ -72,6 +76,8 @@ impl DataflowError {
 /// What the dataflow needs, shared by every worker.
 pub struct DataflowPlan {
     pub workers: usize,
+    /// Where this process's workers stand in the cluster ([`Placement::single`] without one).
+    pub placement: Placement,
     /// The allowed lateness in ns; a live reload may change it while the graph runs.
     pub allowed_lateness: Arc<AtomicU64>,
     /// The app-event rules; a live reload may replace them.
@@ -115,14 +121,25 @@ impl DataflowPlan {
 }
 
 /// Runs the dataflow on `plan.workers` threads until the sources' channel closes and every
-/// record has been handed to the sinks. Blocks the calling thread.
-pub fn run(plan: DataflowPlan) -> Result<(), DataflowError> {
+/// record has been handed to the sinks. Blocks the calling thread. With `network` (a
+/// cluster, SPEC §12) the workers are this process's share of the cluster's, and the graph's
+/// exchanges reach the other processes.
+pub fn run(plan: DataflowPlan, network: Option<Network>) -> Result<(), DataflowError> {
     let workers = plan.workers;
     let plan = Arc::new(plan);
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+    let build_worker = move |worker: &mut timely::worker::Worker| {
         let plan = plan.clone();
         worker.dataflow::<Time, _, _>(move |scope| build(scope, &plan));
-    })
+    };
+    let guards = match network {
+        Some(network) => timely::execute::execute_from(
+            network.builders,
+            Box::new(network.guard),
+            timely::WorkerConfig::default(),
+            build_worker,
+        ),
+        None => timely::execute(timely::Config::process(workers), build_worker),
+    }
     .map_err(DataflowError)?;
     for result in guards.join() {
         result.map_err(DataflowError)?;
@@ -139,7 +156,7 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
         windows: plan.windows.clone(),
         checkpoints: plan.state.is_some(),
         first_epoch,
-        placement: sluice_operators::graph::Placement::single(plan.workers),
+        placement: plan.placement,
     };
     let ingested = ingest::ingest(scope, plan, first_epoch);
     let restored = plan.state.as_ref().and_then(|s| s.restored.clone());

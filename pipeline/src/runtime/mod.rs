@@ -34,6 +34,7 @@ use tracing::{error, info, warn};
 use self::reload::ReloadTrigger;
 use self::supervisor::{LiveSettings, Supervisor, duration_ns};
 use crate::admin::{AdminServer, Registry};
+use crate::cluster::{ClusterInfo, Lost, Network};
 use crate::config::{Config, ConfigDiff};
 use crate::dataflow::{self, DataflowPlan, IngestChannel, LiveTap, StatePlan};
 use crate::routing::SinkRoutes;
@@ -60,6 +61,33 @@ pub enum RunError {
     State(#[from] StateError),
     #[error("cannot start the checkpoint writer: {0}")]
     Writer(#[source] std::io::Error),
+    /// The cluster could not be formed (SPEC §12).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A process of the cluster went away mid-run: this one stopped reading, wrote what it
+    /// had, and ends too. Names every peer lost by then (`process 2 (10.0.0.3:7100, …)`).
+    #[error(
+        "lost {0} of the cluster: this process stopped; the records it had read are written, \
+         open minutes as of their last flush; restart every process of the cluster"
+    )]
+    PeerLost(String),
+}
+
+/// Why this process could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "cluster.process is not set: give each process its index in cluster.addresses with \
+         `sluice run --process N` (or cluster.process)"
+    )]
+    NoProcess,
+    #[error(
+        "--process {process} is not an index of cluster.addresses (0 to {})",
+        .processes - 1
+    )]
+    BadProcess { process: usize, processes: usize },
+    #[error(transparent)]
+    Connect(#[from] crate::cluster::ConnectError),
 }
 
 /// Live handles on a running pipeline's counters.
@@ -85,6 +113,9 @@ pub struct RunOptions {
     pub reload: Option<Arc<Notify>>,
     /// Notified after every reload, applied or rejected (the reload benchmark).
     pub reloaded: Option<Arc<Notify>>,
+    /// This process's index in `cluster.addresses` (`--process`); wins over
+    /// `cluster.process`.
+    pub process: Option<usize>,
 }
 
 /// What a finished run did.
@@ -246,6 +277,30 @@ async fn run_async(
         Some(api) => Some(start_api(&config, api, live.clone()).await?),
         None => None,
     };
+    // Every process of the cluster connected before any sink or source starts: a cluster
+    // that cannot form has touched nothing.
+    let (cluster, network) = match &config.cluster {
+        Some(cluster_config) => {
+            let (cluster, network) = tokio::select! {
+                joined = join_cluster(&config, cluster_config, options.process) => joined?,
+                () = &mut shutdown_requested => {
+                    info!("Stopped while waiting for the cluster's other processes.");
+                    return Ok(RunSummary {
+                        metrics: RunMetrics { graph: graph_metrics, sources: Vec::new(), sinks: Vec::new() },
+                        elapsed: started.elapsed(),
+                        interrupted: true,
+                    });
+                }
+            };
+            registry.set_cluster(cluster.clone());
+            (Some(cluster), Some(network))
+        }
+        None => (None, None),
+    };
+    let placement = network.as_ref().map_or(
+        sluice_operators::graph::Placement::single(config.pipeline.workers()),
+        |network| network.placement,
+    );
     let routes = Arc::new(SinkRoutes::default());
 
     let (batches, receiver) = mpsc::channel(config.pipeline.channel_capacity);
@@ -287,6 +342,7 @@ async fn run_async(
     };
     let plan = DataflowPlan {
         workers: config.pipeline.workers(),
+        placement,
         allowed_lateness: settings.allowed_lateness_ns.clone(),
         rules: settings.rules.clone(),
         flush_interval: settings.flush_interval_ns.clone(),
@@ -339,8 +395,9 @@ async fn run_async(
             .map_err(|e| RunError::Dataflow(dataflow::DataflowError::panicked(&e)))?;
     }
 
-    // The dataflow, on its own threads.
-    let dataflow = tokio::task::spawn_blocking(move || dataflow::run(plan));
+    // The dataflow, on its own threads: not the runtime's blocking pool, which a run that
+    // lost a peer (and with it the dataflow) could not shut down.
+    let dataflow = spawn_dataflow(plan, network)?;
 
     // Sources last, those that can rewind from where the restored checkpoint left them.
     for (name, source_config) in &config.sources {
@@ -363,9 +420,15 @@ async fn run_async(
         workers = config.pipeline.workers(),
         "Pipeline running."
     );
-    let status = options
-        .status
-        .then(|| StatusLine::start(supervisor.metrics.clone(), shutdown.clone()));
+    let status = options.status.then(|| {
+        StatusLine::start(
+            supervisor.metrics.clone(),
+            cluster.clone(),
+            shutdown.clone(),
+        )
+    });
+    let health = cluster.as_ref().map(|cluster| cluster.health.clone());
+    let mut lost: Option<(Lost, Instant)> = None;
 
     if interrupted {
         supervisor.stop();
@@ -387,6 +450,16 @@ async fn run_async(
             () = &mut shutdown_requested, if !shutdown.is_cancelled() => {
                 interrupted = true;
                 supervisor.stop();
+            }
+            peer = wait_for_loss(health.as_deref()), if lost.is_none() => {
+                let address = address_of(cluster.as_deref(), peer.peer);
+                error!(peer = peer.peer, %address, reason = %peer.reason,
+                    "Lost a process of the cluster: stopping this one.");
+                lost = Some((peer, Instant::now()));
+                supervisor.stop();
+                // The dataflow cannot finish without the lost process: release the sinks so
+                // they write what they were given and end.
+                routes.clear();
             }
             path = reloads.next(), if !shutdown.is_cancelled() => {
                 let asked = Instant::now();
@@ -428,6 +501,16 @@ async fn run_async(
         }
     }
 
+    if let Some(peer) = lost {
+        return Err(finish_after_loss(
+            &mut supervisor,
+            cluster.as_deref(),
+            peer,
+            (&shutdown, status),
+        )
+        .await);
+    }
+
     // Every source is done: the dataflow drains and completes, then the sinks finish.
     let dataflow_result = dataflow.await;
     if let Some(writer) = writer {
@@ -438,10 +521,7 @@ async fn run_async(
     }
     drop(state_dir);
     routes.clear();
-    match dataflow_result {
-        Ok(result) => result?,
-        Err(panic) => return Err(dataflow::DataflowError::panicked(&panic).into()),
-    }
+    dataflow_result?;
     while let Some(finished) = supervisor.sink_tasks.join_next().await {
         match finished {
             Ok((name, generation, result)) => {
@@ -480,4 +560,142 @@ async fn run_async(
         elapsed: started.elapsed(),
         interrupted,
     })
+}
+
+/// Joins the cluster of `[cluster]`: connects to every other process (on a thread of its
+/// own, as it may wait up to `startup_timeout`) and starts timely's communication.
+async fn join_cluster(
+    config: &Config,
+    cluster: &crate::cluster::ClusterConfig,
+    process: Option<usize>,
+) -> Result<(Arc<ClusterInfo>, Network), RunError> {
+    let processes = cluster.addresses.len();
+    let process = process.or(cluster.process).ok_or(ClusterError::NoProcess)?;
+    if process >= processes {
+        return Err(ClusterError::BadProcess { process, processes }.into());
+    }
+    let workers = config.pipeline.workers();
+    // What every process's graph must agree on beyond the worker count.
+    let shape = format!(
+        "windows {:?}, checkpoints {}",
+        config.pipeline.window_widths(),
+        if config.pipeline.state_dir.is_some() {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    let cluster = cluster.clone();
+    let (info, network) = tokio::task::spawn_blocking(move || {
+        crate::cluster::join(&cluster, process, workers, shape)
+    })
+    .await
+    .map_err(|e| RunError::Dataflow(dataflow::DataflowError::panicked(&e)))?
+    .map_err(ClusterError::from)?;
+    info!(
+        process,
+        processes,
+        workers,
+        "Joined the cluster: {} workers in all.",
+        workers * processes
+    );
+    Ok((Arc::new(info), network))
+}
+
+/// Starts the dataflow on a thread of its own; the future resolves with how it ended.
+fn spawn_dataflow(
+    plan: DataflowPlan,
+    network: Option<Network>,
+) -> Result<impl Future<Output = Result<(), dataflow::DataflowError>>, RunError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(crate::cluster::DATAFLOW_THREAD.to_owned())
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                dataflow::run(plan, network)
+            }));
+            let outcome = outcome.unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                Err(dataflow::DataflowError::panicked(&message))
+            });
+            let _ = done.send(outcome);
+        })
+        .map_err(RunError::Runtime)?;
+    Ok(async move {
+        result.await.unwrap_or_else(|_| {
+            Err(dataflow::DataflowError::panicked(
+                &"the dataflow thread ended without a result",
+            ))
+        })
+    })
+}
+
+/// Resolves when a peer of the cluster is lost; never without a cluster.
+async fn wait_for_loss(health: Option<&crate::cluster::Health>) -> Lost {
+    match health {
+        Some(health) => health.wait_for_loss().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn address_of(cluster: Option<&ClusterInfo>, peer: usize) -> String {
+    cluster
+        .and_then(|cluster| cluster.addresses.get(peer).cloned())
+        .unwrap_or_default()
+}
+
+/// How long sinks get, after a peer is lost, to write what they were handed.
+const SINK_DRAIN_AFTER_LOSS: Duration = Duration::from_secs(30);
+/// When one process dies the others stop too, and a survivor may notice one of those exits
+/// before the death that caused them: every peer lost this soon after the first is named.
+const LOSS_SETTLE: Duration = Duration::from_secs(1);
+
+/// After a lost peer: the sources are stopped and the sinks released; waits (a bounded time)
+/// for the sinks to write what they have, and says why the run ends. The dataflow is not
+/// waited for: without the lost process it cannot complete, and the process exits.
+async fn finish_after_loss(
+    supervisor: &mut Supervisor,
+    cluster: Option<&ClusterInfo>,
+    (peer, noticed): (Lost, Instant),
+    (shutdown, status): (&CancellationToken, Option<StatusLine>),
+) -> RunError {
+    let drained = tokio::time::timeout(SINK_DRAIN_AFTER_LOSS, async {
+        while let Some(finished) = supervisor.sink_tasks.join_next().await {
+            if let Ok((name, _, Err(e))) = finished {
+                error!(sink = %name, "Sink stopped: {e}");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            "Sinks still writing {}s after the peer was lost: ending without them.",
+            SINK_DRAIN_AFTER_LOSS.as_secs()
+        );
+    }
+    shutdown.cancel();
+    if let Some(status) = status {
+        status.finish().await;
+    }
+    tokio::time::sleep(LOSS_SETTLE.saturating_sub(noticed.elapsed())).await;
+    let mut lost = cluster.map(|c| c.health.all_lost()).unwrap_or_default();
+    if lost.is_empty() {
+        lost.push(peer);
+    }
+    let named: Vec<String> = lost
+        .iter()
+        .map(|lost| {
+            format!(
+                "process {} ({}, {})",
+                lost.peer,
+                address_of(cluster, lost.peer),
+                lost.reason
+            )
+        })
+        .collect();
+    RunError::PeerLost(named.join(" and "))
 }

@@ -65,13 +65,7 @@ impl MysqlStore {
             }
             Err(error) => return Err(connect_error(error)),
         }
-        sqlx::migrate!("migrations/mysql")
-            .run(&pool)
-            .await
-            .map_err(|source| MysqlSinkError::Migrate {
-                endpoint: endpoint.to_owned(),
-                source,
-            })?;
+        migrate(&pool, &options, endpoint).await?;
         let tables = rows::tables_for(windows);
         let mut connection = pool.acquire().await.map_err(connect_error)?;
         create_window_tables::<MySql>(&mut connection, &tables)
@@ -225,6 +219,52 @@ fn partition<'a>(table: &Table, values: Vec<Value<'a>>, parts: usize) -> Vec<Vec
 const MIN_ROWS_PER_PART: usize = 256;
 
 /// `CREATE DATABASE IF NOT EXISTS` for the URL's database, over a connection to no database.
+/// A session lock held while the schema is migrated, so that the processes of a cluster
+/// (SPEC §12) starting together on one database migrate it once. sqlx's own migration lock
+/// waits with a negative timeout, which MariaDB does not take as "for ever": it returns at
+/// once and two migrators race.
+const MIGRATION_LOCK: &str = "sluice_schema_migration";
+/// How long a sink waits for another process's migration.
+const MIGRATION_LOCK_WAIT_SECONDS: i64 = 120;
+
+/// Migrates the schema through `pool` while a session of its own (outside the pool, which
+/// may have one connection) holds the migration lock.
+async fn migrate(
+    pool: &sqlx::MySqlPool,
+    options: &MySqlConnectOptions,
+    endpoint: &str,
+) -> Result<(), MysqlSinkError> {
+    let migrate_error = |source| MysqlSinkError::Migrate {
+        endpoint: endpoint.to_owned(),
+        source,
+    };
+    let mut lock = sqlx::mysql::MySqlConnection::connect_with(options)
+        .await
+        .map_err(|e| migrate_error(sqlx::migrate::MigrateError::Execute(e)))?;
+    let connection = &mut lock;
+    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(CONCAT(?, DATABASE()), ?)")
+        .bind(MIGRATION_LOCK)
+        .bind(MIGRATION_LOCK_WAIT_SECONDS)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(|e| migrate_error(sqlx::migrate::MigrateError::Execute(e)))?;
+    if locked != Some(1) {
+        return Err(migrate_error(sqlx::migrate::MigrateError::Execute(
+            sqlx::Error::Protocol(format!(
+                "another process held the schema migration lock for {MIGRATION_LOCK_WAIT_SECONDS}s"
+            )),
+        )));
+    }
+    let migrated = sqlx::migrate!("migrations/mysql").run(pool).await;
+    // Closing the session releases the lock too: a failure to release ends with it anyway.
+    let _ = sqlx::query("SELECT RELEASE_LOCK(CONCAT(?, DATABASE()))")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *connection)
+        .await;
+    let _ = lock.close().await;
+    migrated.map_err(migrate_error)
+}
+
 async fn create_database(
     url: &DatabaseUrl,
     options: &MySqlConnectOptions,

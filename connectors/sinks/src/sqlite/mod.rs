@@ -305,13 +305,25 @@ impl SqliteStore {
             .map_err(open_error)?;
         // Migrating through the pool rather than `&mut SqliteConnection`: the latter's
         // `Acquire` impl makes this future not provably `Send` (a known rustc limitation).
-        sqlx::migrate!("migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|source| SqliteSinkError::Migrate {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        // Processes of a cluster (SPEC §12) may open one file together. A migration is one
+        // transaction, so a migrator that lost the race to another fails whole ("table
+        // already exists") and, tried again, finds the schema migrated.
+        let mut attempt = 1;
+        loop {
+            match sqlx::migrate!("migrations/sqlite").run(&pool).await {
+                Ok(()) => break,
+                Err(sqlx::migrate::MigrateError::ExecuteMigration(..)) if attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(source) => {
+                    return Err(SqliteSinkError::Migrate {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            }
+        }
         let mut connection = pool.acquire().await.map_err(open_error)?;
         let tables = rows::tables_for(windows);
         create_window_tables::<Sqlite>(&mut connection, &tables)

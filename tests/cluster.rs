@@ -1,0 +1,501 @@
+//! `sluice run` as a three-process timely cluster on loopback (SPEC §12): a replay split
+//! between the processes lands exactly as one process writes it, in SQLite and MariaDB;
+//! three Firehose consumers of one subscription count every envelope once; a lost process
+//! stops the others with an error naming it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_test_support::mariadb::{Cell, TABLE_KEYS, TestDatabase, dump_mysql, dump_sqlite};
+use sluice_test_support::simulate;
+use sluice_test_support::*;
+
+const PROCESSES: usize = 3;
+
+/// Loopback addresses for a cluster of `n` processes.
+fn addresses(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect()
+}
+
+/// `[cluster]` of `addresses`.
+fn cluster_section(addresses: &[String]) -> String {
+    format!(
+        "[cluster]\naddresses = {addresses:?}\nstartup_timeout = \"60s\"\n",
+        addresses = addresses
+    )
+}
+
+/// `sluice run --process N` of `config`, with `SLUICE_PART=N` for per-process paths.
+fn start_process(config: &Path, process: usize) -> Child {
+    sluice()
+        .args(["run", "--no-status", "--process", &process.to_string()])
+        .arg("--config")
+        .arg(config)
+        .env("SLUICE_PART", process.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice starts")
+}
+
+/// Waits for every process to exit, with its stderr.
+fn wait_all(children: Vec<Child>) -> Vec<std::process::Output> {
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().expect("sluice ran"))
+        .collect()
+}
+
+/// The replay sinks: SQLite at `sqlite`, and MariaDB at `mysql` when given.
+fn sinks(sqlite: &Path, mysql: Option<&str>) -> String {
+    let mut text = format!(
+        r#"
+[sinks.local]
+type = "sqlite"
+path = {sqlite:?}
+"#
+    );
+    if let Some(url) = mysql {
+        text.push_str(&format!(
+            r#"
+[sinks.db]
+type = "mysql"
+url = "{url}"
+batch_size = 2000
+# The capture's clock is in the past: keep its rows.
+retention = {{ enabled = false }}
+"#
+        ));
+    }
+    text
+}
+
+/// Lateness generous enough that no record of the test's traffic is late anywhere: then a
+/// cluster writes what one process writes (SPEC §12).
+const PIPELINE: &str = "[pipeline]\nworkers = 2\nallowed_lateness = \"1h\"\n";
+
+fn dump_all_sqlite(path: &Path) -> Vec<Vec<Vec<Cell>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut tables = Vec::new();
+        for (table, _) in TABLE_KEYS {
+            tables.push(dump_sqlite(path, table).await);
+        }
+        tables
+    })
+}
+
+fn dump_all_mysql(db: &TestDatabase) -> Vec<Vec<Vec<Cell>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut connection = db.connect().await;
+        let mut tables = Vec::new();
+        for (table, _) in TABLE_KEYS {
+            tables.push(dump_mysql(&mut connection, table).await);
+        }
+        tables
+    })
+}
+
+fn assert_same_tables(what: &str, actual: &[Vec<Vec<Cell>>], expected: &[Vec<Vec<Cell>>]) {
+    for (((table, _), got), want) in TABLE_KEYS.iter().zip(actual).zip(expected) {
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{what}: {table} has {} rows, one process wrote {}",
+            got.len(),
+            want.len()
+        );
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g, w, "{what}: a row of {table} differs from one process's");
+        }
+    }
+}
+
+#[test]
+fn a_replay_split_over_three_processes_writes_the_tables_of_one_process() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events = simulated_events(21, 40, 24_000, 0.0);
+    let whole = dir.path().join("whole.bin");
+    write_capture(&whole, &events);
+    // Round-robin: every app's records are spread over every process.
+    for part in 0..PROCESSES {
+        let share: Vec<_> = events
+            .iter()
+            .skip(part)
+            .step_by(PROCESSES)
+            .cloned()
+            .collect();
+        write_capture(&dir.path().join(format!("part-{part}.bin")), &share);
+    }
+
+    // One process, the whole file.
+    let alone_db = dir.path().join("alone.db");
+    let alone = write_config(
+        dir.path(),
+        "alone.toml",
+        &format!(
+            "{PIPELINE}\n[sources.replay]\ntype = \"file\"\npath = {whole:?}\n{}",
+            sinks(&alone_db, None)
+        ),
+    );
+    assert_success(&run_config(&alone));
+    let expected = dump_all_sqlite(&alone_db);
+    for ((table, _), rows) in TABLE_KEYS.iter().zip(&expected) {
+        assert!(
+            !rows.is_empty() || *table == "platform_error",
+            "{table} is empty: the comparison would prove nothing"
+        );
+    }
+
+    // Three processes, each its own part (`${SLUICE_PART}`), into one SQLite file and one
+    // MariaDB database.
+    let db = TestDatabase::shared("cluster_replay");
+    let cluster_db = dir.path().join("cluster.db");
+    let part = dir.path().join("part-${SLUICE_PART}.bin");
+    let config = write_config(
+        dir.path(),
+        "cluster.toml",
+        &format!(
+            "{PIPELINE}\n{}\n[sources.replay]\ntype = \"file\"\npath = \"{}\"\n{}",
+            cluster_section(&addresses(PROCESSES)),
+            part.display(),
+            sinks(&cluster_db, Some(&db.url()))
+        ),
+    );
+    let children: Vec<Child> = (0..PROCESSES)
+        .map(|process| start_process(&config, process))
+        .collect();
+    for (process, output) in wait_all(children).iter().enumerate() {
+        assert!(
+            output.status.success(),
+            "process {process} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_same_tables("SQLite", &dump_all_sqlite(&cluster_db), &expected);
+    assert_same_tables("MariaDB", &dump_all_mysql(&db), &expected);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(db.drop_database());
+}
+
+/// A config whose source never ends: each process simulates its own traffic.
+fn endless_config(dir: &Path, addresses: &[String]) -> PathBuf {
+    write_config(
+        dir,
+        "endless.toml",
+        &format!(
+            "{PIPELINE}\n{}\n[sources.sim]\ntype = \"simulator\"\napps = 20\nrate = 500\n\n\
+             [sinks.local]\ntype = \"sqlite\"\npath = \"{}\"\n",
+            cluster_section(addresses),
+            dir.join("endless-${SLUICE_PART}.db").display()
+        ),
+    )
+}
+
+#[test]
+fn a_lost_process_stops_the_others_with_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addresses = addresses(PROCESSES);
+    let config = endless_config(dir.path(), &addresses);
+    let mut children: Vec<Reaper> = (0..PROCESSES)
+        .map(|process| Reaper(start_process(&config, process)))
+        .collect();
+    // Every process has joined and runs before one is lost.
+    let mut logs = Vec::new();
+    for child in &mut children {
+        let stderr = child.0.stderr.take().expect("stderr piped");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        logs.push(receiver);
+    }
+    let mut seen: Vec<Vec<String>> = vec![Vec::new(); PROCESSES];
+    for (process, log) in logs.iter().enumerate() {
+        loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(90))
+                .unwrap_or_else(|_| panic!("process {process} never ran: {:?}", seen[process]));
+            let running = line.contains("Pipeline running.");
+            seen[process].push(line);
+            if running {
+                break;
+            }
+        }
+    }
+    // Records cross between the processes before the loss.
+    wait_for_rows(
+        &mut children[0].0,
+        &dir.path().join("endless-0.db"),
+        "app_metric_rollup",
+        1,
+    );
+
+    children[2].0.kill().expect("kill -9 process 2");
+    children[2].0.wait().expect("process 2 reaped");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for process in 0..2 {
+        let status = loop {
+            if let Some(status) = children[process].0.try_wait().expect("status") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {process} still runs a minute after process 2 was lost"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(1), "process {process} exits 1");
+        // The rest of its stderr, to its end.
+        while let Ok(line) = logs[process].recv_timeout(Duration::from_secs(10)) {
+            seen[process].push(line);
+        }
+        // The others stop too and may be noticed first: the dead one is named among them.
+        let dead = format!("process 2 ({},", addresses[2]);
+        let named = seen[process]
+            .iter()
+            .any(|line| line.contains("Run failed: lost ") && line.contains(&dead));
+        assert!(
+            named,
+            "process {process} does not name the lost peer:\n{}",
+            seen[process].join("\n")
+        );
+    }
+}
+
+/// A Firehose of `limit` envelopes on a simulated clock, the same for the same seed.
+fn simulated_firehose(runtime: &tokio::runtime::Runtime, limit: u64) -> simulate::Running {
+    use sluice_simulator::server::SimulateConfig;
+    use sluice_simulator::{Clock, SimulatorConfig};
+    let generator = SimulatorConfig {
+        apps: 30,
+        seed: 33,
+        rate: 0,
+        limit: Some(limit),
+        clock: Clock::Simulated,
+        density: 10,
+        ..SimulatorConfig::default()
+    };
+    runtime.block_on(simulate::Running::start(SimulateConfig {
+        client_id: "sluice".to_owned(),
+        client_secret: "s3cret".to_owned(),
+        generator,
+        ..SimulateConfig::default()
+    }))
+}
+
+fn firehose_config(
+    dir: &Path,
+    name: &str,
+    firehose: std::net::SocketAddr,
+    connections: usize,
+    cluster: Option<&[String]>,
+    db: &Path,
+) -> PathBuf {
+    let cluster = cluster.map(cluster_section).unwrap_or_default();
+    write_config(
+        dir,
+        name,
+        &format!(
+            r#"{PIPELINE}
+{cluster}
+[admin]
+listen = "127.0.0.1:${{ADMIN_PORT}}"
+
+[sources.cf]
+type = "firehose"
+url = "ws://{firehose}"
+subscription_id = "one-subscription"
+uaa_url = "http://{firehose}"
+client_id = "sluice"
+client_secret = "s3cret"
+connections = {connections}
+
+[sinks.local]
+type = "sqlite"
+path = {db:?}
+"#
+        ),
+    )
+}
+
+/// A figure of a process's `/metrics` (0 while it does not answer yet).
+fn metric(admin: u16, name: &str) -> f64 {
+    http_get(([127, 0, 0, 1], admin).into(), "/metrics")
+        .and_then(|(_, body)| {
+            body.lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Runs `processes` (index, admin port) of `config` until their sources have read `limit`
+/// envelopes in all, then stops them with Ctrl-C; returns how many each read.
+fn run_until_read(config: &Path, processes: &[(Option<usize>, u16)], limit: u64) -> Vec<f64> {
+    let mut children: Vec<Reaper> = processes
+        .iter()
+        .map(|(process, admin)| {
+            let mut command = sluice();
+            command
+                .args(["run", "--no-status", "--config"])
+                .arg(config)
+                .env("ADMIN_PORT", admin.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Some(process) = process {
+                command.args(["--process", &process.to_string()]);
+            }
+            Reaper(command.spawn().expect("sluice starts"))
+        })
+        .collect();
+    let read = |name: &str| -> Vec<f64> {
+        processes
+            .iter()
+            .map(|(_, admin)| metric(*admin, name))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let events = "sluice_source_events_total{source=\"cf\"}";
+    while read(events).iter().sum::<f64>() < limit as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "the processes read {:?} of {limit} envelopes in two minutes",
+            read(events)
+        );
+        for child in &mut children {
+            assert!(
+                child.0.try_wait().expect("status").is_none(),
+                "a process ended early"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let counts = read(events);
+    for child in &children {
+        let interrupted = std::process::Command::new("kill")
+            .args(["-INT", &child.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(interrupted.success());
+    }
+    for child in &mut children {
+        let status = child.0.wait().expect("sluice exits");
+        assert!(status.success(), "a process exited with {status}");
+    }
+    counts
+}
+
+#[test]
+fn three_processes_on_one_subscription_count_every_envelope_once() {
+    const LIMIT: u64 = 12_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+
+    // One process, one connection.
+    let firehose = simulated_firehose(&runtime, LIMIT);
+    let alone_db = dir.path().join("alone.db");
+    let alone = firehose_config(dir.path(), "alone.toml", firehose.addr, 1, None, &alone_db);
+    let read = run_until_read(&alone, &[(None, free_port())], LIMIT);
+    assert_eq!(read, [LIMIT as f64]);
+    let sent = runtime.block_on(firehose.stop());
+    assert_eq!(sent.envelopes_per_subscription["one-subscription"], LIMIT);
+    let expected = dump_all_sqlite(&alone_db);
+
+    // Three processes of two connections each, on the same subscription of the same traffic.
+    let firehose = simulated_firehose(&runtime, LIMIT);
+    let cluster_db = dir.path().join("cluster.db");
+    let addresses = addresses(PROCESSES);
+    let config = firehose_config(
+        dir.path(),
+        "cluster.toml",
+        firehose.addr,
+        2,
+        Some(&addresses),
+        &cluster_db,
+    );
+    let processes: Vec<(Option<usize>, u16)> =
+        (0..PROCESSES).map(|p| (Some(p), free_port())).collect();
+    let read = run_until_read(&config, &processes, LIMIT);
+    let stats = runtime.block_on(firehose.stop());
+    assert_eq!(stats.envelopes_per_subscription["one-subscription"], LIMIT);
+    assert_eq!(stats.connections_total, 2 * PROCESSES as u64);
+    assert!(
+        stats.connections.iter().all(|c| c.envelopes > 0),
+        "the subscription was dealt over every connection: {:?}",
+        stats.connections
+    );
+    assert_eq!(
+        read.iter().sum::<f64>(),
+        LIMIT as f64,
+        "read once: {read:?}"
+    );
+    assert!(
+        read.iter().all(|&n| n > 0.0),
+        "every process had its share: {read:?}"
+    );
+    assert_same_tables("SQLite", &dump_all_sqlite(&cluster_db), &expected);
+}
+
+#[test]
+fn a_peer_that_never_starts_is_an_error_naming_it_after_the_startup_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addresses = addresses(2);
+    let capture = dir.path().join("capture.bin");
+    write_capture(&capture, &simulated_events(5, 5, 100, 0.0));
+    let config = write_config(
+        dir.path(),
+        "lonely.toml",
+        &format!(
+            "{PIPELINE}\n[cluster]\naddresses = {addresses:?}\nstartup_timeout = \"1s\"\n\n\
+             [sources.replay]\ntype = \"file\"\npath = {capture:?}\n{}",
+            sinks(&dir.path().join("lonely.db"), None)
+        ),
+    );
+    let output = start_process(&config, 0)
+        .wait_with_output()
+        .expect("sluice ran");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "no answer from process 1 ({}) within cluster.startup_timeout (1s)",
+            addresses[1]
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("lonely.db").exists(),
+        "nothing starts before the cluster is formed"
+    );
+
+    // Without its index a process cannot know which address is its own.
+    let output = sluice()
+        .args(["run", "--no-status", "--config"])
+        .arg(&config)
+        .output()
+        .expect("sluice ran");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cluster.process is not set"), "{stderr}");
+}
