@@ -364,7 +364,53 @@ fn render(url: &str, m: &Metrics, previous: Option<(&Metrics, f64)>) -> String {
         human(m.sum("sluice_graph_open_windows")),
         lag,
     );
+    render_cluster(&mut out, m, previous);
     out
+}
+
+/// In a cluster (SPEC §12): this process's place, and each peer's link.
+fn render_cluster(out: &mut String, m: &Metrics, previous: Option<(&Metrics, f64)>) {
+    let (Some(process), Some(processes)) = (
+        m.scalar("sluice_cluster_process"),
+        m.scalar("sluice_cluster_processes"),
+    ) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:>22} {:>10} {:>10} {:>12} {:>12} {:>4}",
+        format!("CLUSTER {process} of {processes}"),
+        "peer",
+        "out B/s",
+        "in B/s",
+        "sent",
+        "received",
+        "up"
+    );
+    for peer in m.names("sluice_cluster_sent_bytes_total", "peer") {
+        let address =
+            m.0.keys()
+                .filter(|(name, _)| name == "sluice_cluster_sent_bytes_total")
+                .find(|(_, labels)| labels.iter().any(|(k, v)| k == "peer" && *v == peer))
+                .and_then(|(_, labels)| labels.iter().find(|(k, _)| k == "address"))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+        let get = |x: &Metrics, metric: &str| x.get(metric, "peer", &peer);
+        let _ = writeln!(
+            out,
+            "{:<20} {:>22} {:>10} {:>10} {:>12} {:>12} {:>4}",
+            format!("process {peer}"),
+            address,
+            rate(m, previous, |x| get(x, "sluice_cluster_sent_bytes_total")),
+            rate(m, previous, |x| get(
+                x,
+                "sluice_cluster_received_bytes_total"
+            )),
+            human(get(m, "sluice_cluster_sent_bytes_total")),
+            human(get(m, "sluice_cluster_received_bytes_total")),
+            yes_no(get(m, "sluice_cluster_peer_up")),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -388,6 +434,35 @@ mod tests {
         let events = |m: &Metrics| m.get("e_total", "source", "cf");
         assert_eq!(rate(&now, Some((&before, 2.0)), events), "100");
         assert_eq!(rate(&now, None, events), "-");
+    }
+
+    #[test]
+    fn a_cluster_process_shows_its_place_and_peers() {
+        let text = "sluice_cluster_process 1\nsluice_cluster_processes 3\n\
+            sluice_cluster_peer_up{peer=\"0\",address=\"10.0.0.1:7100\"} 1\n\
+            sluice_cluster_peer_up{peer=\"2\",address=\"10.0.0.3:7100\"} 0\n\
+            sluice_cluster_sent_bytes_total{peer=\"0\",address=\"10.0.0.1:7100\"} 2000000\n\
+            sluice_cluster_sent_bytes_total{peer=\"2\",address=\"10.0.0.3:7100\"} 5\n\
+            sluice_cluster_received_bytes_total{peer=\"0\",address=\"10.0.0.1:7100\"} 30000\n\
+            sluice_cluster_received_bytes_total{peer=\"2\",address=\"10.0.0.3:7100\"} 6\n";
+        let screen = render("http://x:1", &Metrics::parse(text), None);
+        assert!(screen.contains("CLUSTER 1 of 3"), "{screen}");
+        let peer = |n: &str| {
+            screen
+                .lines()
+                .find(|l| l.starts_with(&format!("process {n}")))
+                .unwrap_or_else(|| panic!("no line for process {n}:\n{screen}"))
+                .to_owned()
+        };
+        assert!(peer("0").contains("10.0.0.1:7100") && peer("0").contains("2.00M"));
+        assert!(peer("0").trim_end().ends_with("yes"));
+        assert!(peer("2").trim_end().ends_with("NO"));
+        let alone = render(
+            "http://x:1",
+            &Metrics::parse("sluice_graph_records_total 1\n"),
+            None,
+        );
+        assert!(!alone.contains("CLUSTER"));
     }
 
     #[test]
