@@ -499,3 +499,110 @@ fn a_peer_that_never_starts_is_an_error_naming_it_after_the_startup_timeout() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cluster.process is not set"), "{stderr}");
 }
+
+/// A simulated Firehose whose subscription never carries anything.
+fn silent_firehose(runtime: &tokio::runtime::Runtime) -> simulate::Running {
+    use sluice_simulator::SimulatorConfig;
+    use sluice_simulator::server::SimulateConfig;
+    runtime.block_on(simulate::Running::start(SimulateConfig {
+        client_id: "sluice".to_owned(),
+        client_secret: "s3cret".to_owned(),
+        generator: SimulatorConfig {
+            limit: Some(0),
+            ..SimulatorConfig::default()
+        },
+        ..SimulateConfig::default()
+    }))
+}
+
+#[test]
+fn a_process_that_reads_nothing_follows_the_others_and_windows_close() {
+    const LIMIT: u64 = 20_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // Process 0 reads ~33 minutes of event time; process 1's subscription stays silent.
+    let busy = simulated_firehose(&runtime, LIMIT);
+    let silent = silent_firehose(&runtime);
+    let db = dir.path().join("idle.db");
+    let config = write_config(
+        dir.path(),
+        "idle.toml",
+        &format!(
+            r#"[pipeline]
+workers = 1
+allowed_lateness = "60s"
+
+{}
+[admin]
+listen = "127.0.0.1:${{ADMIN_PORT}}"
+
+[sources.cf]
+type = "firehose"
+url = "ws://${{FIREHOSE}}"
+subscription_id = "one-subscription"
+uaa_url = "http://${{FIREHOSE}}"
+client_id = "sluice"
+client_secret = "s3cret"
+
+[sinks.local]
+type = "sqlite"
+path = {db:?}
+"#,
+            cluster_section(&addresses(2))
+        ),
+    );
+    let admins = [free_port(), free_port()];
+    let firehoses = [busy.addr, silent.addr];
+    let mut children: Vec<Reaper> = (0..2)
+        .map(|process| {
+            Reaper(
+                sluice()
+                    .args(["run", "--no-status", "--process", &process.to_string()])
+                    .arg("--config")
+                    .arg(&config)
+                    .env("ADMIN_PORT", admins[process].to_string())
+                    .env("FIREHOSE", firehoses[process].to_string())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("sluice starts"),
+            )
+        })
+        .collect();
+    let open_windows = || -> f64 {
+        admins
+            .iter()
+            .map(|admin| metric(*admin, "sluice_graph_open_windows"))
+            .sum()
+    };
+    let events = "sluice_source_events_total{source=\"cf\"}";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(admins[0], events) < LIMIT as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "process 0 did not read its share"
+        );
+        assert!(children[0].0.try_wait().expect("status").is_none());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every minute read has a row by now or soon (provisional rows are flushed every second):
+    // without following, every one of those windows would stay open, held by process 1.
+    let rows = || count_rows(&db, "app_metric_rollup") + count_rows(&db, "platform_metric_rollup");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (open, written) = (open_windows(), rows() as f64);
+        if written > 0.0 && open <= written * 0.25 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "windows stay open behind the idle process: {open} open of {written} written"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for child in &mut children {
+        let _ = child.0.kill();
+    }
+    runtime.block_on(busy.stop());
+    runtime.block_on(silent.stop());
+}

@@ -105,6 +105,16 @@ impl Watermark {
         late
     }
 
+    /// Raises the watermark to at least `watermark` (another process's, SPEC §12), as if
+    /// records up to it had been read here; never moves it back. Returns whether it moved.
+    pub fn follow(&mut self, watermark: i64) -> bool {
+        if self.current().is_some_and(|current| current >= watermark) {
+            return false;
+        }
+        self.floor = Some(watermark);
+        true
+    }
+
     /// The timely time for data sent now: the watermark in whole seconds, floored; 0 before
     /// the first record or before the epoch.
     pub fn epoch(&self) -> u64 {
@@ -180,6 +190,24 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000_000_000;
+
+    #[test]
+    fn following_another_watermark_raises_it_and_never_lowers_it() {
+        let mut watermark = Watermark::new(Duration::from_secs(60));
+        assert!(watermark.follow(5 * MIN), "from nothing");
+        assert_eq!(watermark.current(), Some(5 * MIN));
+        assert!(
+            watermark.is_late(4 * MIN),
+            "its minutes are closed here too"
+        );
+        assert!(!watermark.follow(3 * MIN), "never back");
+        assert_eq!(watermark.current(), Some(5 * MIN));
+        // Records of its own move it on from there.
+        watermark.observe(10 * MIN);
+        assert_eq!(watermark.current(), Some(9 * MIN));
+        assert!(!watermark.follow(8 * MIN));
+        assert_eq!(watermark.current(), Some(9 * MIN));
+    }
 
     #[test]
     fn a_restored_watermark_goes_on_as_the_saved_one_would() {

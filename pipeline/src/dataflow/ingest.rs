@@ -8,7 +8,7 @@
 //! checkpoint — the watermark and where each source had read to — sends a [`Cut`] carrying
 //! the watermark reached, and moves on to the next epoch.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -20,9 +20,12 @@ use sluice_operators::time::{GraphTime, Time};
 use sluice_operators::watermark::{LateCounts, Stamped, Watermark, WatermarkState, stamp_batch};
 use sluice_sources::{SourceBatch, SourcePosition};
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::{Scope, Stream};
 use timely::order::PartialOrder;
 use timely::scheduling::SyncActivator;
@@ -32,6 +35,13 @@ use super::DataflowPlan;
 
 /// Batches Ingest takes from the channel before it yields to the rest of the graph.
 const INGEST_BUDGET: usize = 32;
+
+/// In a cluster, how often each process tells the others its watermark.
+const BEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// In a cluster, how long a process reads nothing before it follows the others' watermark
+/// (as Flink's idle sources do): otherwise one idle process would hold every window of the
+/// cluster open.
+const IDLE_AFTER: Duration = Duration::from_secs(5);
 
 /// The receiving end of the sources' channel and the activator that wakes its reader.
 #[derive(Debug)]
@@ -91,9 +101,14 @@ pub(super) fn ingest<'scope>(
     let info = builder.operator_info();
     let (records_out, records) = builder.new_output();
     let (cuts_out, cuts) = builder.new_output();
+    let (beats_out, beats) = builder.new_output();
     let mut records_out =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<Stamped>>>::from(records_out);
     let mut cuts_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Cut>>>::from(cuts_out);
+    let mut beats_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<i64>>>::from(beats_out);
+    // The greatest watermark any process of the cluster has announced.
+    let cluster_watermark: Rc<Cell<Option<i64>>> = Rc::default();
+    let in_cluster = plan.placement.processes > 1;
     let parts: IngestParts = Rc::default();
 
     let channel = plan.ingest.clone();
@@ -104,6 +119,7 @@ pub(super) fn ingest<'scope>(
     let restored = plan.state.as_ref().and_then(|state| state.restored.clone());
     let my_parts = parts.clone();
     let leader = plan.placement.leader();
+    let announced = cluster_watermark.clone();
     builder.build(move |capabilities| {
         // One worker per process reads the process's sources: its leader.
         let mut receiver = if scope.index() == leader {
@@ -132,11 +148,15 @@ pub(super) fn ingest<'scope>(
         }
         let mut state = IngestState {
             capabilities: receiver.is_some().then(|| {
-                let [records, cuts]: [Capability<Time>; 2] = capabilities
+                let [records, cuts, beats]: [Capability<Time>; 3] = capabilities
                     .try_into()
-                    .unwrap_or_else(|_| unreachable!("Ingest has two outputs"));
+                    .unwrap_or_else(|_| unreachable!("Ingest has three outputs"));
                 let start = Time::at(watermark.epoch(), first_epoch);
-                (records.delayed(&start), cuts.delayed(&start))
+                (
+                    records.delayed(&start),
+                    cuts.delayed(&start),
+                    in_cluster.then(|| beats.delayed(&start)),
+                )
             }),
             watermark,
             epoch: first_epoch,
@@ -146,10 +166,13 @@ pub(super) fn ingest<'scope>(
             interval,
             next_cut: interval.map(|i| Instant::now() + i),
             parts: my_parts,
+            last_batch: Instant::now(),
+            last_beat: None,
         };
         move |_frontiers| {
             let mut records_out = records_out.activate();
             let mut cuts_out = cuts_out.activate();
+            let mut beats_out = beats_out.activate();
             let Some(rx) = receiver.as_mut() else {
                 return;
             };
@@ -190,7 +213,8 @@ pub(super) fn ingest<'scope>(
                         metrics.ingested(stamped.len(), &late, state.watermark.current());
                         state.records += stamped.len() as u64;
                         state.since_cut += 1;
-                        if let Some((held, _)) = &state.capabilities {
+                        state.last_batch = Instant::now();
+                        if let Some((held, _, _)) = &state.capabilities {
                             let at = held.delayed(&Time::at(time, state.epoch));
                             records_out.session(&at).give_container(&mut stamped);
                         }
@@ -199,6 +223,15 @@ pub(super) fn ingest<'scope>(
                     Err(TryRecvError::Empty) => {
                         if state.cut_due() {
                             state.cut(&mut cuts_out);
+                        }
+                        if state.beat(&mut beats_out, announced.get()) {
+                            metrics.watermark_ns.store(
+                                state.watermark.current().unwrap_or(i64::MIN),
+                                Ordering::Relaxed,
+                            );
+                        }
+                        if in_cluster {
+                            myself.activate_after(BEAT_INTERVAL);
                         }
                         if let Some(due) = state.next_cut.filter(|_| state.since_cut > 0) {
                             myself.activate_after(due.saturating_duration_since(Instant::now()));
@@ -220,10 +253,28 @@ pub(super) fn ingest<'scope>(
             if state.cut_due() {
                 state.cut(&mut cuts_out);
             }
+            state.beat(&mut beats_out, announced.get());
             // More may be queued: continue after the rest of the graph had its turn.
             myself.activate();
         }
     });
+    // Every process's beats reach every worker; the leader's Ingest reads the greatest.
+    if in_cluster {
+        beats
+            .broadcast()
+            .sink(Pipeline, "Beats", move |(input, _frontier)| {
+                input.for_each(|_time, data| {
+                    for watermark in data.drain(..) {
+                        if cluster_watermark
+                            .get()
+                            .is_none_or(|known| watermark > known)
+                        {
+                            cluster_watermark.set(Some(watermark));
+                        }
+                    }
+                });
+            });
+    }
     Ingested {
         records,
         cuts,
@@ -231,10 +282,15 @@ pub(super) fn ingest<'scope>(
     }
 }
 
+/// The capabilities Ingest holds while its input is open: for records, for cuts, and (in a
+/// cluster) for beats.
+type Held = (Capability<Time>, Capability<Time>, Option<Capability<Time>>);
+
 /// Ingest's state between activations.
 struct IngestState {
-    /// For records and for cuts; `None` once the input has ended (or on other workers).
-    capabilities: Option<(Capability<Time>, Capability<Time>)>,
+    /// For records, cuts and (in a cluster) beats; `None` once the input has ended (or on
+    /// other workers).
+    capabilities: Option<Held>,
     watermark: Watermark,
     epoch: u64,
     /// Where each source that can rewind has read to.
@@ -247,20 +303,59 @@ struct IngestState {
     interval: Option<Duration>,
     next_cut: Option<Instant>,
     parts: IngestParts,
+    /// When the last batch came in: a process idle for [`IDLE_AFTER`] follows the cluster.
+    last_batch: Instant,
+    /// When this process last announced its watermark.
+    last_beat: Option<Instant>,
 }
 
 impl IngestState {
     /// Moves the capabilities up to the watermark: later batches are sent at it or later.
     fn advance(&mut self) {
         let next = Time::at(self.watermark.epoch(), self.epoch);
-        if let Some((records, cuts)) = self.capabilities.as_mut() {
-            if records.time().less_than(&next) {
-                records.downgrade(&next);
-            }
-            if cuts.time().less_than(&next) {
-                cuts.downgrade(&next);
+        if let Some((records, cuts, beats)) = self.capabilities.as_mut() {
+            for capability in [Some(records), Some(cuts), beats.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if capability.time().less_than(&next) {
+                    capability.downgrade(&next);
+                }
             }
         }
+    }
+
+    /// In a cluster: announces this process's watermark every [`BEAT_INTERVAL`], and once
+    /// the process has read nothing for [`IDLE_AFTER`], raises its watermark to the greatest
+    /// any process announced. Returns whether the watermark moved.
+    fn beat(
+        &mut self,
+        beats_out: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+            '_,
+            Time,
+            CapacityContainerBuilder<Vec<i64>>,
+        >,
+        cluster_watermark: Option<i64>,
+    ) -> bool {
+        let Some((_, _, Some(beat_capability))) = &self.capabilities else {
+            return false;
+        };
+        let now = Instant::now();
+        if self
+            .last_beat
+            .is_none_or(|last| now.duration_since(last) >= BEAT_INTERVAL)
+            && let Some(watermark) = self.watermark.current()
+        {
+            beats_out.session(beat_capability).give(watermark);
+            self.last_beat = Some(now);
+        }
+        let idle = now.duration_since(self.last_batch) >= IDLE_AFTER;
+        let moved =
+            idle && cluster_watermark.is_some_and(|watermark| self.watermark.follow(watermark));
+        if moved {
+            self.advance();
+        }
+        moved
     }
 
     fn cut_due(&self) -> bool {
@@ -276,7 +371,7 @@ impl IngestState {
             CapacityContainerBuilder<Vec<Cut>>,
         >,
     ) {
-        let Some((_, cut_capability)) = &self.capabilities else {
+        let Some((_, cut_capability, _)) = &self.capabilities else {
             return;
         };
         let watermark = self.watermark.epoch();
