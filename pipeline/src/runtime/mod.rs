@@ -552,6 +552,14 @@ async fn run_async(
     if let Some(api) = api {
         api.stop().await;
     }
+    if let Some(cluster) = &cluster {
+        let (sent, received) = cluster.bytes();
+        info!(
+            sent_bytes = sent,
+            received_bytes = received,
+            "Bytes exchanged with the cluster's other processes."
+        );
+    }
     if !supervisor.failures.is_empty() {
         return Err(RunError::Components(supervisor.failures));
     }
