@@ -27,10 +27,10 @@ mod error;
 mod retention;
 mod store;
 
+pub use crate::retention::RetentionConfig;
 pub use config::{DatabaseUrl, DatabaseUrlError, MysqlSinkConfig};
 pub use dialect::MAX_ROWS_PER_STATEMENT;
 pub use error::{MysqlSinkError, is_retriable};
-pub use retention::RetentionConfig;
 
 use sluice_model::records::StreamName;
 use tracing::{error, info};
@@ -76,14 +76,15 @@ pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), My
     };
     retry.recovered(&ctx);
     info!(sink = %ctx.name, %endpoint, "Connected to MySQL; the schema is up to date.");
-    let retention = retention::spawn(
-        config.retention.clone(),
-        store.pool.clone(),
-        store.tables.clone(),
-        ctx.name.clone(),
-        ctx.metrics.clone(),
-        ctx.shutdown.clone(),
-    );
+    let retention = retention::Retention {
+        config: config.retention.clone(),
+        pool: store.pool.clone(),
+        tables: store.tables.clone(),
+        sink: ctx.name.clone(),
+        metrics: ctx.metrics.clone(),
+        watermark: ctx.watermark.clone(),
+    }
+    .spawn(&ctx.shutdown);
 
     let written = write_batches(
         &mut store,
@@ -99,7 +100,14 @@ pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), My
         Ok(None) => Ok(()),
         Err(error) => Err(error),
     };
-    retention.stop().await;
+    // A finite run ends with a last pass at the final watermark, so the tables hold exactly
+    // the promised window; a run stopped by a signal leaves that to the next one.
+    if let Some(retention) = retention.stop().await
+        && result.is_ok()
+        && !ctx.shutdown.is_cancelled()
+    {
+        retention.pass(&ctx.shutdown).await;
+    }
     store.pool.close().await;
     match &result {
         Ok(()) => info!(sink = %ctx.name, rows = ctx.metrics.written_total(),
