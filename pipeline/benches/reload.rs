@@ -67,6 +67,7 @@ fn main() {
         watch: false,
         reload: Some(reload.clone()),
         reloaded: Some(reloaded.clone()),
+        graph_metrics: None,
     };
     let stopped = stop.clone();
     let run = std::thread::spawn(move || {

@@ -168,6 +168,7 @@ fn run(args: RunArgs) -> ExitCode {
         watch: args.watch,
         reload: Some(reload.clone()),
         reloaded: None,
+        graph_metrics: None,
     };
     // SIGHUP reloads a config file; the embedded default has none to read again.
     let shutdown = signals::shutdown_on_signal();

@@ -85,6 +85,9 @@ pub struct RunOptions {
     pub reload: Option<Arc<Notify>>,
     /// Notified after every reload, applied or rejected (the reload benchmark).
     pub reloaded: Option<Arc<Notify>>,
+    /// The graph's counters, when the caller reads them while the run goes (`sluice
+    /// bench`); a fresh set otherwise.
+    pub graph_metrics: Option<Arc<GraphMetrics>>,
 }
 
 /// What a finished run did.
@@ -214,7 +217,10 @@ async fn run_async(
     };
     let shutdown = CancellationToken::new();
     let shutting_down = Arc::new(AtomicBool::new(false));
-    let graph_metrics = GraphMetrics::new();
+    let graph_metrics = options
+        .graph_metrics
+        .clone()
+        .unwrap_or_else(GraphMetrics::new);
     for warning in config.warnings() {
         warn!("{warning}");
     }

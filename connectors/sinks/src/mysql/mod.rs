@@ -116,3 +116,55 @@ pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), My
     }
     result
 }
+
+/// The bytes the tables of the database `url` names take on the server (data and indexes,
+/// as `information_schema` reports them), for `sluice bench`.
+pub async fn store_size(url: &DatabaseUrl) -> Result<u64, MysqlSinkError> {
+    use sqlx::Connection;
+    let options = url.connect_options()?;
+    let database = options.get_database().unwrap_or("").to_owned();
+    let connect_error = |source| MysqlSinkError::Connect {
+        endpoint: config::endpoint(&options),
+        source,
+    };
+    let mut connection = sqlx::MySqlConnection::connect_with(&options)
+        .await
+        .map_err(connect_error)?;
+    let size: Option<i64> = sqlx::query_scalar(
+        "SELECT CAST(SUM(data_length + index_length) AS SIGNED) \
+         FROM information_schema.tables WHERE table_schema = ?",
+    )
+    .bind(&database)
+    .fetch_one(&mut connection)
+    .await
+    .map_err(connect_error)?;
+    Ok(size.unwrap_or(0).max(0) as u64)
+}
+
+/// Drops the database `url` names, if it exists (`sluice bench` starts from an empty store).
+pub async fn drop_database(url: &DatabaseUrl) -> Result<(), MysqlSinkError> {
+    use sqlx::Connection;
+    let options = url.connect_options()?;
+    let database = options.get_database().unwrap_or("").to_owned();
+    let connect_error = |source| MysqlSinkError::Connect {
+        endpoint: config::endpoint(&options),
+        source,
+    };
+    if database.is_empty() || database.contains('`') {
+        return Ok(());
+    }
+    let mut server_url = url::Url::parse(&url.0)
+        .map_err(|e| connect_error(sqlx::Error::Configuration(Box::new(e))))?;
+    server_url.set_path("");
+    let server = std::str::FromStr::from_str(server_url.as_str()).map_err(connect_error)?;
+    let mut connection = sqlx::MySqlConnection::connect_with(&server)
+        .await
+        .map_err(connect_error)?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS `{database}`"
+    )))
+    .execute(&mut connection)
+    .await
+    .map_err(connect_error)?;
+    Ok(())
+}
