@@ -68,6 +68,7 @@ fn main() {
         reload: Some(reload.clone()),
         reloaded: Some(reloaded.clone()),
         process: None,
+        graph_metrics: None,
     };
     let stopped = stop.clone();
     let run = std::thread::spawn(move || {

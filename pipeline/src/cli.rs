@@ -173,6 +173,7 @@ fn run(args: RunArgs) -> ExitCode {
         reload: Some(reload.clone()),
         reloaded: None,
         process: args.process,
+        graph_metrics: None,
     };
     // SIGHUP reloads a config file; the embedded default has none to read again.
     let shutdown = signals::shutdown_on_signal();

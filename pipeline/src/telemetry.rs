@@ -23,8 +23,9 @@ pub struct GraphMetrics {
     pub last_reload_micros: AtomicU64,
     /// Late records per event kind, indexed like [`EventType::ALL`].
     late: [Counter; 6],
-    /// The watermark in ns; `i64::MIN` before the first record.
-    pub watermark_ns: AtomicI64,
+    /// The watermark in ns; `i64::MIN` before the first record. Shared with the sinks,
+    /// whose retention measures age against it (SPEC §10).
+    pub watermark_ns: Arc<AtomicI64>,
     /// Rollup windows open now, across workers.
     pub open_windows: Arc<AtomicI64>,
     /// Checkpoints written, failed and restored (SPEC §9).

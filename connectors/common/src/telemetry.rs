@@ -167,6 +167,9 @@ pub struct SinkMetrics {
     on_disk_total: Counter,
     /// The sink's task has ended: it settles nothing more.
     finished: std::sync::atomic::AtomicBool,
+    /// Rows (SQL sinks) or indices (Elasticsearch) retention deleted, per table or index
+    /// pattern, in the order first seen (SPEC §10).
+    retention_deleted: Mutex<Vec<(String, u64)>>,
 }
 
 /// Pending records as `(count, arrived)` runs, oldest first. Sinks settle records in about the
@@ -330,6 +333,34 @@ impl SinkMetrics {
     pub fn dropped(&self, n: usize) {
         self.dropped.add(n as u64);
         self.settle(n);
+    }
+
+    /// Counts `n` rows of `table` (or indices of a pattern) deleted by retention.
+    pub fn retention_deleted(&self, table: &str, n: u64) {
+        let mut deleted = self
+            .retention_deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match deleted.iter_mut().find(|(t, _)| t == table) {
+            Some((_, count)) => *count += n,
+            None => deleted.push((table.to_owned(), n)),
+        }
+    }
+
+    /// What retention deleted so far, per table (or index pattern).
+    pub fn retention_deleted_by_table(&self) -> Vec<(String, u64)> {
+        self.retention_deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Everything retention deleted so far.
+    pub fn retention_deleted_total(&self) -> u64 {
+        self.retention_deleted_by_table()
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 

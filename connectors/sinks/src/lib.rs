@@ -23,6 +23,8 @@
 //! - `sql` is the one SQL writer: multi-row INSERTs per table and size, the per-table
 //!   grouping of a batch, the rollup tables of extra widths, over a small `Dialect` trait
 //!   that SQLite and MySQL implement.
+//! - [`retention`] is what the SQL sinks share of SPEC §10: the config, which tables are raw
+//!   and which rollups, and the cutoff the watermark gives each.
 //! - One module per sink kind: [`sqlite`] (the embedded store; `dialect.rs`), [`mysql`]
 //!   (`config`, `error`, `store`, `dialect`, `retention`), [`elasticsearch`], [`prometheus`]
 //!   (remote write), [`stdout`] (NDJSON), [`blackhole`] (counts and discards).
@@ -32,6 +34,7 @@ pub mod blackhole;
 pub mod elasticsearch;
 pub mod mysql;
 pub mod prometheus;
+pub mod retention;
 mod retry;
 pub mod rows;
 mod sql;
@@ -39,6 +42,7 @@ pub mod sqlite;
 pub mod stdout;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use std::sync::LazyLock;
 
@@ -97,6 +101,9 @@ pub struct SinkContext {
     /// The rollup window widths (seconds) the graph produces, [`MINUTE`] among them: SQL
     /// sinks create a table for each width beside the minute at start.
     pub windows: Arc<[u32]>,
+    /// The pipeline's watermark (ns since the epoch; `i64::MIN` before the first record):
+    /// retention measures age against it, never against the wall clock (SPEC §10).
+    pub watermark: Arc<AtomicI64>,
 }
 
 impl SinkContext {
@@ -114,6 +121,7 @@ impl SinkContext {
             input,
             shutdown,
             windows: Arc::new([MINUTE]),
+            watermark: unknown_watermark(),
         };
         (context, sender)
     }
@@ -124,6 +132,17 @@ impl SinkContext {
         widths.extend(windows.iter().filter(|w| **w != MINUTE));
         self.windows = widths.into();
         self
+    }
+
+    /// The context of a sink whose retention follows `watermark` (the graph's, in ns).
+    pub fn with_watermark(mut self, watermark: Arc<AtomicI64>) -> SinkContext {
+        self.watermark = watermark;
+        self
+    }
+
+    /// The pipeline's watermark in ns, `None` before the first record.
+    pub fn watermark(&self) -> Option<i64> {
+        read_watermark(&self.watermark)
     }
 
     /// A sink's context reading through the buffer `buffer` configures. A disk buffer is
@@ -144,7 +163,19 @@ impl SinkContext {
             input,
             shutdown,
             windows: Arc::new([MINUTE]),
+            watermark: unknown_watermark(),
         };
         Ok((context, sender))
     }
+}
+
+/// A watermark no record has set yet.
+fn unknown_watermark() -> Arc<AtomicI64> {
+    Arc::new(AtomicI64::new(i64::MIN))
+}
+
+/// The watermark `shared` holds, `None` while it is unknown.
+pub(crate) fn read_watermark(shared: &AtomicI64) -> Option<i64> {
+    let ns = shared.load(Ordering::Relaxed);
+    (ns != i64::MIN).then_some(ns)
 }

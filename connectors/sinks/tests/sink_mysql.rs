@@ -302,6 +302,8 @@ async fn retention_deletes_expired_rows_and_keeps_recent_ones() {
         Records::AppRollups(vec![old_rollup, recent_rollup]),
     ];
     let (ctx, sender) = SinkContext::new("test", 4, CancellationToken::new());
+    // Age is measured against the pipeline's watermark (SPEC §10), here the newest row.
+    let ctx = ctx.with_watermark(Arc::new(std::sync::atomic::AtomicI64::new(recent)));
     let metrics: Arc<SinkMetrics> = ctx.metrics.clone();
     let sink = tokio::spawn(mysql::run(config, ctx));
     let feeder = send_all(sender.clone(), batches);

@@ -182,6 +182,19 @@ pub fn encode(snapshot: &Snapshot) -> String {
             }
         }
     }
+    {
+        let mut fam = family(
+            &mut out,
+            "sluice_sink_retention_deleted_total",
+            Counter,
+            "Rows (Elasticsearch: indices) deleted by retention, by table (index pattern).",
+        );
+        for s in sinks {
+            for (table, n) in &s.retention_deleted {
+                fam.sample(&[("sink", &s.name), ("table", table)], f(*n));
+            }
+        }
+    }
     let per_sink = |out: &mut String, name, kind, help, value: &dyn Fn(&SinkSnapshot) -> f64| {
         let mut fam = family(out, name, kind, help);
         for s in sinks {
@@ -470,6 +483,7 @@ mod tests {
                 buffer_bytes: 0,
                 oldest_pending_seconds: 0.25,
                 unavailable: Some("connection refused".into()),
+                retention_deleted: vec![("log_message".into(), 40)],
             }],
             cluster: Some(ClusterSnapshot {
                 process: 1,
@@ -528,6 +542,7 @@ mod tests {
             "sluice_reloads_total 2",
             "sluice_graph_late_records_total{kind=\"log_message\"} 2",
             "sluice_graph_watermark_lag_seconds 1.5",
+            "sluice_sink_retention_deleted_total{sink=\"we\\\"ird\\\\name\\n\",table=\"log_message\"} 40",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -128,6 +128,7 @@ impl Registry {
                 buffer_bytes: m.buffered_bytes.load(Ordering::Relaxed),
                 oldest_pending_seconds: m.oldest_pending_age().map_or(0.0, |d| d.as_secs_f64()),
                 unavailable: m.unavailable_reason(),
+                retention_deleted: m.retention_deleted_by_table(),
             })
             .collect();
         let cluster = read(&self.cluster).as_ref().map(|cluster| ClusterSnapshot {
@@ -271,6 +272,8 @@ pub struct SinkSnapshot {
     pub oldest_pending_seconds: f64,
     /// Why the store is unavailable; `None` when its last attempt succeeded.
     pub unavailable: Option<String>,
+    /// Rows (indices) deleted by retention, per table (index pattern).
+    pub retention_deleted: Vec<(String, u64)>,
 }
 
 #[cfg(test)]

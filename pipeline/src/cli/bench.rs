@@ -6,6 +6,12 @@
 //! feeds the generator's events straight in (no decode) and suits long memory runs: e.g.
 //! `--event-time 6h --apps 5000` covers six hours of event time and reports how resident
 //! memory moves from start to end.
+//!
+//! `--sink sqlite|mysql` replaces the blackhole with the real store (a fresh file, or a
+//! fresh database on the server) with its retention on (`--raw`, `--rollups`), and prints
+//! the rate of every tenth of the run, resident memory and the store's size as it goes: with
+//! `--source simulator --event-time 4d` days of event time pass in minutes, so retention
+//! reaches its steady state within the run.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +23,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use sluice_simulator::{Clock, SimulatorConfig};
 use sluice_sinks::blackhole::BlackholeSinkConfig;
+use sluice_sinks::mysql::{DatabaseUrl, MysqlSinkConfig};
+use sluice_sinks::retention::RetentionConfig;
+use sluice_sinks::sqlite::SqliteSinkConfig;
 use sluice_sources::file::{FileSourceConfig, ReplayFormat};
 use tracing::error;
 
@@ -24,7 +33,7 @@ use super::capture::write_simulated;
 use crate::config::{Config, PipelineConfig, SinkConfig, SourceConfig, StreamName};
 use crate::runtime::{self, RunOptions};
 use crate::status::human;
-use crate::telemetry::memory;
+use crate::telemetry::{GraphMetrics, memory};
 
 #[derive(Debug, Args)]
 pub(super) struct BenchArgs {
@@ -50,6 +59,36 @@ pub(super) struct BenchArgs {
     /// measure what checkpoints cost; reports their count, size and duration.
     #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
     checkpoint_interval: Option<Duration>,
+    /// Where the rows go: discarded, or the real store.
+    #[arg(long, value_enum, default_value_t = BenchSink::Blackhole)]
+    sink: BenchSink,
+    /// `--sink sqlite`: the database file (default: in a temporary directory). An existing
+    /// file is written on, so a second run measures a grown store.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// `--sink mysql`: the database (dropped and created afresh at the start).
+    #[arg(
+        long,
+        env = "SLUICE_BENCH_MYSQL_URL",
+        default_value = "mysql://root@127.0.0.1:3306/sluice_bench"
+    )]
+    mysql_url: String,
+    /// How long raw rows are kept, behind the watermark (`0s`: retention off).
+    #[arg(long, default_value = "2d", value_parser = humantime::parse_duration)]
+    raw: Duration,
+    /// How long rollups and app events are kept, behind the watermark.
+    #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
+    rollups: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchSink {
+    /// Counts and discards: the graph's own speed.
+    Blackhole,
+    /// The embedded store.
+    Sqlite,
+    /// MySQL / MariaDB.
+    Mysql,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -127,32 +166,76 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         pipeline.state_dir = Some(dir.path().join("state"));
         pipeline.checkpoint_interval = interval;
     }
-    let config = Config {
-        pipeline,
-        sources: BTreeMap::from([("bench".to_owned(), source)]),
-        sinks: BTreeMap::from([(
-            "discard".to_owned(),
+    let retention = if args.raw.is_zero() {
+        RetentionConfig::disabled()
+    } else {
+        RetentionConfig {
+            raw: args.raw,
+            rollups: args.rollups,
+            ..RetentionConfig::default()
+        }
+    };
+    let mut store_dir = None;
+    let (sink_name, sink) = match args.sink {
+        BenchSink::Blackhole => (
+            "discard",
             SinkConfig::Blackhole(BlackholeSinkConfig {
                 streams: StreamName::all(),
             }),
-        )]),
+        ),
+        BenchSink::Sqlite => {
+            let path = match &args.db {
+                Some(path) => path.clone(),
+                None => {
+                    let dir =
+                        tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
+                    let path = dir.path().join("bench.db");
+                    store_dir = Some(dir);
+                    path
+                }
+            };
+            let mut config = SqliteSinkConfig::new(path, StreamName::all());
+            config.retention = retention;
+            ("sqlite", SinkConfig::Sqlite(config))
+        }
+        BenchSink::Mysql => {
+            drop_database(&args.mysql_url)?;
+            let mut config = MysqlSinkConfig::new(args.mysql_url.clone(), StreamName::all());
+            config.retention = retention;
+            ("mysql", SinkConfig::Mysql(config))
+        }
+    };
+    let store_path = match &sink {
+        SinkConfig::Sqlite(config) => Some(config.path.clone()),
+        _ => None,
+    };
+    let config = Config {
+        pipeline,
+        sources: BTreeMap::from([("bench".to_owned(), source)]),
+        sinks: BTreeMap::from([(sink_name.to_owned(), sink)]),
         filters: BTreeMap::new(),
         admin: None,
         api: None,
         cluster: None,
     };
 
-    // Resident memory, sampled while the run goes.
+    // Resident memory, envelopes in and the store's size, sampled while the run goes.
+    let graph = GraphMetrics::new();
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let sampling = sampling.clone();
+        let graph = graph.clone();
+        let store_path = store_path.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
             let mut samples = Vec::new();
             while sampling.load(Ordering::Relaxed) {
-                if let Some((rss, _)) = memory() {
-                    samples.push((started.elapsed(), rss));
-                }
+                samples.push(Sample {
+                    at: started.elapsed(),
+                    rss: memory().map_or(0, |(rss, _)| rss),
+                    envelopes: graph.records_in.get(),
+                    store: store_path.as_deref().map_or(0, sqlite_size),
+                });
                 std::thread::sleep(Duration::from_millis(100));
             }
             samples
@@ -163,6 +246,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         config,
         RunOptions {
             status: true,
+            graph_metrics: Some(graph.clone()),
             ..RunOptions::default()
         },
         super::signals::shutdown_on_signal(),
@@ -207,15 +291,107 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         println!("  peak RSS       {} MiB", peak / (1 << 20));
     }
     if !samples.is_empty() {
-        let at = |fraction: f64| samples[((samples.len() - 1) as f64 * fraction) as usize];
+        let at = |fraction: f64| &samples[((samples.len() - 1) as f64 * fraction) as usize];
         let curve: Vec<String> = [0.1, 0.25, 0.5, 0.75, 1.0]
             .iter()
             .map(|f| {
-                let (t, rss) = at(*f);
-                format!("{:.0}s {} MiB", t.as_secs_f64(), rss / (1 << 20))
+                let sample = at(*f);
+                format!(
+                    "{:.0}s {} MiB",
+                    sample.at.as_secs_f64(),
+                    sample.rss / (1 << 20)
+                )
             })
             .collect();
         println!("  RSS over time  {}", curve.join(" → "));
     }
+    if args.sink != BenchSink::Blackhole {
+        let deleted: u64 = summary
+            .metrics
+            .sinks
+            .iter()
+            .map(|(_, m)| m.retention_deleted_total())
+            .sum();
+        println!("  retention      {deleted} rows deleted");
+        let size = match &store_path {
+            Some(path) => sqlite_size(path),
+            None => mysql_size(&args.mysql_url)?,
+        };
+        println!("  store size     {} MiB at the end", size / (1 << 20));
+        print_tenths(&samples, records, elapsed);
+    }
+    drop(store_dir);
     Ok(())
+}
+
+/// One look at the run.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Duration,
+    rss: u64,
+    envelopes: u64,
+    /// The SQLite file and its WAL (0 for other sinks).
+    store: u64,
+}
+
+/// The rate of every tenth of the envelopes, with memory and store size at its end; the
+/// last tenth ends when the run does (the sink has written everything).
+fn print_tenths(samples: &[Sample], total: u64, elapsed: Duration) {
+    println!("  tenth   until    envelopes/s   RSS MiB   store MiB");
+    let mut previous = (Duration::ZERO, 0u64);
+    for tenth in 1..=10u64 {
+        let goal = total * tenth / 10;
+        let end = if tenth == 10 {
+            samples.last().map(|s| Sample {
+                at: elapsed,
+                envelopes: total,
+                ..*s
+            })
+        } else {
+            samples.iter().find(|s| s.envelopes >= goal).copied()
+        };
+        let Some(end) = end else { break };
+        let seconds = (end.at - previous.0).as_secs_f64().max(1e-9);
+        let rate = (end.envelopes - previous.1) as f64 / seconds;
+        println!(
+            "  {tenth:>5} {:>7.1}s {:>13} {:>9} {:>11}",
+            end.at.as_secs_f64(),
+            human(rate),
+            end.rss / (1 << 20),
+            end.store / (1 << 20)
+        );
+        previous = (end.at, end.envelopes);
+    }
+}
+
+/// The SQLite file and its write-ahead log, in bytes.
+fn sqlite_size(path: &std::path::Path) -> u64 {
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    size(path) + size(std::path::Path::new(&wal))
+}
+
+/// A small runtime for the MySQL calls the bench makes itself.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("no runtime: {e}"))?;
+    Ok(runtime.block_on(future))
+}
+
+fn mysql_size(url: &str) -> Result<u64, String> {
+    block_on(sluice_sinks::mysql::store_size(&DatabaseUrl(
+        url.to_owned(),
+    )))?
+    .map_err(|e| e.to_string())
+}
+
+/// Drops the bench's database so every run starts from an empty store.
+fn drop_database(url: &str) -> Result<(), String> {
+    block_on(sluice_sinks::mysql::drop_database(&DatabaseUrl(
+        url.to_owned(),
+    )))?
+    .map_err(|e| e.to_string())
 }

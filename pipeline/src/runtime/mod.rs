@@ -116,6 +116,9 @@ pub struct RunOptions {
     /// This process's index in `cluster.addresses` (`--process`); wins over
     /// `cluster.process`.
     pub process: Option<usize>,
+    /// The graph's counters, when the caller reads them while the run goes (`sluice
+    /// bench`); a fresh set otherwise.
+    pub graph_metrics: Option<Arc<GraphMetrics>>,
 }
 
 /// What a finished run did.
@@ -245,7 +248,10 @@ async fn run_async(
     };
     let shutdown = CancellationToken::new();
     let shutting_down = Arc::new(AtomicBool::new(false));
-    let graph_metrics = GraphMetrics::new();
+    let graph_metrics = options
+        .graph_metrics
+        .clone()
+        .unwrap_or_else(GraphMetrics::new);
     for warning in config.warnings() {
         warn!("{warning}");
     }

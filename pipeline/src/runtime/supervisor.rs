@@ -129,7 +129,9 @@ impl Supervisor {
             self.shutdown.clone(),
         )
         .map_err(|e| format!("sink {name}: {e}"))?;
-        let ctx = ctx.with_windows(&self.windows);
+        let ctx = ctx
+            .with_windows(&self.windows)
+            .with_watermark(self.metrics.graph.watermark_ns.clone());
         let generation = self.generation();
         self.metrics
             .sinks

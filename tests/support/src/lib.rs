@@ -10,11 +10,13 @@
 //!   may kill, and table dumps comparable with SQLite's;
 //! - [`search`] — `osmem-server` and a fault-injecting proxy in front of it;
 //! - [`prometheus`] — private Prometheus servers (remote-write receiver on) and their API;
+//! - [`retention`] — days of event time, every stream, and the rows a cutoff keeps;
 //! - [`simulate`] — a `sluice simulate` server running inside a test.
 
 pub mod fixtures;
 pub mod mariadb;
 pub mod prometheus;
+pub mod retention;
 pub mod search;
 pub mod simulate;
 

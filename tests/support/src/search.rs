@@ -136,6 +136,33 @@ impl SearchServer {
         ids
     }
 
+    /// PUT `body` (JSON) to `path`, as another program would (to create an index the sink
+    /// did not create, or index a document in it); panics unless answered 2xx.
+    pub async fn put(&self, path: &str, body: Value) {
+        let response = http_client()
+            .put(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("put");
+        assert!(
+            response.status().is_success(),
+            "PUT {path} answered {}",
+            response.status()
+        );
+    }
+
+    /// The names of the indices matching `pattern`, sorted.
+    pub async fn indices(&self, pattern: &str) -> Vec<String> {
+        let mappings = self.get(&format!("/{pattern}/_mapping")).await;
+        let mut names: Vec<String> = mappings
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// GET `path` as JSON.
     pub async fn get(&self, path: &str) -> Value {
         http_client()

@@ -134,6 +134,67 @@ impl IndexPattern {
         out
     }
 
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// When the period an index `name` of this pattern covers ends (ns since the epoch): the
+    /// end of its day for `%Y.%m.%d`, of its hour with `%H`, of its month without `%d`.
+    /// `None` for a name the pattern does not produce, or a pattern without `%Y`.
+    pub(super) fn period_end(&self, name: &str) -> Option<i64> {
+        let (mut year, mut month, mut day, mut hour) = (None, None, None, None);
+        let mut rest = name;
+        let mut chars = self.0.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                rest = rest.strip_prefix(c)?;
+                continue;
+            }
+            let escape = chars.next()?;
+            if escape == '%' {
+                rest = rest.strip_prefix('%')?;
+                continue;
+            }
+            let width = if escape == 'Y' { 4 } else { 2 };
+            let digits = rest.get(..width)?;
+            if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let value: i64 = digits.parse().ok()?;
+            rest = &rest[width..];
+            match escape {
+                'Y' => year = Some(value),
+                'm' => month = Some(value),
+                'd' => day = Some(value),
+                _ => hour = Some(value),
+            }
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        let year = year?;
+        const HOUR: i64 = 3600 * 1_000_000_000;
+        const DAY: i64 = 24 * HOUR;
+        let start = days_from_civil(year, month.unwrap_or(1), day.unwrap_or(1)) * DAY
+            + hour.unwrap_or(0) * HOUR;
+        let end = match (month, day, hour) {
+            (_, Some(_), Some(_)) | (_, None, Some(_)) => start + HOUR,
+            (_, Some(_), None) => start + DAY,
+            (Some(m), None, None) => {
+                let (y, m) = if m == 12 {
+                    (year + 1, 1)
+                } else {
+                    (year, m + 1)
+                };
+                days_from_civil(y, m, 1) * DAY
+            }
+            (None, None, None) => days_from_civil(year + 1, 1, 1) * DAY,
+        };
+        // The name must be exactly the one the pattern gives its period (no 2026.02.31).
+        (self.index(start) == name).then_some(end)
+    }
+
     /// The pattern as a wildcard for the index template and searches: `logs-%Y.%m.%d` →
     /// `logs-*`.
     pub fn wildcard(&self) -> String {
@@ -144,9 +205,60 @@ impl IndexPattern {
     }
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_name_gives_the_end_of_its_period() {
+        const DAY: i64 = 24 * 3600 * 1_000_000_000;
+        let daily = IndexPattern::parse("logs-%Y.%m.%d").expect("valid");
+        // 2024-03-12 ends at 2024-03-13T00:00:00Z.
+        assert_eq!(
+            daily.period_end("logs-2024.03.12"),
+            Some(1_710_288_000 * 1_000_000_000)
+        );
+        assert_eq!(
+            daily.period_end("logs-2024.03.12"),
+            daily.period_end("logs-2024.03.13").map(|end| end - DAY)
+        );
+        for other in [
+            "logs-2024.03.12-restored",
+            "logs-old",
+            "logs-2024.02.31",
+            "metrics-2024.03.12",
+            "logs-2024.3.12",
+        ] {
+            assert_eq!(daily.period_end(other), None, "{other}");
+        }
+        let hourly = IndexPattern::parse("cf-%Y%m%d-%H").expect("valid");
+        assert_eq!(
+            hourly.period_end("cf-20240312-09"),
+            Some(1_710_234_000 * 1_000_000_000 + 3600 * 1_000_000_000)
+        );
+        let monthly = IndexPattern::parse("logs-%Y.%m").expect("valid");
+        assert_eq!(
+            monthly.period_end("logs-2024.12"),
+            Some(1_735_689_600 * 1_000_000_000)
+        );
+        assert_eq!(
+            IndexPattern::parse("all-logs")
+                .expect("valid")
+                .period_end("all-logs"),
+            None
+        );
+    }
 
     #[test]
     fn index_names_come_from_the_event_date() {

@@ -19,8 +19,12 @@
 
 mod bulk;
 mod document;
+mod retention;
 
 pub use document::{IndexPattern, IndexPatternError};
+pub use retention::IndexRetentionConfig;
+
+use self::retention::IndexRetention;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -107,6 +111,10 @@ pub struct ElasticsearchSinkConfig {
     /// Default: `sluice-data/dead-letter/<sink name>.ndjson`.
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
+    /// Deleting whole indices of `index` by event time (SPEC §10):
+    /// `retention = { enabled = true, logs = "14d" }`.
+    #[serde(default)]
+    pub retention: IndexRetentionConfig,
     /// Where records wait while the cluster is slow or down.
     #[serde(default)]
     pub buffer: BufferConfig,
@@ -162,6 +170,7 @@ impl ElasticsearchSinkConfig {
             shutdown_timeout: default_shutdown_timeout(),
             template: default_template(),
             dead_letter: None,
+            retention: IndexRetentionConfig::default(),
             buffer: BufferConfig::default(),
         }
     }
@@ -194,6 +203,12 @@ impl Component for ElasticsearchSinkConfig {
         }
         if let Err(e) = IndexPattern::parse(&self.index) {
             problems.push(Problem::new("index", e.to_string()));
+        }
+        if self.retention.enabled && self.retention.logs.is_zero() {
+            problems.push(Problem::new(
+                "retention.logs",
+                "must be longer than 0s (set enabled = false to keep every index)",
+            ));
         }
         if let Some(stream) = self.streams.iter().find(|s| **s != StreamName::Logs) {
             problems.push(Problem::new(
@@ -352,6 +367,7 @@ pub async fn run(
     }
     retry.recovered(&ctx);
 
+    let mut retention = IndexRetention::new(config.retention.clone(), pattern.clone());
     let sink = Sink {
         config: &config,
         client,
@@ -386,6 +402,18 @@ pub async fn run(
             warn!(sink = %ctx.name, records = skipped, "Dropped events that are not logs.");
             ctx.metrics.dropped(skipped);
         }
+        while let Err(reason) = retention
+            .create_indices(
+                &sink.client,
+                docs.iter().map(|d| d.index.as_str()),
+                &ctx.name,
+            )
+            .await
+        {
+            if let Some(stop) = retry.wait(&reason, docs.len(), &mut ctx).await {
+                return finish(stop, &endpoint);
+            }
+        }
         if let Some(stop) = sink
             .flush(docs, &mut ctx, &mut retry, &mut dead_letter)
             .await?
@@ -393,6 +421,13 @@ pub async fn run(
             return finish(stop, &endpoint);
         }
         ctx.input.commit().await?;
+        // After the flush, and at the end of a finite run at the final watermark (a run
+        // stopped by a signal leaves that to the next one).
+        if retention.due() || (closed && !ctx.shutdown.is_cancelled()) {
+            retention
+                .pass(&sink.client, ctx.watermark(), &ctx.name, &ctx.metrics)
+                .await;
+        }
         if closed {
             break;
         }

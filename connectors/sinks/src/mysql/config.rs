@@ -100,6 +100,7 @@ impl Component for MysqlSinkConfig {
 
     fn problems(&self) -> Vec<Problem> {
         let mut problems = crate::stream_problems(&self.streams);
+        problems.extend(self.retention.problems());
         if let Err(problem) = self.url.check() {
             problems.push(Problem::new("url", problem.to_string()));
         }

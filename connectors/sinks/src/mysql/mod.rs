@@ -27,10 +27,10 @@ mod error;
 mod retention;
 mod store;
 
+pub use crate::retention::RetentionConfig;
 pub use config::{DatabaseUrl, DatabaseUrlError, MysqlSinkConfig};
 pub use dialect::MAX_ROWS_PER_STATEMENT;
 pub use error::{MysqlSinkError, is_retriable};
-pub use retention::RetentionConfig;
 
 use sluice_model::records::StreamName;
 use tracing::{error, info};
@@ -76,14 +76,15 @@ pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), My
     };
     retry.recovered(&ctx);
     info!(sink = %ctx.name, %endpoint, "Connected to MySQL; the schema is up to date.");
-    let retention = retention::spawn(
-        config.retention.clone(),
-        store.pool.clone(),
-        store.tables.clone(),
-        ctx.name.clone(),
-        ctx.metrics.clone(),
-        ctx.shutdown.clone(),
-    );
+    let retention = retention::Retention {
+        config: config.retention.clone(),
+        pool: store.pool.clone(),
+        tables: store.tables.clone(),
+        sink: ctx.name.clone(),
+        metrics: ctx.metrics.clone(),
+        watermark: ctx.watermark.clone(),
+    }
+    .spawn(&ctx.shutdown);
 
     let written = write_batches(
         &mut store,
@@ -99,7 +100,14 @@ pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), My
         Ok(None) => Ok(()),
         Err(error) => Err(error),
     };
-    retention.stop().await;
+    // A finite run ends with a last pass at the final watermark, so the tables hold exactly
+    // the promised window; a run stopped by a signal leaves that to the next one.
+    if let Some(retention) = retention.stop().await
+        && result.is_ok()
+        && !ctx.shutdown.is_cancelled()
+    {
+        retention.pass(&ctx.shutdown).await;
+    }
     store.pool.close().await;
     match &result {
         Ok(()) => info!(sink = %ctx.name, rows = ctx.metrics.written_total(),
@@ -107,4 +115,56 @@ pub async fn run(config: MysqlSinkConfig, mut ctx: SinkContext) -> Result<(), My
         Err(error) => error!(sink = %ctx.name, %error, "The MySQL sink stopped."),
     }
     result
+}
+
+/// The bytes the tables of the database `url` names take on the server (data and indexes,
+/// as `information_schema` reports them), for `sluice bench`.
+pub async fn store_size(url: &DatabaseUrl) -> Result<u64, MysqlSinkError> {
+    use sqlx::Connection;
+    let options = url.connect_options()?;
+    let database = options.get_database().unwrap_or("").to_owned();
+    let connect_error = |source| MysqlSinkError::Connect {
+        endpoint: config::endpoint(&options),
+        source,
+    };
+    let mut connection = sqlx::MySqlConnection::connect_with(&options)
+        .await
+        .map_err(connect_error)?;
+    let size: Option<i64> = sqlx::query_scalar(
+        "SELECT CAST(SUM(data_length + index_length) AS SIGNED) \
+         FROM information_schema.tables WHERE table_schema = ?",
+    )
+    .bind(&database)
+    .fetch_one(&mut connection)
+    .await
+    .map_err(connect_error)?;
+    Ok(size.unwrap_or(0).max(0) as u64)
+}
+
+/// Drops the database `url` names, if it exists (`sluice bench` starts from an empty store).
+pub async fn drop_database(url: &DatabaseUrl) -> Result<(), MysqlSinkError> {
+    use sqlx::Connection;
+    let options = url.connect_options()?;
+    let database = options.get_database().unwrap_or("").to_owned();
+    let connect_error = |source| MysqlSinkError::Connect {
+        endpoint: config::endpoint(&options),
+        source,
+    };
+    if database.is_empty() || database.contains('`') {
+        return Ok(());
+    }
+    let mut server_url = url::Url::parse(&url.0)
+        .map_err(|e| connect_error(sqlx::Error::Configuration(Box::new(e))))?;
+    server_url.set_path("");
+    let server = std::str::FromStr::from_str(server_url.as_str()).map_err(connect_error)?;
+    let mut connection = sqlx::MySqlConnection::connect_with(&server)
+        .await
+        .map_err(connect_error)?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS `{database}`"
+    )))
+    .execute(&mut connection)
+    .await
+    .map_err(connect_error)?;
+    Ok(())
 }

@@ -1,143 +1,118 @@
-//! Retention as PCF Metrics had it: raw rows are kept for `raw` (2 days), rollups of every
-//! width for `rollups` (14 days). A background task deletes older rows every `interval`, in
-//! batches of `batch_size` so each DELETE holds its locks briefly while the sink keeps writing.
+//! Retention in MySQL (SPEC §10, see `crate::retention`): a background task on the pool
+//! deletes expired rows with `DELETE … WHERE time < cutoff LIMIT batch_size`, statement after
+//! statement while some are left, then looks again every `interval`. Each statement is its
+//! own short transaction on an indexed time column, so the row locks and undo it holds last a
+//! slice while the sink keeps writing on the other connections.
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicI64;
 
-use serde::Deserialize;
 use sqlx::AssertSqlSafe;
 use sqlx::mysql::MySqlPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::rows::{Conflict, Table};
+use crate::read_watermark;
+use crate::retention::{RetentionConfig, time_column};
+use crate::rows::Table;
 use sluice_common::telemetry::SinkMetrics;
 
-/// `retention = { ... }` of a `mysql` sink.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetentionConfig {
-    /// Off, the tables keep everything (for replays of old captures, or an external job).
-    pub enabled: bool,
-    /// How long raw rows (container metrics, HTTP, app events, errors, logs) are kept.
-    #[serde(with = "sluice_common::config::duration")]
-    pub raw: Duration,
-    /// How long per-minute rollups are kept.
-    #[serde(with = "sluice_common::config::duration")]
-    pub rollups: Duration,
-    /// How often old rows are looked for.
-    #[serde(with = "sluice_common::config::duration")]
-    pub interval: Duration,
-    /// Rows deleted per statement at most.
-    pub batch_size: NonZeroUsize,
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        RetentionConfig {
-            enabled: true,
-            raw: Duration::from_secs(2 * 24 * 3600),
-            rollups: Duration::from_secs(14 * 24 * 3600),
-            interval: Duration::from_secs(300),
-            batch_size: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
-        }
-    }
+/// What the task needs.
+pub(super) struct Retention {
+    pub(super) config: RetentionConfig,
+    pub(super) pool: MySqlPool,
+    pub(super) tables: Vec<&'static Table>,
+    pub(super) sink: Arc<str>,
+    pub(super) metrics: Arc<SinkMetrics>,
+    pub(super) watermark: Arc<AtomicI64>,
 }
 
 /// The running retention task.
-pub(super) struct Retention {
+pub(super) struct RetentionTask {
     stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Retention>>,
+}
+
+impl RetentionTask {
+    /// Stops the task between two statements and waits for it; gives back what it ran on.
+    pub(super) async fn stop(self) -> Option<Retention> {
+        self.stop.cancel();
+        self.task?.await.ok()
+    }
 }
 
 impl Retention {
-    /// Stops the task between two statements and waits for it.
-    pub(super) async fn stop(self) {
-        self.stop.cancel();
-        if let Some(task) = self.task {
-            let _ = task.await;
+    /// Starts the task (unless retention is disabled). It stops at shutdown or on
+    /// [`RetentionTask::stop`].
+    pub(super) fn spawn(self, shutdown: &CancellationToken) -> RetentionTask {
+        let stop = shutdown.child_token();
+        if !self.config.enabled {
+            return RetentionTask { stop, task: None };
         }
-    }
-}
-
-/// Starts the task (unless retention is disabled). It stops at shutdown or on [`Retention::stop`].
-pub(super) fn spawn(
-    config: RetentionConfig,
-    pool: MySqlPool,
-    tables: Vec<&'static Table>,
-    sink: Arc<str>,
-    metrics: Arc<SinkMetrics>,
-    shutdown: CancellationToken,
-) -> Retention {
-    let stop = shutdown.child_token();
-    if !config.enabled {
-        return Retention { stop, task: None };
-    }
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            match delete_expired(&config, &pool, &tables, &token).await {
-                Ok(0) => debug!(%sink, "Retention: nothing to delete."),
-                Ok(rows) => info!(%sink, rows, "Retention: deleted expired rows."),
-                Err(error) => {
-                    metrics.retries.incr();
-                    warn!(%sink, %error, "Retention: cannot delete expired rows; trying again next interval.");
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                self.pass(&token).await;
+                tokio::select! {
+                    () = tokio::time::sleep(self.config.interval) => {}
+                    () = token.cancelled() => return self,
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(config.interval) => {}
-                () = token.cancelled() => return,
-            }
+        });
+        RetentionTask {
+            stop,
+            task: Some(task),
         }
-    });
-    Retention {
-        stop,
-        task: Some(task),
     }
-}
 
-/// One pass over every table; returns the rows deleted.
-async fn delete_expired(
-    config: &RetentionConfig,
-    pool: &MySqlPool,
-    tables: &[&'static Table],
-    stop: &CancellationToken,
-) -> Result<u64, sqlx::Error> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut deleted = 0;
-    for table in tables {
-        let cutoff = cutoff(config, table, now);
-        let sql = retention_sql(table);
-        loop {
-            if stop.is_cancelled() {
-                return Ok(deleted);
-            }
-            let result = sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(cutoff)
-                .bind(config.batch_size.get() as u64)
-                .execute(pool)
-                .await?;
-            deleted += result.rows_affected();
-            if result.rows_affected() < config.batch_size.get() as u64 {
-                break;
+    /// One pass over every table, logged; errors are retried at the next pass.
+    pub(super) async fn pass(&self, stop: &CancellationToken) {
+        if !self.config.enabled {
+            return;
+        }
+        let sink = &self.sink;
+        match self.delete_expired(stop).await {
+            Ok(0) => debug!(%sink, "Retention: nothing to delete."),
+            Ok(rows) => info!(%sink, rows, "Retention: deleted expired rows."),
+            Err(error) => {
+                self.metrics.retries.incr();
+                warn!(%sink, %error, "Retention: cannot delete expired rows; trying again next interval.");
             }
         }
     }
-    Ok(deleted)
-}
 
-/// The column retention compares with a cutoff: nanoseconds in raw tables, epoch seconds
-/// (`minute`) in rollups.
-fn time_column(table: &Table) -> &'static str {
-    match (table.name, table.conflict) {
-        ("http_start_stop", _) => "stop_ts",
-        (_, Conflict::Update) => "minute",
-        _ => "ts",
+    /// Deletes every row older than its table's cutoff at the current watermark, a slice at
+    /// a time; returns the rows deleted. Nothing before the first record.
+    async fn delete_expired(&self, stop: &CancellationToken) -> Result<u64, sqlx::Error> {
+        let Some(watermark) = read_watermark(&self.watermark) else {
+            return Ok(0);
+        };
+        let limit = self.config.batch_size.get() as u64;
+        let mut deleted = 0;
+        for table in &self.tables {
+            let cutoff = self.config.cutoff(table, watermark);
+            let sql = retention_sql(table);
+            loop {
+                if stop.is_cancelled() {
+                    return Ok(deleted);
+                }
+                let result = sqlx::query(AssertSqlSafe(sql.as_str()))
+                    .bind(cutoff)
+                    .bind(limit)
+                    .execute(&self.pool)
+                    .await?;
+                let rows = result.rows_affected();
+                if rows > 0 {
+                    self.metrics.retention_deleted(table.name, rows);
+                }
+                deleted += rows;
+                if rows < limit {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
     }
 }
 
@@ -148,18 +123,6 @@ fn retention_sql(table: &Table) -> String {
     format!("DELETE FROM {} WHERE {column} < ? LIMIT ?", table.name)
 }
 
-/// The oldest time kept in `table`, in the unit of its time column.
-fn cutoff(config: &RetentionConfig, table: &Table, now: Duration) -> i64 {
-    match table.conflict {
-        Conflict::Update => {
-            i64::try_from(now.saturating_sub(config.rollups).as_secs()).unwrap_or(i64::MAX)
-        }
-        Conflict::Ignore => {
-            i64::try_from(now.saturating_sub(config.raw).as_nanos()).unwrap_or(i64::MAX)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,21 +130,14 @@ mod tests {
     use sluice_model::records::StreamName;
 
     #[test]
-    fn cutoffs_use_each_tables_unit() {
-        let config = RetentionConfig::default();
-        let now = Duration::from_secs(30 * 24 * 3600);
-        let raw = cutoff(&config, rows::table(StreamName::ContainerMetrics), now);
-        assert_eq!(raw, 28 * 24 * 3600 * 1_000_000_000);
-        let rollups = cutoff(&config, rows::table(StreamName::AppRollups), now);
-        assert_eq!(rollups, 16 * 24 * 3600);
-    }
-
-    #[test]
-    fn retention_reads_durations() {
-        let config: RetentionConfig =
-            toml::from_str("raw = \"1h\"\ninterval = \"10s\"").expect("a retention config");
-        assert_eq!(config.raw, Duration::from_secs(3600));
-        assert_eq!(config.rollups, RetentionConfig::default().rollups);
-        assert!(config.enabled);
+    fn deletes_go_by_each_tables_time_column() {
+        assert_eq!(
+            retention_sql(rows::table(StreamName::Http)),
+            "DELETE FROM http_start_stop WHERE stop_ts < ? LIMIT ?"
+        );
+        assert_eq!(
+            retention_sql(rows::window_table(StreamName::AppRollups, 3600)),
+            "DELETE FROM app_metric_rollup_1h WHERE minute < ? LIMIT ?"
+        );
     }
 }

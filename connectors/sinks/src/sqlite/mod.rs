@@ -17,8 +17,12 @@
 //! created at start like their minute tables. `dialect.rs` says how SQLite takes the INSERTs.
 
 mod dialect;
+mod retention;
 
 pub use dialect::MAX_ROWS_PER_STATEMENT;
+
+use self::retention::Retention;
+use crate::retention::RetentionConfig;
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -26,12 +30,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_model::records::StreamName;
-use sqlx::Connection;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
+use sqlx::{AssertSqlSafe, Connection};
 use tracing::{debug, info};
 
 use crate::batch::{Batch, BatchStore, write_batches};
@@ -76,6 +80,10 @@ pub struct SqliteSinkConfig {
         with = "sluice_common::config::duration"
     )]
     pub shutdown_timeout: Duration,
+    /// Deleting old rows by event time (SPEC §10):
+    /// `retention = { enabled = true, raw = "2d", rollups = "14d" }`.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Where records wait before they are written (SPEC §8). Default: memory.
     #[serde(default)]
     pub buffer: BufferConfig,
@@ -110,6 +118,7 @@ impl SqliteSinkConfig {
             flush_interval: default_flush_interval(),
             busy_timeout: default_busy_timeout(),
             shutdown_timeout: default_shutdown_timeout(),
+            retention: RetentionConfig::default(),
             buffer: BufferConfig::default(),
         }
     }
@@ -121,7 +130,9 @@ impl Component for SqliteSinkConfig {
     }
 
     fn problems(&self) -> Vec<Problem> {
-        crate::stream_problems(&self.streams)
+        let mut problems = crate::stream_problems(&self.streams);
+        problems.extend(self.retention.problems());
+        problems
     }
 
     fn resources(&self) -> Vec<Claim> {
@@ -228,7 +239,7 @@ pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), S
         config.shutdown_timeout,
     );
     let mut store = loop {
-        match SqliteStore::open(path, config.busy_timeout, &ctx.windows).await {
+        match SqliteStore::open(path, &config, &ctx.windows).await {
             Ok(store) => break store,
             Err(error) => {
                 if let Some(stop) = retry.wait_or_fail(error, 0, &mut ctx).await? {
@@ -248,6 +259,19 @@ pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), S
         config.flush_interval,
     )
     .await;
+    // A finite run ends with a last pass at the final watermark, so the file holds exactly
+    // the promised window; a run stopped by a signal leaves that to the next one.
+    if matches!(written, Ok(None)) && !ctx.shutdown.is_cancelled() {
+        store
+            .retention
+            .finish(
+                &mut store.connection,
+                ctx.watermark(),
+                &ctx.name,
+                &ctx.metrics,
+            )
+            .await;
+    }
     store.close().await;
     if let Some(stop) = written? {
         stop.end(abandoned)?;
@@ -263,6 +287,7 @@ struct SqliteStore {
     /// The pool's one connection, held for the sink's lifetime.
     connection: PoolConnection<Sqlite>,
     writer: SqlWriter<Sqlite>,
+    retention: Retention,
 }
 
 impl SqliteStore {
@@ -270,9 +295,10 @@ impl SqliteStore {
     /// creates the rollup tables of the extra `windows`.
     async fn open(
         path: &Path,
-        busy_timeout: Duration,
+        config: &SqliteSinkConfig,
         windows: &[u32],
     ) -> Result<SqliteStore, SqliteSinkError> {
+        let busy_timeout = config.busy_timeout;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -339,11 +365,24 @@ impl SqliteStore {
                     source,
                 },
             })?;
+        // Every table's time index, which retention's range deletes go through (in the
+        // migration's tables and the extra widths' alike).
+        for table in &tables {
+            sqlx::query(AssertSqlSafe(Retention::index_ddl(table)))
+                .execute(&mut *connection)
+                .await
+                .map_err(|source| SqliteSinkError::Write {
+                    path: path.to_path_buf(),
+                    table: table.name,
+                    source,
+                })?;
+        }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             pool,
             connection,
             writer: SqlWriter::new(&tables),
+            retention: Retention::new(config.retention.clone(), &tables),
         })
     }
 
@@ -417,6 +456,16 @@ impl BatchStore for SqliteStore {
             ctx.metrics.written(table.table.stream, table.rows());
         }
         debug!(sink = %ctx.name, rows, "Flushed rows to SQLite.");
+        drop(tables);
+        self.retention
+            .after_flush(
+                &mut self.connection,
+                ctx.watermark(),
+                rows,
+                &ctx.name,
+                &ctx.metrics,
+            )
+            .await;
         Ok(None)
     }
 }
