@@ -218,10 +218,14 @@ impl Drop for BufferReceiver {
 
 fn release(gate: &Option<(Arc<EventGate>, Arc<SinkMetrics>)>, records: &Records) {
     if let Some((gate, metrics)) = gate {
-        gate.release(records.len());
+        let bytes = records.approx_bytes() as u64;
+        gate.release(records.len(), bytes);
         metrics
             .buffered_records
             .fetch_sub(records.len() as i64, Ordering::Relaxed);
+        metrics
+            .buffered_bytes
+            .fetch_sub(bytes as i64, Ordering::Relaxed);
     }
 }
 

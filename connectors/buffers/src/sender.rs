@@ -28,12 +28,20 @@ impl BufferSender {
             return true;
         }
         let n = records.len() as i64;
+        let bytes = if self.gate.is_some() {
+            records.approx_bytes() as u64
+        } else {
+            0
+        };
         if let Some(gate) = &self.gate {
-            match gate.take(records.len()) {
+            match gate.take(records.len(), bytes) {
                 Admit::Queued => {
                     self.metrics
                         .buffered_records
                         .fetch_add(n, Ordering::Relaxed);
+                    self.metrics
+                        .buffered_bytes
+                        .fetch_add(bytes as i64, Ordering::Relaxed);
                 }
                 Admit::Dropped => {
                     self.metrics.dropped.add(n as u64);
@@ -50,10 +58,13 @@ impl BufferSender {
             // The sink stopped on a non-retriable error (and said so): count what it misses.
             self.metrics.unsent(n as usize);
             if let Some(gate) = &self.gate {
-                gate.release(n as usize);
+                gate.release(n as usize, bytes);
                 self.metrics
                     .buffered_records
                     .fetch_sub(n, Ordering::Relaxed);
+                self.metrics
+                    .buffered_bytes
+                    .fetch_sub(bytes as i64, Ordering::Relaxed);
             }
             return false;
         }

@@ -152,7 +152,8 @@ pub struct SinkMetrics {
     pub dead_lettered: Counter,
     /// Records in the sink's buffer (a disk buffer: not yet acknowledged).
     pub buffered_records: AtomicI64,
-    /// Bytes in the sink's disk buffer not yet acknowledged (0 for a memory buffer).
+    /// Bytes in the sink's buffer (a disk buffer: not yet acknowledged; a memory buffer: as
+    /// `Records::approx_bytes` counts them).
     pub buffered_bytes: AtomicI64,
     /// When the pending records arrived, oldest first: the age of the oldest one.
     arrivals: Mutex<Arrivals>,

@@ -157,6 +157,7 @@ async fn drop_newest_on_a_full_disk_buffer_counts_every_dropped_record() {
 async fn a_memory_buffer_drops_past_max_events_and_counts_it() {
     let buffer = BufferConfig::Memory {
         max_events: 25,
+        max_bytes: sluice_common::config::ByteSize(64 << 20),
         when_full: WhenFull::DropNewest,
     };
     let (mut ctx, sender) = context(&buffer);

@@ -68,6 +68,7 @@ fn firehose(addr: SocketAddr, subscription_id: &str) -> FirehoseConfig {
         keepalive: Duration::from_secs(15),
         max_backoff: Duration::from_millis(100),
         batch_size: 64,
+        max_frame_size: sluice_sources::firehose::DEFAULT_MAX_FRAME_SIZE,
     }
 }
 

@@ -142,6 +142,7 @@ async fn start(first_valid_token: u32, client_secret: &str) -> Harness {
         skip_tls_verify: false,
         idle_timeout: Duration::from_secs(60),
         max_backoff: Duration::from_secs(1),
+        max_frame_size: sluice_sources::rlp::DEFAULT_MAX_FRAME_SIZE,
     };
     let (output, batches) = SourceOutput::channel(16);
     let shutdown = CancellationToken::new();

@@ -168,6 +168,20 @@ pub fn encode(snapshot: &Snapshot) -> String {
         "1 while the source is connected (a finite source: while reading).",
         &|s| flag(s.connected),
     );
+    per_source(
+        &mut out,
+        "sluice_source_queued_bytes",
+        Gauge,
+        "Bytes of the source's batches waiting for the dataflow (pipeline.channel_max_bytes bounds the sum).",
+        &|s| s.queued_bytes as f64,
+    );
+    per_source(
+        &mut out,
+        "sluice_source_reconnect_delay_seconds",
+        Gauge,
+        "The wait before the latest reconnect attempt.",
+        &|s| s.reconnect_delay_seconds,
+    );
 
     {
         let mut fam = family(
@@ -391,6 +405,8 @@ mod tests {
                 reconnects: 4,
                 slow_consumer_disconnects: 1,
                 connected: true,
+                queued_bytes: 0,
+                reconnect_delay_seconds: 0.4,
             }],
             sinks: vec![SinkSnapshot {
                 name: "we\"ird\\name\n".into(),

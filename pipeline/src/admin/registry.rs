@@ -100,6 +100,8 @@ impl Registry {
                 reconnects: m.reconnects.get(),
                 slow_consumer_disconnects: m.slow_consumer_disconnects.get(),
                 connected: m.connected.load(Ordering::Relaxed),
+                queued_bytes: m.queued_bytes.load(Ordering::Relaxed),
+                reconnect_delay_seconds: m.reconnect_delay_ms.load(Ordering::Relaxed) as f64 / 1e3,
             })
             .collect();
         let sinks = read(&self.sinks)
@@ -205,6 +207,10 @@ pub struct SourceSnapshot {
     pub reconnects: u64,
     pub slow_consumer_disconnects: u64,
     pub connected: bool,
+    /// Bytes of the source's batches waiting for the dataflow.
+    pub queued_bytes: i64,
+    /// The wait before the latest reconnect attempt.
+    pub reconnect_delay_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -77,6 +77,7 @@ impl TestServer {
             keepalive: Duration::from_secs(15),
             max_backoff: Duration::from_millis(200),
             batch_size: 1024,
+            max_frame_size: super::DEFAULT_MAX_FRAME_SIZE,
         }
     }
 }

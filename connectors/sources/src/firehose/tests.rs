@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::test_server::{TestServer, drain, events, send_events};
 use super::*;
+use sluice_common::config::ByteSize;
 use sluice_common::uaa::UaaError;
 
 use crate::Component;
@@ -104,6 +105,7 @@ fn validate_reports_every_bad_value_by_key() {
         keepalive: Duration::ZERO,
         max_backoff: Duration::from_secs(1),
         batch_size: 0,
+        max_frame_size: ByteSize(16),
     };
     let keys: Vec<_> = config.problems().into_iter().map(|e| e.key).collect();
     assert_eq!(
@@ -114,7 +116,8 @@ fn validate_reports_every_bad_value_by_key() {
             "subscription_id",
             "client_id",
             "keepalive",
-            "batch_size"
+            "batch_size",
+            "max_frame_size"
         ]
     );
 }
@@ -358,6 +361,125 @@ async fn an_unreachable_firehose_is_retried_and_counted() {
     let source = tokio::spawn(run(config, ctx));
     until("three reconnects", || metrics.reconnects.get() >= 3).await;
     assert!(!metrics.connected.load(Ordering::Relaxed));
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(WAIT, source).await.expect("stops");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
+/// A Firehose that sends one good message on every connection and then `then` does its
+/// worst: the source must count it and back off further each time, never reconnecting every
+/// 100 ms for ever.
+async fn hostile_after_one_message(oversized: bool) {
+    let server = TestServer::start(Arc::new(move |_, mut socket| {
+        Box::pin(async move {
+            send_events(&mut socket, &events(0..1)).await;
+            if oversized {
+                let frame = Bytes::from(vec![0x0a; 8 << 10]);
+                let _ = socket.send(Message::Binary(frame)).await;
+                drain(socket).await;
+            }
+            // Otherwise the socket is dropped: the TCP connection ends without a close frame.
+        })
+    }))
+    .await;
+    let (ctx, mut rx) = context(64);
+    let metrics = ctx.metrics.clone();
+    let shutdown = ctx.shutdown.clone();
+    let mut config = server.config();
+    config.max_backoff = Duration::from_secs(60);
+    config.max_frame_size = ByteSize(4 << 10);
+    let source = tokio::spawn(run(config, ctx));
+
+    // Each connection delivered its message, and still the waits grew: 100, 200, 400 ms...
+    let state = server.state.clone();
+    until("a fourth connection", || {
+        state.connections.load(Ordering::SeqCst) >= 4
+    })
+    .await;
+    assert!(
+        metrics.reconnect_delay_ms.load(Ordering::Relaxed) >= 400,
+        "the backoff started over after a message: {} ms",
+        metrics.reconnect_delay_ms.load(Ordering::Relaxed)
+    );
+    let received = receive(&mut rx, 3).await;
+    assert!(received.iter().all(|b| b.events.len() == 1));
+    if oversized {
+        assert!(metrics.bad_records.get("oversized_frame") >= 3);
+    } else {
+        assert_eq!(metrics.bad_records.total(), 0);
+    }
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(WAIT, source).await.expect("stops");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
+#[tokio::test]
+async fn an_oversized_frame_after_a_good_message_is_a_bad_record_and_backs_off() {
+    hostile_after_one_message(true).await;
+}
+
+#[tokio::test]
+async fn an_abrupt_close_after_a_good_message_backs_off() {
+    hostile_after_one_message(false).await;
+}
+
+/// Events whose metric names are `size` bytes long, so each frame is about that big.
+fn big_events(n: u64, size: usize) -> Vec<Event> {
+    let mut sent = events(0..n);
+    for event in &mut sent {
+        if let sluice_model::Payload::Value(metric) = &mut event.payload {
+            metric.name = "x".repeat(size).into();
+        }
+    }
+    sent
+}
+
+#[tokio::test]
+async fn big_frames_wait_for_room_in_the_channel_s_byte_budget() {
+    const BUDGET: u64 = 1 << 20;
+    const FRAME: usize = 200 << 10;
+    let sent = big_events(40, FRAME);
+    let script_events = sent.clone();
+    let server = TestServer::start(Arc::new(move |_, mut socket| {
+        let events = script_events.clone();
+        Box::pin(async move {
+            send_events(&mut socket, &events).await;
+            drain(socket).await;
+        })
+    }))
+    .await;
+    // Room for 64 batches, but only for 1 MiB: about five of these frames.
+    let (output, mut rx) = SourceOutput::channel(64);
+    let output = output.max_bytes(BUDGET);
+    let ctx = SourceContext::new("cf", output.clone(), CancellationToken::new());
+    let metrics = ctx.metrics.clone();
+    let shutdown = ctx.shutdown.clone();
+    let source = tokio::spawn(run(server.config(), ctx));
+
+    // Nothing is read yet: the source fills the budget and waits.
+    until("the budget to fill", || output.queued_bytes() > BUDGET / 2).await;
+    let queued_events = metrics.events.get();
+    assert!(
+        queued_events <= BUDGET / FRAME as u64,
+        "{queued_events} big events queued in a 1 MiB budget"
+    );
+    assert!(metrics.queued_bytes.load(Ordering::Relaxed) as u64 <= BUDGET);
+
+    // Reading makes room; every event arrives, and the queue never held more than the budget.
+    let mut received = Vec::new();
+    while received.len() < sent.len() {
+        assert!(output.queued_bytes() <= BUDGET);
+        let batch = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("events within the deadline")
+            .expect("the source is running");
+        assert!(batch.bytes >= batch.events.len() * FRAME);
+        received.extend(batch.events);
+    }
+    assert_eq!(received, sent);
+    until("the queue to empty", || output.queued_bytes() == 0).await;
+    assert_eq!(metrics.queued_bytes.load(Ordering::Relaxed), 0);
+
     shutdown.cancel();
     let stopped = tokio::time::timeout(WAIT, source).await.expect("stops");
     assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
