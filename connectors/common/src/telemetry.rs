@@ -150,6 +150,9 @@ pub struct SinkMetrics {
     /// Records the store refused for good and the sink set aside (Elasticsearch's
     /// dead-letter file).
     pub dead_lettered: Counter,
+    /// Bytes of corrupt frames a disk buffer's reader skipped to resynchronise on the next
+    /// intact frame.
+    pub buffer_skipped_bytes: Counter,
     /// Records in the sink's buffer (a disk buffer: not yet acknowledged).
     pub buffered_records: AtomicI64,
     /// Bytes in the sink's buffer (a disk buffer: not yet acknowledged; a memory buffer: as

@@ -212,6 +212,9 @@ pub struct SourceMetrics {
     pub reconnects: Counter,
     /// Disconnects by the Traffic Controller for consuming too slowly (close code 1008).
     pub slow_consumer_disconnects: Counter,
+    /// Bytes of input given up on: the rest of a replay file after a broken length prefix,
+    /// or its cut last record.
+    pub abandoned_bytes: Counter,
     /// Bytes of this source's batches queued for the dataflow now (a gauge; the channel's
     /// byte budget bounds their sum over every source).
     pub queued_bytes: AtomicI64,
@@ -233,6 +236,7 @@ impl Default for SourceMetrics {
             skipped: ReasonCounters::new(SKIP_REASONS),
             reconnects: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
+            abandoned_bytes: Counter::default(),
             queued_bytes: AtomicI64::new(0),
             reconnect_delay_ms: AtomicU64::new(0),
             connected: AtomicBool::new(false),

@@ -101,6 +101,7 @@ impl Registry {
                 slow_consumer_disconnects: m.slow_consumer_disconnects.get(),
                 connected: m.connected.load(Ordering::Relaxed),
                 queued_bytes: m.queued_bytes.load(Ordering::Relaxed),
+                abandoned_bytes: m.abandoned_bytes.get(),
                 reconnect_delay_seconds: m.reconnect_delay_ms.load(Ordering::Relaxed) as f64 / 1e3,
             })
             .collect();
@@ -116,6 +117,7 @@ impl Registry {
                 retries: m.retries.get(),
                 dropped: m.dropped.get(),
                 dead_lettered: m.dead_lettered.get(),
+                buffer_skipped_bytes: m.buffer_skipped_bytes.get(),
                 pending: m.pending.load(Ordering::Relaxed),
                 buffer_records: m.buffered_records.load(Ordering::Relaxed),
                 buffer_bytes: m.buffered_bytes.load(Ordering::Relaxed),
@@ -209,6 +211,8 @@ pub struct SourceSnapshot {
     pub connected: bool,
     /// Bytes of the source's batches waiting for the dataflow.
     pub queued_bytes: i64,
+    /// Bytes of input given up on (a replay file's rest after a broken length prefix).
+    pub abandoned_bytes: u64,
     /// The wait before the latest reconnect attempt.
     pub reconnect_delay_seconds: f64,
 }
@@ -222,6 +226,8 @@ pub struct SinkSnapshot {
     pub retries: u64,
     pub dropped: u64,
     pub dead_lettered: u64,
+    /// Bytes of corrupt disk-buffer frames skipped.
+    pub buffer_skipped_bytes: u64,
     pub pending: i64,
     pub buffer_records: i64,
     pub buffer_bytes: i64,
