@@ -13,6 +13,9 @@ use sluice_fuzz::{
     MAX_ALLOCATION, Rng, TARGETS, Target, corpus_dir, mutate, read_corpus, take_largest,
 };
 
+/// The most inputs kept in memory per target.
+const MAX_CORPUS: usize = 20_000;
+
 struct Options {
     targets: Vec<&'static Target>,
     seconds: u64,
@@ -138,7 +141,8 @@ fn main() -> ExitCode {
                 executions += 1;
                 match run_one(target, &input) {
                     Ok(signature) => {
-                        if seen.insert(signature) {
+                        // The in-memory corpus is capped, so a long run's memory is too.
+                        if seen.insert(signature) && corpus.len() < MAX_CORPUS {
                             if options.save {
                                 save(&corpus_dir(target.name), &input);
                             }

@@ -484,3 +484,87 @@ async fn big_frames_wait_for_room_in_the_channel_s_byte_budget() {
     let stopped = tokio::time::timeout(WAIT, source).await.expect("stops");
     assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
 }
+
+/// The peak resident memory of this process, from `/proc/self/status` (Linux).
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// A soak, not a default test (it moves 3 GiB over loopback):
+/// `cargo test -p sluice-sources --lib -- --ignored --exact firehose::tests::soak_big_frames_keep_memory_bounded --nocapture`.
+/// A Firehose sends 200 log envelopes of 15 MiB to a source with the default byte budget,
+/// read by a consumer slower than the socket; the process's peak RSS must stay far below
+/// what the frames add up to.
+#[tokio::test]
+#[ignore = "a soak: moves 3 GiB"]
+async fn soak_big_frames_keep_memory_bounded() {
+    const FRAMES: u64 = 200;
+    const SIZE: usize = 15 << 20;
+    let event = Event {
+        timestamp: 1_700_000_000_000_000_000,
+        header: sluice_model::event::Header {
+            origin: "soak".into(),
+            ..sluice_model::event::Header::default()
+        },
+        payload: sluice_model::Payload::Log(sluice_model::event::LogMessage {
+            message: Bytes::from(vec![b'x'; SIZE]),
+            message_type: sluice_model::event::MessageType::Out,
+            timestamp: 1_700_000_000_000_000_000,
+            app_id: "app".into(),
+            source_type: "APP/PROC/WEB".into(),
+            source_instance: "0".into(),
+        }),
+    };
+    let frame = Bytes::from(sluice_model::reference::encode_v1(&event));
+    let server = TestServer::start(Arc::new(move |_, mut socket| {
+        let frame = frame.clone();
+        Box::pin(async move {
+            for _ in 0..FRAMES {
+                if socket.send(Message::Binary(frame.clone())).await.is_err() {
+                    return;
+                }
+            }
+            drain(socket).await;
+        })
+    }))
+    .await;
+    let before = peak_rss_mib().expect("Linux");
+    let (output, mut rx) = SourceOutput::channel(64);
+    let ctx = SourceContext::new("cf", output.clone(), CancellationToken::new());
+    let shutdown = ctx.shutdown.clone();
+    let source = tokio::spawn(run(server.config(), ctx));
+    // Nothing is read until the budget is nearly full: the worst case for the queue.
+    until("the byte budget to fill", || {
+        output.queued_bytes() > crate::DEFAULT_CHANNEL_BYTES - 2 * SIZE as u64
+    })
+    .await;
+    let mut received = 0;
+    let mut most_queued = output.queued_bytes();
+    while received < FRAMES {
+        let batch = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("events within a minute")
+            .expect("the source is running");
+        most_queued = most_queued.max(output.queued_bytes());
+        received += batch.events.len() as u64;
+        // A dataflow slower than the socket: the queue fills up to its budget.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = peak_rss_mib().expect("Linux");
+    println!(
+        "{FRAMES} frames of {} MiB: peak RSS {before} MiB -> {after} MiB; most queued {} MiB",
+        SIZE >> 20,
+        most_queued >> 20
+    );
+    assert!(most_queued <= crate::DEFAULT_CHANNEL_BYTES);
+    assert!(
+        after - before < 512,
+        "peak RSS grew by {} MiB",
+        after - before
+    );
+    shutdown.cancel();
+    let _ = tokio::time::timeout(WAIT, source).await;
+}
