@@ -161,8 +161,18 @@ pub fn open(
                 when_full: *when_full,
                 sync: *sync,
             };
-            let receiver = BufferReceiver::disk(name.clone(), rx, config, metrics.clone())?;
-            (receiver, None)
+            // The batches on their way to the disk writer's thread are capped in bytes too.
+            let gate = Arc::new(EventGate::new(
+                usize::MAX,
+                DISK_IN_FLIGHT_BYTES,
+                WhenFull::Block,
+            ));
+            let receiver =
+                BufferReceiver::disk(name.clone(), rx, config, metrics.clone(), gate.clone())?;
+            return Ok((
+                BufferSender::new(tx, metrics, Some(gate)).without_gauges(),
+                receiver,
+            ));
         }
     };
     Ok((BufferSender::new(tx, metrics, gate), receiver))
@@ -179,6 +189,10 @@ pub fn unbounded_memory(
         BufferReceiver::memory(rx, metrics),
     )
 }
+
+/// The bytes of batches on their way from the dataflow to a disk buffer's writer thread, at
+/// most (then the dataflow waits, as for a full memory buffer).
+pub const DISK_IN_FLIGHT_BYTES: u64 = 32 << 20;
 
 const fn default_max_events() -> usize {
     100_000
