@@ -87,6 +87,48 @@ impl Event {
         self.payload.event_type()
     }
 
+    /// About how many bytes this event holds: its own size plus the text it carries. Bounds
+    /// what queues measure in bytes; a view into a larger frame is counted at its own length
+    /// (a source that keeps frames alive counts the frames instead).
+    pub fn approx_bytes(&self) -> usize {
+        let header = &self.header;
+        let mut bytes = std::mem::size_of::<Event>()
+            + header.origin.len()
+            + header.deployment.len()
+            + header.job.len()
+            + header.index.len()
+            + header.ip.len()
+            + header
+                .tags
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2 * std::mem::size_of::<Str>())
+                .sum::<usize>();
+        bytes += match &self.payload {
+            Payload::Log(log) => {
+                log.message.len()
+                    + log.app_id.len()
+                    + log.source_type.len()
+                    + log.source_instance.len()
+            }
+            Payload::Http(http) => {
+                http.uri.len()
+                    + http.remote_address.len()
+                    + http.user_agent.len()
+                    + http.instance_id.len()
+                    + http
+                        .forwarded
+                        .iter()
+                        .map(|f| f.len() + std::mem::size_of::<Str>())
+                        .sum::<usize>()
+            }
+            Payload::Container(metric) => metric.application_id.len(),
+            Payload::Value(metric) => metric.name.len() + metric.unit.len(),
+            Payload::Counter(counter) => counter.name.len(),
+            Payload::Error(error) => error.source.len() + error.message.len(),
+        };
+        bytes
+    }
+
     /// The event time of SPEC §2 in ns: the log's own timestamp for LogMessages, the stop
     /// timestamp for HttpStartStop, the envelope's otherwise. `None` when that is absent (0):
     /// the pipeline then uses the time it received the event.

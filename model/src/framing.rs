@@ -180,9 +180,11 @@ pub fn truncation(buf: &[u8]) -> FrameError {
     let mut cursor = buf;
     match prost::encoding::decode_varint(&mut cursor) {
         Ok(len) => {
-            let prefix = buf.len() - cursor.len();
+            // Saturating: `len` may be anything a damaged prefix says (found by fuzzing).
+            let prefix = (buf.len() - cursor.len()) as u64;
+            let missing = (prefix.saturating_add(len)).saturating_sub(buf.len() as u64);
             FrameError::Truncated {
-                missing: (prefix + len as usize).saturating_sub(buf.len()),
+                missing: usize::try_from(missing).unwrap_or(usize::MAX),
             }
         }
         Err(_) => FrameError::Truncated { missing: 1 },
@@ -192,6 +194,17 @@ pub fn truncation(buf: &[u8]) -> FrameError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_of_a_huge_length_prefix_does_not_overflow() {
+        let mut buf = Vec::new();
+        prost::encoding::encode_varint(u64::MAX, &mut buf);
+        buf.push(1);
+        let FrameError::Truncated { missing } = truncation(&buf) else {
+            panic!("a truncation");
+        };
+        assert!(missing as u64 >= u64::from(u32::MAX), "{missing}");
+    }
 
     #[test]
     fn a_replay_writer_writes_plain_and_gzip_files_that_read_back() {

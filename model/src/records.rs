@@ -106,6 +106,24 @@ impl Records {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// About how many bytes the batch holds (see [`Event::approx_bytes`]); rollup rows and
+    /// app events count their own size plus a fixed allowance for their few short strings.
+    pub fn approx_bytes(&self) -> usize {
+        const STRINGS: usize = 128;
+        fn rows<T>(rows: &[T]) -> usize {
+            rows.len() * (std::mem::size_of::<T>() + STRINGS)
+        }
+        match self {
+            Records::Logs(r)
+            | Records::ContainerMetrics(r)
+            | Records::Http(r)
+            | Records::Errors(r) => r.iter().map(Event::approx_bytes).sum(),
+            Records::AppEvents(r) => rows(r),
+            Records::AppRollups(r) => rows(r),
+            Records::PlatformRollups(r) => rows(r),
+        }
+    }
 }
 
 /// An app lifecycle event parsed from a log line (SPEC §4): a row of `app_event`.

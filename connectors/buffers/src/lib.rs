@@ -46,6 +46,10 @@ pub enum BufferConfig {
         /// Records held at most before `when_full` applies.
         #[serde(default = "default_max_events")]
         max_events: usize,
+        /// Bytes held at most (as the records' approximate size) before `when_full` applies:
+        /// big log lines fill it long before `max_events`. Default `"64MiB"`.
+        #[serde(default = "default_max_bytes")]
+        max_bytes: ByteSize,
         #[serde(default)]
         when_full: WhenFull,
     },
@@ -72,8 +76,53 @@ impl Default for BufferConfig {
     fn default() -> Self {
         BufferConfig::Memory {
             max_events: default_max_events(),
+            max_bytes: default_max_bytes(),
             when_full: WhenFull::default(),
         }
+    }
+}
+
+impl BufferConfig {
+    /// What is wrong with the buffer's sizes, each with its key: a zero-sized buffer holds
+    /// nothing (every batch would wait for ever or be dropped).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        match self {
+            BufferConfig::Memory {
+                max_events,
+                max_bytes,
+                ..
+            } => {
+                if *max_events == 0 {
+                    problems.push(("max_events", "must be at least 1".to_owned()));
+                }
+                if max_bytes.0 < 1 << 10 {
+                    problems.push(("max_bytes", "must be at least 1KiB".to_owned()));
+                }
+            }
+            BufferConfig::Disk {
+                path,
+                max_size,
+                segment_size,
+                ..
+            } => {
+                if path.as_os_str().is_empty() {
+                    problems.push(("path", "must not be empty".to_owned()));
+                }
+                if max_size.0 < 1 << 20 {
+                    problems.push(("max_size", "must be at least 1MiB".to_owned()));
+                }
+                if segment_size.0 < 1 << 10 {
+                    problems.push(("segment_size", "must be at least 1KiB".to_owned()));
+                } else if segment_size > max_size {
+                    problems.push((
+                        "segment_size",
+                        format!("must not exceed max_size ({} bytes)", max_size.0),
+                    ));
+                }
+            }
+        }
+        problems
     }
 }
 
@@ -91,9 +140,10 @@ pub fn open(
     let (receiver, gate) = match config {
         BufferConfig::Memory {
             max_events,
+            max_bytes,
             when_full,
         } => {
-            let gate = Arc::new(EventGate::new(*max_events, *when_full));
+            let gate = Arc::new(EventGate::new(*max_events, max_bytes.0, *when_full));
             let receiver = BufferReceiver::memory_capped(rx, gate.clone(), metrics.clone());
             (receiver, Some(gate))
         }
@@ -111,8 +161,18 @@ pub fn open(
                 when_full: *when_full,
                 sync: *sync,
             };
-            let receiver = BufferReceiver::disk(name.clone(), rx, config, metrics.clone())?;
-            (receiver, None)
+            // The batches on their way to the disk writer's thread are capped in bytes too.
+            let gate = Arc::new(EventGate::new(
+                usize::MAX,
+                DISK_IN_FLIGHT_BYTES,
+                WhenFull::Block,
+            ));
+            let receiver =
+                BufferReceiver::disk(name.clone(), rx, config, metrics.clone(), gate.clone())?;
+            return Ok((
+                BufferSender::new(tx, metrics, Some(gate)).without_gauges(),
+                receiver,
+            ));
         }
     };
     Ok((BufferSender::new(tx, metrics, gate), receiver))
@@ -130,8 +190,16 @@ pub fn unbounded_memory(
     )
 }
 
+/// The bytes of batches on their way from the dataflow to a disk buffer's writer thread, at
+/// most (then the dataflow waits, as for a full memory buffer).
+pub const DISK_IN_FLIGHT_BYTES: u64 = 32 << 20;
+
 const fn default_max_events() -> usize {
     100_000
+}
+
+const fn default_max_bytes() -> ByteSize {
+    ByteSize(64 << 20)
 }
 
 const fn default_max_size() -> ByteSize {

@@ -1,5 +1,6 @@
-//! The record cap of a `memory` buffer: `max_events` records wait between the dataflow and
-//! the sink at most, then `when_full` decides.
+//! The caps of a `memory` buffer: `max_events` records and `max_bytes` bytes (as
+//! [`Records::approx_bytes`](sluice_model::records::Records::approx_bytes) counts them) wait
+//! between the dataflow and the sink at most, then `when_full` decides.
 
 use std::sync::{Condvar, Mutex, PoisonError};
 
@@ -10,6 +11,7 @@ use crate::WhenFull;
 #[derive(Debug)]
 pub struct EventGate {
     max_events: usize,
+    max_bytes: u64,
     when_full: WhenFull,
     state: Mutex<GateState>,
     room: Condvar,
@@ -18,6 +20,7 @@ pub struct EventGate {
 #[derive(Debug, Default)]
 struct GateState {
     held: usize,
+    held_bytes: u64,
     /// The sink stopped reading: nobody will free room again.
     closed: bool,
 }
@@ -33,25 +36,30 @@ pub enum Admit {
 }
 
 impl EventGate {
-    pub fn new(max_events: usize, when_full: WhenFull) -> EventGate {
+    pub fn new(max_events: usize, max_bytes: u64, when_full: WhenFull) -> EventGate {
         EventGate {
             max_events,
+            max_bytes,
             when_full,
             state: Mutex::new(GateState::default()),
             room: Condvar::new(),
         }
     }
 
-    /// Takes room for `n` records, blocking the calling thread under `when_full = "block"`.
-    /// A batch larger than the whole cap is let into an empty buffer rather than never.
-    pub fn take(&self, n: usize) -> Admit {
+    /// Takes room for `n` records of `bytes` bytes, blocking the calling thread under
+    /// `when_full = "block"`. A batch larger than either whole cap is let into an empty buffer
+    /// rather than never.
+    pub fn take(&self, n: usize, bytes: u64) -> Admit {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if state.closed {
                 return Admit::Closed;
             }
-            if state.held == 0 || state.held + n <= self.max_events {
+            let fits = state.held + n <= self.max_events
+                && state.held_bytes.saturating_add(bytes) <= self.max_bytes;
+            if state.held == 0 || fits {
                 state.held += n;
+                state.held_bytes = state.held_bytes.saturating_add(bytes);
                 return Admit::Queued;
             }
             match self.when_full {
@@ -66,10 +74,11 @@ impl EventGate {
         }
     }
 
-    /// Gives back room for `n` records that left the buffer.
-    pub fn release(&self, n: usize) {
+    /// Gives back room for `n` records of `bytes` bytes that left the buffer.
+    pub fn release(&self, n: usize, bytes: u64) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.held = state.held.saturating_sub(n);
+        state.held_bytes = state.held_bytes.saturating_sub(bytes);
         self.room.notify_all();
     }
 
@@ -86,6 +95,13 @@ impl EventGate {
             .unwrap_or_else(PoisonError::into_inner)
             .held
     }
+
+    pub fn held_bytes(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .held_bytes
+    }
 }
 
 #[cfg(test)]
@@ -96,18 +112,18 @@ mod tests {
 
     #[test]
     fn block_waits_for_room_and_close_releases_waiting_senders() {
-        let gate = Arc::new(EventGate::new(10, WhenFull::Block));
-        assert_eq!(gate.take(8), Admit::Queued);
+        let gate = Arc::new(EventGate::new(10, u64::MAX, WhenFull::Block));
+        assert_eq!(gate.take(8, 0), Admit::Queued);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let sender = {
             let gate = gate.clone();
             std::thread::spawn(move || {
-                done_tx.send(gate.take(5)).expect("the test waits");
-                done_tx.send(gate.take(10)).expect("the test waits");
+                done_tx.send(gate.take(5, 0)).expect("the test waits");
+                done_tx.send(gate.take(10, 0)).expect("the test waits");
             })
         };
         assert!(done_rx.try_recv().is_err(), "took room that was not there");
-        gate.release(8);
+        gate.release(8, 0);
         let wait = Duration::from_secs(30);
         assert_eq!(done_rx.recv_timeout(wait), Ok(Admit::Queued));
         assert_eq!(gate.held(), 5);
@@ -118,10 +134,29 @@ mod tests {
 
     #[test]
     fn a_batch_larger_than_the_cap_enters_an_empty_buffer() {
-        let gate = EventGate::new(10, WhenFull::DropNewest);
-        assert_eq!(gate.take(50), Admit::Queued);
-        assert_eq!(gate.take(1), Admit::Dropped);
-        gate.release(50);
-        assert_eq!(gate.take(1), Admit::Queued);
+        let gate = EventGate::new(10, u64::MAX, WhenFull::DropNewest);
+        assert_eq!(gate.take(50, 0), Admit::Queued);
+        assert_eq!(gate.take(1, 0), Admit::Dropped);
+        gate.release(50, 0);
+        assert_eq!(gate.take(1, 0), Admit::Queued);
+    }
+
+    #[test]
+    fn bytes_are_capped_as_well_as_records() {
+        let gate = EventGate::new(1_000, 1_000, WhenFull::DropNewest);
+        assert_eq!(gate.take(1, 600), Admit::Queued);
+        assert_eq!(
+            gate.take(1, 600),
+            Admit::Dropped,
+            "1 200 bytes in a 1 000-byte cap"
+        );
+        assert_eq!(gate.take(1, 400), Admit::Queued);
+        assert_eq!(gate.held_bytes(), 1_000);
+        gate.release(1, 600);
+        assert_eq!(gate.take(1, 600), Admit::Queued);
+        // One batch past the whole cap still enters an empty buffer.
+        gate.release(2, 1_000);
+        assert_eq!(gate.take(1, 5_000), Admit::Queued);
+        assert_eq!(gate.take(1, 1), Admit::Dropped);
     }
 }

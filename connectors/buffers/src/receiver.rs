@@ -90,6 +90,7 @@ impl BufferReceiver {
         channel: mpsc::Receiver<Records>,
         config: DiskBufferConfig,
         metrics: Arc<SinkMetrics>,
+        in_flight: Arc<EventGate>,
     ) -> Result<BufferReceiver, BufferError> {
         let path = config.path.clone();
         let (writer, reader, report) = disk::open(config, metrics.clone())?;
@@ -113,7 +114,11 @@ impl BufferReceiver {
         let thread_metrics = metrics.clone();
         std::thread::Builder::new()
             .name(format!("buffer-{name}"))
-            .spawn(move || fill_disk_buffer(&thread_name, channel, writer, &thread_metrics))
+            .spawn(move || {
+                fill_disk_buffer(&thread_name, channel, writer, &thread_metrics, &in_flight);
+                // Nobody takes batches any more: senders waiting for room give up.
+                in_flight.close();
+            })
             .map_err(BufferError::io(&path))?;
         Ok(BufferReceiver {
             pulled: 0,
@@ -218,10 +223,14 @@ impl Drop for BufferReceiver {
 
 fn release(gate: &Option<(Arc<EventGate>, Arc<SinkMetrics>)>, records: &Records) {
     if let Some((gate, metrics)) = gate {
-        gate.release(records.len());
+        let bytes = records.approx_bytes() as u64;
+        gate.release(records.len(), bytes);
         metrics
             .buffered_records
             .fetch_sub(records.len() as i64, Ordering::Relaxed);
+        metrics
+            .buffered_bytes
+            .fetch_sub(bytes as i64, Ordering::Relaxed);
     }
 }
 
@@ -261,6 +270,7 @@ fn fill_disk_buffer(
     mut channel: mpsc::Receiver<Records>,
     mut writer: DiskWriter,
     metrics: &SinkMetrics,
+    in_flight: &EventGate,
 ) {
     let mut payload = Vec::new();
     while let Some(first) = channel.blocking_recv() {
@@ -270,6 +280,7 @@ fn fill_disk_buffer(
         let mut group = 0;
         while let Some(records) = next.take() {
             let n = records.len();
+            in_flight.release(n, records.approx_bytes() as u64);
             group += n;
             payload.clear();
             let appended = codec::encode(&records, &mut payload)

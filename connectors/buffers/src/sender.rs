@@ -15,8 +15,11 @@ use crate::memory::{Admit, EventGate};
 pub struct BufferSender {
     tx: mpsc::Sender<Records>,
     metrics: Arc<SinkMetrics>,
-    /// A memory buffer's `max_events`.
+    /// A memory buffer's `max_events` and `max_bytes`; a disk buffer's bytes in flight.
     gate: Option<Arc<EventGate>>,
+    /// Whether the gate's records and bytes are the sink's buffer gauges (a memory buffer);
+    /// a disk buffer publishes its own.
+    gauges: bool,
 }
 
 impl BufferSender {
@@ -28,13 +31,23 @@ impl BufferSender {
             return true;
         }
         let n = records.len() as i64;
+        let gauges = self.gauges;
+        let bytes = if self.gate.is_some() {
+            records.approx_bytes() as u64
+        } else {
+            0
+        };
         if let Some(gate) = &self.gate {
-            match gate.take(records.len()) {
-                Admit::Queued => {
+            match gate.take(records.len(), bytes) {
+                Admit::Queued if gauges => {
                     self.metrics
                         .buffered_records
                         .fetch_add(n, Ordering::Relaxed);
+                    self.metrics
+                        .buffered_bytes
+                        .fetch_add(bytes as i64, Ordering::Relaxed);
                 }
+                Admit::Queued => {}
                 Admit::Dropped => {
                     self.metrics.dropped.add(n as u64);
                     return true;
@@ -50,10 +63,15 @@ impl BufferSender {
             // The sink stopped on a non-retriable error (and said so): count what it misses.
             self.metrics.unsent(n as usize);
             if let Some(gate) = &self.gate {
-                gate.release(n as usize);
+                gate.release(n as usize, bytes);
+            }
+            if self.gate.is_some() && gauges {
                 self.metrics
                     .buffered_records
                     .fetch_sub(n, Ordering::Relaxed);
+                self.metrics
+                    .buffered_bytes
+                    .fetch_sub(bytes as i64, Ordering::Relaxed);
             }
             return false;
         }
@@ -72,6 +90,17 @@ impl BufferSender {
         metrics: Arc<SinkMetrics>,
         gate: Option<Arc<EventGate>>,
     ) -> BufferSender {
-        BufferSender { tx, metrics, gate }
+        BufferSender {
+            tx,
+            metrics,
+            gate,
+            gauges: true,
+        }
+    }
+
+    /// The gate bounds what is in flight but is not the buffer's gauges (a disk buffer).
+    pub(crate) fn without_gauges(mut self) -> BufferSender {
+        self.gauges = false;
+        self
     }
 }

@@ -150,9 +150,13 @@ pub struct SinkMetrics {
     /// Records the store refused for good and the sink set aside (Elasticsearch's
     /// dead-letter file).
     pub dead_lettered: Counter,
+    /// Bytes of corrupt frames a disk buffer's reader skipped to resynchronise on the next
+    /// intact frame.
+    pub buffer_skipped_bytes: Counter,
     /// Records in the sink's buffer (a disk buffer: not yet acknowledged).
     pub buffered_records: AtomicI64,
-    /// Bytes in the sink's disk buffer not yet acknowledged (0 for a memory buffer).
+    /// Bytes in the sink's buffer (a disk buffer: not yet acknowledged; a memory buffer: as
+    /// `Records::approx_bytes` counts them).
     pub buffered_bytes: AtomicI64,
     /// When the pending records arrived, oldest first: the age of the oldest one.
     arrivals: Mutex<Arrivals>,

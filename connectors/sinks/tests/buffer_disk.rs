@@ -157,6 +157,7 @@ async fn drop_newest_on_a_full_disk_buffer_counts_every_dropped_record() {
 async fn a_memory_buffer_drops_past_max_events_and_counts_it() {
     let buffer = BufferConfig::Memory {
         max_events: 25,
+        max_bytes: sluice_common::config::ByteSize(64 << 20),
         when_full: WhenFull::DropNewest,
     };
     let (mut ctx, sender) = context(&buffer);
@@ -208,4 +209,44 @@ async fn a_sqlite_sink_behind_a_disk_buffer_stores_every_row_and_empties_the_buf
     assert_eq!(errors, 1);
     assert_eq!(metrics.written_of(StreamName::Logs), 501);
     assert_eq!(files_in(&buffer), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn batches_on_their_way_to_disk_are_capped_in_bytes_and_all_arrive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let buffer = dir.path().join("buffer");
+    let mut config = disk(&buffer, 1 << 30, WhenFull::Block);
+    if let BufferConfig::Disk { segment_size, .. } = &mut config {
+        *segment_size = ByteSize(64 << 20);
+    }
+    let (mut ctx, sender) = context(&config);
+    // Twenty batches of about 4 MiB: several times the bytes allowed in flight, so a batch
+    // whose room was never given back would stop the feeder for good.
+    let line = Bytes::from(vec![b'x'; 1 << 20]);
+    let sent: Vec<Records> = (0..20)
+        .map(|i| {
+            let mut batch = log_batches(4, 4).remove(0);
+            if let Records::Logs(events) = &mut batch {
+                for (j, event) in events.iter_mut().enumerate() {
+                    if let Payload::Log(log) = &mut event.payload {
+                        log.message = line.clone();
+                        log.timestamp += (i * 4 + j) as i64;
+                    }
+                }
+            }
+            batch
+        })
+        .collect();
+    assert!(
+        sent.iter().map(Records::approx_bytes).sum::<usize>()
+            > 2 * sluice_buffers::DISK_IN_FLIGHT_BYTES as usize
+    );
+    let feeder = send_all(sender, sent.clone());
+    let mut received = Vec::new();
+    while let Some(records) = ctx.input.recv().await {
+        received.push(records);
+        ctx.input.commit().await.expect("commits");
+    }
+    feeder.join().expect("feeder thread");
+    assert_eq!(received, sent);
 }

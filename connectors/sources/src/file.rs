@@ -3,8 +3,16 @@
 //! A finite source: it reads the file once, from a blocking thread in large chunks (through
 //! gzip when the name ends in `.gz`), splits records with the replay framing, decodes them,
 //! and returns `Ok(())` at the end. Bad records are counted and skipped with their offset (in
-//! the uncompressed stream); a truncated tail is counted and ends the file normally; a broken
-//! length prefix ends the file too, since no record boundary can be found after it.
+//! the uncompressed stream).
+//!
+//! One rule for a file that ends early, plain or gzip: a cut inside a record (or inside the
+//! gzip stream, as a capture killed while writing leaves it) ends the file normally after
+//! every whole record before it; the partial record is one `truncated_frame` bad record, and
+//! a warning says where the file ends and how many bytes were abandoned (also counted in
+//! `abandoned_bytes`). A broken length prefix ends the file the same way (`oversized_frame`),
+//! since no record boundary can be found after it: the rest of the file is read (not kept)
+//! to say how many bytes that abandons. Damage that is not a cut (a corrupt gzip stream, a
+//! disk error) is an error: the run exits 1.
 
 use std::fmt;
 use std::fs::File;
@@ -18,7 +26,7 @@ use sluice_common::time::now_ns;
 use sluice_model::Event;
 use sluice_model::framing::{DEFAULT_MAX_RECORD, split_frame, truncation};
 use tokio::runtime::Handle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     Component, ComponentError, ComponentTask, Problem, Source, SourceContext, SourcePosition,
@@ -332,12 +340,22 @@ impl Replay {
                         let at = At(&self.config.path, offset);
                         self.ctx.bad_record_reason(&at, error.reason(), &error);
                         self.flush(offset);
+                        let rest = io::copy(&mut reader, &mut io::sink()).unwrap_or(0);
+                        self.abandon(offset, buf.len() as u64 + rest, &error);
                         return Ok(());
                     }
                 }
             }
             if let Some(source) = error {
                 self.flush(offset);
+                if source.kind() == io::ErrorKind::UnexpectedEof {
+                    // The gzip stream was cut: the same as a plain file that ends early.
+                    let error = format!("the gzip stream ends early ({source})");
+                    let at = At(&self.config.path, offset);
+                    self.ctx.bad_record_reason(&at, "truncated_frame", &error);
+                    self.abandon(offset, buf.len() as u64, &error);
+                    return Ok(());
+                }
                 return Err(FileError::Read {
                     path: self.config.path.clone(),
                     offset: offset + buf.len() as u64,
@@ -349,11 +367,25 @@ impl Replay {
                     let error = truncation(&buf);
                     let at = At(&self.config.path, offset);
                     self.ctx.bad_record_reason(&at, error.reason(), &error);
+                    self.abandon(offset, buf.len() as u64, &error);
                 }
                 self.flush(offset);
                 return Ok(());
             }
         }
+    }
+
+    /// Says (once per file, not rate-limited) and counts that the file ends at `offset` with
+    /// `bytes` read past it left unused.
+    fn abandon(&self, offset: u64, bytes: u64, why: &dyn fmt::Display) {
+        self.ctx.metrics.abandoned_bytes.add(bytes);
+        warn!(
+            source = %self.ctx.name,
+            path = %self.config.path.display(),
+            offset,
+            abandoned_bytes = bytes,
+            "The replay file ends at offset {offset}: {why}; the {bytes} bytes after it were abandoned."
+        );
     }
 
     fn decode(&mut self, record: bytes::Bytes, offset: u64) {

@@ -18,6 +18,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_common::config::ByteSize;
 use sluice_common::time::now_ns;
 use sluice_common::tls::TlsError;
 use sluice_common::uaa::UaaError;
@@ -28,6 +29,13 @@ use tracing::error;
 use crate::{
     Component, ComponentError, ComponentTask, Problem, Source, SourceContext, network_problems,
 };
+
+/// What is wrong with `size` as a source's `max_frame_size`.
+pub(crate) fn frame_size_problem(size: ByteSize) -> Option<String> {
+    let (min, max) = FRAME_SIZE_RANGE;
+    (size.0 < min || size.0 > max)
+        .then(|| format!("must be between 1KiB and 1GiB, not {} bytes", size.0))
+}
 
 pub use connection::{FirehoseFrame, FirehoseStream, MessageLocation};
 
@@ -74,6 +82,11 @@ pub struct FirehoseConfig {
     /// Default 1.
     #[serde(default = "default_connections")]
     pub connections: usize,
+    /// The largest WebSocket message (one envelope) accepted, `"16MiB"` by default. A larger
+    /// one is counted as a bad record (`oversized_frame`) and ends the connection (a
+    /// WebSocket cannot skip it), which is then reconnected with backoff.
+    #[serde(default = "default_max_frame_size")]
+    pub max_frame_size: ByteSize,
 }
 
 /// More connections than this to one subscription is a typo, not a plan.
@@ -81,6 +94,16 @@ pub const MAX_CONNECTIONS: usize = 64;
 
 const fn default_connections() -> usize {
     1
+}
+
+/// The default [`FirehoseConfig::max_frame_size`].
+pub const DEFAULT_MAX_FRAME_SIZE: ByteSize = ByteSize(16 << 20);
+
+/// The bounds of [`FirehoseConfig::max_frame_size`]: a real envelope is well under 64 KiB.
+pub(crate) const FRAME_SIZE_RANGE: (u64, u64) = (1 << 10, 1 << 30);
+
+const fn default_max_frame_size() -> ByteSize {
+    DEFAULT_MAX_FRAME_SIZE
 }
 
 const fn default_keepalive() -> Duration {
@@ -109,6 +132,7 @@ impl fmt::Debug for FirehoseConfig {
             .field("max_backoff", &self.max_backoff)
             .field("batch_size", &self.batch_size)
             .field("connections", &self.connections)
+            .field("max_frame_size", &self.max_frame_size)
             .finish()
     }
 }
@@ -171,6 +195,9 @@ impl Component for FirehoseConfig {
                 format!("must be from 1 to {MAX_CONNECTIONS}"),
             );
         }
+        if let Some(why) = frame_size_problem(self.max_frame_size) {
+            problem("max_frame_size", why);
+        }
         problems
     }
 
@@ -220,25 +247,34 @@ pub async fn run(config: FirehoseConfig, ctx: SourceContext) -> Result<(), Fireh
 async fn stream_events(config: &FirehoseConfig, ctx: &SourceContext) -> Result<(), FirehoseError> {
     let mut stream = FirehoseStream::new(config, ctx.clone())?;
     let batch_size = config.batch_size;
+    let max_batch_bytes = ctx.max_batch_bytes();
     while let Some(first) = stream.next_frame().await? {
         // Take what has already arrived, up to a batch, without waiting for more: a busy
         // stream gets big batches, a quiet one gets each envelope at once.
+        // A batch also ends at its share of the byte budget, so big frames make small
+        // batches.
         let mut events = Vec::new();
         let mut next = Some(first);
         let mut frames = 0;
+        let mut bytes = 0;
         while let Some(frame) = next {
+            let size = frame.payload.len();
             match decode_v1(frame.payload) {
-                Ok(event) => events.push(event),
+                // The events are views into their frames: the frames are what they hold.
+                Ok(event) => {
+                    bytes += size.max(event.approx_bytes());
+                    events.push(event);
+                }
                 Err(e) => ctx.bad_record(&stream.location(frame.number), &e),
             }
             frames += 1;
-            next = if frames < batch_size {
+            next = if frames < batch_size && bytes < max_batch_bytes {
                 stream.ready_frame()
             } else {
                 None
             };
         }
-        if ctx.send(events, now_ns()).await.is_err() {
+        if ctx.send_holding(events, now_ns(), bytes).await.is_err() {
             stream.close().await;
             return Ok(());
         }

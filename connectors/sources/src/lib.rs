@@ -40,13 +40,13 @@ pub trait Source: Component + Send + Sync {
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sluice_common::telemetry::{Counter, RateLimit, ReasonCounters};
 use sluice_model::{DecodeError, Event};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -147,7 +147,37 @@ pub struct SourceBatch {
     pub received_at: i64,
     /// Where the source has read to once this batch is in, for a source that can rewind.
     pub position: Option<SourcePosition>,
+    /// The bytes the batch holds (frames kept alive, or [`Event::approx_bytes`]), as the
+    /// channel's byte budget counts them.
+    pub bytes: usize,
+    /// The batch's share of the channel's byte budget, given back when the batch is dropped
+    /// (once the dataflow has taken its events).
+    _queued: Queued,
 }
+
+/// A batch's bytes in the channel: held in the budget and in its source's `queued_bytes`
+/// until the batch is dropped.
+#[derive(Debug)]
+struct Queued {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+    metrics: Arc<SourceMetrics>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.metrics
+            .queued_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// The default cap on the bytes queued between the sources and the dataflow.
+pub const DEFAULT_CHANNEL_BYTES: u64 = 128 << 20;
+
+/// A batch holding this much is sent even if the source could take more: it bounds what a
+/// source collects before it waits for room (see [`SourceContext::max_batch_bytes`]).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// Why a record was skipped: every `DecodeError` reason and the framing problems of streams.
 pub const BAD_RECORD_REASONS: &[&str] = &[
@@ -182,9 +212,19 @@ pub struct SourceMetrics {
     pub reconnects: Counter,
     /// Disconnects by the Traffic Controller for consuming too slowly (close code 1008).
     pub slow_consumer_disconnects: Counter,
+    /// Bytes of input given up on: the rest of a replay file after a broken length prefix,
+    /// or its cut last record.
+    pub abandoned_bytes: Counter,
+    /// Bytes of this source's batches queued for the dataflow now (a gauge; the channel's
+    /// byte budget bounds their sum over every source).
+    pub queued_bytes: AtomicI64,
+    /// The wait before the latest reconnect attempt, in ms (a gauge): how far the backoff
+    /// has grown.
+    pub reconnect_delay_ms: AtomicU64,
     /// Whether a network source is connected now; finite sources report `true` while reading.
     pub connected: AtomicBool,
     bad_record_log: RateLimit,
+    reconnect_log: RateLimit,
 }
 
 impl Default for SourceMetrics {
@@ -196,8 +236,12 @@ impl Default for SourceMetrics {
             skipped: ReasonCounters::new(SKIP_REASONS),
             reconnects: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
+            abandoned_bytes: Counter::default(),
+            queued_bytes: AtomicI64::new(0),
+            reconnect_delay_ms: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             bad_record_log: RateLimit::default(),
+            reconnect_log: RateLimit::default(),
         }
     }
 }
@@ -208,8 +252,28 @@ impl Default for SourceMetrics {
 pub struct SourceOutput {
     // Field order matters: the sender must be dropped before the guard wakes the reader.
     tx: mpsc::Sender<SourceBatch>,
+    budget: ByteBudget,
     wake: Arc<dyn Fn() + Send + Sync>,
     _closed: Arc<WakeOnDrop>,
+}
+
+/// The bytes the channel may hold, over every source: a batch takes its bytes before it is
+/// queued (a batch larger than the whole budget takes all of it, so it waits for an empty
+/// channel rather than for ever) and gives them back when the dataflow has taken it.
+#[derive(Clone, Debug)]
+struct ByteBudget {
+    permits: Arc<Semaphore>,
+    max: u32,
+}
+
+impl ByteBudget {
+    fn new(max_bytes: u64) -> ByteBudget {
+        let max = u32::try_from(max_bytes.max(1)).unwrap_or(u32::MAX);
+        ByteBudget {
+            permits: Arc::new(Semaphore::new(max as usize)),
+            max,
+        }
+    }
 }
 
 /// Wakes the reader once the last clone of a [`SourceOutput`] is gone, so it sees the channel
@@ -232,12 +296,26 @@ impl fmt::Debug for SourceOutput {
 impl SourceOutput {
     /// `wake` is called after every batch is queued, and once more when the last clone of
     /// this output is dropped.
+    /// The channel holds at most [`DEFAULT_CHANNEL_BYTES`] (see [`SourceOutput::max_bytes`]).
     pub fn new(tx: mpsc::Sender<SourceBatch>, wake: Arc<dyn Fn() + Send + Sync>) -> SourceOutput {
         SourceOutput {
             tx,
+            budget: ByteBudget::new(DEFAULT_CHANNEL_BYTES),
             _closed: Arc::new(WakeOnDrop(wake.clone())),
             wake,
         }
+    }
+
+    /// Caps the bytes queued in the channel, over every source, at `max_bytes` (at most
+    /// 4 GiB): sources wait for room as they wait for a free slot.
+    pub fn max_bytes(mut self, max_bytes: u64) -> SourceOutput {
+        self.budget = ByteBudget::new(max_bytes);
+        self
+    }
+
+    /// The bytes queued in the channel now, over every source.
+    pub fn queued_bytes(&self) -> u64 {
+        u64::from(self.budget.max) - self.budget.permits.available_permits() as u64
     }
 
     /// A bounded channel with nothing to wake: for tests and for consumers that poll.
@@ -286,6 +364,15 @@ impl SourceContext {
         self
     }
 
+    /// The bytes a source collects into one batch at most before sending it: a quarter of
+    /// the channel's byte budget, at most [`MAX_BATCH_BYTES`] (a single larger record goes
+    /// alone).
+    pub fn max_batch_bytes(&self) -> usize {
+        MAX_BATCH_BYTES
+            .min(self.output.budget.max as usize / 4)
+            .max(1)
+    }
+
     /// Queues a batch of events, waiting while the channel is full (backpressure reaches the
     /// socket or file this way). Empty batches are not sent.
     pub async fn send(&self, events: Vec<Event>, received_at: i64) -> Result<(), PipelineClosed> {
@@ -300,15 +387,56 @@ impl SourceContext {
         received_at: i64,
         position: Option<SourcePosition>,
     ) -> Result<(), PipelineClosed> {
+        let bytes = events.iter().map(Event::approx_bytes).sum();
+        self.send_batch(events, received_at, position, bytes).await
+    }
+
+    /// [`SourceContext::send`] for events that keep `bytes` of received frames alive (views
+    /// into them): the channel's byte budget counts those.
+    pub async fn send_holding(
+        &self,
+        events: Vec<Event>,
+        received_at: i64,
+        bytes: usize,
+    ) -> Result<(), PipelineClosed> {
+        self.send_batch(events, received_at, None, bytes).await
+    }
+
+    async fn send_batch(
+        &self,
+        events: Vec<Event>,
+        received_at: i64,
+        position: Option<SourcePosition>,
+        bytes: usize,
+    ) -> Result<(), PipelineClosed> {
         if events.is_empty() {
             return Ok(());
         }
         let count = events.len() as u64;
+        let budget = &self.output.budget;
+        let share = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, budget.max);
+        let permit = budget
+            .permits
+            .clone()
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| PipelineClosed)?;
+        self.metrics
+            .queued_bytes
+            .fetch_add(i64::from(share), Ordering::Relaxed);
         let batch = SourceBatch {
             source: self.name.clone(),
             events,
             received_at,
             position,
+            bytes,
+            _queued: Queued {
+                _permit: permit,
+                bytes: i64::from(share),
+                metrics: self.metrics.clone(),
+            },
         };
         self.output
             .tx
@@ -352,15 +480,24 @@ impl SourceContext {
     }
 
     /// Counts and logs a lost connection that will be retried after `delay`.
+    /// Rate-limited like bad records: a server that fails every attempt cannot flood the log
+    /// (the `reconnects` counter still counts every one).
     pub fn reconnecting(&self, url: &str, error: &dyn fmt::Display, delay: Duration) {
         self.metrics.connected.store(false, Ordering::Relaxed);
         self.metrics.reconnects.incr();
-        warn!(
-            source = %self.name,
-            url,
-            retry_in = ?delay,
-            "Connection failed, retrying: {error}."
+        self.metrics.reconnect_delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
         );
+        if let Some(held_back) = self.metrics.reconnect_log.check() {
+            warn!(
+                source = %self.name,
+                url,
+                retry_in = ?delay,
+                held_back,
+                "Connection failed, retrying: {error}."
+            );
+        }
     }
 
     /// Counts and logs a disconnect for consuming too slowly (WebSocket close code 1008).

@@ -11,10 +11,11 @@
 //!   [`AfterRefusal`].
 //! - Anything else is counted and retried after the backoff.
 //!
-//! The backoff starts over only once a connection has proven itself ([`Reconnect::proven`]),
-//! so a server that accepts and at once hangs up is not hammered. A lost connection goes
-//! through [`Reconnect::lost`] (or [`Reconnect::back_off`]) before the next
-//! [`Reconnect::connect`]. Shutdown ends every wait at once.
+//! The backoff starts over only once a connection has stayed up for [`HEALTHY`] (30 s): a
+//! server that accepts, sends a message (or an oversized frame) and hangs up is met with a
+//! growing wait, not a reconnect every 100 ms. A lost connection goes through
+//! [`Reconnect::lost`] (or [`Reconnect::back_off`]) before the next [`Reconnect::connect`].
+//! Shutdown ends every wait at once.
 
 use std::fmt;
 use std::future::Future;
@@ -24,8 +25,12 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use sluice_common::backoff::Backoff;
 use sluice_common::uaa::{TokenSource, UaaError};
+use tokio::time::Instant;
 
 use crate::SourceContext;
+
+/// How long a connection must have stayed up for the backoff to start over when it ends.
+pub(crate) const HEALTHY: Duration = Duration::from_secs(30);
 
 /// What one attempt came to.
 pub(crate) enum Attempt<C> {
@@ -81,6 +86,10 @@ pub(crate) struct Reconnect {
     after_refusal: AfterRefusal,
     /// The token in use was fetched because the one before it was refused.
     refreshed: bool,
+    /// When the open connection (if any) was opened.
+    connected_at: Option<Instant>,
+    /// See [`HEALTHY`].
+    healthy: Duration,
 }
 
 impl Reconnect {
@@ -100,7 +109,16 @@ impl Reconnect {
             token_failure_url,
             after_refusal,
             refreshed: false,
+            connected_at: None,
+            healthy: HEALTHY,
         }
+    }
+
+    /// Sets how long a connection must stay up for the backoff to start over (tests).
+    #[cfg(test)]
+    pub(crate) fn healthy_after(mut self, healthy: Duration) -> Reconnect {
+        self.healthy = healthy;
+        self
     }
 
     /// Attempts connections until one opens (`Ok(Some)`, the source counted as connected),
@@ -122,6 +140,7 @@ impl Reconnect {
             match attempt {
                 Ok(Attempt::Connected(connection)) => {
                     self.refreshed = false;
+                    self.connected_at = Some(Instant::now());
                     self.ctx.set_connected(true);
                     return Ok(Some(connection));
                 }
@@ -155,11 +174,6 @@ impl Reconnect {
         Ok(None)
     }
 
-    /// A connection proved itself (something arrived on it): the backoff starts over.
-    pub(crate) fn proven(&mut self) {
-        self.backoff.reset();
-    }
-
     /// Counts and logs a lost connection or a failed attempt, then waits out the backoff (or
     /// shutdown).
     pub(crate) async fn lost(&mut self, why: &(dyn fmt::Display + Sync)) {
@@ -170,7 +184,13 @@ impl Reconnect {
 
     /// Takes the next delay, lets `report` count and log the failure with it, then waits it
     /// out (or shutdown).
+    /// A connection that ended after staying up for [`HEALTHY`] starts the backoff over.
     pub(crate) async fn back_off(&mut self, report: impl FnOnce(&SourceContext, Duration)) {
+        if let Some(opened) = self.connected_at.take()
+            && opened.elapsed() >= self.healthy
+        {
+            self.backoff.reset();
+        }
         let delay = self.backoff.next_delay();
         report(&self.ctx, delay);
         tokio::select! {
@@ -326,6 +346,35 @@ mod tests {
         assert_eq!(connected, Some("open"));
         assert_eq!(endpoint.tokens(), ["token-0", "token-0", "token-0"]);
         assert_eq!(reconnect.ctx.metrics.reconnects.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_backoff_starts_over_only_after_a_connection_stayed_up_long_enough() {
+        let uaa = TestServer::start(Arc::new(|_, socket| Box::pin(drain(socket)))).await;
+        let delay = |reconnect: &Reconnect| {
+            reconnect
+                .ctx
+                .metrics
+                .reconnect_delay_ms
+                .load(Ordering::Relaxed)
+        };
+        let mut reconnect = reconnect(&uaa, AfterRefusal::KeepToken);
+        reconnect.backoff = Backoff::new(Duration::from_millis(1), Duration::from_secs(1));
+        let mut reconnect = reconnect.healthy_after(Duration::from_secs(3600));
+        // Connections that open and at once end (after a message, say) back off further.
+        for expected in [1, 2, 4, 8] {
+            let endpoint = Scripted::new([Attempt::Connected("open")]);
+            reconnect.connect(&endpoint).await.expect("no UAA refusal");
+            reconnect.lost(&"closed").await;
+            assert_eq!(delay(&reconnect), expected);
+        }
+        // One that stayed up long enough starts the backoff over.
+        let mut reconnect = reconnect.healthy_after(Duration::ZERO);
+        let endpoint = Scripted::new([Attempt::Connected("open")]);
+        reconnect.connect(&endpoint).await.expect("no UAA refusal");
+        reconnect.lost(&"closed").await;
+        assert_eq!(delay(&reconnect), 1);
+        assert_eq!(reconnect.ctx.metrics.reconnects.get(), 5);
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL};
 use serde::Deserialize;
+use sluice_common::config::ByteSize;
 use sluice_model::v2::parse_sse_batch;
 use tracing::{error, info};
 
@@ -39,9 +40,13 @@ use crate::{
     Component, ComponentError, ComponentTask, Problem, Source, SourceContext, network_problems,
 };
 
-/// The largest SSE event accepted: a gateway batch holds at most a few hundred envelopes
-/// of at most 64 KiB each.
-const MAX_EVENT: usize = 64 << 20;
+/// The default [`RlpConfig::max_frame_size`]: a gateway batch holds at most a few hundred
+/// envelopes of at most 64 KiB each.
+pub const DEFAULT_MAX_FRAME_SIZE: ByteSize = ByteSize(32 << 20);
+
+const fn default_max_frame_size() -> ByteSize {
+    DEFAULT_MAX_FRAME_SIZE
+}
 
 /// `[sources.NAME]` with `type = "rlp"`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -74,6 +79,11 @@ pub struct RlpConfig {
         with = "sluice_common::config::duration"
     )]
     pub max_backoff: Duration,
+    /// The largest Server-Sent Event (one batch of envelopes) accepted, `"32MiB"` by
+    /// default. A larger one is counted as a bad record (`oversized_frame`) and ends the
+    /// connection, which is then reconnected with backoff.
+    #[serde(default = "default_max_frame_size")]
+    pub max_frame_size: ByteSize,
 }
 
 impl fmt::Debug for RlpConfig {
@@ -87,6 +97,7 @@ impl fmt::Debug for RlpConfig {
             .field("skip_tls_verify", &self.skip_tls_verify)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_backoff", &self.max_backoff)
+            .field("max_frame_size", &self.max_frame_size)
             .finish()
     }
 }
@@ -118,6 +129,9 @@ impl Component for RlpConfig {
         }
         if self.max_backoff.is_zero() {
             problem("max_backoff", "must be longer than 0s".into());
+        }
+        if let Some(why) = crate::firehose::frame_size_problem(self.max_frame_size) {
+            problem("max_frame_size", why);
         }
         problems
     }
@@ -175,6 +189,7 @@ pub async fn run(config: RlpConfig, ctx: SourceContext) -> Result<(), RlpError> 
     let mut stream = Stream {
         gateway: Gateway { http, url },
         idle_timeout: config.idle_timeout,
+        max_event: usize::try_from(config.max_frame_size.0).unwrap_or(usize::MAX),
         ctx,
         reconnect,
         messages: 0,
@@ -265,6 +280,8 @@ impl Endpoint for Gateway {
 struct Stream {
     gateway: Gateway,
     idle_timeout: Duration,
+    /// `max_frame_size`: the most bytes one SSE event may hold.
+    max_event: usize,
     ctx: SourceContext,
     reconnect: Reconnect,
     /// SSE events received over all connections: where a bad one is found.
@@ -311,9 +328,8 @@ impl Stream {
     /// Reads one open stream to its end.
     async fn read(&mut self, response: reqwest::Response) -> Ended {
         let mut body = response.bytes_stream();
-        let mut parser = SseParser::new(MAX_EVENT);
+        let mut parser = SseParser::new(self.max_event);
         let mut sse_events = Vec::new();
-        let mut heard_from = false;
         loop {
             let chunk = match tokio::time::timeout(self.idle_timeout, body.next()).await {
                 Err(_) => {
@@ -324,13 +340,15 @@ impl Stream {
                 Ok(Some(Ok(chunk))) => chunk,
             };
             if let Err(error) = parser.feed(&chunk, &mut sse_events) {
+                // The event is lost with the connection (the stream cannot skip it): a bad record.
+                self.messages += 1;
+                let at = At {
+                    url: &self.gateway.url,
+                    message: self.messages,
+                    envelope: None,
+                };
+                self.ctx.bad_record_reason(&at, "oversized_frame", &error);
                 return Ended::Lost(error.to_string());
-            }
-            if !heard_from && !sse_events.is_empty() {
-                // Only a stream that works resets the backoff: a gateway that accepts and
-                // hangs up at once must not be hammered.
-                heard_from = true;
-                self.reconnect.proven();
             }
             let mut events = Vec::new();
             let mut closing = None;

@@ -201,6 +201,73 @@ async fn a_broken_length_prefix_ends_the_file_after_the_records_before_it() {
 }
 
 #[tokio::test]
+async fn a_4_gib_length_prefix_ends_the_file_saying_how_many_bytes_were_abandoned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = records(&golden("golden-v1.bin"));
+    let mut data = Vec::new();
+    for record in &good[..10] {
+        write_frame(&mut data, record);
+    }
+    let cut = data.len();
+    prost::encoding::encode_varint(4 << 30, &mut data);
+    for record in &good[10..] {
+        write_frame(&mut data, record);
+    }
+    for name in ["prefix.bin", "prefix.bin.gz"] {
+        let bytes = if name.ends_with(".gz") {
+            gzip(&data)
+        } else {
+            data.clone()
+        };
+        let path = write(&dir, name, &bytes);
+        let replayed = replay(&path, ReplayFormat::Dropsonde).await;
+        replayed.result.expect("counted, not an error");
+        assert_eq!(replayed.events, golden_v1_events()[..10], "{name}");
+        assert_eq!(
+            replayed.metrics.bad_records.get("oversized_frame"),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            replayed.metrics.abandoned_bytes.get(),
+            (data.len() - cut) as u64,
+            "{name}: every byte from the bad prefix on"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cut_file_ends_the_same_way_plain_or_gzip() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = golden("golden-v1.bin");
+    let all = golden_v1_events();
+    let gz = gzip(&data);
+    for (name, bytes) in [
+        ("cut.bin", data[..data.len() / 2].to_vec()),
+        ("cut.bin.gz", gz[..gz.len() / 2].to_vec()),
+        ("cut-trailer.bin.gz", gz[..gz.len() - 3].to_vec()),
+    ] {
+        let path = write(&dir, name, &bytes);
+        let replayed = replay(&path, ReplayFormat::Dropsonde).await;
+        replayed
+            .result
+            .unwrap_or_else(|e| panic!("{name}: a cut file is not an error: {e}"));
+        assert!(replayed.events.len() <= all.len(), "{name}");
+        assert_eq!(replayed.events, all[..replayed.events.len()], "{name}");
+        assert_eq!(
+            replayed.metrics.bad_records.get("truncated_frame"),
+            1,
+            "{name}: the cut is counted once"
+        );
+        assert_eq!(replayed.metrics.bad_records.total(), 1, "{name}");
+        if name != "cut-trailer.bin.gz" {
+            assert!(replayed.events.len() < all.len(), "{name}");
+            assert!(replayed.metrics.abandoned_bytes.get() > 0, "{name}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_missing_file_is_an_error_naming_its_path() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("no-such-capture.bin");

@@ -69,6 +69,7 @@ fn firehose(addr: SocketAddr, subscription_id: &str) -> FirehoseConfig {
         max_backoff: Duration::from_millis(100),
         batch_size: 64,
         connections: 1,
+        max_frame_size: sluice_sources::firehose::DEFAULT_MAX_FRAME_SIZE,
     }
 }
 

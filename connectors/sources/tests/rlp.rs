@@ -117,6 +117,19 @@ struct Harness {
 }
 
 async fn start(first_valid_token: u32, client_secret: &str) -> Harness {
+    start_with(
+        first_valid_token,
+        client_secret,
+        sluice_sources::rlp::DEFAULT_MAX_FRAME_SIZE,
+    )
+    .await
+}
+
+async fn start_with(
+    first_valid_token: u32,
+    client_secret: &str,
+    max_frame_size: sluice_common::config::ByteSize,
+) -> Harness {
     let (connections_tx, connections) = mpsc::unbounded_channel();
     let gateway = Arc::new(Gateway {
         tokens_issued: AtomicU32::new(0),
@@ -142,6 +155,7 @@ async fn start(first_valid_token: u32, client_secret: &str) -> Harness {
         skip_tls_verify: false,
         idle_timeout: Duration::from_secs(60),
         max_backoff: Duration::from_secs(1),
+        max_frame_size,
     };
     let (output, batches) = SourceOutput::channel(16);
     let shutdown = CancellationToken::new();
@@ -361,4 +375,27 @@ async fn credentials_uaa_refuses_stop_the_source_with_an_error_naming_uaa() {
     let message = error.to_string();
     assert!(message.contains(&harness.uaa_url), "{message}");
     assert!(message.contains(CLIENT_ID), "{message}");
+}
+
+#[tokio::test]
+async fn an_oversized_event_after_a_good_batch_is_a_bad_record_and_backs_off() {
+    let mut harness = start_with(1, CLIENT_SECRET, sluice_common::config::ByteSize(4 << 10)).await;
+    let (lines, expected) = golden_v2();
+    let oversized = format!("data: {}\n\n", "x".repeat(8 << 10));
+    // Every connection delivers a batch, then an event past max_frame_size: the backoff must
+    // still grow (100, 200, 400 ms ...), not start over after each batch.
+    for _ in 0..4 {
+        let connection = harness.connection().await;
+        connection.send(&batch(&lines[..1]));
+        connection.send(&oversized);
+    }
+    let events = harness.events(4 * expected[..1].len()).await;
+    assert_eq!(events[0], expected[0]);
+    assert!(harness.metrics.bad_records.get("oversized_frame") >= 3);
+    assert!(
+        harness.metrics.reconnect_delay_ms.load(Ordering::Relaxed) >= 400,
+        "the backoff started over after a batch: {} ms",
+        harness.metrics.reconnect_delay_ms.load(Ordering::Relaxed)
+    );
+    harness.stop().await;
 }

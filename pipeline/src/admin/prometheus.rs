@@ -168,6 +168,27 @@ pub fn encode(snapshot: &Snapshot) -> String {
         "1 while the source is connected (a finite source: while reading).",
         &|s| flag(s.connected),
     );
+    per_source(
+        &mut out,
+        "sluice_source_queued_bytes",
+        Gauge,
+        "Bytes of the source's batches waiting for the dataflow (pipeline.channel_max_bytes bounds the sum).",
+        &|s| s.queued_bytes as f64,
+    );
+    per_source(
+        &mut out,
+        "sluice_source_abandoned_bytes_total",
+        Counter,
+        "Bytes of input given up on: a replay file's rest after a broken length prefix, its cut last record.",
+        &|s| f(s.abandoned_bytes),
+    );
+    per_source(
+        &mut out,
+        "sluice_source_reconnect_delay_seconds",
+        Gauge,
+        "The wait before the latest reconnect attempt.",
+        &|s| s.reconnect_delay_seconds,
+    );
 
     {
         let mut fam = family(
@@ -221,6 +242,13 @@ pub fn encode(snapshot: &Snapshot) -> String {
         Counter,
         "Records the store refused for good, set aside in the dead-letter file.",
         &|s| f(s.dead_lettered),
+    );
+    per_sink(
+        &mut out,
+        "sluice_sink_buffer_skipped_bytes_total",
+        Counter,
+        "Bytes of corrupt disk-buffer frames skipped to resynchronise on the next intact frame.",
+        &|s| f(s.buffer_skipped_bytes),
     );
     per_sink(
         &mut out,
@@ -470,6 +498,9 @@ mod tests {
                 reconnects: 4,
                 slow_consumer_disconnects: 1,
                 connected: true,
+                queued_bytes: 0,
+                abandoned_bytes: 0,
+                reconnect_delay_seconds: 0.4,
             }],
             sinks: vec![SinkSnapshot {
                 name: "we\"ird\\name\n".into(),
@@ -478,6 +509,7 @@ mod tests {
                 retries: 2,
                 dropped: 1,
                 dead_lettered: 0,
+                buffer_skipped_bytes: 0,
                 pending: 5,
                 buffer_records: 5,
                 buffer_bytes: 0,

@@ -109,6 +109,9 @@ impl Registry {
                 reconnects: m.reconnects.get(),
                 slow_consumer_disconnects: m.slow_consumer_disconnects.get(),
                 connected: m.connected.load(Ordering::Relaxed),
+                queued_bytes: m.queued_bytes.load(Ordering::Relaxed),
+                abandoned_bytes: m.abandoned_bytes.get(),
+                reconnect_delay_seconds: m.reconnect_delay_ms.load(Ordering::Relaxed) as f64 / 1e3,
             })
             .collect();
         let sinks = read(&self.sinks)
@@ -123,6 +126,7 @@ impl Registry {
                 retries: m.retries.get(),
                 dropped: m.dropped.get(),
                 dead_lettered: m.dead_lettered.get(),
+                buffer_skipped_bytes: m.buffer_skipped_bytes.get(),
                 pending: m.pending.load(Ordering::Relaxed),
                 buffer_records: m.buffered_records.load(Ordering::Relaxed),
                 buffer_bytes: m.buffered_bytes.load(Ordering::Relaxed),
@@ -254,6 +258,12 @@ pub struct SourceSnapshot {
     pub reconnects: u64,
     pub slow_consumer_disconnects: u64,
     pub connected: bool,
+    /// Bytes of the source's batches waiting for the dataflow.
+    pub queued_bytes: i64,
+    /// Bytes of input given up on (a replay file's rest after a broken length prefix).
+    pub abandoned_bytes: u64,
+    /// The wait before the latest reconnect attempt.
+    pub reconnect_delay_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -265,6 +275,8 @@ pub struct SinkSnapshot {
     pub retries: u64,
     pub dropped: u64,
     pub dead_lettered: u64,
+    /// Bytes of corrupt disk-buffer frames skipped.
+    pub buffer_skipped_bytes: u64,
     pub pending: i64,
     pub buffer_records: i64,
     pub buffer_bytes: i64,

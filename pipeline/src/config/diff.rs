@@ -72,6 +72,9 @@ impl ConfigDiff {
         if new_pipeline.channel_capacity != old_pipeline.channel_capacity {
             needs_restart.push("pipeline.channel_capacity");
         }
+        if new_pipeline.channel_max_bytes != old_pipeline.channel_max_bytes {
+            needs_restart.push("pipeline.channel_max_bytes");
+        }
         if new_pipeline.window_widths() != old_pipeline.window_widths() {
             needs_restart.push("pipeline.windows");
         }

@@ -19,6 +19,7 @@ use sluice_api::ApiConfig;
 use sluice_api::store::{LogStoreConfig, SqlStoreConfig};
 use sluice_buffers::BufferConfig;
 use sluice_common::component::{Claim, Problem, conflicts};
+use sluice_common::config::ByteSize;
 pub use sluice_model::records::StreamName;
 use sluice_model::records::{DAY, MINUTE};
 use sluice_operators::app_events::{AppEventRule, AppEventRules};
@@ -78,6 +79,10 @@ pub struct PipelineConfig {
     /// Batches queued between the sources and the dataflow before sources wait.
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
+    /// Bytes queued between the sources and the dataflow before sources wait, whatever the
+    /// number of batches: `"128MiB"` by default, at most `"4GiB"`.
+    #[serde(default = "default_channel_max_bytes")]
+    pub channel_max_bytes: ByteSize,
     /// App-event rules (SPEC §4), in order; the first match wins. Absent: the defaults.
     #[serde(default)]
     pub app_events: Option<Vec<AppEventRule>>,
@@ -117,6 +122,10 @@ const fn default_channel_capacity() -> usize {
     64
 }
 
+const fn default_channel_max_bytes() -> ByteSize {
+    ByteSize(sluice_sources::DEFAULT_CHANNEL_BYTES)
+}
+
 impl Default for PipelineConfig {
     fn default() -> PipelineConfig {
         PipelineConfig {
@@ -124,6 +133,7 @@ impl Default for PipelineConfig {
             allowed_lateness: default_allowed_lateness(),
             flush_interval: default_flush_interval(),
             channel_capacity: default_channel_capacity(),
+            channel_max_bytes: default_channel_max_bytes(),
             app_events: None,
             windows: default_windows(),
             state_dir: None,
@@ -186,6 +196,35 @@ impl PipelineConfig {
                 .unwrap_or(1)
         })
     }
+}
+
+/// The most `pipeline.workers` accepted: each worker is a thread that every exchange talks
+/// to, so thousands of them only make a run hang. More than 4 per core is a warning.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Whether two `host:port` listen addresses would take the same port: the same port, and the
+/// same host, a wildcard host (`0.0.0.0`, `[::]`, empty) on either, or both loopback names.
+fn listens_overlap(a: &str, b: &str) -> bool {
+    fn split(address: &str) -> Option<(String, &str)> {
+        let (host, port) = address.trim().rsplit_once(':')?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        Some((host, port))
+    }
+    let (Some((host_a, port_a)), Some((host_b, port_b))) = (split(a), split(b)) else {
+        return false;
+    };
+    if port_a != port_b || port_a == "0" {
+        return false;
+    }
+    let wildcard = |h: &str| matches!(h, "" | "0.0.0.0" | "::");
+    let loopback = |h: &str| matches!(h, "localhost" | "::1") || h.starts_with("127.");
+    host_a == host_b
+        || wildcard(&host_a)
+        || wildcard(&host_b)
+        || (loopback(&host_a) && loopback(&host_b))
 }
 
 /// A window width in seconds: a whole number of minutes that divides a day.
@@ -297,11 +336,22 @@ impl Config {
                 }
             }
         }
-        if self.pipeline.workers == Some(0) {
-            problems.push("pipeline.workers: must be at least 1".to_owned());
+        match self.pipeline.workers {
+            Some(0) => problems.push("pipeline.workers: must be at least 1".to_owned()),
+            Some(n) if n > MAX_WORKERS => problems.push(format!(
+                "pipeline.workers: {n} is more than {MAX_WORKERS} (each worker is a thread; \
+                 leave it out for one per core)"
+            )),
+            _ => {}
         }
         if self.pipeline.channel_capacity == 0 {
             problems.push("pipeline.channel_capacity: must be at least 1".to_owned());
+        }
+        let channel_bytes = self.pipeline.channel_max_bytes.0;
+        if !((1 << 20)..=(4 << 30)).contains(&channel_bytes) {
+            problems.push(format!(
+                "pipeline.channel_max_bytes: must be between 1MiB and 4GiB, not {channel_bytes} bytes"
+            ));
         }
         if self.pipeline.flush_interval.is_zero() {
             problems.push("pipeline.flush_interval: must be greater than 0".to_owned());
@@ -337,6 +387,15 @@ impl Config {
             && let Err(problem) = admin.address()
         {
             problems.push(format!("admin.listen: {problem}"));
+        }
+        if let (Some(admin), Some(api)) = (&self.admin, &self.api)
+            && admin.listen != api.listen
+            && listens_overlap(&admin.listen, &api.listen)
+        {
+            problems.push(format!(
+                "api.listen: `{}` takes the port of admin.listen `{}`; give them different ports",
+                api.listen, admin.listen
+            ));
         }
         if let Some(api) = &self.api {
             for (key, problem) in api.problems() {
@@ -376,6 +435,9 @@ impl Config {
         for (name, sink) in &self.sinks {
             let prefix = format!("sinks.{name}");
             problems.extend(keyed(&prefix, sink.component().problems()));
+            for (key, problem) in sink.buffer().problems() {
+                problems.push(format!("{prefix}.buffer.{key}: {problem}"));
+            }
             claims.extend(
                 sink.component()
                     .resources()
@@ -401,6 +463,16 @@ impl Config {
     /// of a run.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if let Some(workers) = self.pipeline.workers
+            && workers > 4 * cores
+            && workers <= MAX_WORKERS
+        {
+            warnings.push(format!(
+                "pipeline.workers: {workers} workers on {cores} cores; more than 4 per core only \
+                 adds threads that wait for each other"
+            ));
+        }
         if self.pipeline.state_dir.is_none() {
             for (name, source) in &self.sources {
                 if matches!(source, SourceConfig::Firehose(_) | SourceConfig::Rlp(_)) {

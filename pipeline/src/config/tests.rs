@@ -601,3 +601,122 @@ fn a_cluster_section_parses_and_its_problems_are_named() {
         "{problems:?}"
     );
 }
+
+/// MINIMAL with `extra` appended.
+fn with(extra: &str) -> Result<Config, Vec<String>> {
+    parse(&format!("{MINIMAL}\n{extra}"))
+}
+
+fn problems_of(extra: &str) -> Vec<String> {
+    with(extra).expect_err("invalid")
+}
+
+#[test]
+fn a_variable_cannot_inject_toml_and_defaults_nest() {
+    let text = format!(
+        "{MINIMAL}\n# ${{NOT_SET_ANYWHERE}} is a comment\n[sinks.db]\ntype = \"sqlite\"\npath = \"${{EVIL}}\"\n"
+    );
+    let config = Config::parse(&text, |name| match name {
+        "EVIL" => Some("x.db\"\n[sinks.more]\ntype = \"stdout\"\n#".to_owned()),
+        _ => None,
+    })
+    .expect("valid: the comment is not interpolated");
+    assert_eq!(config.sinks.len(), 2, "the value added a sink");
+    let SinkConfig::Sqlite(db) = &config.sinks["db"] else {
+        panic!("db is sqlite");
+    };
+    assert!(
+        db.path
+            .to_string_lossy()
+            .starts_with("x.db\"\n[sinks.more]")
+    );
+
+    let text =
+        format!("{MINIMAL}\n[sinks.db]\ntype = \"sqlite\"\npath = \"${{DATA:-${{HOME}}}}/s.db\"\n");
+    let config =
+        Config::parse(&text, |name| (name == "HOME").then(|| "/home/x".to_owned())).expect("valid");
+    let SinkConfig::Sqlite(db) = &config.sinks["db"] else {
+        panic!("db is sqlite");
+    };
+    assert_eq!(db.path, std::path::Path::new("/home/x/s.db"));
+}
+
+#[test]
+fn validate_rejects_sqlite_paths_that_lose_data() {
+    for path in ["", ":memory:", "file::memory:?cache=shared"] {
+        let problems = problems_of(&format!(
+            "[sinks.db]\ntype = \"sqlite\"\npath = \"{path}\"\n"
+        ));
+        assert!(
+            problems.iter().any(|p| p.starts_with("sinks.db.path:")),
+            "{path}: {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn validate_rejects_api_and_admin_on_one_port() {
+    for (admin, api) in [
+        ("127.0.0.1:9100", "127.0.0.1:9100"),
+        ("0.0.0.0:9100", "127.0.0.1:9100"),
+        ("localhost:9100", "127.0.0.1:9100"),
+    ] {
+        let problems = problems_of(&format!(
+            "[admin]\nlisten = \"{admin}\"\n[api]\nlisten = \"{api}\"\nauth = \"none\"\n"
+        ));
+        assert!(
+            problems.iter().any(|p| p.starts_with("api.listen:")),
+            "{admin} / {api}: {problems:?}"
+        );
+    }
+    assert!(!listens_overlap("127.0.0.1:9100", "127.0.0.1:9101"));
+    assert!(!listens_overlap("127.0.0.1:0", "127.0.0.1:0"));
+    assert!(!listens_overlap("10.0.0.1:80", "10.0.0.2:80"));
+}
+
+#[test]
+fn validate_rejects_absurd_workers_and_zero_sized_buffers() {
+    let text = MINIMAL.replace("workers = 2", "workers = 100000");
+    let problems = parse(&text).expect_err("too many workers");
+    assert!(
+        problems[0].starts_with("pipeline.workers: 100000 is more than 1024"),
+        "{problems:?}"
+    );
+
+    for (buffer, key) in [
+        ("{ type = \"memory\", max_events = 0 }", "max_events"),
+        ("{ type = \"memory\", max_bytes = \"0B\" }", "max_bytes"),
+        (
+            "{ type = \"disk\", path = \"b\", max_size = \"0B\" }",
+            "max_size",
+        ),
+        (
+            "{ type = \"disk\", path = \"b\", segment_size = \"0B\" }",
+            "segment_size",
+        ),
+    ] {
+        let problems = problems_of(&format!(
+            "[sinks.out]\ntype = \"stdout\"\nbuffer = {buffer}\n"
+        ));
+        assert!(
+            problems.contains(&format!(
+                "sinks.out.buffer.{key}: {}",
+                match key {
+                    "max_events" => "must be at least 1",
+                    "max_bytes" | "segment_size" => "must be at least 1KiB",
+                    _ => "must be at least 1MiB",
+                }
+            )),
+            "{buffer}: {problems:?}"
+        );
+    }
+    let problems =
+        parse(&MINIMAL.replace("workers = 2", "workers = 2\nchannel_max_bytes = \"0B\""))
+            .expect_err("a zero-byte channel");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("pipeline.channel_max_bytes:")),
+        "{problems:?}"
+    );
+}

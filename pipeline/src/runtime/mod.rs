@@ -312,7 +312,8 @@ async fn run_async(
     let (batches, receiver) = mpsc::channel(config.pipeline.channel_capacity);
     let ingest = IngestChannel::new(receiver);
     let wake_channel = ingest.clone();
-    let keeper = SourceOutput::new(batches, Arc::new(move || wake_channel.wake()));
+    let keeper = SourceOutput::new(batches, Arc::new(move || wake_channel.wake()))
+        .max_bytes(config.pipeline.channel_max_bytes.0);
     let settings = LiveSettings {
         allowed_lateness_ns: Arc::new(AtomicU64::new(duration_ns(
             config.pipeline.allowed_lateness,

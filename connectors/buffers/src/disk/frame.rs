@@ -98,6 +98,26 @@ impl Header {
     }
 }
 
+/// Where the next intact frame starts in `bytes` (which begin at a damaged frame): the first
+/// offset past 0 holding a header whose length fits, whose record count is plausible (at
+/// least one, at most one per payload byte) and whose checksum matches its payload. A
+/// false match needs a 32-bit checksum to agree by chance.
+pub(super) fn resync(bytes: &[u8]) -> Option<usize> {
+    (1..bytes.len().saturating_sub(FRAME_HEADER - 1)).find(|&at| {
+        let Ok(header) = <[u8; FRAME_HEADER]>::try_from(&bytes[at..at + FRAME_HEADER]) else {
+            return false;
+        };
+        let header = Header(header);
+        let len = header.payload_len();
+        let records = header.records() as usize;
+        let start = at + FRAME_HEADER;
+        len <= bytes.len() - start
+            && records >= 1
+            && records <= len.max(1)
+            && header.check(&bytes[start..start + len]).is_ok()
+    })
+}
+
 /// The CRC-32 of a header's `len` and `records` and of the payload.
 fn checksum(header: &[u8; FRAME_HEADER], payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();

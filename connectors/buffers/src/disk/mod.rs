@@ -77,6 +77,8 @@ pub struct OpenReport {
     pub segments: usize,
     /// Tails cut because they were torn or corrupt.
     pub cut: Vec<CutTail>,
+    /// Corrupt frames with intact frames after them, which the reader skips.
+    pub skipped: Vec<CutTail>,
 }
 
 /// A torn or corrupt segment tail, truncated on open.
@@ -198,6 +200,17 @@ pub fn open(
         }
         report.records += scan.records;
         report.bytes += scan.good_end - from.min(scan.good_end);
+        for skipped in scan.skipped {
+            warn!(
+                file = %skipped.file.display(),
+                offset = skipped.offset,
+                bytes_skipped = skipped.bytes_cut,
+                reason = skipped.reason,
+                "A corrupt frame in a disk buffer segment: reading resynchronises on the next \
+                 intact frame; the records of the damaged one are lost."
+            );
+            report.skipped.push(skipped);
+        }
         if let Some(cut) = scan.cut {
             warn!(
                 file = %cut.file.display(),

@@ -85,10 +85,10 @@ impl DiskReader {
                     self.sealed_len = None;
                     continue;
                 }
-                return self.read_frame(sealed_len).map(Next::frame);
+                return self.read_or_resync(sealed_len).map(Next::frame);
             }
             if self.at.offset < write_end.offset {
-                return self.read_frame(write_end.offset).map(Next::frame);
+                return self.read_or_resync(write_end.offset).map(Next::frame);
             }
             return Ok(if writer_done {
                 Next::Finished
@@ -110,6 +110,43 @@ impl DiskReader {
                     return Ok(None);
                 }
                 Next::Empty => self.shared.appended.notified().await,
+            }
+        }
+    }
+
+    /// [`read_frame`](Self::read_frame), resynchronising past corrupt frames: a damaged frame
+    /// followed by an intact one is skipped (its bytes count as handed out, so the next
+    /// commit lets go of them, and in `buffer_skipped_bytes`); with no intact frame after it,
+    /// the damage is returned.
+    fn read_or_resync(&mut self, end: u64) -> Result<(Vec<u8>, u32), BufferError> {
+        loop {
+            match self.read_frame(end) {
+                Err(BufferError::Corrupt {
+                    path,
+                    offset,
+                    reason,
+                }) => {
+                    self.file = None;
+                    let Some(next) = super::segment::resync_at(&path, offset, end)? else {
+                        return Err(BufferError::Corrupt {
+                            path,
+                            offset,
+                            reason,
+                        });
+                    };
+                    let skipped = next - offset;
+                    self.at.offset = next;
+                    self.handed_bytes += skipped;
+                    self.shared.metrics.buffer_skipped_bytes.add(skipped);
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset,
+                        bytes_skipped = skipped,
+                        reason,
+                        "Skipped a corrupt disk buffer frame; reading resumed at the next intact one."
+                    );
+                }
+                other => return other,
             }
         }
     }

@@ -9,7 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::frame::{Damage, Header};
+use super::frame::Header;
 use super::{CutTail, READ_BUFFER};
 use crate::{BufferError, SyncPolicy};
 
@@ -65,6 +65,9 @@ pub(super) struct Scan {
     pub(super) good_end: u64,
     /// The torn or corrupt tail after them, to be cut.
     pub(super) cut: Option<CutTail>,
+    /// Corrupt frames with intact frames after them: the reader skips them (`bytes_cut`
+    /// here is what it skips), nothing is cut.
+    pub(super) skipped: Vec<CutTail>,
     /// The scan was asked to start past the segment's end.
     pub(super) skipped_to_end: bool,
 }
@@ -78,6 +81,7 @@ pub(super) fn scan(path: &Path, from: u64) -> Result<Scan, BufferError> {
             records: 0,
             good_end: len,
             cut: None,
+            skipped: Vec::new(),
             skipped_to_end: from > len,
         });
     }
@@ -88,38 +92,76 @@ pub(super) fn scan(path: &Path, from: u64) -> Result<Scan, BufferError> {
     let mut at = from;
     let mut records = 0;
     let mut payload = Vec::new();
-    let damaged = |at: u64, records, damage: Damage| Scan {
-        records,
-        good_end: at,
-        cut: Some(CutTail {
-            file: path.to_owned(),
-            offset: at,
-            bytes_cut: len - at,
-            reason: damage.reason(),
-        }),
-        skipped_to_end: false,
-    };
+    let mut skipped = Vec::new();
     while at < len {
-        let header = match Header::read(&mut input, len - at).map_err(BufferError::io(path))? {
-            Ok(header) => header,
-            Err(damage) => return Ok(damaged(at, records, damage)),
+        let damage = match Header::read(&mut input, len - at).map_err(BufferError::io(path))? {
+            Ok(header) => {
+                payload.resize(header.payload_len(), 0);
+                input
+                    .read_exact(&mut payload)
+                    .map_err(BufferError::io(path))?;
+                match header.check(&payload) {
+                    Ok(()) => {
+                        records += u64::from(header.records());
+                        at += header.frame_len();
+                        continue;
+                    }
+                    Err(damage) => damage,
+                }
+            }
+            Err(damage) => damage,
         };
-        payload.resize(header.payload_len(), 0);
-        input
-            .read_exact(&mut payload)
-            .map_err(BufferError::io(path))?;
-        if let Err(damage) = header.check(&payload) {
-            return Ok(damaged(at, records, damage));
+        // A damaged frame: if an intact one follows, only this one is lost.
+        let damage_at = at;
+        match resync_at(path, damage_at, len)? {
+            Some(next) => {
+                skipped.push(CutTail {
+                    file: path.to_owned(),
+                    offset: damage_at,
+                    bytes_cut: next - damage_at,
+                    reason: damage.reason(),
+                });
+                at = next;
+                input
+                    .seek(SeekFrom::Start(at))
+                    .map_err(BufferError::io(path))?;
+            }
+            None => {
+                return Ok(Scan {
+                    records,
+                    good_end: damage_at,
+                    cut: Some(CutTail {
+                        file: path.to_owned(),
+                        offset: damage_at,
+                        bytes_cut: len - damage_at,
+                        reason: damage.reason(),
+                    }),
+                    skipped,
+                    skipped_to_end: false,
+                });
+            }
         }
-        records += u64::from(header.records());
-        at += header.frame_len();
     }
     Ok(Scan {
         records,
         good_end: at,
         cut: None,
+        skipped,
         skipped_to_end: false,
     })
+}
+
+/// Where the next intact frame after the damaged one at `from` starts, before `end`; reads
+/// the rest of the segment (at most a segment) to find it.
+pub(super) fn resync_at(path: &Path, from: u64, end: u64) -> Result<Option<u64>, BufferError> {
+    let mut file = File::open(path).map_err(BufferError::io(path))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(BufferError::io(path))?;
+    let mut rest = Vec::new();
+    file.take(end.saturating_sub(from))
+        .read_to_end(&mut rest)
+        .map_err(BufferError::io(path))?;
+    Ok(super::frame::resync(&rest).map(|skip| from + skip as u64))
 }
 
 /// Truncates a segment to `offset`, durably: the torn or corrupt tail after it is gone.

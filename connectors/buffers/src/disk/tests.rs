@@ -315,3 +315,58 @@ fn a_stale_ack_past_a_cut_tail_starts_at_the_segment_end() {
     append_all(&mut writer, 4..6);
     assert_eq!(read_available(&mut reader), vec![4, 5]);
 }
+
+/// Flips a bit in the payload of frame `n` (all frames the size of `payload(0)`) of the only
+/// segment, and returns that frame's offset and length.
+fn flip_frame(dir: &Path, n: u64) -> (PathBuf, u64, u64) {
+    let path = segment::path(dir, *segment_files(dir).first().expect("a segment"));
+    let frame = (FRAME_HEADER + payload(0).len()) as u64;
+    let offset = n * frame;
+    let mut bytes = fs::read(&path).expect("reads");
+    bytes[(offset + frame - 2) as usize] ^= 0x40;
+    fs::write(&path, bytes).expect("writes");
+    (path, offset, frame)
+}
+
+#[test]
+fn a_corrupt_frame_mid_segment_is_skipped_and_reading_resynchronises() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), 1 << 20, 1 << 20, WhenFull::Block);
+    {
+        let (mut writer, _, _) = open_at(&config);
+        append_all(&mut writer, 0..100);
+    }
+    let (path, offset, frame) = flip_frame(dir.path(), 40);
+
+    // On open: counted and reported, nothing cut.
+    let metrics = Arc::new(SinkMetrics::default());
+    let (_writer, mut reader, report) =
+        open(config.clone(), metrics.clone()).expect("the buffer opens");
+    assert!(report.cut.is_empty(), "{:?}", report.cut);
+    assert_eq!(
+        report.skipped,
+        vec![CutTail {
+            file: path.clone(),
+            offset,
+            bytes_cut: frame,
+            reason: "checksum mismatch",
+        }]
+    );
+    assert_eq!(report.records, 99);
+    let expected: Vec<usize> = (0..100).filter(|&i| i != 40).collect();
+    assert_eq!(read_available(&mut reader), expected);
+    assert_eq!(metrics.buffer_skipped_bytes.get(), frame);
+
+    // A frame damaged while the buffer is open is skipped by the reader the same way.
+    reader.commit().expect("commits");
+    drop((reader, _writer));
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let config = super::tests::config(dir2.path(), 1 << 20, 1 << 20, WhenFull::Block);
+    let metrics = Arc::new(SinkMetrics::default());
+    let (mut writer, mut reader, _) = open(config, metrics.clone()).expect("opens");
+    append_all(&mut writer, 0..10);
+    flip_frame(dir2.path(), 3);
+    let expected: Vec<usize> = (0..10).filter(|&i| i != 3).collect();
+    assert_eq!(read_available(&mut reader), expected);
+    assert_eq!(metrics.buffer_skipped_bytes.get(), frame);
+}

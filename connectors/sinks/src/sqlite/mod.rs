@@ -130,7 +130,23 @@ impl Component for SqliteSinkConfig {
     }
 
     fn problems(&self) -> Vec<Problem> {
-        let mut problems = crate::stream_problems(&self.streams);
+        let mut problems = Vec::new();
+        let path = self.path.to_string_lossy();
+        if path.trim().is_empty() {
+            problems.push(Problem::new(
+                "path",
+                "is empty: SQLite would open a temporary database and lose every row",
+            ));
+        } else if path == ":memory:" || path.starts_with("file:") {
+            problems.push(Problem::new(
+                "path",
+                format!(
+                    "`{path}` is an in-memory or URI database: rows would be lost at exit (and \
+                     the API could not read them); name a file"
+                ),
+            ));
+        }
+        problems.extend(crate::stream_problems(&self.streams));
         problems.extend(self.retention.problems());
         problems
     }

@@ -15,9 +15,10 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{
     Connector, MaybeTlsStream, WebSocketStream, connect_async_tls_with_config,
@@ -97,9 +98,6 @@ struct Connection {
     ping: Interval,
     /// When anything last arrived (or when the reader last came back to listen).
     heard: Instant,
-    /// Whether a message has arrived: only then is the backoff reset, so a server that
-    /// accepts and at once closes is not hammered every 100 ms.
-    proven: bool,
 }
 
 /// Why a connection ended.
@@ -136,6 +134,8 @@ struct Handshake {
     endpoint: Arc<str>,
     client_id: String,
     connector: Connector,
+    /// `max_frame_size` as the message and frame limits.
+    limits: WebSocketConfig,
 }
 
 impl FirehoseStream {
@@ -180,6 +180,12 @@ impl FirehoseStream {
                 endpoint,
                 client_id: config.client_id.clone(),
                 connector,
+                limits: {
+                    let max = usize::try_from(config.max_frame_size.0).unwrap_or(usize::MAX);
+                    WebSocketConfig::default()
+                        .max_message_size(Some(max))
+                        .max_frame_size(Some(max))
+                },
             },
             reconnect,
             keepalive: config.keepalive,
@@ -273,10 +279,6 @@ impl FirehoseStream {
     fn accept(&mut self, message: Message) -> Option<FirehoseFrame> {
         let connection = self.connection.as_mut()?;
         connection.heard = Instant::now();
-        if !connection.proven && matches!(message, Message::Binary(_) | Message::Text(_)) {
-            connection.proven = true;
-            self.reconnect.proven();
-        }
         match message {
             Message::Binary(payload) => {
                 self.messages += 1;
@@ -303,6 +305,15 @@ impl FirehoseStream {
     /// Counts and logs a lost connection, then waits out the backoff (or shutdown).
     async fn disconnected(&mut self, disconnect: Disconnect) {
         self.connection = None;
+        if let Disconnect::Failed(WsError::Capacity(error @ CapacityError::MessageTooLong { .. })) =
+            &disconnect
+        {
+            // The message the server was sending is lost with the connection: a bad record.
+            self.messages += 1;
+            let location = self.location(self.messages);
+            self.ctx
+                .bad_record_reason(&location, "oversized_frame", error);
+        }
         match &disconnect {
             Disconnect::Closed(Some(frame)) if frame.code == CloseCode::Policy => {
                 let endpoint = &self.endpoint;
@@ -345,8 +356,12 @@ impl Endpoint for Handshake {
             );
         };
         request.headers_mut().insert(header::AUTHORIZATION, bearer);
-        let handshake =
-            connect_async_tls_with_config(request, None, true, Some(self.connector.clone()));
+        let handshake = connect_async_tls_with_config(
+            request,
+            Some(self.limits),
+            true,
+            Some(self.connector.clone()),
+        );
         match timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok((socket, _response))) => Attempt::Connected(socket),
             Ok(Err(WsError::Http(response))) if response.status() == StatusCode::UNAUTHORIZED => {
@@ -391,7 +406,6 @@ impl Connection {
             socket,
             ping,
             heard: Instant::now(),
-            proven: false,
         }
     }
 

@@ -78,6 +78,7 @@ impl TestServer {
             max_backoff: Duration::from_millis(200),
             batch_size: 1024,
             connections: 1,
+            max_frame_size: super::DEFAULT_MAX_FRAME_SIZE,
         }
     }
 }

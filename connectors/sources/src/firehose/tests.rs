@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::test_server::{TestServer, drain, events, send_events};
 use super::*;
+use sluice_common::config::ByteSize;
 use sluice_common::uaa::UaaError;
 
 use crate::Component;
@@ -105,6 +106,7 @@ fn validate_reports_every_bad_value_by_key() {
         max_backoff: Duration::from_secs(1),
         batch_size: 0,
         connections: 0,
+        max_frame_size: ByteSize(16),
     };
     let keys: Vec<_> = config.problems().into_iter().map(|e| e.key).collect();
     assert_eq!(
@@ -116,7 +118,8 @@ fn validate_reports_every_bad_value_by_key() {
             "client_id",
             "keepalive",
             "batch_size",
-            "connections"
+            "connections",
+            "max_frame_size"
         ]
     );
 }
@@ -363,4 +366,207 @@ async fn an_unreachable_firehose_is_retried_and_counted() {
     shutdown.cancel();
     let stopped = tokio::time::timeout(WAIT, source).await.expect("stops");
     assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
+/// A Firehose that sends one good message on every connection and then `then` does its
+/// worst: the source must count it and back off further each time, never reconnecting every
+/// 100 ms for ever.
+async fn hostile_after_one_message(oversized: bool) {
+    let server = TestServer::start(Arc::new(move |_, mut socket| {
+        Box::pin(async move {
+            send_events(&mut socket, &events(0..1)).await;
+            if oversized {
+                let frame = Bytes::from(vec![0x0a; 8 << 10]);
+                let _ = socket.send(Message::Binary(frame)).await;
+                drain(socket).await;
+            }
+            // Otherwise the socket is dropped: the TCP connection ends without a close frame.
+        })
+    }))
+    .await;
+    let (ctx, mut rx) = context(64);
+    let metrics = ctx.metrics.clone();
+    let shutdown = ctx.shutdown.clone();
+    let mut config = server.config();
+    config.max_backoff = Duration::from_secs(60);
+    config.max_frame_size = ByteSize(4 << 10);
+    let source = tokio::spawn(run(config, ctx));
+
+    // Each connection delivered its message, and still the waits grew: 100, 200, 400 ms...
+    let state = server.state.clone();
+    until("a fourth connection", || {
+        state.connections.load(Ordering::SeqCst) >= 4
+    })
+    .await;
+    assert!(
+        metrics.reconnect_delay_ms.load(Ordering::Relaxed) >= 400,
+        "the backoff started over after a message: {} ms",
+        metrics.reconnect_delay_ms.load(Ordering::Relaxed)
+    );
+    let received = receive(&mut rx, 3).await;
+    assert!(received.iter().all(|b| b.events.len() == 1));
+    if oversized {
+        assert!(metrics.bad_records.get("oversized_frame") >= 3);
+    } else {
+        assert_eq!(metrics.bad_records.total(), 0);
+    }
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(WAIT, source).await.expect("stops");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
+#[tokio::test]
+async fn an_oversized_frame_after_a_good_message_is_a_bad_record_and_backs_off() {
+    hostile_after_one_message(true).await;
+}
+
+#[tokio::test]
+async fn an_abrupt_close_after_a_good_message_backs_off() {
+    hostile_after_one_message(false).await;
+}
+
+/// Events whose metric names are `size` bytes long, so each frame is about that big.
+fn big_events(n: u64, size: usize) -> Vec<Event> {
+    let mut sent = events(0..n);
+    for event in &mut sent {
+        if let sluice_model::Payload::Value(metric) = &mut event.payload {
+            metric.name = "x".repeat(size).into();
+        }
+    }
+    sent
+}
+
+#[tokio::test]
+async fn big_frames_wait_for_room_in_the_channel_s_byte_budget() {
+    const BUDGET: u64 = 1 << 20;
+    const FRAME: usize = 200 << 10;
+    let sent = big_events(40, FRAME);
+    let script_events = sent.clone();
+    let server = TestServer::start(Arc::new(move |_, mut socket| {
+        let events = script_events.clone();
+        Box::pin(async move {
+            send_events(&mut socket, &events).await;
+            drain(socket).await;
+        })
+    }))
+    .await;
+    // Room for 64 batches, but only for 1 MiB: about five of these frames.
+    let (output, mut rx) = SourceOutput::channel(64);
+    let output = output.max_bytes(BUDGET);
+    let ctx = SourceContext::new("cf", output.clone(), CancellationToken::new());
+    let metrics = ctx.metrics.clone();
+    let shutdown = ctx.shutdown.clone();
+    let source = tokio::spawn(run(server.config(), ctx));
+
+    // Nothing is read yet: the source fills the budget and waits.
+    until("the budget to fill", || output.queued_bytes() > BUDGET / 2).await;
+    let queued_events = metrics.events.get();
+    assert!(
+        queued_events <= BUDGET / FRAME as u64,
+        "{queued_events} big events queued in a 1 MiB budget"
+    );
+    assert!(metrics.queued_bytes.load(Ordering::Relaxed) as u64 <= BUDGET);
+
+    // Reading makes room; every event arrives, and the queue never held more than the budget.
+    let mut received = Vec::new();
+    while received.len() < sent.len() {
+        assert!(output.queued_bytes() <= BUDGET);
+        let batch = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("events within the deadline")
+            .expect("the source is running");
+        assert!(batch.bytes >= batch.events.len() * FRAME);
+        received.extend(batch.events);
+    }
+    assert_eq!(received, sent);
+    until("the queue to empty", || output.queued_bytes() == 0).await;
+    assert_eq!(metrics.queued_bytes.load(Ordering::Relaxed), 0);
+
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(WAIT, source).await.expect("stops");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
+/// The peak resident memory of this process, from `/proc/self/status` (Linux).
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// A soak, not a default test (it moves 3 GiB over loopback):
+/// `cargo test -p sluice-sources --lib -- --ignored --exact firehose::tests::soak_big_frames_keep_memory_bounded --nocapture`.
+/// A Firehose sends 200 log envelopes of 15 MiB to a source with the default byte budget,
+/// read by a consumer slower than the socket; the process's peak RSS must stay far below
+/// what the frames add up to.
+#[tokio::test]
+#[ignore = "a soak: moves 3 GiB"]
+async fn soak_big_frames_keep_memory_bounded() {
+    const FRAMES: u64 = 200;
+    const SIZE: usize = 15 << 20;
+    let event = Event {
+        timestamp: 1_700_000_000_000_000_000,
+        header: sluice_model::event::Header {
+            origin: "soak".into(),
+            ..sluice_model::event::Header::default()
+        },
+        payload: sluice_model::Payload::Log(sluice_model::event::LogMessage {
+            message: Bytes::from(vec![b'x'; SIZE]),
+            message_type: sluice_model::event::MessageType::Out,
+            timestamp: 1_700_000_000_000_000_000,
+            app_id: "app".into(),
+            source_type: "APP/PROC/WEB".into(),
+            source_instance: "0".into(),
+        }),
+    };
+    let frame = Bytes::from(sluice_model::reference::encode_v1(&event));
+    let server = TestServer::start(Arc::new(move |_, mut socket| {
+        let frame = frame.clone();
+        Box::pin(async move {
+            for _ in 0..FRAMES {
+                if socket.send(Message::Binary(frame.clone())).await.is_err() {
+                    return;
+                }
+            }
+            drain(socket).await;
+        })
+    }))
+    .await;
+    let before = peak_rss_mib().expect("Linux");
+    let (output, mut rx) = SourceOutput::channel(64);
+    let ctx = SourceContext::new("cf", output.clone(), CancellationToken::new());
+    let shutdown = ctx.shutdown.clone();
+    let source = tokio::spawn(run(server.config(), ctx));
+    // Nothing is read until the budget is nearly full: the worst case for the queue.
+    until("the byte budget to fill", || {
+        output.queued_bytes() > crate::DEFAULT_CHANNEL_BYTES - 2 * SIZE as u64
+    })
+    .await;
+    let mut received = 0;
+    let mut most_queued = output.queued_bytes();
+    while received < FRAMES {
+        let batch = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("events within a minute")
+            .expect("the source is running");
+        most_queued = most_queued.max(output.queued_bytes());
+        received += batch.events.len() as u64;
+        // A dataflow slower than the socket: the queue fills up to its budget.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = peak_rss_mib().expect("Linux");
+    println!(
+        "{FRAMES} frames of {} MiB: peak RSS {before} MiB -> {after} MiB; most queued {} MiB",
+        SIZE >> 20,
+        most_queued >> 20
+    );
+    assert!(most_queued <= crate::DEFAULT_CHANNEL_BYTES);
+    assert!(
+        after - before < 512,
+        "peak RSS grew by {} MiB",
+        after - before
+    );
+    shutdown.cancel();
+    let _ = tokio::time::timeout(WAIT, source).await;
 }
