@@ -79,6 +79,7 @@ pub async fn metrics(
     let app_id = params::app_id(&id)?;
     let range = TimeRange::parse(&query)?;
     let step = params::step(&query)?;
+    params::check_points(range, step, state.limits.max_points)?;
     state.auth.app_access(&caller, &app_id).await?;
     let points = state.stores.metrics(&app_id, range, step).await?;
     Ok(Json(Metrics {
@@ -121,7 +122,11 @@ pub async fn logs(
     let range = TimeRange::parse(&query)?;
     let limit = params::limit(&query)?;
     let cursor = Cursor::parse(&query)?;
-    let terms = params::search_terms(&query);
+    let terms = params::search_terms(
+        &query,
+        state.limits.max_search_terms,
+        state.limits.max_term_bytes,
+    )?;
     state.auth.app_access(&caller, &app_id).await?;
     let page = state
         .stores

@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod error;
 pub mod handlers;
+pub mod limits;
 pub mod live;
 pub mod params;
 pub mod store;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use error::ApiError;
+pub use limits::ApiLimits;
 
 /// The default `api.listen`: loopback.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -84,6 +86,9 @@ pub struct ApiConfig {
     /// that takes `logs`.
     #[serde(default)]
     pub log_store: Option<String>,
+    /// `[api.limits]`: what one request, and all of them together, may cost.
+    #[serde(default)]
+    pub limits: ApiLimits,
 }
 
 fn default_listen() -> String {
@@ -112,6 +117,7 @@ impl ApiConfig {
             skip_tls_verify: false,
             store: None,
             log_store: None,
+            limits: ApiLimits::default(),
         }
     }
 
@@ -137,6 +143,7 @@ impl ApiConfig {
                 problems.push(("cc_url", "is required when auth = \"uaa\"".to_owned()));
             }
         }
+        problems.extend(self.limits.problems());
         problems
     }
 }
@@ -167,6 +174,8 @@ pub struct ApiState {
     pub auth: Arc<auth::Auth>,
     pub stores: Arc<store::Stores>,
     pub live: Arc<live::LiveFeed>,
+    /// `[api.limits]`.
+    pub limits: Arc<ApiLimits>,
 }
 
 /// Every route of the API and the UI.
@@ -193,8 +202,10 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Binds `config.listen` and serves until [`ApiServer::stop`].
-    pub async fn start(config: &ApiConfig, state: ApiState) -> Result<ApiServer, StartError> {
+    /// Binds `config.listen` and serves until [`ApiServer::stop`]; `config.limits` is the
+    /// budget (whatever `state.limits` held).
+    pub async fn start(config: &ApiConfig, mut state: ApiState) -> Result<ApiServer, StartError> {
+        state.limits = Arc::new(config.limits.clone());
         let address = config.address()?;
         let listen_error = |source| StartError::Listen { address, source };
         let listener = tokio::net::TcpListener::bind(address)

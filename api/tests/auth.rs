@@ -165,6 +165,7 @@ impl Api {
             auth: Arc::new(auth),
             stores: Arc::new(Stores::open(None, None, vec![]).expect("no stores")),
             live: Arc::new(LiveFeed::default()),
+            limits: Default::default(),
         };
         let server = ApiServer::start(config, state)
             .await
