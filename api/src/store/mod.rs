@@ -122,7 +122,7 @@ impl Stores {
                 Some(LogStore::Sqlite(sqlite::open(&config, limits)))
             }
             Some(LogStoreConfig::Elasticsearch(config)) => Some(LogStore::Elasticsearch(
-                elasticsearch::EsReader::open(&config)?,
+                elasticsearch::EsReader::open(&config, limits.query_timeout)?,
             )),
         };
         Ok(Stores {
@@ -214,24 +214,24 @@ impl Stores {
     /// A page of the app's log lines, newest first: those of `range` containing every term,
     /// after `cursor`.
     pub async fn logs(&self, query: LogQuery<'_>) -> Result<LogPage, ApiError> {
-        match &self.logs {
-            None => Err(ApiError::not_found(
+        let Some(logs) = &self.logs else {
+            return Err(ApiError::not_found(
                 "no log store is configured (api.log_store)",
-            )),
-            Some(LogStore::Sqlite(store)) => {
-                // A search may read much of the range; a page without terms is cheap.
-                let _permit = match query.terms {
-                    Some(_) => Some(self.searches.try_acquire().map_err(|_| {
-                        ApiError::unavailable(
-                            "as many log searches as the store takes at once are running \
-                             (api.limits.read_connections - 1): try again shortly",
-                        )
-                    })?),
-                    None => None,
-                };
-                store.logs(query).await
-            }
-            Some(LogStore::Elasticsearch(store)) => store.logs(query).await,
+            ));
+        };
+        // A search may read much of the range; a page without terms is cheap.
+        let _permit = match query.terms {
+            Some(_) => Some(self.searches.try_acquire().map_err(|_| {
+                ApiError::unavailable(
+                    "as many log searches as the store takes at once are running \
+                     (api.limits.read_connections - 1): try again shortly",
+                )
+            })?),
+            None => None,
+        };
+        match logs {
+            LogStore::Sqlite(store) => store.logs(query).await,
+            LogStore::Elasticsearch(store) => store.logs(query).await,
         }
     }
 }

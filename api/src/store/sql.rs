@@ -330,6 +330,116 @@ fn escape_like(term: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::ApiLimits;
+    use axum::http::StatusCode;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    /// Returns nothing and never ends: counts up for ever looking for a negative number.
+    const ENDLESS: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+         SELECT x FROM c WHERE x < 0";
+
+    async fn sqlite_reader(dir: &tempfile::TempDir, timeout: Duration) -> (SqlReader, SqlitePool) {
+        let path = dir.path().join("reader.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_with(options)
+            .await
+            .expect("a SQLite file");
+        let reader = SqlReader::new(
+            SqlPool::Sqlite(pool.clone()),
+            path.display().to_string(),
+            timeout,
+        );
+        (reader, pool)
+    }
+
+    async fn run(reader: &SqlReader, sql: &'static str) -> Result<Vec<(i64,)>, ApiError> {
+        // A test that hangs fails instead.
+        tokio::time::timeout(Duration::from_secs(120), reader.fetch(sql, &[]))
+            .await
+            .expect("the query returns")
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_query_out_of_time_is_stopped_with_a_503_naming_the_budget() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (reader, _pool) = sqlite_reader(&dir, Duration::from_millis(200)).await;
+        let error = run(&reader, ENDLESS).await.expect_err("stopped");
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+        assert!(
+            error.message.contains("api.limits.query_timeout"),
+            "{}",
+            error.message
+        );
+        // The connection is clean for the next query, under a new budget.
+        assert_eq!(run(&reader, "SELECT 7").await, Ok(vec![(7,)]));
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_query_whose_client_left_is_stopped_and_frees_its_connection() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A budget far beyond the test: only the client leaving can stop the query.
+        let (reader, pool) = sqlite_reader(&dir, Duration::from_secs(3600)).await;
+        let reader = Arc::new(reader);
+        let running = reader.clone();
+        let request = tokio::spawn(async move { run(&running, ENDLESS).await });
+        // The only connection is taken by the endless query.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pool.num_idle() > 0 || pool.size() == 0 {
+            assert!(Instant::now() < deadline, "the query never started");
+            tokio::task::yield_now().await;
+        }
+        request.abort();
+        let _ = request.await;
+        // The one connection serves the next query: the endless one was stopped.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match run(&reader, "SELECT 7").await {
+                Ok(rows) => {
+                    assert_eq!(rows, vec![(7,)]);
+                    break;
+                }
+                Err(e) => {
+                    assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "the connection stayed taken: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mysql_query_out_of_time_is_stopped_by_the_server() {
+        let db = sluice_test_support::mariadb::TestDatabase::shared("api_budget");
+        let mut server =
+            sluice_test_support::mariadb::connect(&sluice_test_support::mariadb::server_url())
+                .await;
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE `{}`", db.name)))
+            .execute(&mut server)
+            .await
+            .expect("a test database");
+        let config = sluice_sinks::mysql::MysqlSinkConfig::new(db.url(), Vec::new());
+        let limits = ApiLimits {
+            query_timeout: Duration::from_millis(300),
+            ..ApiLimits::default()
+        };
+        let reader = mysql::open(&config, &limits).expect("a valid URL");
+        let error = run(&reader, "SELECT SLEEP(30)").await.expect_err("stopped");
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+        assert!(
+            error.message.contains("api.limits.query_timeout"),
+            "{}",
+            error.message
+        );
+        assert_eq!(run(&reader, "SELECT 7").await, Ok(vec![(7,)]));
+        db.drop_database().await;
+    }
 
     #[test]
     fn like_wildcards_are_escaped() {
