@@ -148,6 +148,16 @@ impl ApiConfig {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn descriptors_are_counted_against_the_soft_limit() {
+        let (open, allowed) = super::descriptors().expect("Linux /proc");
+        assert!(open >= 3, "stdin, stdout and stderr at least: {open}");
+        assert!(allowed > open, "{open} of {allowed}");
+    }
+}
+
 /// `api.listen` is not an address to bind.
 #[derive(Debug, thiserror::Error)]
 #[error("`{listen}` is not an IP address and port such as `{DEFAULT_LISTEN}` ({source})")]
@@ -192,6 +202,53 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// File descriptors the API may need beyond its streams: its store connections, the
+/// requests being answered, the sinks' and sources' sockets and files.
+const DESCRIPTOR_MARGIN: u64 = 256;
+
+/// Logs how many file descriptors are open and allowed, and warns when the limit leaves no
+/// room for `max_streams` streams (each holds a socket): past it new connections fail with
+/// nothing logged. Linux only (`/proc`); elsewhere, nothing.
+fn check_descriptor_headroom(limits: &ApiLimits) {
+    let Some((open, allowed)) = descriptors() else {
+        return;
+    };
+    let wanted =
+        limits.max_streams as u64 + 2 * u64::from(limits.read_connections) + DESCRIPTOR_MARGIN;
+    let headroom = allowed.saturating_sub(open);
+    if headroom < wanted {
+        warn!(
+            open,
+            allowed,
+            max_streams = limits.max_streams,
+            "The file descriptor limit (ulimit -n) leaves room for {headroom} more, fewer than \
+             the {wanted} that api.limits.max_streams and the stores may take: raise the \
+             limit, or lower api.limits.max_streams."
+        );
+    } else {
+        info!(
+            open,
+            allowed,
+            max_streams = limits.max_streams,
+            "File descriptors: room for {headroom} more."
+        );
+    }
+}
+
+/// (open, soft limit) of this process's file descriptors.
+fn descriptors() -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?;
+    // "unlimited" is as good as no limit.
+    let allowed = soft.parse().unwrap_or(u64::MAX);
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    Some((open, allowed))
+}
+
 /// A running API.
 #[derive(Debug)]
 pub struct ApiServer {
@@ -219,13 +276,17 @@ impl ApiServer {
                  connect reads every app's logs and metrics."
             );
         }
+        check_descriptor_headroom(&config.limits);
         let stop = CancellationToken::new();
         let shutdown = stop.clone();
         let app = router(state);
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
             if let Err(e) = served {
                 warn!("The API stopped: {e}");
             }

@@ -4,6 +4,7 @@
 mod support;
 
 use sluice_api::store::{LogStoreConfig, SqlStoreConfig, Stores};
+use sluice_api::{ApiConfig, ApiLimits};
 use support::*;
 
 async fn sqlite_stores() -> (tempfile::TempDir, Stores, String) {
@@ -47,5 +48,60 @@ async fn log_searches_with_too_many_or_too_long_terms_are_a_400_naming_the_limit
     // Within the limits, a search answers.
     let sixteen = vec!["e"; 16].join("+");
     get_ok(&base, &format!("{logs}&q={sixteen}")).await;
+    server.stop().await;
+}
+
+fn limited(limits: ApiLimits) -> ApiConfig {
+    ApiConfig {
+        limits,
+        ..ApiConfig::open("127.0.0.1:0")
+    }
+}
+
+#[tokio::test]
+async fn live_streams_past_the_caps_are_refused_with_429_naming_the_limit() {
+    let config = limited(ApiLimits {
+        max_streams: 3,
+        max_streams_per_caller: 2,
+        ..ApiLimits::default()
+    });
+    let stores = Stores::open(None, None, vec![]).expect("no stores");
+    let (server, base) = start_api_with(stores, &config).await;
+    let client = sluice_common::tls::http_client(false).expect("a client");
+    let url = format!("{base}/api/v1/apps/6a3a2a1e-7b55-4c61-9d0b-0a6e4f9c1b2d/stream");
+    let open = |client: reqwest::Client, url: String| async move {
+        client.get(url).send().await.expect("an answer")
+    };
+    let first = open(client.clone(), url.clone()).await;
+    let second = open(client.clone(), url.clone()).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    // Every stream here comes from 127.0.0.1: one caller under auth = "none".
+    let third = open(client.clone(), url.clone()).await;
+    assert_eq!(third.status(), 429);
+    let body: serde_json::Value = third.json().await.expect("a JSON error");
+    let error = body["error"].as_str().expect("an error message");
+    assert!(
+        error.contains("api.limits.max_streams_per_caller"),
+        "{error}"
+    );
+    // A closed stream makes room again (the server notices the client left).
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let again = open(client.clone(), url.clone()).await;
+        if again.status() == 200 {
+            break;
+        }
+        assert_eq!(again.status(), 429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed stream still counts"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(second);
     server.stop().await;
 }

@@ -361,13 +361,34 @@ pub fn encode(snapshot: &Snapshot) -> String {
             gaps.sample(&[("source", source)], *seconds);
         }
     }
+    let api = &snapshot.api;
+    family(
+        &mut out,
+        "sluice_api_streams_open",
+        Gauge,
+        "Live streams (SSE) the API has open.",
+    )
+    .sample(&[], f(api.streams_open));
+    {
+        let mut refused = family(
+            &mut out,
+            "sluice_api_streams_refused_total",
+            Counter,
+            "Live streams refused with 429, by the limit reached (api.limits).",
+        );
+        refused.sample(&[("limit", "max_streams")], f(api.streams_refused_overall));
+        refused.sample(
+            &[("limit", "max_streams_per_caller")],
+            f(api.streams_refused_per_caller),
+        );
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::registry::GraphSnapshot;
+    use crate::admin::registry::{ApiSnapshot, GraphSnapshot};
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -405,6 +426,11 @@ mod tests {
                 oldest_pending_seconds: 0.25,
                 unavailable: Some("connection refused".into()),
             }],
+            api: ApiSnapshot {
+                streams_open: 3,
+                streams_refused_overall: 0,
+                streams_refused_per_caller: 5,
+            },
         }
     }
 
@@ -422,6 +448,8 @@ mod tests {
             "sluice_reloads_total 2",
             "sluice_graph_late_records_total{kind=\"log_message\"} 2",
             "sluice_graph_watermark_lag_seconds 1.5",
+            "sluice_api_streams_open 3",
+            "sluice_api_streams_refused_total{limit=\"max_streams_per_caller\"} 5",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -243,6 +243,7 @@ async fn run_async(
         None => None,
     };
     let live = Arc::new(LiveFeed::new());
+    registry.set_live(live.clone());
     let api = match &config.api {
         Some(api) => Some(start_api(&config, api, live.clone()).await?),
         None => None,
