@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod error;
 pub mod handlers;
+pub mod hygiene;
 pub mod limits;
 pub mod live;
 pub mod params;
@@ -86,6 +87,10 @@ pub struct ApiConfig {
     /// that takes `logs`.
     #[serde(default)]
     pub log_store: Option<String>,
+    /// Host names (besides `localhost`, `127.0.0.1`, `[::1]`) a loopback listener with
+    /// `auth = "none"` answers to: a reverse proxy's name, say. `["*"]`: any.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// `[api.limits]`: what one request, and all of them together, may cost.
     #[serde(default)]
     pub limits: ApiLimits,
@@ -117,6 +122,7 @@ impl ApiConfig {
             skip_tls_verify: false,
             store: None,
             log_store: None,
+            allowed_hosts: Vec::new(),
             limits: ApiLimits::default(),
         }
     }
@@ -279,7 +285,12 @@ impl ApiServer {
         check_descriptor_headroom(&config.limits);
         let stop = CancellationToken::new();
         let shutdown = stop.clone();
-        let app = router(state);
+        let hosts = hygiene::HostCheck::for_listener(
+            address,
+            config.auth == AuthMode::None,
+            &config.allowed_hosts,
+        );
+        let app = hygiene::harden(router(state), hosts);
         let task = tokio::spawn(async move {
             let served = axum::serve(
                 listener,

@@ -41,9 +41,6 @@ pub struct ApiLimits {
     pub max_streams: usize,
     /// Live streams one caller (token, or client address without auth) may hold open.
     pub max_streams_per_caller: usize,
-    /// Extra `Host` header values accepted on a loopback listener (besides `localhost`,
-    /// `127.0.0.1`, `[::1]`, with or without the port). `["*"]` accepts any.
-    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ApiLimits {
@@ -58,7 +55,6 @@ impl Default for ApiLimits {
             max_term_bytes: 256,
             max_streams: 512,
             max_streams_per_caller: 16,
-            allowed_hosts: Vec::new(),
         }
     }
 }

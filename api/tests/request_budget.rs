@@ -105,3 +105,95 @@ async fn live_streams_past_the_caps_are_refused_with_429_naming_the_limit() {
     drop(second);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn every_answer_has_the_security_headers_and_every_error_is_json() {
+    let stores = Stores::open(None, None, vec![]).expect("no stores");
+    let (server, base) = start_api(stores).await;
+    let client = sluice_common::tls::http_client(false).expect("a client");
+    let app = "/api/v1/apps/6a3a2a1e-7b55-4c61-9d0b-0a6e4f9c1b2d";
+    let cases = [
+        ("GET", "/".to_owned(), 200),
+        ("GET", "/api/v1/info".to_owned(), 200),
+        ("GET", "/nowhere".to_owned(), 404),
+        // No store: 404 from the handler.
+        ("GET", format!("{app}/metrics"), 404),
+        // Once an empty 405 and a text/plain 400.
+        ("DELETE", format!("{app}/metrics"), 405),
+        ("POST", "/api/v1/info".to_owned(), 405),
+        ("GET", "/api/v1/apps/%FF%FE/metrics".to_owned(), 400),
+        ("GET", format!("{app}/metrics?from=%FF"), 400),
+    ];
+    for (method, path, expected) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let response = client
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .expect("an answer");
+        let status = response.status().as_u16();
+        assert_eq!(status, expected, "{method} {path}");
+        let headers = response.headers();
+        assert_eq!(headers["x-frame-options"], "DENY", "{method} {path}");
+        assert_eq!(
+            headers["x-content-type-options"], "nosniff",
+            "{method} {path}"
+        );
+        let csp = headers["content-security-policy"].to_str().expect("ASCII");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        if status >= 400 {
+            let content_type = headers["content-type"].to_str().expect("ASCII").to_owned();
+            let body: serde_json::Value = response.json().await.unwrap_or_else(|e| {
+                panic!("{method} {path}: {status} with {content_type} is not JSON: {e}")
+            });
+            let error = body["error"].as_str().expect("an error message");
+            assert!(!error.is_empty(), "{method} {path}");
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_loopback_api_without_auth_answers_only_to_loopback_host_names() {
+    let stores = Stores::open(None, None, vec![]).expect("no stores");
+    let (server, base) = start_api(stores).await;
+    let client = sluice_common::tls::http_client(false).expect("a client");
+    let port = server.address.port();
+    for (host, expected) in [
+        (format!("localhost:{port}"), 200),
+        (format!("127.0.0.1:{port}"), 200),
+        // A page of another site whose name was re-pointed at 127.0.0.1.
+        (format!("rebind.attacker.example:{port}"), 403),
+        ("localhost.attacker.example".to_owned(), 403),
+    ] {
+        let response = client
+            .get(format!("{base}/api/v1/info"))
+            .header(reqwest::header::HOST, &host)
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(response.status().as_u16(), expected, "Host: {host}");
+        if expected == 403 {
+            let body: serde_json::Value = response.json().await.expect("a JSON error");
+            let error = body["error"].as_str().expect("an error message");
+            assert!(error.contains("api.allowed_hosts"), "{error}");
+        }
+    }
+    server.stop().await;
+
+    // Listed names pass.
+    let config = ApiConfig {
+        allowed_hosts: vec!["sluice.internal".to_owned()],
+        ..ApiConfig::open("127.0.0.1:0")
+    };
+    let stores = Stores::open(None, None, vec![]).expect("no stores");
+    let (server, base) = start_api_with(stores, &config).await;
+    let response = client
+        .get(format!("{base}/api/v1/info"))
+        .header(reqwest::header::HOST, "sluice.internal")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 200);
+    server.stop().await;
+}
