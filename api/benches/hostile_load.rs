@@ -11,6 +11,11 @@
 //! (step 1h 46m) and at step 7d (every minute read and merged), log searches over the whole
 //! store with the most terms allowed (16, none of which occur: every line is read) and with
 //! one term of the longest length allowed.
+//!
+//! Each reader keeps one request in flight; after a 503 (the API is busy) it waits
+//! `SLUICE_BENCH_RETRY_MS` (default 1000, as a client honouring "try again shortly" would)
+//! before the next. `SLUICE_BENCH_RETRY_MS=0` retries at once: a request flood, which only a
+//! rate limit in front of the API can stop.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -226,6 +231,13 @@ async fn run(size: Size) {
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(Mutex::new(Answers::default()));
     let requests = Arc::new(worst_requests());
+    let retry = Duration::from_millis(
+        std::env::var("SLUICE_BENCH_RETRY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(1000),
+    );
+    println!("readers wait {retry:?} after a 503");
     let mut readers = Vec::new();
     for reader in 0..READERS {
         let (stop, answers, requests, base) = (
@@ -260,6 +272,9 @@ async fn run(size: Size) {
                     .entry((name, status))
                     .or_default()
                     .push(started.elapsed());
+                if status == 503 && !retry.is_zero() {
+                    tokio::time::sleep(retry).await;
+                }
             }
         }));
     }

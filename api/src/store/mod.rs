@@ -88,6 +88,10 @@ pub struct Stores {
     max_points: usize,
     /// Log searches with terms running now; one reader connection stays free for the rest.
     searches: Semaphore,
+    /// Reads (and the encoding of their answers) running now: `read_connections` at most, so
+    /// readers never take more of the machine than that, whatever number of clients ask.
+    reads: Semaphore,
+    max_reads: usize,
 }
 
 impl Stores {
@@ -134,6 +138,8 @@ impl Stores {
             max_events: limits.max_events,
             max_points: limits.max_points,
             searches: Semaphore::new(limits.concurrent_searches()),
+            reads: Semaphore::new(limits.read_connections as usize),
+            max_reads: limits.read_connections as usize,
         })
     }
 
@@ -141,6 +147,18 @@ impl Stores {
     pub fn with_allowed_lateness(mut self, allowed_lateness: Duration) -> Stores {
         self.allowed_lateness = allowed_lateness;
         self
+    }
+
+    /// A place among the reads running now, held while a request reads and encodes its
+    /// answer; 503 at once when every place is taken (a client retries; nobody queues).
+    pub fn read_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.reads.try_acquire().map_err(|_| {
+            ApiError::unavailable(format!(
+                "{} reads are running, the most this API runs at once \
+                 (api.limits.read_connections): try again shortly",
+                self.max_reads
+            ))
+        })
     }
 
     fn sql(&self) -> Result<&SqlReader, ApiError> {
@@ -256,6 +274,26 @@ pub fn window_table(width: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_beyond_read_connections_are_refused_at_once() {
+        let limits = ApiLimits {
+            read_connections: 2,
+            ..ApiLimits::default()
+        };
+        let stores = Stores::open_limited(None, None, vec![], &limits).expect("no stores");
+        let first = stores.read_permit().expect("a place");
+        let _second = stores.read_permit().expect("a place");
+        let error = stores.read_permit().expect_err("no place left");
+        assert_eq!(error.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            error.message.contains("api.limits.read_connections"),
+            "{}",
+            error.message
+        );
+        drop(first);
+        assert!(stores.read_permit().is_ok(), "a finished read frees its place");
+    }
 
     #[test]
     fn window_tables_are_named_by_their_width() {
