@@ -292,7 +292,10 @@ mod tests {
             error.message
         );
         drop(first);
-        assert!(stores.read_permit().is_ok(), "a finished read frees its place");
+        assert!(
+            stores.read_permit().is_ok(),
+            "a finished read frees its place"
+        );
     }
 
     #[test]

@@ -4,9 +4,14 @@
 
 use std::time::Duration;
 
+use sluice_common::telemetry::RateLimit;
 use sluice_sinks::mysql::{DatabaseUrlError, MysqlSinkConfig, is_retriable};
 use sqlx::mysql::MySqlPoolOptions;
 use tracing::warn;
+
+/// Failed queries are warned about ten times in ten seconds at most: a client repeating a
+/// request that fails cannot flood the log.
+static WARNINGS: std::sync::LazyLock<RateLimit> = std::sync::LazyLock::new(RateLimit::default);
 
 use sqlx::AssertSqlSafe;
 
@@ -96,7 +101,9 @@ pub(super) fn error(endpoint: &str, error: sqlx::Error, timeout: Duration) -> Ap
             "MySQL database {endpoint} has no Sluice tables yet (the mysql sink creates them): {error}"
         ))
     } else {
-        warn!(%endpoint, %error, "A query of the MySQL store failed.");
+        if let Some(held_back) = WARNINGS.check() {
+            warn!(%endpoint, %error, held_back, "A query of the MySQL store failed.");
+        }
         ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             format!("reading MySQL at {endpoint} failed: {error}"),

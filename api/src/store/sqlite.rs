@@ -3,9 +3,14 @@
 
 use std::time::Duration;
 
+use sluice_common::telemetry::RateLimit;
 use sluice_sinks::sqlite::SqliteSinkConfig;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tracing::warn;
+
+/// Failed queries are warned about ten times in ten seconds at most: a client repeating a
+/// request that fails cannot flood the log.
+static WARNINGS: std::sync::LazyLock<RateLimit> = std::sync::LazyLock::new(RateLimit::default);
 
 use super::sql::{SqlPool, SqlReader};
 use crate::ApiError;
@@ -61,7 +66,9 @@ pub(super) fn error(path: &str, error: sqlx::Error, timeout: Duration) -> ApiErr
         && !message.contains("locked")
         && !message.contains("busy")
     {
-        warn!(%path, error = %message, "A query of the SQLite store failed.");
+        if let Some(held_back) = WARNINGS.check() {
+            warn!(%path, error = %message, held_back, "A query of the SQLite store failed.");
+        }
         ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             format!("reading the SQLite store {path} failed: {message}"),
