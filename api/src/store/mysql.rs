@@ -9,15 +9,15 @@ use sluice_sinks::mysql::{DatabaseUrlError, MysqlSinkConfig, is_retriable};
 use sqlx::mysql::MySqlPoolOptions;
 use tracing::warn;
 
-/// Failed queries are warned about ten times in ten seconds at most: a client repeating a
-/// request that fails cannot flood the log.
-static WARNINGS: std::sync::LazyLock<RateLimit> = std::sync::LazyLock::new(RateLimit::default);
-
 use sqlx::AssertSqlSafe;
 
 use super::sql::{SqlPool, SqlReader};
 use crate::ApiError;
 use crate::limits::ApiLimits;
+
+/// Failed queries are warned about ten times in ten seconds at most: a client repeating a
+/// request that fails cannot flood the log.
+static WARNINGS: std::sync::LazyLock<RateLimit> = std::sync::LazyLock::new(RateLimit::default);
 
 /// MySQL's "table doesn't exist".
 const ER_NO_SUCH_TABLE: &str = "42S02";

@@ -8,13 +8,13 @@ use sluice_sinks::sqlite::SqliteSinkConfig;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tracing::warn;
 
-/// Failed queries are warned about ten times in ten seconds at most: a client repeating a
-/// request that fails cannot flood the log.
-static WARNINGS: std::sync::LazyLock<RateLimit> = std::sync::LazyLock::new(RateLimit::default);
-
 use super::sql::{SqlPool, SqlReader};
 use crate::ApiError;
 use crate::limits::ApiLimits;
+
+/// Failed queries are warned about ten times in ten seconds at most: a client repeating a
+/// request that fails cannot flood the log.
+static WARNINGS: std::sync::LazyLock<RateLimit> = std::sync::LazyLock::new(RateLimit::default);
 
 /// A pool of the API's own (never the sink's writer connection) that opens the file on first
 /// use: the sink may not have created it yet. `limits.read_connections` readers at most, each
