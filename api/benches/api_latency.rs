@@ -238,6 +238,7 @@ async fn run(size: Size) {
         auth: Arc::new(Auth::none()),
         stores: Arc::new(stores),
         live: Arc::new(LiveFeed::default()),
+        limits: Default::default(),
     };
     let server = ApiServer::start(&ApiConfig::open("127.0.0.1:0"), state)
         .await

@@ -95,6 +95,7 @@ async fn run(scenario: &Scenario) {
         auth: Arc::new(Auth::none()),
         stores: Arc::new(Stores::open(None, None, Vec::new()).expect("no stores")),
         live: live.clone(),
+        limits: Default::default(),
     };
     let server = ApiServer::start(&ApiConfig::open("127.0.0.1:0"), state)
         .await

@@ -1,14 +1,16 @@
 //! The JSON endpoints. Each parses its parameters first (400 naming the one at fault), then
 //! asks auth whether the caller may see the app (403), then reads the store (503 while it is
-//! unreachable).
+//! unreachable, or when `api.limits.read_connections` reads are already running: the read and
+//! the encoding of its answer hold a place, and nobody queues for one).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::params::{self, Cursor, TimeRange};
-use crate::store::{AppEventRow, LogPage, LogQuery, MetricPoint};
+use crate::store::{AppEventRow, LogQuery, MetricPoint};
 use crate::{ApiError, ApiState, AuthMode};
 
 /// `GET /api/v1/info` answer.
@@ -40,7 +42,8 @@ pub struct App {
 }
 
 /// `GET /api/v1/apps`: the apps with rollups that the caller may see, sorted by id.
-pub async fn apps(State(state): State<ApiState>, caller: Caller) -> Result<Json<Apps>, ApiError> {
+pub async fn apps(State(state): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
+    let _reading = state.stores.read_permit()?;
     let stored = state.stores.apps().await?;
     let ids: Vec<String> = stored.iter().map(|app| app.id.clone()).collect();
     // One Cloud Controller list request per chunk of ids, not one request per app.
@@ -56,7 +59,7 @@ pub async fn apps(State(state): State<ApiState>, caller: Caller) -> Result<Json<
             })
         })
         .collect();
-    Ok(Json(Apps { apps }))
+    Ok(Json(Apps { apps }).into_response())
 }
 
 /// `GET /api/v1/apps/{id}/metrics` answer.
@@ -75,11 +78,14 @@ pub async fn metrics(
     caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<params::Query>,
-) -> Result<Json<Metrics>, ApiError> {
+) -> Result<Response, ApiError> {
     let app_id = params::app_id(&id)?;
     let range = TimeRange::parse(&query)?;
     let step = params::step(&query)?;
+    params::check_points(range, step, state.limits.max_points)?;
     state.auth.app_access(&caller, &app_id).await?;
+    // Held until the answer is encoded: that takes time too.
+    let _reading = state.stores.read_permit()?;
     let points = state.stores.metrics(&app_id, range, step).await?;
     Ok(Json(Metrics {
         app_id,
@@ -87,7 +93,8 @@ pub async fn metrics(
         to: range.to,
         step,
         points,
-    }))
+    })
+    .into_response())
 }
 
 /// `GET /api/v1/apps/{id}/events` answer.
@@ -102,12 +109,13 @@ pub async fn events(
     caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<params::Query>,
-) -> Result<Json<Events>, ApiError> {
+) -> Result<Response, ApiError> {
     let app_id = params::app_id(&id)?;
     let range = TimeRange::parse(&query)?;
     state.auth.app_access(&caller, &app_id).await?;
+    let _reading = state.stores.read_permit()?;
     let events = state.stores.events(&app_id, range).await?;
-    Ok(Json(Events { events }))
+    Ok(Json(Events { events }).into_response())
 }
 
 /// `GET /api/v1/apps/{id}/logs?from&to&q&limit&cursor`: newest first, a page at a time.
@@ -116,13 +124,18 @@ pub async fn logs(
     caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<params::Query>,
-) -> Result<Json<LogPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let app_id = params::app_id(&id)?;
     let range = TimeRange::parse(&query)?;
     let limit = params::limit(&query)?;
     let cursor = Cursor::parse(&query)?;
-    let terms = params::search_terms(&query);
+    let terms = params::search_terms(
+        &query,
+        state.limits.max_search_terms,
+        state.limits.max_term_bytes,
+    )?;
     state.auth.app_access(&caller, &app_id).await?;
+    let _reading = state.stores.read_permit()?;
     let page = state
         .stores
         .logs(LogQuery {
@@ -133,5 +146,5 @@ pub async fn logs(
             cursor,
         })
         .await?;
-    Ok(Json(page))
+    Ok(Json(page).into_response())
 }

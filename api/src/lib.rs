@@ -20,6 +20,8 @@
 pub mod auth;
 pub mod error;
 pub mod handlers;
+pub mod hygiene;
+pub mod limits;
 pub mod live;
 pub mod params;
 pub mod store;
@@ -36,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use error::ApiError;
+pub use limits::ApiLimits;
 
 /// The default `api.listen`: loopback.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -84,6 +87,13 @@ pub struct ApiConfig {
     /// that takes `logs`.
     #[serde(default)]
     pub log_store: Option<String>,
+    /// Host names (besides `localhost`, `127.0.0.1`, `[::1]`) a loopback listener with
+    /// `auth = "none"` answers to: a reverse proxy's name, say. `["*"]`: any.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// `[api.limits]`: what one request, and all of them together, may cost.
+    #[serde(default)]
+    pub limits: ApiLimits,
 }
 
 fn default_listen() -> String {
@@ -112,6 +122,8 @@ impl ApiConfig {
             skip_tls_verify: false,
             store: None,
             log_store: None,
+            allowed_hosts: Vec::new(),
+            limits: ApiLimits::default(),
         }
     }
 
@@ -137,7 +149,18 @@ impl ApiConfig {
                 problems.push(("cc_url", "is required when auth = \"uaa\"".to_owned()));
             }
         }
+        problems.extend(self.limits.problems());
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn descriptors_are_counted_against_the_soft_limit() {
+        let (open, allowed) = super::descriptors().expect("Linux /proc");
+        assert!(open >= 3, "stdin, stdout and stderr at least: {open}");
+        assert!(allowed > open, "{open} of {allowed}");
     }
 }
 
@@ -167,6 +190,8 @@ pub struct ApiState {
     pub auth: Arc<auth::Auth>,
     pub stores: Arc<store::Stores>,
     pub live: Arc<live::LiveFeed>,
+    /// `[api.limits]`.
+    pub limits: Arc<ApiLimits>,
 }
 
 /// Every route of the API and the UI.
@@ -183,6 +208,53 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// File descriptors the API may need beyond its streams: its store connections, the
+/// requests being answered, the sinks' and sources' sockets and files.
+const DESCRIPTOR_MARGIN: u64 = 256;
+
+/// Logs how many file descriptors are open and allowed, and warns when the limit leaves no
+/// room for `max_streams` streams (each holds a socket): past it new connections fail with
+/// nothing logged. Linux only (`/proc`); elsewhere, nothing.
+fn check_descriptor_headroom(limits: &ApiLimits) {
+    let Some((open, allowed)) = descriptors() else {
+        return;
+    };
+    let wanted =
+        limits.max_streams as u64 + 2 * u64::from(limits.read_connections) + DESCRIPTOR_MARGIN;
+    let headroom = allowed.saturating_sub(open);
+    if headroom < wanted {
+        warn!(
+            open,
+            allowed,
+            max_streams = limits.max_streams,
+            "The file descriptor limit (ulimit -n) leaves room for {headroom} more, fewer than \
+             the {wanted} that api.limits.max_streams and the stores may take: raise the \
+             limit, or lower api.limits.max_streams."
+        );
+    } else {
+        info!(
+            open,
+            allowed,
+            max_streams = limits.max_streams,
+            "File descriptors: room for {headroom} more."
+        );
+    }
+}
+
+/// (open, soft limit) of this process's file descriptors.
+fn descriptors() -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?;
+    // "unlimited" is as good as no limit.
+    let allowed = soft.parse().unwrap_or(u64::MAX);
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    Some((open, allowed))
+}
+
 /// A running API.
 #[derive(Debug)]
 pub struct ApiServer {
@@ -193,8 +265,10 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Binds `config.listen` and serves until [`ApiServer::stop`].
-    pub async fn start(config: &ApiConfig, state: ApiState) -> Result<ApiServer, StartError> {
+    /// Binds `config.listen` and serves until [`ApiServer::stop`]; `config.limits` is the
+    /// budget (whatever `state.limits` held).
+    pub async fn start(config: &ApiConfig, mut state: ApiState) -> Result<ApiServer, StartError> {
+        state.limits = Arc::new(config.limits.clone());
         let address = config.address()?;
         let listen_error = |source| StartError::Listen { address, source };
         let listener = tokio::net::TcpListener::bind(address)
@@ -208,13 +282,22 @@ impl ApiServer {
                  connect reads every app's logs and metrics."
             );
         }
+        check_descriptor_headroom(&config.limits);
         let stop = CancellationToken::new();
         let shutdown = stop.clone();
-        let app = router(state);
+        let hosts = hygiene::HostCheck::for_listener(
+            address,
+            config.auth == AuthMode::None,
+            &config.allowed_hosts,
+        );
+        let app = hygiene::harden(router(state), hosts);
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
             if let Err(e) = served {
                 warn!("The API stopped: {e}");
             }

@@ -13,12 +13,14 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -29,6 +31,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
+use crate::limits::ApiLimits;
 use crate::store::MetricPoint;
 use crate::{ApiError, ApiState};
 
@@ -124,7 +127,38 @@ pub struct LiveFeed {
     watched: AtomicUsize,
     channels: RwLock<FxHashMap<String, Arc<AppChannel>>>,
     streams: AtomicUsize,
+    /// Open streams per caller (a token's hash, or a client address), for the caps.
+    callers: Mutex<FxHashMap<String, usize>>,
+    /// Streams refused because `max_streams` were open.
+    refused_overall: AtomicU64,
+    /// Streams refused because their caller had `max_streams_per_caller` open.
+    refused_per_caller: AtomicU64,
     closed: CancellationToken,
+}
+
+/// Why a stream was not opened (429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRefused {
+    /// `api.limits.max_streams` are open.
+    Overall(usize),
+    /// The caller has `api.limits.max_streams_per_caller` open.
+    PerCaller(usize),
+}
+
+impl From<StreamRefused> for ApiError {
+    fn from(refused: StreamRefused) -> ApiError {
+        let message = match refused {
+            StreamRefused::Overall(max) => format!(
+                "{max} live streams are open, the most this API serves \
+                 (api.limits.max_streams): try again later"
+            ),
+            StreamRefused::PerCaller(max) => format!(
+                "you have {max} live streams open, the most one caller may \
+                 (api.limits.max_streams_per_caller): close one first"
+            ),
+        };
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+    }
 }
 
 impl Default for LiveFeed {
@@ -143,6 +177,9 @@ impl LiveFeed {
             watched: AtomicUsize::new(0),
             channels: RwLock::new(FxHashMap::default()),
             streams: AtomicUsize::new(0),
+            callers: Mutex::new(FxHashMap::default()),
+            refused_overall: AtomicU64::new(0),
+            refused_per_caller: AtomicU64::new(0),
             closed: CancellationToken::new(),
         }
     }
@@ -191,6 +228,50 @@ impl LiveFeed {
         self.streams.load(Ordering::Relaxed)
     }
 
+    /// Streams refused so far: (because `max_streams` were open, because the caller had
+    /// `max_streams_per_caller` open).
+    pub fn refused_streams(&self) -> (u64, u64) {
+        (
+            self.refused_overall.load(Ordering::Relaxed),
+            self.refused_per_caller.load(Ordering::Relaxed),
+        )
+    }
+
+    fn callers(&self) -> MutexGuard<'_, FxHashMap<String, usize>> {
+        self.callers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// [`LiveFeed::subscribe`] within the caps of `limits`: `caller` (a key naming the token or
+    /// the client) may hold `max_streams_per_caller`, everybody together `max_streams`.
+    /// Refusals are counted ([`LiveFeed::refused_streams`]).
+    pub fn try_subscribe(
+        self: &Arc<Self>,
+        app_id: &str,
+        last_event_id: Option<&str>,
+        caller: &str,
+        limits: &ApiLimits,
+    ) -> Result<Subscription, StreamRefused> {
+        {
+            let mut callers = self.callers();
+            let open: usize = callers.values().sum();
+            if open >= limits.max_streams {
+                self.refused_overall.fetch_add(1, Ordering::Relaxed);
+                return Err(StreamRefused::Overall(limits.max_streams));
+            }
+            let mine = callers.entry(caller.to_owned()).or_insert(0);
+            if *mine >= limits.max_streams_per_caller {
+                self.refused_per_caller.fetch_add(1, Ordering::Relaxed);
+                return Err(StreamRefused::PerCaller(limits.max_streams_per_caller));
+            }
+            *mine += 1;
+        }
+        let mut subscription = self.subscribe(app_id, last_event_id);
+        subscription.caller = Some(caller.to_owned());
+        Ok(subscription)
+    }
+
     /// Ends every open stream (at shutdown, so the server can stop).
     pub fn close(&self) {
         self.closed.cancel();
@@ -233,6 +314,7 @@ impl LiveFeed {
             receiver,
             replay: replay.into(),
             reset,
+            caller: None,
         }
     }
 
@@ -284,6 +366,8 @@ pub struct Subscription {
     receiver: broadcast::Receiver<Arc<LiveItem>>,
     replay: VecDeque<Arc<LiveItem>>,
     reset: bool,
+    /// Whose stream this is, for the per-caller cap (`None`: not counted).
+    caller: Option<String>,
 }
 
 /// What a subscription yields.
@@ -325,6 +409,15 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.feed.streams.fetch_sub(1, Ordering::Relaxed);
+        if let Some(caller) = self.caller.take() {
+            let mut callers = self.feed.callers();
+            if let Some(open) = callers.get_mut(&caller) {
+                *open = open.saturating_sub(1);
+                if *open == 0 {
+                    callers.remove(&caller);
+                }
+            }
+        }
         // This receiver still counts until the field drops after this: one means "only us".
         if self.channel.sender.receiver_count() <= 1 {
             self.channel.lock().idle_since = Some(Instant::now());
@@ -376,9 +469,23 @@ impl<'a> From<&'a AppEvent> for LiveEvent<'a> {
     }
 }
 
+/// Whom the per-caller cap counts a stream against: the bearer token (hashed: the text is not
+/// kept), or the client's address when there is none (`auth = "none"`).
+fn caller_key(caller: &Caller, client: SocketAddr) -> String {
+    match &caller.token {
+        Some(token) => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            token.hash(&mut hasher);
+            format!("token:{:016x}", hasher.finish())
+        }
+        None => format!("address:{}", client.ip()),
+    }
+}
+
 /// `GET /api/v1/apps/{id}/stream`.
 pub async fn stream(
     State(state): State<ApiState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -406,7 +513,15 @@ pub async fn stream(
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok());
-    let subscription = state.live.subscribe(&app_id, last_event_id);
+    let subscription = match state.live.try_subscribe(
+        &app_id,
+        last_event_id,
+        &caller_key(&caller, client),
+        &state.limits,
+    ) {
+        Ok(subscription) => subscription,
+        Err(refused) => return ApiError::from(refused).into_response(),
+    };
     let expired = async move {
         match until_expiry {
             Some(left) => tokio::time::sleep(left).await,
@@ -534,6 +649,47 @@ mod tests {
         assert!(matches!(subscription.next().await, Some(Delivery::Reset)));
         // Then it carries on with what is still there.
         assert!(matches!(subscription.next().await, Some(Delivery::Item(_))));
+    }
+
+    #[tokio::test]
+    async fn streams_are_capped_per_caller_and_overall_and_refusals_counted() {
+        let feed = Arc::new(LiveFeed::new());
+        let limits = ApiLimits {
+            max_streams: 3,
+            max_streams_per_caller: 2,
+            ..ApiLimits::default()
+        };
+        let a1 = feed.try_subscribe(APP, None, "a", &limits).expect("first");
+        let a2 = feed
+            .try_subscribe(OTHER, None, "a", &limits)
+            .expect("second");
+        assert_eq!(
+            feed.try_subscribe(APP, None, "a", &limits).err(),
+            Some(StreamRefused::PerCaller(2))
+        );
+        let b1 = feed
+            .try_subscribe(APP, None, "b", &limits)
+            .expect("b's first");
+        assert_eq!(
+            feed.try_subscribe(APP, None, "c", &limits).err(),
+            Some(StreamRefused::Overall(3))
+        );
+        assert_eq!(feed.refused_streams(), (1, 1));
+        // A closed stream makes room again, for its caller and overall.
+        drop(a1);
+        let a3 = feed
+            .try_subscribe(APP, None, "a", &limits)
+            .expect("room again");
+        assert_eq!(feed.stream_count(), 3);
+        drop((a2, a3, b1));
+        assert_eq!(feed.stream_count(), 0);
+        assert!(
+            feed.callers().is_empty(),
+            "no caller is remembered without streams"
+        );
+        let error = ApiError::from(StreamRefused::PerCaller(2));
+        assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(error.message.contains("api.limits.max_streams_per_caller"));
     }
 
     #[tokio::test]

@@ -165,6 +165,7 @@ impl Api {
             auth: Arc::new(auth),
             stores: Arc::new(Stores::open(None, None, vec![]).expect("no stores")),
             live: Arc::new(LiveFeed::default()),
+            limits: Default::default(),
         };
         let server = ApiServer::start(config, state)
             .await
@@ -377,6 +378,10 @@ async fn missing_malformed_expired_forged_and_misaddressed_tokens_are_refused() 
         auth.caller(&bearer(&for_uaa_only)).await,
         "`aud` lacks `cloud_controller`",
     );
+    let mut not_yet = claims("admin", audience.clone());
+    not_yet["nbf"] = json!(now() + 3600);
+    let not_yet = sign(TEST_KEY_1, "sluice-simulator", &not_yet);
+    assert_unauthorized(auth.caller(&bearer(&not_yet)).await, "not valid yet");
     let no_audience = json!({ "user_name": "admin", "exp": now() + 600 });
     let no_audience = sign(TEST_KEY_1, "sluice-simulator", &no_audience);
     assert_unauthorized(auth.caller(&bearer(&no_audience)).await, "no `aud` claim");

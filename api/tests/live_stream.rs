@@ -49,6 +49,7 @@ async fn start() -> (ApiServer, Arc<LiveFeed>) {
         auth: Arc::new(Auth::none()),
         stores: Arc::new(Stores::open(None, None, Vec::new()).expect("no stores")),
         live: live.clone(),
+        limits: Default::default(),
     };
     let server = ApiServer::start(&ApiConfig::open("127.0.0.1:0"), state)
         .await

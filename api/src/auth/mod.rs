@@ -344,10 +344,15 @@ impl Uaa {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "aud"]);
         validation.leeway = EXPIRY_LEEWAY.as_secs();
+        // A token not valid yet is refused like an expired one (within the same leeway).
+        validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
             ApiError::unauthorized(match e.kind() {
                 ErrorKind::ExpiredSignature => {
                     "the bearer token has expired: sign in again".to_owned()
+                }
+                ErrorKind::ImmatureSignature => {
+                    "the bearer token is not valid yet (its `nbf` is in the future)".to_owned()
                 }
                 ErrorKind::InvalidSignature => {
                     "the bearer token's signature does not verify with UAA's key".to_owned()

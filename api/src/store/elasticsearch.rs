@@ -20,16 +20,22 @@ pub(super) struct EsReader {
     indices: String,
     /// `host:port`, for messages.
     endpoint: String,
+    /// `api.limits.query_timeout`: a search not answered by then is abandoned (503).
+    timeout: std::time::Duration,
 }
 
 impl EsReader {
     /// Builds the client; nothing is sent until a query.
-    pub(super) fn open(config: &ElasticsearchSinkConfig) -> Result<EsReader, StoreError> {
+    pub(super) fn open(
+        config: &ElasticsearchSinkConfig,
+        timeout: std::time::Duration,
+    ) -> Result<EsReader, StoreError> {
         let pattern = IndexPattern::parse(&config.index)?;
         Ok(EsReader {
             client: client(config)?,
             indices: pattern.wildcard(),
             endpoint: config.endpoint(),
+            timeout,
         })
     }
 
@@ -69,17 +75,31 @@ impl EsReader {
                 self.endpoint
             ))
         };
-        let response = self
-            .client
-            .search(SearchParts::Index(&[&self.indices]))
-            .ignore_unavailable(true)
-            .allow_no_indices(true)
-            .body(body)
-            .send()
+        let search = async {
+            let response = self
+                .client
+                .search(SearchParts::Index(&[&self.indices]))
+                .ignore_unavailable(true)
+                .allow_no_indices(true)
+                .body(body)
+                .send()
+                .await?;
+            let status = response.status_code();
+            Ok::<_, elasticsearch::Error>((status, response.text().await))
+        };
+        let (status, text) = tokio::time::timeout(self.timeout, search)
             .await
+            .map_err(|_| {
+                ApiError::unavailable(format!(
+                    "the search of Elasticsearch at {} ran out of its {} budget \
+                     (api.limits.query_timeout) and was abandoned: ask for a shorter range or \
+                     fewer terms",
+                    self.endpoint,
+                    humantime::format_duration(self.timeout)
+                ))
+            })?
             .map_err(|e| unreachable(&e))?;
-        let status = response.status_code();
-        let answer: Value = match response.text().await {
+        let answer: Value = match text {
             Ok(text) if status.is_success() => {
                 serde_json::from_str(&text).map_err(|e| self.bad_answer(&e))?
             }

@@ -7,8 +7,11 @@
 //!
 //! Layout: `sql.rs` is the one reader of the SQL sinks' tables (queries, parameters, rows);
 //! `sqlite.rs` and `mysql.rs` open its pool for their store and say what its errors mean;
-//! `elasticsearch.rs` searches logs; `rows.rs` holds the answers and merges minutes into
-//! wider buckets.
+//! `elasticsearch.rs` searches logs; `rows.rs` holds the answers.
+//!
+//! Every query runs within `[api.limits]` (see `limits.rs`): rows are handed on as they are
+//! read, minutes merged into buckets by the store's query, and a query out of time, or whose
+//! client left, is stopped.
 
 mod elasticsearch;
 mod mysql;
@@ -24,8 +27,11 @@ use sluice_sinks::elasticsearch::{
 use sluice_sinks::mysql::{DatabaseUrlError, MysqlSinkConfig};
 use sluice_sinks::sqlite::SqliteSinkConfig;
 
+use tokio::sync::Semaphore;
+
 use self::sql::SqlReader;
 use crate::ApiError;
+use crate::limits::ApiLimits;
 use crate::params::{Cursor, TimeRange};
 
 pub use rows::{AppActivity, AppEventRow, LogLine, LogPage, MetricPoint};
@@ -68,7 +74,7 @@ enum LogStore {
 }
 
 /// The stores of a running API.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stores {
     /// The SQL sink whose tables answer apps, metrics and events.
     sql: Option<SqlReader>,
@@ -76,6 +82,16 @@ pub struct Stores {
     /// Rollup window widths (s) with tables of their own, the minute's included.
     windows: Vec<i64>,
     allowed_lateness: Duration,
+    /// `api.limits.max_events`.
+    max_events: usize,
+    /// `api.limits.max_points`: checked again as points are merged.
+    max_points: usize,
+    /// Log searches with terms running now; one reader connection stays free for the rest.
+    searches: Semaphore,
+    /// Reads (and the encoding of their answers) running now: `read_connections` at most, so
+    /// readers never take more of the machine than that, whatever number of clients ask.
+    reads: Semaphore,
+    max_reads: usize,
 }
 
 impl Stores {
@@ -88,16 +104,29 @@ impl Stores {
         logs: Option<LogStoreConfig>,
         windows: Vec<u32>,
     ) -> Result<Stores, StoreError> {
+        Stores::open_limited(sql, logs, windows, &ApiLimits::default())
+    }
+
+    /// [`Stores::open`] held to `limits` (`[api.limits]`): pool sizes, acquire and query
+    /// timeouts, answer sizes.
+    pub fn open_limited(
+        sql: Option<SqlStoreConfig>,
+        logs: Option<LogStoreConfig>,
+        windows: Vec<u32>,
+        limits: &ApiLimits,
+    ) -> Result<Stores, StoreError> {
         let sql = match sql {
             None => None,
-            Some(SqlStoreConfig::Sqlite(config)) => Some(sqlite::open(&config)),
-            Some(SqlStoreConfig::Mysql(config)) => Some(mysql::open(&config)?),
+            Some(SqlStoreConfig::Sqlite(config)) => Some(sqlite::open(&config, limits)),
+            Some(SqlStoreConfig::Mysql(config)) => Some(mysql::open(&config, limits)?),
         };
         let logs = match logs {
             None => None,
-            Some(LogStoreConfig::Sqlite(config)) => Some(LogStore::Sqlite(sqlite::open(&config))),
+            Some(LogStoreConfig::Sqlite(config)) => {
+                Some(LogStore::Sqlite(sqlite::open(&config, limits)))
+            }
             Some(LogStoreConfig::Elasticsearch(config)) => Some(LogStore::Elasticsearch(
-                elasticsearch::EsReader::open(&config)?,
+                elasticsearch::EsReader::open(&config, limits.query_timeout)?,
             )),
         };
         Ok(Stores {
@@ -106,6 +135,11 @@ impl Stores {
             // The minute is always written, whatever the caller passed.
             windows: windows.into_iter().map(i64::from).chain([60]).collect(),
             allowed_lateness: DEFAULT_ALLOWED_LATENESS,
+            max_events: limits.max_events,
+            max_points: limits.max_points,
+            searches: Semaphore::new(limits.concurrent_searches()),
+            reads: Semaphore::new(limits.read_connections as usize),
+            max_reads: limits.read_connections as usize,
         })
     }
 
@@ -113,6 +147,18 @@ impl Stores {
     pub fn with_allowed_lateness(mut self, allowed_lateness: Duration) -> Stores {
         self.allowed_lateness = allowed_lateness;
         self
+    }
+
+    /// A place among the reads running now, held while a request reads and encodes its
+    /// answer; 503 at once when every place is taken (a client retries; nobody queues).
+    pub fn read_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.reads.try_acquire().map_err(|_| {
+            ApiError::unavailable(format!(
+                "{} reads are running, the most this API runs at once \
+                 (api.limits.read_connections): try again shortly",
+                self.max_reads
+            ))
+        })
     }
 
     fn sql(&self) -> Result<&SqlReader, ApiError> {
@@ -128,7 +174,9 @@ impl Stores {
         self.sql()?.apps().await
     }
 
-    /// The app's rollup points of `range` in buckets of `step` seconds, ascending.
+    /// The app's rollup points of `range` in buckets of `step` seconds, ascending. Minutes are
+    /// merged by the store as it reads them: the memory a request takes follows its points,
+    /// not the minutes behind them.
     pub async fn metrics(
         &self,
         app_id: &str,
@@ -140,8 +188,26 @@ impl Stores {
         // table: read it as it is; any other step merges minutes.
         let merge = !self.windows.contains(&step);
         let table = window_table(if merge { 60 } else { step });
-        let rows = store.rollups(&table, app_id, range).await?;
-        let mut points = if merge { rows::merge(rows, step) } else { rows };
+        let max_points = self.max_points;
+        let too_many = || {
+            ApiError::bad_request(format!(
+                "step: more than {max_points} points in the range, the most one answer carries \
+                 (api.limits.max_points): ask for a coarser step"
+            ))
+        };
+        let mut points = Vec::new();
+        let mut take = |row: MetricPoint| {
+            if points.len() == max_points {
+                return Err(too_many());
+            }
+            points.push(row);
+            Ok(())
+        };
+        if merge {
+            store.merged_minutes(app_id, range, step, &mut take).await?;
+        } else {
+            store.rollups(&table, app_id, range, &mut take).await?;
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -160,18 +226,30 @@ impl Stores {
         app_id: &str,
         range: TimeRange,
     ) -> Result<Vec<AppEventRow>, ApiError> {
-        self.sql()?.events(app_id, range).await
+        self.sql()?.events(app_id, range, self.max_events).await
     }
 
     /// A page of the app's log lines, newest first: those of `range` containing every term,
     /// after `cursor`.
     pub async fn logs(&self, query: LogQuery<'_>) -> Result<LogPage, ApiError> {
-        match &self.logs {
-            None => Err(ApiError::not_found(
+        let Some(logs) = &self.logs else {
+            return Err(ApiError::not_found(
                 "no log store is configured (api.log_store)",
-            )),
-            Some(LogStore::Sqlite(store)) => store.logs(query).await,
-            Some(LogStore::Elasticsearch(store)) => store.logs(query).await,
+            ));
+        };
+        // A search may read much of the range; a page without terms is cheap.
+        let _permit = match query.terms {
+            Some(_) => Some(self.searches.try_acquire().map_err(|_| {
+                ApiError::unavailable(
+                    "as many log searches as the store takes at once are running \
+                     (api.limits.read_connections - 1): try again shortly",
+                )
+            })?),
+            None => None,
+        };
+        match logs {
+            LogStore::Sqlite(store) => store.logs(query).await,
+            LogStore::Elasticsearch(store) => store.logs(query).await,
         }
     }
 }
@@ -196,6 +274,29 @@ pub fn window_table(width: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_beyond_read_connections_are_refused_at_once() {
+        let limits = ApiLimits {
+            read_connections: 2,
+            ..ApiLimits::default()
+        };
+        let stores = Stores::open_limited(None, None, vec![], &limits).expect("no stores");
+        let first = stores.read_permit().expect("a place");
+        let _second = stores.read_permit().expect("a place");
+        let error = stores.read_permit().expect_err("no place left");
+        assert_eq!(error.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            error.message.contains("api.limits.read_connections"),
+            "{}",
+            error.message
+        );
+        drop(first);
+        assert!(
+            stores.read_permit().is_ok(),
+            "a finished read frees its place"
+        );
+    }
 
     #[test]
     fn window_tables_are_named_by_their_width() {

@@ -168,12 +168,18 @@ pub async fn fill_sqlite(path: &Path, records: Vec<Records>) -> SqliteSinkConfig
 
 /// The API on a free loopback port with `auth = "none"`.
 pub async fn start_api(stores: Stores) -> (ApiServer, String) {
+    start_api_with(stores, &ApiConfig::open("127.0.0.1:0")).await
+}
+
+/// The API of `config` (its limits, its listen address) with `auth = "none"`.
+pub async fn start_api_with(stores: Stores, config: &ApiConfig) -> (ApiServer, String) {
     let state = ApiState {
         auth: Arc::new(Auth::none()),
         stores: Arc::new(stores),
         live: Arc::new(LiveFeed::default()),
+        limits: Default::default(),
     };
-    let server = ApiServer::start(&ApiConfig::open("127.0.0.1:0"), state)
+    let server = ApiServer::start(config, state)
         .await
         .expect("the API starts");
     let base = format!("http://{}", server.address);

@@ -59,12 +59,16 @@ impl AdminServer {
         config: &AdminConfig,
         registry: Arc<Registry>,
     ) -> Result<AdminServer, ListenError> {
+        let address = config.address()?;
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/health", get(health))
             .with_state(registry);
-        let server =
-            HttpServer::start("admin", config.address()?, app, std::future::pending()).await?;
+        // No authentication: on loopback, only loopback names (DNS rebinding); and the same
+        // headers and JSON errors as the API.
+        let hosts = sluice_api::hygiene::HostCheck::for_listener(address, true, &[]);
+        let app = sluice_api::hygiene::harden(app, hosts);
+        let server = HttpServer::start("admin", address, app, std::future::pending()).await?;
         let address = server.address;
         if !address.ip().is_loopback() {
             warn!(%address, "The admin endpoint is reachable from other hosts and has no authentication.");

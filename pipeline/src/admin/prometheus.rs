@@ -402,6 +402,27 @@ pub fn encode(snapshot: &Snapshot) -> String {
             gaps.sample(&[("source", source)], *seconds);
         }
     }
+    let api = &snapshot.api;
+    family(
+        &mut out,
+        "sluice_api_streams_open",
+        Gauge,
+        "Live streams (SSE) the API has open.",
+    )
+    .sample(&[], f(api.streams_open));
+    {
+        let mut refused = family(
+            &mut out,
+            "sluice_api_streams_refused_total",
+            Counter,
+            "Live streams refused with 429, by the limit reached (api.limits).",
+        );
+        refused.sample(&[("limit", "max_streams")], f(api.streams_refused_overall));
+        refused.sample(
+            &[("limit", "max_streams_per_caller")],
+            f(api.streams_refused_per_caller),
+        );
+    }
     if let Some(cluster) = &snapshot.cluster {
         encode_cluster(&mut out, cluster);
     }
@@ -474,7 +495,7 @@ fn encode_cluster(out: &mut String, cluster: &ClusterSnapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::registry::GraphSnapshot;
+    use crate::admin::registry::{ApiSnapshot, GraphSnapshot};
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -536,6 +557,11 @@ mod tests {
                     },
                 ],
             }),
+            api: ApiSnapshot {
+                streams_open: 3,
+                streams_refused_overall: 0,
+                streams_refused_per_caller: 5,
+            },
         }
     }
 
@@ -575,6 +601,8 @@ mod tests {
             "sluice_graph_late_records_total{kind=\"log_message\"} 2",
             "sluice_graph_watermark_lag_seconds 1.5",
             "sluice_sink_retention_deleted_total{sink=\"we\\\"ird\\\\name\\n\",table=\"log_message\"} 40",
+            "sluice_api_streams_open 3",
+            "sluice_api_streams_refused_total{limit=\"max_streams_per_caller\"} 5",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

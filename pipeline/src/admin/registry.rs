@@ -21,6 +21,8 @@ pub struct Registry {
     graph: Arc<GraphMetrics>,
     sources: RwLock<BTreeMap<String, Arc<SourceMetrics>>>,
     sinks: RwLock<BTreeMap<String, (&'static str, Arc<SinkMetrics>)>>,
+    /// The API's live streams, when `[api]` serves.
+    live: RwLock<Option<Arc<sluice_api::live::LiveFeed>>>,
     /// Every component of the first topology has been started: until then an empty or partial
     /// registry must not read as healthy.
     started: AtomicBool,
@@ -34,6 +36,7 @@ impl Registry {
             graph,
             sources: RwLock::default(),
             sinks: RwLock::default(),
+            live: RwLock::default(),
             started: AtomicBool::new(false),
             cluster: RwLock::default(),
         })
@@ -67,6 +70,11 @@ impl Registry {
     /// Removes the sink `name`; its counters leave `/metrics` and `/health`.
     pub fn remove_sink(&self, name: &str) -> Option<Arc<SinkMetrics>> {
         write(&self.sinks).remove(name).map(|(_, m)| m)
+    }
+
+    /// The API's live streams, counted in `/metrics`.
+    pub fn set_live(&self, live: Arc<sluice_api::live::LiveFeed>) {
+        *write(&self.live) = Some(live);
     }
 
     /// The figures of every component now.
@@ -153,12 +161,23 @@ impl Registry {
                 })
                 .collect(),
         });
+        let api = read(&self.live)
+            .as_ref()
+            .map_or_else(ApiSnapshot::default, |live| {
+                let (overall, per_caller) = live.refused_streams();
+                ApiSnapshot {
+                    streams_open: live.stream_count() as u64,
+                    streams_refused_overall: overall,
+                    streams_refused_per_caller: per_caller,
+                }
+            });
         Snapshot {
             started: self.started.load(Ordering::Relaxed),
             graph,
             sources,
             sinks,
             cluster,
+            api,
         }
     }
 }
@@ -197,6 +216,7 @@ pub struct Snapshot {
     pub sinks: Vec<SinkSnapshot>,
     /// `None` when the process runs on its own.
     pub cluster: Option<ClusterSnapshot>,
+    pub api: ApiSnapshot,
 }
 
 /// A process of a cluster (SPEC §12) and what it exchanges with each peer.
@@ -215,6 +235,16 @@ pub struct PeerSnapshot {
     pub address: String,
     pub sent_bytes: u64,
     pub received_bytes: u64,
+}
+
+/// The API's live streams; all zero without `[api]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApiSnapshot {
+    pub streams_open: u64,
+    /// Refused because `api.limits.max_streams` were open.
+    pub streams_refused_overall: u64,
+    /// Refused because the caller had `api.limits.max_streams_per_caller` open.
+    pub streams_refused_per_caller: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -219,13 +219,14 @@ async fn start_api(
     let problem = |e: String| RunError::Components(vec![e]);
     let auth = Auth::from_config(api).map_err(|e| problem(format!("api: {e}")))?;
     let (sql, logs) = config.api_stores();
-    let stores = Stores::open(sql, logs, config.pipeline.window_widths())
+    let stores = Stores::open_limited(sql, logs, config.pipeline.window_widths(), &api.limits)
         .map_err(|e| problem(format!("api: {e}")))?
         .with_allowed_lateness(config.pipeline.allowed_lateness);
     let state = ApiState {
         auth: Arc::new(auth),
         stores: Arc::new(stores),
         live,
+        limits: Arc::new(api.limits.clone()),
     };
     ApiServer::start(api, state)
         .await
@@ -279,6 +280,7 @@ async fn run_async(
         None => None,
     };
     let live = Arc::new(LiveFeed::new());
+    registry.set_live(live.clone());
     let api = match &config.api {
         Some(api) => Some(start_api(&config, api, live.clone()).await?),
         None => None,
