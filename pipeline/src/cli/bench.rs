@@ -318,7 +318,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             None => mysql_size(&args.mysql_url)?,
         };
         println!("  store size     {} MiB at the end", size / (1 << 20));
-        print_tenths(&samples, records, elapsed);
+        print_tenths(&samples, records, elapsed, store_path.is_some());
     }
     drop(store_dir);
     Ok(())
@@ -334,9 +334,10 @@ struct Sample {
     store: u64,
 }
 
-/// The rate of every tenth of the envelopes, with memory and store size at its end; the
-/// last tenth ends when the run does (the sink has written everything).
-fn print_tenths(samples: &[Sample], total: u64, elapsed: Duration) {
+/// The rate of every tenth of the envelopes, with memory and store size (SQLite; MySQL's
+/// only at the end) at its end; the last tenth ends when the run does (the sink has written
+/// everything).
+fn print_tenths(samples: &[Sample], total: u64, elapsed: Duration, with_store: bool) {
     println!("  tenth   until    envelopes/s   RSS MiB   store MiB");
     let mut previous = (Duration::ZERO, 0u64);
     for tenth in 1..=10u64 {
@@ -353,12 +354,16 @@ fn print_tenths(samples: &[Sample], total: u64, elapsed: Duration) {
         let Some(end) = end else { break };
         let seconds = (end.at - previous.0).as_secs_f64().max(1e-9);
         let rate = (end.envelopes - previous.1) as f64 / seconds;
+        let store = if with_store {
+            (end.store / (1 << 20)).to_string()
+        } else {
+            "-".to_owned()
+        };
         println!(
-            "  {tenth:>5} {:>7.1}s {:>13} {:>9} {:>11}",
+            "  {tenth:>5} {:>7.1}s {:>13} {:>9} {store:>11}",
             end.at.as_secs_f64(),
             human(rate),
             end.rss / (1 << 20),
-            end.store / (1 << 20)
         );
         previous = (end.at, end.envelopes);
     }

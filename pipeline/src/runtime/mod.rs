@@ -249,10 +249,11 @@ async fn run_async(
     };
     let shutdown = CancellationToken::new();
     let shutting_down = Arc::new(AtomicBool::new(false));
-    let graph_metrics = options
-        .graph_metrics
-        .clone()
-        .unwrap_or_else(GraphMetrics::new);
+    // Not `Default`: a fresh set starts with the watermark unknown (`i64::MIN`), not 0.
+    let graph_metrics = match &options.graph_metrics {
+        Some(metrics) => metrics.clone(),
+        None => GraphMetrics::new(),
+    };
     for warning in config.warnings() {
         warn!("{warning}");
     }
