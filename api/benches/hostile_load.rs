@@ -12,6 +12,9 @@
 //! store with the most terms allowed (16, none of which occur: every line is read) and with
 //! one term of the longest length allowed.
 //!
+//! `SLUICE_BENCH_RATE=20000` offers the lines at that rate (a live foundation's pace) instead of
+//! as fast as the sink takes them: the question is then whether ingestion keeps up.
+//!
 //! Each reader keeps one request in flight; after a 503 (the API is busy) it waits
 //! `SLUICE_BENCH_RETRY_MS` (default 1000, as a client honouring "try again shortly" would)
 //! before the next. `SLUICE_BENCH_RETRY_MS=0` retries at once: a request flood, which only a
@@ -90,12 +93,21 @@ fn lines(app: &str, start_ns: i64, n: usize, salt: u64) -> Vec<Records> {
         .collect()
 }
 
-/// Runs the sink over `records` until they are all written; the seconds it took.
-async fn ingest(config: &SqliteSinkConfig, records: Vec<Records>) -> f64 {
+/// Runs the sink over `records` until they are all written; the seconds it took. `rate`
+/// (lines/s): the feeder offers batches no faster than that, as a live source does; 0: as
+/// fast as the sink takes them.
+async fn ingest(config: &SqliteSinkConfig, records: Vec<Records>, rate: u64) -> f64 {
     let (ctx, sender) = SinkContext::new("bench", 16, CancellationToken::new());
     let started = Instant::now();
     let feeder = std::thread::spawn(move || {
+        let mut offered = 0u64;
         for batch in records {
+            if rate > 0 {
+                // Pacing the offer, not waiting for anything: the bench's input clock.
+                let due = started + Duration::from_secs_f64(offered as f64 / rate as f64);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            offered += batch.len() as u64;
             assert!(sender.send_blocking(batch), "the sink stopped early");
         }
     });
@@ -193,6 +205,7 @@ async fn run(size: Size) {
     ingest(
         &config,
         lines(LOGS_APP, YEAR_START * 1_000_000_000, size.stored_lines, 1),
+        0,
     )
     .await;
     minutes(&config, size.minutes).await;
@@ -220,11 +233,21 @@ async fn run(size: Size) {
     let server = ApiServer::start(&api, state).await.expect("the API starts");
     let base = format!("http://{}", server.address);
 
+    let rate: u64 = std::env::var("SLUICE_BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    if rate > 0 {
+        println!("lines offered at {rate} lines/s");
+    } else {
+        println!("lines offered as fast as the sink takes them");
+    }
     // Each run writes lines of its own time range, so both write the same kind of rows.
     let ingest_start = (YEAR_START + YEAR) * 1_000_000_000;
     let quiet = ingest(
         &config,
         lines(INGEST_APP, ingest_start, size.ingested_lines, 2),
+        rate,
     )
     .await;
 
@@ -286,6 +309,7 @@ async fn run(size: Size) {
             size.ingested_lines,
             3,
         ),
+        rate,
     )
     .await;
     stop.store(true, Ordering::Relaxed);

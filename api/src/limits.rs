@@ -95,3 +95,46 @@ impl ApiLimits {
         (self.read_connections as usize).saturating_sub(1).max(1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ApiConfig;
+
+    #[test]
+    fn limits_are_read_from_api_limits_with_defaults_for_what_is_absent() {
+        let config: ApiConfig = serde_json::from_value(serde_json::json!({
+            "listen": "127.0.0.1:0",
+            "auth": "none",
+            "limits": { "max_points": 100, "query_timeout": "2s" },
+        }))
+        .expect("a valid [api]");
+        assert_eq!(config.limits.max_points, 100);
+        assert_eq!(config.limits.query_timeout, Duration::from_secs(2));
+        assert_eq!(config.limits.max_streams, ApiLimits::default().max_streams);
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        let unknown = serde_json::from_value::<ApiConfig>(serde_json::json!({
+            "limits": { "max_pointz": 1 },
+        }));
+        assert!(unknown.is_err(), "a misspelt key is refused");
+    }
+
+    #[test]
+    fn zero_limits_are_problems_naming_the_key() {
+        let limits = ApiLimits {
+            max_points: 0,
+            read_connections: 0,
+            query_timeout: Duration::ZERO,
+            ..ApiLimits::default()
+        };
+        let keys: Vec<&str> = limits.problems().iter().map(|(key, _)| *key).collect();
+        assert_eq!(
+            keys,
+            [
+                "limits.max_points",
+                "limits.read_connections",
+                "limits.query_timeout"
+            ]
+        );
+    }
+}
