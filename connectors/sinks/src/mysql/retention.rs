@@ -110,7 +110,11 @@ async fn delete_expired(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let mut deleted = 0;
-    for table in tables {
+    // The directory (`app`) is not history: its rows live as long as their apps.
+    for table in tables
+        .iter()
+        .filter(|t| t.stream != sluice_model::records::StreamName::Apps)
+    {
         let cutoff = cutoff(config, table, now);
         let sql = retention_sql(table);
         loop {
@@ -154,7 +158,7 @@ fn cutoff(config: &RetentionConfig, table: &Table, now: Duration) -> i64 {
         Conflict::Update => {
             i64::try_from(now.saturating_sub(config.rollups).as_secs()).unwrap_or(i64::MAX)
         }
-        Conflict::Ignore => {
+        Conflict::Ignore | Conflict::Delete => {
             i64::try_from(now.saturating_sub(config.raw).as_nanos()).unwrap_or(i64::MAX)
         }
     }
