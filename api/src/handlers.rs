@@ -39,6 +39,11 @@ pub struct App {
     pub id: String,
     pub name: Option<String>,
     pub last_activity: i64,
+    /// The app's space and org from the directory (SPEC §11), when known.
+    pub space_id: Option<String>,
+    pub space_name: Option<String>,
+    pub org_id: Option<String>,
+    pub org_name: Option<String>,
 }
 
 /// `GET /api/v1/apps`: the apps with rollups that the caller may see, sorted by id.
@@ -54,8 +59,13 @@ pub async fn apps(State(state): State<ApiState>, caller: Caller) -> Result<Respo
             let access = visible.remove(&app.id)?;
             Some(App {
                 id: app.id,
-                name: access.name,
+                // The directory's name (SPEC §11); else what the Cloud Controller check said.
+                name: app.name.or(access.name),
                 last_activity: app.last_activity,
+                space_id: app.space_id,
+                space_name: app.space_name,
+                org_id: app.org_id,
+                org_name: app.org_name,
             })
         })
         .collect();

@@ -296,3 +296,32 @@ async fn a_step_that_is_a_configured_window_reads_the_window_table() {
     assert!(merged.iter().all(|p| p["requests"] != 12345), "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn apps_carry_the_directorys_names_with_no_sign_in() {
+    let fixture = fixture().await;
+    let path = &fixture.config.path;
+    let (server, base) = start_api(stores(&fixture.config)).await;
+    let directory = dump_sqlite(path, "app").await;
+    assert!(
+        !directory.is_empty(),
+        "tagged simulator apps are in the directory"
+    );
+    let body = get_ok(&base, "/api/v1/apps").await;
+    let apps = body["apps"].as_array().expect("apps");
+    let mut named = 0;
+    for row in &directory {
+        let app = apps
+            .iter()
+            .find(|a| a["id"] == text(&row[0]))
+            .expect("a directory app with rollups is listed");
+        assert_eq!(app["name"], text(&row[1]));
+        assert_eq!(app["space_id"], text(&row[2]));
+        assert_eq!(app["space_name"], text(&row[3]));
+        assert_eq!(app["org_id"], text(&row[4]));
+        assert_eq!(app["org_name"], text(&row[5]));
+        named += 1;
+    }
+    assert_eq!(named, directory.len());
+    server.stop().await;
+}

@@ -152,6 +152,36 @@ impl Event {
     }
 }
 
+/// The Cloud Foundry names Diego stamps on an app's envelopes (SPEC §11), v1 and v2 alike:
+/// the tags `app_name`, `space_id`, `space_name`, `organization_id`, `organization_name`.
+/// An absent tag is an empty string.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AppTags {
+    pub app_name: Str,
+    pub space_id: Str,
+    pub space_name: Str,
+    pub org_id: Str,
+    pub org_name: Str,
+}
+
+impl Tags {
+    /// The app's names, if the envelope carries any of their tags.
+    pub fn app_tags(&self) -> Option<AppTags> {
+        if self.is_empty() {
+            return None;
+        }
+        let get = |key: &str| self.get(key).cloned().unwrap_or_default();
+        let tags = AppTags {
+            app_name: get("app_name"),
+            space_id: get("space_id"),
+            space_name: get("space_name"),
+            org_id: get("organization_id"),
+            org_name: get("organization_name"),
+        };
+        (tags != AppTags::default()).then_some(tags)
+    }
+}
+
 /// An app id as it appears on the wire: a string in logs and container metrics, a UUID
 /// in HTTP events. Both compare equal through [`AppId::to_canonical`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -537,5 +567,40 @@ mod tests {
         assert_eq!(tags.get("d").map(|s| &**s), Some("3"));
         assert_eq!(tags.get("a").map(|s| &**s), Some("x"));
         assert_eq!(tags.get("c"), None);
+    }
+}
+
+#[cfg(test)]
+mod app_tag_tests {
+    use super::*;
+
+    #[test]
+    fn v1_envelopes_carry_app_tags_through_the_decoder() {
+        let event = Event {
+            timestamp: 1,
+            header: Header {
+                origin: Str::from("rep"),
+                tags: Tags::from_pairs(vec![
+                    (Str::from("source_id"), Str::from("x")),
+                    (Str::from("app_name"), Str::from("web")),
+                    (Str::from("organization_name"), Str::from("acme")),
+                ]),
+                ..Header::default()
+            },
+            payload: Payload::Log(LogMessage {
+                message: Bytes::from_static(b"hi"),
+                message_type: MessageType::Out,
+                timestamp: 2,
+                app_id: Str::from("a"),
+                source_type: Str::from("APP/PROC/WEB"),
+                source_instance: Str::from("0"),
+            }),
+        };
+        let frame = crate::reference::encode_v1(&event);
+        let decoded = crate::decode::decode_v1(Bytes::from(frame)).expect("decodes");
+        let tags = decoded.header.tags.app_tags().expect("tagged");
+        assert_eq!(&*tags.app_name, "web");
+        assert_eq!(&*tags.org_name, "acme");
+        assert_eq!(&*tags.space_id, "");
     }
 }

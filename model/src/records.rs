@@ -16,10 +16,12 @@ pub enum StreamName {
     AppRollups,
     PlatformRollups,
     Errors,
+    Apps,
+    GroupRollups,
 }
 
 impl StreamName {
-    pub const ALL: [StreamName; 7] = [
+    pub const ALL: [StreamName; 9] = [
         StreamName::Logs,
         StreamName::ContainerMetrics,
         StreamName::Http,
@@ -27,6 +29,8 @@ impl StreamName {
         StreamName::AppRollups,
         StreamName::PlatformRollups,
         StreamName::Errors,
+        StreamName::Apps,
+        StreamName::GroupRollups,
     ];
 
     pub fn all() -> Vec<StreamName> {
@@ -48,6 +52,8 @@ impl StreamName {
             StreamName::AppRollups => "app_rollups",
             StreamName::PlatformRollups => "platform_rollups",
             StreamName::Errors => "errors",
+            StreamName::Apps => "apps",
+            StreamName::GroupRollups => "group_rollups",
         }
     }
 }
@@ -76,6 +82,8 @@ pub enum Records {
     AppEvents(Vec<AppEvent>),
     AppRollups(Vec<AppRollup>),
     PlatformRollups(Vec<PlatformRollup>),
+    Apps(Vec<AppRow>),
+    GroupRollups(Vec<GroupRollup>),
 }
 
 impl Records {
@@ -88,6 +96,8 @@ impl Records {
             Records::AppEvents(_) => StreamName::AppEvents,
             Records::AppRollups(_) => StreamName::AppRollups,
             Records::PlatformRollups(_) => StreamName::PlatformRollups,
+            Records::Apps(_) => StreamName::Apps,
+            Records::GroupRollups(_) => StreamName::GroupRollups,
         }
     }
 
@@ -100,6 +110,8 @@ impl Records {
             Records::AppEvents(r) => r.len(),
             Records::AppRollups(r) => r.len(),
             Records::PlatformRollups(r) => r.len(),
+            Records::Apps(r) => r.len(),
+            Records::GroupRollups(r) => r.len(),
         }
     }
 
@@ -122,6 +134,8 @@ impl Records {
             Records::AppEvents(r) => rows(r),
             Records::AppRollups(r) => rows(r),
             Records::PlatformRollups(r) => rows(r),
+            Records::Apps(r) => rows(r),
+            Records::GroupRollups(r) => rows(r),
         }
     }
 }
@@ -198,6 +212,108 @@ pub struct PlatformRollup {
     pub total_last: Option<u64>,
     /// See [`AppRollup::is_final`].
     pub is_final: bool,
+}
+
+/// What the directory knows of an app (SPEC §11): its name, space and org.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AppInfo {
+    pub name: Str,
+    pub space_id: Str,
+    pub space_name: Str,
+    pub org_id: Str,
+    pub org_name: Str,
+}
+
+/// A change of the `app` table (SPEC §11): the app's row as it now is, or its removal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRow {
+    pub app_id: Str,
+    /// `None`: the app is gone (deleted in the Cloud Controller); its row is removed.
+    pub info: Option<AppInfo>,
+    /// Epoch seconds (event time: the watermark when the change entered the graph).
+    pub updated: i64,
+}
+
+/// Whether a group rollup is a space's or an org's.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupKind {
+    #[default]
+    Space,
+    Org,
+}
+
+/// A row of `space_metric_rollup` or `org_metric_rollup` (SPEC §11): the sums of the final
+/// app rollups of one minute over the apps that belonged to the group when it closed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupRollup {
+    pub kind: GroupKind,
+    /// The space's (org's) id; '' for apps whose space (org) is not known yet.
+    pub group_id: Str,
+    pub minute: i64,
+    /// How many app rollup rows of that minute the group has.
+    pub apps: u64,
+    pub instances: u64,
+    pub requests: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    pub log_lines: u64,
+    pub log_err_lines: u64,
+    pub app_events: u64,
+    /// Σ avg × instances over the apps with container metrics; `None` when none has.
+    pub cpu_total: Option<f64>,
+    pub memory_bytes_total: Option<f64>,
+    pub disk_bytes_total: Option<f64>,
+}
+
+impl GroupRollup {
+    /// Adds one app rollup row to the sums.
+    pub fn add(&mut self, row: &AppRollup) {
+        fn total(sum: &mut Option<f64>, avg: Option<f64>, instances: u32) {
+            if let Some(avg) = avg {
+                *sum.get_or_insert(0.0) += avg * f64::from(instances);
+            }
+        }
+        self.apps += 1;
+        self.instances += u64::from(row.instances);
+        self.requests += row.requests;
+        self.status_2xx += row.status_2xx;
+        self.status_3xx += row.status_3xx;
+        self.status_4xx += row.status_4xx;
+        self.status_5xx += row.status_5xx;
+        self.log_lines += row.log_lines;
+        self.log_err_lines += row.log_err_lines;
+        self.app_events += row.app_events;
+        total(&mut self.cpu_total, row.cpu_avg, row.instances);
+        total(&mut self.memory_bytes_total, row.memory_avg, row.instances);
+        total(&mut self.disk_bytes_total, row.disk_avg, row.instances);
+    }
+
+    /// Adds another part of the same group's minute to this one.
+    pub fn merge(&mut self, other: &GroupRollup) {
+        fn total(sum: &mut Option<f64>, other: Option<f64>) {
+            if let Some(other) = other {
+                *sum.get_or_insert(0.0) += other;
+            }
+        }
+        self.apps += other.apps;
+        self.instances += other.instances;
+        self.requests += other.requests;
+        self.status_2xx += other.status_2xx;
+        self.status_3xx += other.status_3xx;
+        self.status_4xx += other.status_4xx;
+        self.status_5xx += other.status_5xx;
+        self.log_lines += other.log_lines;
+        self.log_err_lines += other.log_err_lines;
+        self.app_events += other.app_events;
+        total(&mut self.cpu_total, other.cpu_total);
+        total(&mut self.memory_bytes_total, other.memory_bytes_total);
+        total(&mut self.disk_bytes_total, other.disk_bytes_total);
+    }
 }
 
 /// Whether a platform series is a ValueMetric or a CounterEvent.

@@ -8,12 +8,18 @@
 //!                              restored windows, cuts ─┘ (checkpoints)          └─► snapshots
 //! ```
 //!
+//! Before Route, the records pass the directory's `TagFacts` (SPEC §11, see
+//! [`crate::directory`]); the directory's changes become the `apps` stream and label the final
+//! minute rows for the space and org rollups ([`crate::groups`], stream `group_rollups`).
+//!
 //! Each width of [`WindowOptions::windows`] has its own pair of `Windowed` operators fed by
 //! the same samples (percentiles need the sketch, so wider windows cannot be merged from
 //! minute rows); their rows are concatenated into the one stream of each kind, each row
 //! carrying its width, and so are their snapshots.
 
-use sluice_model::records::{AppEvent, AppRollup, MINUTE, PlatformRollup, window_suffix};
+use sluice_model::records::{
+    AppEvent, AppRollup, AppRow, GroupRollup, MINUTE, PlatformRollup, window_suffix,
+};
 use sluice_model::{Event, Str};
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::vec::Broadcast;
@@ -22,6 +28,7 @@ use timely::dataflow::{Scope, Stream};
 
 use crate::app_events::LiveRules;
 use crate::checkpoint::{Cut, OpenWindow, Snapshot};
+use crate::directory::{self, Listing};
 use crate::rollup::app::{AppRollups, AppWindow};
 use crate::rollup::platform::{PlatformRollups, PlatformWindow};
 use crate::rollup::{WindowOptions, Windowed};
@@ -38,6 +45,10 @@ pub struct GraphStreams<'scope, T: GraphTime> {
     pub app_events: Stream<'scope, T, Vec<AppEvent>>,
     pub app_rollups: Stream<'scope, T, Vec<AppRollup>>,
     pub platform_rollups: Stream<'scope, T, Vec<PlatformRollup>>,
+    /// Changes of the `app` table (SPEC §11).
+    pub apps: Stream<'scope, T, Vec<AppRow>>,
+    /// Space and org rollups of closed minutes (SPEC §11).
+    pub group_rollups: Stream<'scope, T, Vec<GroupRollup>>,
     /// Every rollup operator's open windows at the end of each checkpointed epoch.
     pub snapshots: Stream<'scope, T, Vec<Snapshot>>,
 }
@@ -51,6 +62,8 @@ pub struct StateInputs<'scope, T: GraphTime> {
     pub platform_windows: Stream<'scope, T, Vec<OpenWindow<PlatformKey, PlatformWindow>>>,
     /// The ingest points' cuts, one per checkpointed epoch each (broadcast here).
     pub cuts: Stream<'scope, T, Vec<Cut>>,
+    /// The Cloud Controller's listings (SPEC §11), on any worker; empty without one.
+    pub listings: Stream<'scope, T, Vec<Listing>>,
 }
 
 /// Where a worker's process stands among the processes of a cluster (SPEC §12).
@@ -103,6 +116,7 @@ pub fn build<'scope, T: GraphTime>(
         app_windows: empty(scope),
         platform_windows: empty(scope),
         cuts: empty(scope),
+        listings: empty(scope),
     };
     build_with_state(input, rules, options, state)
 }
@@ -116,14 +130,14 @@ pub fn build_with_state<'scope, T: GraphTime>(
 ) -> GraphStreams<'scope, T> {
     let scope = input.scope();
     let placement = options.placement;
-    let routed = if placement.processes > 1 {
+    let exchanged = if placement.processes > 1 {
         // A worker index below the peer count is taken as is by the exchange.
-        input
-            .exchange(move |record| placement.local_worker(exchange_key(record)))
-            .route(rules)
+        input.exchange(move |record| placement.local_worker(exchange_key(record)))
     } else {
-        input.exchange(exchange_key).route(rules)
+        input.exchange(exchange_key)
     };
+    let (exchanged, directory) = directory::directory(exchanged, state.listings);
+    let routed = exchanged.route(rules);
     let cuts = state.cuts.broadcast();
     let mut widths = options.windows.clone();
     if !widths.contains(&MINUTE) {
@@ -152,8 +166,12 @@ pub fn build_with_state<'scope, T: GraphTime>(
         platform.push(rows);
         snapshots.push(snaps);
     }
+    let app_rollups = merged(scope, app);
+    let group_rollups = crate::groups::group_rollups(app_rollups.clone(), directory.changes);
     GraphStreams {
-        app_rollups: merged(scope, app),
+        app_rollups,
+        apps: directory.rows,
+        group_rollups,
         platform_rollups: merged(scope, platform),
         snapshots: merged(scope, snapshots),
         logs: routed.logs,

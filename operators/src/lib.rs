@@ -18,8 +18,10 @@
 
 pub mod app_events;
 pub mod checkpoint;
+pub mod directory;
 pub mod filter;
 pub mod graph;
+pub mod groups;
 pub mod rollup;
 pub mod route;
 pub mod sketch;

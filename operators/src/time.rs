@@ -64,8 +64,26 @@ impl Refines<()> for Time {
     fn summarize(_: Time) {}
 }
 
+/// Differential dataflow (the directory, SPEC §11) needs the least upper bound and the
+/// greatest lower bound of two times: coordinate by coordinate, like the order.
+impl differential_dataflow::lattice::Lattice for Time {
+    fn join(&self, other: &Time) -> Time {
+        Time {
+            watermark: self.watermark.max(other.watermark),
+            epoch: self.epoch.max(other.epoch),
+        }
+    }
+
+    fn meet(&self, other: &Time) -> Time {
+        Time {
+            watermark: self.watermark.min(other.watermark),
+            epoch: self.epoch.min(other.epoch),
+        }
+    }
+}
+
 /// A time of the graph: a watermark (whole seconds) and a checkpoint epoch.
-pub trait GraphTime: Timestamp + Copy {
+pub trait GraphTime: Timestamp + Copy + differential_dataflow::lattice::Lattice {
     /// The time of data entering at `watermark` seconds in `epoch`.
     fn at(watermark: u64, epoch: u64) -> Self;
     /// Its watermark, in whole seconds.
@@ -100,6 +118,15 @@ impl GraphTime for Time {
     fn epoch(&self) -> u64 {
         self.epoch
     }
+}
+
+/// The least time at or after every time of a message's stamp: where what is made of the
+/// message as a whole (not of one of its times) is emitted. `None` for an empty stamp.
+pub fn stamp_join<'a, T: GraphTime + 'a>(mut times: impl Iterator<Item = &'a T>) -> Option<T> {
+    let first = *times.next()?;
+    Some(times.fold(first, |joined, time| {
+        differential_dataflow::lattice::Lattice::join(&joined, time)
+    }))
 }
 
 /// What a frontier says: the least watermark and the least epoch any of its times has, or

@@ -176,6 +176,7 @@ fn run(
                     app_windows,
                     platform_windows,
                     cuts,
+                    listings: timely::dataflow::operators::generic::operator::empty(scope),
                 };
                 let streams = graph::build_with_state(
                     records,

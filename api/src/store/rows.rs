@@ -12,6 +12,12 @@ pub struct AppActivity {
     pub id: String,
     /// Epoch seconds of its newest `app_metric_rollup` minute.
     pub last_activity: i64,
+    /// Its name, space and org from the `app` table (SPEC §11), when the directory knows it.
+    pub name: Option<String>,
+    pub space_id: Option<String>,
+    pub space_name: Option<String>,
+    pub org_id: Option<String>,
+    pub org_name: Option<String>,
 }
 
 /// One point of a metrics series: a rollup row, or minutes merged into a bucket.

@@ -62,8 +62,11 @@ enum Param<'a> {
     Int(i64),
 }
 
-const APPS_SQL: &str = "SELECT app_id, MAX(minute) AS last_activity \
-     FROM app_metric_rollup GROUP BY app_id ORDER BY app_id";
+/// Every app with rollups, and what the directory (the `app` table, SPEC §11) calls it.
+const APPS_SQL: &str = "SELECT r.app_id, r.last_activity, a.name, a.space_id, a.space_name, \
+     a.org_id, a.org_name \
+     FROM (SELECT app_id, MAX(minute) AS last_activity FROM app_metric_rollup GROUP BY app_id) r \
+     LEFT JOIN app a ON a.app_id = r.app_id ORDER BY r.app_id";
 
 /// The rollup columns after `minute`, in table order.
 const ROLLUP_COLUMNS: &str = "minute, instances, cpu_avg, cpu_max, memory_avg, \

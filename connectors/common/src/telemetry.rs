@@ -140,7 +140,7 @@ impl Default for RateLimit {
 #[derive(Debug, Default)]
 pub struct SinkMetrics {
     /// Records written, per stream (indexed like [`StreamName::ALL`]).
-    written: [Counter; 7],
+    written: [Counter; StreamName::ALL.len()],
     /// Write attempts that failed and will be retried.
     pub retries: Counter,
     /// Records given up on (non-retriable errors, `when_full = "drop_newest"`, shutdown).

@@ -63,6 +63,15 @@ pub struct SimulatorConfig {
     /// records for lateness tests.
     #[serde(default)]
     pub late_fraction: f64,
+    /// Share (0 to 1) of apps whose envelopes carry Diego's name tags (`app_name`,
+    /// `space_id`, `space_name`, `organization_id`, `organization_name`, SPEC §11); the others
+    /// are known only to the Cloud Controller, so both ways of naming apps are exercised.
+    #[serde(default = "default_tagged_fraction")]
+    pub tagged_fraction: f64,
+}
+
+fn default_tagged_fraction() -> f64 {
+    0.5
 }
 
 /// Where the simulator's event times come from.
@@ -157,6 +166,7 @@ impl Default for SimulatorConfig {
             density: default_density(),
             jitter: default_jitter(),
             late_fraction: 0.0,
+            tagged_fraction: default_tagged_fraction(),
         }
     }
 }
@@ -196,6 +206,12 @@ impl Component for SimulatorConfig {
             problem(
                 "late_fraction",
                 format!("is {}, not a share from 0 to 1", self.late_fraction),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.tagged_fraction) {
+            problem(
+                "tagged_fraction",
+                format!("is {}, not a share from 0 to 1", self.tagged_fraction),
             );
         }
         if self.start < 0 {

@@ -21,7 +21,7 @@ use sluice_buffers::BufferError;
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     /// Indexed like [`StreamName::ALL`].
-    pub(crate) by_stream: [Vec<Records>; 7],
+    pub(crate) by_stream: [Vec<Records>; StreamName::ALL.len()],
     pub(crate) rows: usize,
 }
 
@@ -40,6 +40,24 @@ impl Batch {
         let mut tables = Vec::new();
         for (table, records) in TABLES.iter().zip(&self.by_stream) {
             if records.is_empty() {
+                continue;
+            }
+            // SPEC §11's streams: apps are upserted or deleted, group rollups go to two tables.
+            if matches!(table.stream, StreamName::Apps | StreamName::GroupRollups) {
+                let batches: Vec<&Records> = records.iter().collect();
+                let (mut first, mut second) = (Vec::new(), Vec::new());
+                let other = if table.stream == StreamName::Apps {
+                    rows::push_app_rows(&batches, &mut first, &mut second);
+                    &rows::APP_DELETES
+                } else {
+                    rows::push_group_rows(&batches, &mut first, &mut second);
+                    &rows::ORG_ROLLUPS
+                };
+                for (table, values) in [(table, first), (other, second)] {
+                    if !values.is_empty() {
+                        tables.push(TableRows { table, values });
+                    }
+                }
                 continue;
             }
             if table.conflict == Conflict::Update {

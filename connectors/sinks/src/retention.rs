@@ -95,6 +95,12 @@ impl RetentionConfig {
     }
 }
 
+/// Whether retention applies to `table` at all: the directory (`app`, SPEC §11) is not
+/// history — its rows live as long as their apps, and leave when the Cloud Controller says so.
+pub fn has_history(table: &Table) -> bool {
+    table.stream != sluice_model::records::StreamName::Apps
+}
+
 /// Whether `table` is kept for `rollups` (rollups of every width, and `app_event`, SPEC §10)
 /// rather than `raw`.
 pub fn is_rollup(table: &Table) -> bool {

@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use sluice_model::Event;
 use sluice_model::event::{Payload, log_id};
 use sluice_model::records::{
-    AppEvent, AppRollup, MINUTE, PlatformRollup, Records, StreamName, window_suffix,
+    AppEvent, AppRollup, AppRow, GroupKind, GroupRollup, MINUTE, PlatformRollup, Records,
+    StreamName, window_suffix,
 };
 
 /// A column value as the stores write it.
@@ -28,6 +29,8 @@ pub enum Conflict {
     Ignore,
     /// Rollups: a provisional row is rewritten until the final one; the latest wins.
     Update,
+    /// Not an insert: the rows' keys are deleted ([`APP_DELETES`]).
+    Delete,
 }
 
 /// One table of SPEC §3: where a stream's records go.
@@ -43,7 +46,7 @@ pub struct Table {
 }
 
 /// The tables, indexed like [`StreamName::ALL`].
-pub const TABLES: [Table; 7] = [
+pub const TABLES: [Table; 9] = [
     Table {
         stream: StreamName::Logs,
         name: "log_message",
@@ -175,7 +178,79 @@ pub const TABLES: [Table; 7] = [
         key: &["origin", "ts", "source", "code"],
         conflict: Conflict::Ignore,
     },
+    Table {
+        stream: StreamName::Apps,
+        name: "app",
+        columns: &[
+            "app_id",
+            "name",
+            "space_id",
+            "space_name",
+            "org_id",
+            "org_name",
+            "updated",
+        ],
+        key: &["app_id"],
+        conflict: Conflict::Update,
+    },
+    Table {
+        stream: StreamName::GroupRollups,
+        name: "space_metric_rollup",
+        columns: &[
+            "space_id",
+            "minute",
+            "apps",
+            "instances",
+            "requests",
+            "status_2xx",
+            "status_3xx",
+            "status_4xx",
+            "status_5xx",
+            "log_lines",
+            "log_err_lines",
+            "app_events",
+            "cpu_total",
+            "memory_bytes_total",
+            "disk_bytes_total",
+        ],
+        key: &["space_id", "minute"],
+        conflict: Conflict::Update,
+    },
 ];
+
+/// The org half of the `group_rollups` stream (SPEC §11); [`TABLES`] holds the space half.
+pub const ORG_ROLLUPS: Table = Table {
+    stream: StreamName::GroupRollups,
+    name: "org_metric_rollup",
+    columns: &[
+        "org_id",
+        "minute",
+        "apps",
+        "instances",
+        "requests",
+        "status_2xx",
+        "status_3xx",
+        "status_4xx",
+        "status_5xx",
+        "log_lines",
+        "log_err_lines",
+        "app_events",
+        "cpu_total",
+        "memory_bytes_total",
+        "disk_bytes_total",
+    ],
+    key: &["org_id", "minute"],
+    conflict: Conflict::Update,
+};
+
+/// Apps gone from the directory: their `app` rows are deleted by key.
+pub const APP_DELETES: Table = Table {
+    stream: StreamName::Apps,
+    name: "app",
+    columns: &["app_id"],
+    key: &["app_id"],
+    conflict: Conflict::Delete,
+};
 
 /// The table a stream is written to.
 pub fn table(stream: StreamName) -> &'static Table {
@@ -226,6 +301,7 @@ pub fn window_table_name(table: &str, width: u32) -> String {
 /// rollup tables of each width beside the minute.
 pub fn tables_for(windows: &[u32]) -> Vec<&'static Table> {
     let mut tables: Vec<&'static Table> = TABLES.iter().collect();
+    tables.push(&ORG_ROLLUPS);
     for &width in windows.iter().filter(|w| **w != MINUTE) {
         for stream in [StreamName::AppRollups, StreamName::PlatformRollups] {
             tables.push(window_table(stream, width));
@@ -298,6 +374,14 @@ pub fn push_rows<'a>(records: &'a Records, out: &mut Vec<Value<'a>>) -> usize {
         Records::AppEvents(rows) => rows.iter().for_each(|r| push_app_event(r, out)),
         Records::AppRollups(rows) => rows.iter().for_each(|r| push_app_rollup(r, out)),
         Records::PlatformRollups(rows) => rows.iter().for_each(|r| push_platform_rollup(r, out)),
+        Records::Apps(rows) => {
+            for row in rows {
+                if !push_app(row, out) {
+                    skipped += 1;
+                }
+            }
+        }
+        Records::GroupRollups(rows) => rows.iter().for_each(|r| push_group_rollup(r, out)),
     }
     debug_assert_eq!(
         (out.len() - before) % table(records.stream()).columns.len(),
@@ -421,6 +505,86 @@ fn push_app_rollup<'a>(row: &'a AppRollup, out: &mut Vec<Value<'a>>) {
     ]);
 }
 
+/// Pushes an app's row; false for a removal, which is no row (see [`push_app_rows`]).
+fn push_app<'a>(row: &'a AppRow, out: &mut Vec<Value<'a>>) -> bool {
+    let Some(info) = &row.info else {
+        return false;
+    };
+    out.extend([
+        text(&row.app_id),
+        text(&info.name),
+        text(&info.space_id),
+        text(&info.space_name),
+        text(&info.org_id),
+        text(&info.org_name),
+        Value::Int(row.updated),
+    ]);
+    true
+}
+
+/// The `app` table's share of `apps` batches: the rows to upsert and the keys to delete,
+/// each app once (its last change in the batches wins).
+pub fn push_app_rows<'a>(
+    batches: &[&'a Records],
+    upserts: &mut Vec<Value<'a>>,
+    deletes: &mut Vec<Value<'a>>,
+) {
+    let mut last: std::collections::HashMap<&str, &AppRow> = std::collections::HashMap::new();
+    for batch in batches {
+        if let Records::Apps(rows) = batch {
+            for row in rows {
+                last.insert(&row.app_id, row);
+            }
+        }
+    }
+    let mut rows: Vec<&AppRow> = last.into_values().collect();
+    rows.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+    for row in rows {
+        if !push_app(row, upserts) {
+            deletes.push(text(&row.app_id));
+        }
+    }
+}
+
+/// The group rollups of `batches`, split between `space_metric_rollup` and
+/// `org_metric_rollup`.
+pub fn push_group_rows<'a>(
+    batches: &[&'a Records],
+    spaces: &mut Vec<Value<'a>>,
+    orgs: &mut Vec<Value<'a>>,
+) {
+    for batch in batches {
+        if let Records::GroupRollups(rows) = batch {
+            for row in rows {
+                match row.kind {
+                    GroupKind::Space => push_group_rollup(row, spaces),
+                    GroupKind::Org => push_group_rollup(row, orgs),
+                }
+            }
+        }
+    }
+}
+
+fn push_group_rollup<'a>(row: &'a GroupRollup, out: &mut Vec<Value<'a>>) {
+    out.extend([
+        text(&row.group_id),
+        Value::Int(row.minute),
+        unsigned(row.apps),
+        unsigned(row.instances),
+        unsigned(row.requests),
+        unsigned(row.status_2xx),
+        unsigned(row.status_3xx),
+        unsigned(row.status_4xx),
+        unsigned(row.status_5xx),
+        unsigned(row.log_lines),
+        unsigned(row.log_err_lines),
+        unsigned(row.app_events),
+        opt_real(row.cpu_total),
+        opt_real(row.memory_bytes_total),
+        opt_real(row.disk_bytes_total),
+    ]);
+}
+
 fn push_platform_rollup<'a>(row: &'a PlatformRollup, out: &mut Vec<Value<'a>>) {
     out.extend([
         text(&row.origin),
@@ -505,7 +669,8 @@ mod tests {
             table(StreamName::Logs)
         ));
         let names: Vec<&str> = tables_for(&[60, 300]).iter().map(|t| t.name).collect();
-        assert_eq!(names.len(), TABLES.len() + 2);
+        // The SPEC's tables, the org half of the group rollups, and two of 5 minutes.
+        assert_eq!(names.len(), TABLES.len() + 3);
         assert!(names.ends_with(&["app_metric_rollup_5m", "platform_metric_rollup_5m"]));
     }
 

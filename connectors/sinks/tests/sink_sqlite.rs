@@ -491,3 +491,82 @@ async fn a_database_locked_at_shutdown_is_abandoned_after_the_shutdown_timeout()
     assert_eq!(metrics.dropped.get(), 1);
     assert_eq!(metrics.written_total(), 0);
 }
+
+#[tokio::test]
+async fn the_directory_upserts_and_deletes_app_rows_and_group_rollups_fill_two_tables() {
+    use sluice_model::records::{AppInfo, AppRow, GroupKind, GroupRollup};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sluice.db");
+    let info = |name: &str, space: &str| AppInfo {
+        name: name.into(),
+        space_id: space.into(),
+        space_name: format!("{space}-name").into(),
+        org_id: "o1".into(),
+        org_name: "acme".into(),
+    };
+    let row = |app: &str, info: Option<AppInfo>, updated| AppRow {
+        app_id: app.into(),
+        info,
+        updated,
+    };
+    let group = |kind, id: &str, apps| GroupRollup {
+        kind,
+        group_id: id.into(),
+        minute: 600,
+        apps,
+        instances: 3,
+        requests: 10,
+        cpu_total: Some(7.5),
+        ..GroupRollup::default()
+    };
+    let batches = vec![
+        Records::Apps(vec![
+            row("a1", Some(info("web", "s1")), 100),
+            row("a2", Some(info("worker", "s1")), 100),
+            row("a3", Some(info("old", "s2")), 100),
+        ]),
+        // a1 renamed, a3 deleted, a2 unchanged (no row).
+        Records::Apps(vec![
+            row("a1", Some(info("web-2", "s2")), 160),
+            row("a3", None, 160),
+        ]),
+        Records::GroupRollups(vec![
+            group(GroupKind::Space, "s1", 2),
+            group(GroupKind::Org, "o1", 3),
+            group(GroupKind::Space, "", 1),
+        ]),
+    ];
+    run_sink(config(&path), batches).await.expect("written");
+    let app = |id: &str, name: &str, space: &str, updated| {
+        vec![
+            t(id),
+            t(name),
+            t(space),
+            t(&format!("{space}-name")),
+            t("o1"),
+            t("acme"),
+            Int(updated),
+        ]
+    };
+    assert_eq!(
+        dump_sqlite(&path, "app").await,
+        vec![
+            app("a1", "web-2", "s2", 160),
+            app("a2", "worker", "s1", 100)
+        ]
+    );
+    let group_row = |id: &str, apps| {
+        let mut row = vec![t(id), Int(600), Int(apps), Int(3), Int(10)];
+        row.extend(std::iter::repeat_n(Int(0), 7));
+        row.extend([Real(7.5), Null, Null]);
+        row
+    };
+    assert_eq!(
+        dump_sqlite(&path, "space_metric_rollup").await,
+        vec![group_row("", 1), group_row("s1", 2)]
+    );
+    assert_eq!(
+        dump_sqlite(&path, "org_metric_rollup").await,
+        vec![group_row("o1", 3)]
+    );
+}

@@ -423,3 +423,25 @@ fn http_timers_as_loggregator_converts_them_from_v1_map_too() {
         .collect();
     assert_eq!(left, ["zone"], "every conversion tag is consumed");
 }
+
+#[test]
+fn cf_name_tags_survive_the_mapping_as_app_tags() {
+    let mut envelope = http_timer();
+    for (key, value) in [
+        ("app_name", "billing"),
+        ("space_id", "s-1"),
+        ("space_name", "prod"),
+        ("organization_id", "o-1"),
+        ("organization_name", "acme"),
+    ] {
+        envelope.tags.insert(key.into(), value.into());
+    }
+    let event = one(&envelope);
+    let tags = event.header.tags.app_tags().expect("names are tagged");
+    assert_eq!(&*tags.app_name, "billing");
+    assert_eq!(&*tags.space_id, "s-1");
+    assert_eq!(&*tags.space_name, "prod");
+    assert_eq!(&*tags.org_id, "o-1");
+    assert_eq!(&*tags.org_name, "acme");
+    assert_eq!(one(&http_timer()).header.tags.app_tags(), None);
+}

@@ -143,7 +143,7 @@ fn the_embedded_default_is_valid_and_runs_the_simulator_into_sqlite() {
         SourceConfig::Simulator(_)
     ));
     assert_eq!(config.sinks["local"].type_name(), "sqlite");
-    assert_eq!(config.sinks["local"].streams().len(), 7);
+    assert_eq!(config.sinks["local"].streams().len(), StreamName::ALL.len());
     // A new user sees the web UI on loopback, with no sign-in, over that same file.
     let api = config.api.as_ref().expect("the API is on");
     assert_eq!(api.listen, "127.0.0.1:8080");

@@ -166,6 +166,8 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
         app_windows,
         platform_windows,
         cuts: ingested.cuts,
+        // No Cloud Controller source yet: the directory is built from envelope tags.
+        listings: timely::dataflow::operators::generic::operator::empty(scope),
     };
     let streams = graph::build_with_state(ingested.records, plan.rules.clone(), options, state);
     let routes = &plan.routes;
@@ -188,6 +190,15 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
             StreamName::AppEvents,
             Records::AppEvents,
             move |events| live.app_events(events),
+        ),
+        // SPEC §11: the directory's changes, and the space and org rollups of closed minutes
+        // (final rows only, so they need not wait for a checkpoint).
+        forward::forward(streams.apps, routes, StreamName::Apps, Records::Apps),
+        forward::forward(
+            streams.group_rollups,
+            routes,
+            StreamName::GroupRollups,
+            Records::GroupRollups,
         ),
     ];
     match &plan.state {

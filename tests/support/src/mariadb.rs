@@ -100,7 +100,7 @@ pub enum Cell {
 }
 
 /// `(table, primary key)` of every SPEC table.
-pub const TABLE_KEYS: [(&str, &str); 7] = [
+pub const TABLE_KEYS: [(&str, &str); 10] = [
     ("log_message", "id"),
     ("container_metric", "app_id, instance_index, ts"),
     ("http_start_stop", "request_id, peer_type"),
@@ -111,6 +111,10 @@ pub const TABLE_KEYS: [(&str, &str); 7] = [
         "origin, job, instance, name, minute",
     ),
     ("platform_error", "origin, ts, source, code"),
+    // SPEC §11 (`app` last: the names above start with it).
+    ("space_metric_rollup", "space_id, minute"),
+    ("org_metric_rollup", "org_id, minute"),
+    ("app", "app_id"),
 ];
 
 /// The key of a SPEC table, or of a rollup table of an extra width (`app_metric_rollup_1h`).

@@ -49,6 +49,12 @@ const LATE_MAX_NS: i64 = 600_000_000_000;
 pub struct SimulatedApp {
     pub guid: uuid::Uuid,
     pub name: String,
+    pub space_id: Str,
+    pub space_name: Str,
+    pub org_id: Str,
+    pub org_name: Str,
+    /// Its envelopes carry the name tags (see `SimulatorConfig::tagged_fraction`).
+    pub tagged: bool,
 }
 
 /// Makes Firehose events: the same config and seed always give the same events, except that
@@ -101,9 +107,18 @@ impl Generator {
         self.topology
             .apps
             .iter()
-            .map(|app| SimulatedApp {
-                guid: app.id,
-                name: app.name.clone(),
+            .map(|app| {
+                let space = &self.topology.spaces[app.space];
+                let org = &self.topology.orgs[space.parent];
+                SimulatedApp {
+                    guid: app.id,
+                    name: app.name.clone(),
+                    space_id: space.id.clone(),
+                    space_name: space.name.clone(),
+                    org_id: org.id.clone(),
+                    org_name: org.name.clone(),
+                    tagged: !app.tags.is_empty(),
+                }
             })
             .collect()
     }
@@ -195,7 +210,7 @@ impl Generator {
         let (line, message_type) = lines::app_line(rng, app.flavor, at, uptime);
         let delay = rng.random_range(1_000_000..100_000_000);
         let event = log_event(
-            self.topology.cells[instance.cell].header(Tags::default()),
+            self.topology.cells[instance.cell].header(app.tags.clone()),
             LogMessage {
                 message: Bytes::from(line),
                 message_type,
@@ -227,7 +242,7 @@ impl Generator {
         let header = if source_type == "API" {
             self.topology.cloud_controller.header(Tags::default())
         } else {
-            self.topology.cells[instance.cell].header(Tags::default())
+            self.topology.cells[instance.cell].header(app.tags.clone())
         };
         let delay = rng.random_range(1_000_000..100_000_000);
         let event = log_event(
@@ -271,7 +286,7 @@ impl Generator {
             memory_bytes_quota: Some(memory_quota),
             disk_bytes_quota: Some(disk_quota),
         };
-        let header = self.topology.cells[instance.cell].header(Tags::default());
+        let header = self.topology.cells[instance.cell].header(app.tags.clone());
         self.pending.push_back(Event {
             timestamp: at,
             header,

@@ -152,7 +152,7 @@ pub(super) fn request(
         );
         let at = stop - rng.random_range(0..(latency_ns / 10).max(1));
         log_event(
-            cell.header(Tags::default()),
+            cell.header(app.tags.clone()),
             LogMessage {
                 message: Bytes::from(line),
                 message_type: MessageType::Out,

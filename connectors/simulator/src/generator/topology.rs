@@ -101,6 +101,19 @@ pub(super) struct App {
     /// Disk use of an instance (the droplet), bytes.
     pub(super) disk_base: u64,
     pub(super) instances: Vec<AppInstance>,
+    /// Its space, an index into [`Topology::spaces`].
+    pub(super) space: usize,
+    /// The name tags its envelopes carry (SPEC §11); empty for an untagged app.
+    pub(super) tags: Tags,
+}
+
+/// A space or an org of the simulated foundation.
+#[derive(Clone, Debug)]
+pub(super) struct Group {
+    pub(super) id: Str,
+    pub(super) name: Str,
+    /// A space's org, an index into [`Topology::orgs`] (0 for an org).
+    pub(super) parent: usize,
 }
 
 /// One instance of an app: its index, container guid, and the cell it runs on.
@@ -144,6 +157,10 @@ pub(super) enum SeriesKind {
 #[derive(Clone, Debug)]
 pub(super) struct Topology {
     pub(super) apps: Vec<App>,
+    /// Spaces (eight apps each) and orgs (three spaces each), named without drawing from
+    /// the seed, so the traffic of a seed is what it was before they existed.
+    pub(super) spaces: Vec<Group>,
+    pub(super) orgs: Vec<Group>,
     /// Cumulative weights of the apps for picking one: a few apps get most of the traffic.
     app_weights: Vec<f64>,
     /// Every `(app, instance)`, for container metrics in turn.
@@ -163,6 +180,28 @@ impl Topology {
     /// Draws the foundation for a config; apps and instances are clamped to at least 1.
     pub(super) fn new(config: &SimulatorConfig, rng: &mut StdRng) -> Topology {
         let app_count = config.apps.max(1) as usize;
+        let space_count = app_count.div_ceil(8);
+        let orgs: Vec<Group> = (0..space_count.div_ceil(3))
+            .map(|o| Group {
+                id: Uuid::from_u128(0x0a90_0000_0000_4000_8000_0000_0000_0000 | o as u128)
+                    .hyphenated()
+                    .to_string()
+                    .into(),
+                name: format!("org-{o}").into(),
+                parent: 0,
+            })
+            .collect();
+        let spaces: Vec<Group> = (0..space_count)
+            .map(|s| Group {
+                id: Uuid::from_u128(0x05ac_0000_0000_4000_8000_0000_0000_0000 | s as u128)
+                    .hyphenated()
+                    .to_string()
+                    .into(),
+                name: format!("space-{s}").into(),
+                parent: s / 3,
+            })
+            .collect();
+        let tagged = config.tagged_fraction.clamp(0.0, 1.0);
         let min_instances = config.instances.min.max(1);
         let max_instances = config.instances.max.max(min_instances);
         let mut apps = Vec::with_capacity(app_count);
@@ -186,7 +225,25 @@ impl Topology {
                     memory_share: rng.random_range(0.3..0.7),
                 })
                 .collect();
+            let space = i / 8;
+            // Which apps are tagged follows from their index, not from the seed's draws.
+            let is_tagged =
+                ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as f64 / 1024.0 < tagged;
+            let tags = if is_tagged {
+                let (s, o) = (&spaces[space], &orgs[spaces[space].parent]);
+                Tags::from_pairs(vec![
+                    ("app_name".into(), name.clone().into()),
+                    ("organization_id".into(), o.id.clone()),
+                    ("organization_name".into(), o.name.clone()),
+                    ("space_id".into(), s.id.clone()),
+                    ("space_name".into(), s.name.clone()),
+                ])
+            } else {
+                Tags::default()
+            };
             apps.push(App {
+                space,
+                tags,
                 id,
                 id_str: id.hyphenated().to_string().into(),
                 host: format!("{name}.apps.example.com"),
@@ -263,6 +320,8 @@ impl Topology {
 
         Topology {
             apps,
+            spaces,
+            orgs,
             app_weights,
             instances,
             cells,

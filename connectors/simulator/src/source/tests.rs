@@ -352,3 +352,51 @@ async fn an_invalid_config_is_refused_before_any_event() {
     assert!(error.to_string().contains("`apps`"), "{error}");
     assert!(rx.recv().await.is_none());
 }
+
+#[test]
+fn a_share_of_apps_carries_name_tags_that_agree_with_the_cloud_controller() {
+    let config = SimulatorConfig {
+        apps: 200,
+        ..simulated(3)
+    };
+    let generator = Generator::new(&config);
+    let apps: BTreeMap<String, _> = generator
+        .apps()
+        .into_iter()
+        .map(|app| (app.guid.hyphenated().to_string(), app))
+        .collect();
+    let tagged = apps.values().filter(|app| app.tagged).count();
+    assert!((60..=140).contains(&tagged), "{tagged} of 200 apps tagged");
+    let mut seen_tagged = 0;
+    for event in events(&config, 20_000) {
+        let Some(app_id) = event.app_id().map(|id| id.to_canonical()) else {
+            continue;
+        };
+        let app = &apps[&*app_id];
+        match event.header.tags.app_tags() {
+            Some(tags) => {
+                seen_tagged += 1;
+                assert!(app.tagged, "{app_id} is not a tagged app");
+                assert_eq!(&*tags.app_name, app.name);
+                assert_eq!(tags.space_id, app.space_id);
+                assert_eq!(tags.space_name, app.space_name);
+                assert_eq!(tags.org_id, app.org_id);
+                assert_eq!(tags.org_name, app.org_name);
+            }
+            None => assert!(
+                !app.tagged || event.header.origin != "rep",
+                "a tagged app's cell envelope without tags"
+            ),
+        }
+    }
+    assert!(seen_tagged > 1000, "{seen_tagged}");
+    let untagged = SimulatorConfig {
+        tagged_fraction: 0.0,
+        ..config.clone()
+    };
+    assert!(
+        events(&untagged, 5000)
+            .iter()
+            .all(|e| e.header.tags.app_tags().is_none())
+    );
+}

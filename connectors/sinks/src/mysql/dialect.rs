@@ -12,7 +12,10 @@ use crate::rows::{Conflict, Table, Value};
 use crate::sql::{Dialect, Limit, fit, update_columns};
 
 /// The migration the tables are made from (the rollup tables of extra widths too).
-const SCHEMA: &str = include_str!("../../migrations/mysql/0001_tables.sql");
+const SCHEMA: &str = concat!(
+    include_str!("../../migrations/mysql/0001_tables.sql"),
+    include_str!("../../migrations/mysql/0002_metadata.sql")
+);
 
 /// Rows per INSERT statement at most (a power of two). A statement is a round trip and a
 /// parse; more rows per statement amortise both until the packet grows large. Measured on
@@ -41,6 +44,7 @@ impl Dialect for MySql {
     /// overwrite every column but the key.
     fn on_conflict(table: &Table) -> Option<String> {
         let updates = match table.conflict {
+            Conflict::Delete => return None,
             Conflict::Ignore => {
                 let key = table.key[0];
                 format!("{key} = {key}")
@@ -69,6 +73,9 @@ impl Dialect for MySql {
             ("http_start_stop", "method") => Limit::Chars(24),
             ("app_event", "event") => Limit::Chars(16),
             ("platform_metric_rollup", "origin" | "job" | "instance" | "name") => Limit::Chars(191),
+            ("app", "app_id" | "space_id" | "org_id")
+            | ("space_metric_rollup", "space_id")
+            | ("org_metric_rollup", "org_id") => Limit::Chars(191),
             _ => Limit::Chars(255),
         }
     }
@@ -168,7 +175,7 @@ mod tests {
     fn limits_agree_with_the_migration() {
         let schema = SCHEMA;
         let mut checked = 0;
-        for table in &TABLES {
+        for table in TABLES.iter().chain([&rows::ORG_ROLLUPS]) {
             let start = schema
                 .find(&format!("CREATE TABLE {} (", table.name))
                 .expect("the table is in the migration");

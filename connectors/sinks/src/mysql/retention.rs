@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::read_watermark;
-use crate::retention::{RetentionConfig, time_column};
+use crate::retention::{RetentionConfig, has_history, time_column};
 use crate::rows::Table;
 use sluice_common::telemetry::SinkMetrics;
 
@@ -90,7 +90,7 @@ impl Retention {
         };
         let limit = self.config.batch_size.get() as u64;
         let mut deleted = 0;
-        for table in &self.tables {
+        for table in self.tables.iter().filter(|table| has_history(table)) {
             let cutoff = self.config.cutoff(table, watermark);
             let sql = retention_sql(table);
             loop {

@@ -68,14 +68,15 @@ impl<D: Dialect> SqlWriter<D> {
     pub(crate) fn new(tables: &[&'static Table]) -> SqlWriter<D> {
         let tables = tables
             .iter()
+            .chain([&&rows::APP_DELETES])
             .map(|table| {
                 let inserts = Inserts {
                     sql: statement_sizes::<D>(table)
-                        .map(|rows| Arc::from(insert_sql::<D>(table, rows)))
+                        .map(|rows| Arc::from(statement_sql::<D>(table, rows)))
                         .collect(),
                     limits: text_limits::<D>(table),
                 };
-                (table.name, inserts)
+                (key_of(table), inserts)
             })
             .collect();
         SqlWriter {
@@ -93,7 +94,7 @@ impl<D: Dialect> SqlWriter<D> {
     ) -> Result<u64, InsertError> {
         let inserts = self
             .tables
-            .get(rows.table.name)
+            .get(key_of(rows.table))
             .ok_or(InsertError::UnknownTable)?;
         let sql = &inserts.sql;
         let columns = rows.table.columns.len();
@@ -118,6 +119,27 @@ impl<D: Dialect> SqlWriter<D> {
         }
         Ok(truncated)
     }
+}
+
+/// How the writer names a table's statements: a table's deletes are not its inserts.
+fn key_of(table: &Table) -> &'static str {
+    match table.conflict {
+        rows::Conflict::Delete => "app (deletes)",
+        _ => table.name,
+    }
+}
+
+/// The statement that writes `rows` rows of `table`: an INSERT, or for [`rows::APP_DELETES`]
+/// a DELETE of that many keys.
+fn statement_sql<D: Dialect>(table: &Table, rows: usize) -> String {
+    if table.conflict == rows::Conflict::Delete {
+        let keys = vec!["?"; rows].join(", ");
+        return format!(
+            "DELETE FROM {} WHERE {} IN ({keys})",
+            table.name, table.key[0]
+        );
+    }
+    insert_sql::<D>(table, rows)
 }
 
 /// The database's error behind a failed migration, when one of its statements failed (not

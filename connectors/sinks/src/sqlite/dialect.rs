@@ -19,20 +19,24 @@ pub const MAX_ROWS_PER_STATEMENT: usize = 64;
 const MAX_PARAMETERS: usize = 32_766;
 
 impl Dialect for Sqlite {
-    const SCHEMA: &'static str = include_str!("../../migrations/sqlite/0001_tables.sql");
+    const SCHEMA: &'static str = concat!(
+        include_str!("../../migrations/sqlite/0001_tables.sql"),
+        include_str!("../../migrations/sqlite/0002_metadata.sql")
+    );
     const MAX_ROWS_PER_STATEMENT: usize = MAX_ROWS_PER_STATEMENT;
     const MAX_PARAMETERS: usize = MAX_PARAMETERS;
 
     fn insert_into(conflict: Conflict) -> &'static str {
         match conflict {
             Conflict::Ignore => "INSERT OR IGNORE INTO",
+            Conflict::Delete => "DELETE FROM",
             Conflict::Update => "INSERT INTO",
         }
     }
 
     fn on_conflict(table: &Table) -> Option<String> {
         match table.conflict {
-            Conflict::Ignore => None,
+            Conflict::Ignore | Conflict::Delete => None,
             Conflict::Update => Some(format!(
                 "ON CONFLICT ({}) DO UPDATE SET {}",
                 table.key.join(", "),

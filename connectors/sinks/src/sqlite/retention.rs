@@ -19,7 +19,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::sqlite::SqliteConnection;
 use tracing::{debug, info, warn};
 
-use crate::retention::{RetentionConfig, time_column};
+use crate::retention::{RetentionConfig, has_history, time_column};
 use crate::rows::Table;
 use sluice_common::telemetry::SinkMetrics;
 
@@ -47,6 +47,7 @@ impl Retention {
     pub(super) fn new(config: RetentionConfig, tables: &[&'static Table]) -> Retention {
         let tables = tables
             .iter()
+            .filter(|table| has_history(table))
             .map(|table| {
                 let (name, column) = (table.name, time_column(table));
                 TableRetention {

@@ -1,0 +1,210 @@
+//! Space and org rollups (SPEC §11): the final minute rows of the apps, each counted under
+//! the space and the org its app belonged to when its window closed.
+//!
+//! ```text
+//! app_rollups (final, minute) ─► Enrich ─► (space | org, group id, minute) parts
+//! directory changes ─broadcast─┘    └─exchange(group, minute)─► GroupWindows ─► group_rollups
+//! ```
+//!
+//! `Enrich` keeps the directory as a map on every worker (one entry per app, fed by the
+//! directory's changes) and labels a row of time `t` once the directory's frontier has passed
+//! `t`: with the directory as of `t`, whatever the scheduling. `GroupWindows` sums the parts
+//! of a minute and emits the group's row once the frontier's watermark reaches the minute's
+//! end — by then every final row of that minute has been emitted upstream (a rollup operator
+//! holds a capability below a window's end while it is open) — and frees it: nothing per
+//! minute outlives its window. These are plain timely operators for the same reason the
+//! minute windows are: a window is appended to, closed once and forgotten, which a
+//! differential arrangement would keep (every minute's inputs, until compacted away).
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::{FxHashMap, FxHasher};
+use sluice_model::Str;
+use sluice_model::records::{AppInfo, AppRollup, GroupKind, GroupRollup, MINUTE};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::CapabilitySet;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+
+use crate::directory::Change;
+use crate::time::{GraphTime, frontier_bounds, stamp_join};
+
+/// The group rollups of the final minute rows among `app_rollups`, labelled with the
+/// directory whose changes are `changes`.
+pub fn group_rollups<'scope, T: GraphTime>(
+    app_rollups: Stream<'scope, T, Vec<AppRollup>>,
+    changes: Stream<'scope, T, Vec<Change<T>>>,
+) -> Stream<'scope, T, Vec<GroupRollup>> {
+    let parts = enrich(app_rollups, changes.broadcast());
+    group_windows(parts)
+}
+
+/// An app's place: its space and org ids.
+type Place = (Str, Str);
+
+fn place(info: &AppInfo) -> Place {
+    (info.space_id.clone(), info.org_id.clone())
+}
+
+/// Changes of one app not yet applied to the map, sorted by time (removals first).
+type Pending<T> = Vec<(T, isize, Place)>;
+
+fn enrich<'scope, T: GraphTime>(
+    rows: Stream<'scope, T, Vec<AppRollup>>,
+    changes: Stream<'scope, T, Vec<Change<T>>>,
+) -> Stream<'scope, T, Vec<GroupRollup>> {
+    rows.binary_frontier::<_, CapacityContainerBuilder<Vec<GroupRollup>>, _, _, _, _>(
+        changes,
+        Pipeline,
+        Pipeline,
+        "Enrich",
+        |_capability, _info| {
+            let mut map: FxHashMap<Str, Place> = FxHashMap::default();
+            let mut pending: FxHashMap<Str, Pending<T>> = FxHashMap::default();
+            let mut waiting: Vec<(CapabilitySet<T>, T, Vec<AppRollup>)> = Vec::new();
+            move |(rows_in, rows_frontier), (changes_in, changes_frontier), output| {
+                changes_in.for_each_stamp(|_time, data| {
+                    for ((app, info), at, diff) in data.flat_map(|batch| batch.drain(..)) {
+                        let changes = pending.entry(app).or_default();
+                        changes.push((at, diff, place(&info)));
+                        changes.sort_by_key(|change| (change.0, change.1));
+                    }
+                });
+                rows_in.for_each_stamp(|time, data| {
+                    let rows: Vec<AppRollup> = data
+                        .flat_map(|batch| batch.drain(..))
+                        .filter(|row| row.is_final && row.window == MINUTE)
+                        .collect();
+                    if let (false, Some(at)) = (rows.is_empty(), stamp_join(time.stamp().iter())) {
+                        let caps = CapabilitySet::from_elem(time.delayed(&at, 0));
+                        waiting.push((caps, at, rows));
+                    }
+                });
+                // Rows whose time the directory has passed: label them as of that time.
+                let changes_frontier = changes_frontier.frontier();
+                let mut i = 0;
+                while i < waiting.len() {
+                    if changes_frontier.less_equal(&waiting[i].1) {
+                        i += 1;
+                        continue;
+                    }
+                    let (caps, at, rows) = waiting.swap_remove(i);
+                    let mut session = output.session(&caps);
+                    for row in rows {
+                        let (space, org) = place_at(&map, &pending, &row.app_id, &at);
+                        for (kind, group_id) in [(GroupKind::Space, space), (GroupKind::Org, org)] {
+                            let mut part = GroupRollup {
+                                kind,
+                                group_id,
+                                minute: row.minute,
+                                ..GroupRollup::default()
+                            };
+                            part.add(&row);
+                            session.give(part);
+                        }
+                    }
+                }
+                // Changes every waiting and future row comes at or after: into the map.
+                let rows_frontier = rows_frontier.frontier();
+                let settled = |at: &T| {
+                    !rows_frontier.less_equal(at) && waiting.iter().all(|w| at.less_equal(&w.1))
+                };
+                pending.retain(|app, changes| {
+                    while let Some((at, diff, place)) = changes.first() {
+                        if !settled(at) {
+                            break;
+                        }
+                        if *diff > 0 {
+                            map.insert(app.clone(), place.clone());
+                        } else if map.get(app) == Some(place) {
+                            map.remove(app);
+                        }
+                        changes.remove(0);
+                    }
+                    !changes.is_empty()
+                });
+            }
+        },
+    )
+}
+
+/// Where `app` was at time `at`: the map, then its pending changes at or before `at`.
+fn place_at<T: GraphTime>(
+    map: &FxHashMap<Str, Place>,
+    pending: &FxHashMap<Str, Pending<T>>,
+    app: &Str,
+    at: &T,
+) -> Place {
+    let mut place = map.get(app).cloned();
+    for (time, diff, changed) in pending.get(app).into_iter().flatten() {
+        if !time.less_equal(at) {
+            continue;
+        }
+        if *diff > 0 {
+            place = Some(changed.clone());
+        } else if place.as_ref() == Some(changed) {
+            place = None;
+        }
+    }
+    place.unwrap_or_default()
+}
+
+fn part_hash(part: &GroupRollup) -> u64 {
+    let mut hasher = FxHasher::default();
+    (part.kind, &part.group_id, part.minute).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// One minute's groups, and the capabilities to emit them at.
+struct GroupMinute<T: GraphTime> {
+    caps: CapabilitySet<T>,
+    groups: FxHashMap<(GroupKind, Str), GroupRollup>,
+}
+
+fn group_windows<'scope, T: GraphTime>(
+    parts: Stream<'scope, T, Vec<GroupRollup>>,
+) -> Stream<'scope, T, Vec<GroupRollup>> {
+    parts.unary_frontier::<CapacityContainerBuilder<Vec<GroupRollup>>, _, _, _>(
+        Exchange::new(part_hash),
+        "GroupWindows",
+        |_capability, _info| {
+            let mut minutes: BTreeMap<i64, GroupMinute<T>> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|time, data| {
+                    let caps = time.retain_stamp(0);
+                    for part in data.flat_map(|batch| batch.drain(..)) {
+                        let minute = minutes.entry(part.minute).or_insert_with(|| GroupMinute {
+                            caps: CapabilitySet::new(),
+                            groups: FxHashMap::default(),
+                        });
+                        for cap in caps.iter() {
+                            minute.caps.insert(cap.clone());
+                        }
+                        match minute.groups.entry((part.kind, part.group_id.clone())) {
+                            std::collections::hash_map::Entry::Occupied(mut sum) => {
+                                sum.get_mut().merge(&part)
+                            }
+                            std::collections::hash_map::Entry::Vacant(slot) => {
+                                slot.insert(part);
+                            }
+                        }
+                    }
+                });
+                let watermark = frontier_bounds(&frontier.frontier()).map(|(w, _)| w);
+                while let Some(entry) = minutes.first_entry() {
+                    let end = *entry.key() + i64::from(MINUTE);
+                    if watermark.is_some_and(|w| (w as i64) < end) {
+                        break;
+                    }
+                    let minute = entry.remove();
+                    let mut rows: Vec<GroupRollup> = minute.groups.into_values().collect();
+                    rows.sort_by(|a, b| (a.kind, &a.group_id).cmp(&(b.kind, &b.group_id)));
+                    output.session(&minute.caps).give_iterator(rows.into_iter());
+                }
+            }
+        },
+    )
+}
