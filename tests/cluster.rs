@@ -108,6 +108,20 @@ fn dump_all_mysql(db: &TestDatabase) -> Vec<Vec<Vec<Cell>>> {
 
 fn assert_same_tables(what: &str, actual: &[Vec<Vec<Cell>>], expected: &[Vec<Vec<Cell>>]) {
     for (((table, _), got), want) in TABLE_KEYS.iter().zip(actual).zip(expected) {
+        // `app.updated` is when the directory changed, in the event time of the process that
+        // read the app's first tags: it differs between one process and a cluster by design.
+        let comparable = |rows: &Vec<Vec<Cell>>| -> Vec<Vec<Cell>> {
+            rows.iter()
+                .map(|row| {
+                    let mut row = row.clone();
+                    if *table == "app" {
+                        row.pop();
+                    }
+                    row
+                })
+                .collect()
+        };
+        let (got, want) = (&comparable(got), &comparable(want));
         assert_eq!(
             got.len(),
             want.len(),

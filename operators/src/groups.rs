@@ -21,6 +21,8 @@ use std::hash::{Hash, Hasher};
 
 use rustc_hash::{FxHashMap, FxHasher};
 use sluice_model::Str;
+
+use crate::sum::ExactSum;
 use sluice_model::records::{AppInfo, AppRollup, GroupKind, GroupRollup, MINUTE};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
@@ -161,7 +163,38 @@ fn part_hash(part: &GroupRollup) -> u64 {
 /// One minute's groups, and the capabilities to emit them at.
 struct GroupMinute<T: GraphTime> {
     caps: CapabilitySet<T>,
-    groups: FxHashMap<(GroupKind, Str), GroupRollup>,
+    groups: FxHashMap<(GroupKind, Str), (GroupRollup, Totals)>,
+}
+
+/// A group's float sums, kept exact: parts arrive from every worker (and, in a cluster, every
+/// process) in no fixed order, and an `f64` sum would change in its last bits with it.
+#[derive(Default)]
+struct Totals {
+    cpu: Option<ExactSum>,
+    memory: Option<ExactSum>,
+    disk: Option<ExactSum>,
+}
+
+impl Totals {
+    fn add(&mut self, part: &GroupRollup) {
+        for (sum, value) in [
+            (&mut self.cpu, part.cpu_total),
+            (&mut self.memory, part.memory_bytes_total),
+            (&mut self.disk, part.disk_bytes_total),
+        ] {
+            if let Some(value) = value {
+                sum.get_or_insert_with(ExactSum::default).add(value);
+            }
+        }
+    }
+
+    /// The group's row with its float sums filled in.
+    fn finish(self, mut row: GroupRollup) -> GroupRollup {
+        row.cpu_total = self.cpu.map(|sum| sum.value());
+        row.memory_bytes_total = self.memory.map(|sum| sum.value());
+        row.disk_bytes_total = self.disk.map(|sum| sum.value());
+        row
+    }
 }
 
 fn group_windows<'scope, T: GraphTime>(
@@ -183,14 +216,20 @@ fn group_windows<'scope, T: GraphTime>(
                         for cap in caps.iter() {
                             minute.caps.insert(cap.clone());
                         }
-                        match minute.groups.entry((part.kind, part.group_id.clone())) {
-                            std::collections::hash_map::Entry::Occupied(mut sum) => {
-                                sum.get_mut().merge(&part)
-                            }
-                            std::collections::hash_map::Entry::Vacant(slot) => {
-                                slot.insert(part);
-                            }
-                        }
+                        let (sum, totals) = minute
+                            .groups
+                            .entry((part.kind, part.group_id.clone()))
+                            .or_insert_with(|| {
+                                let empty = GroupRollup {
+                                    kind: part.kind,
+                                    group_id: part.group_id.clone(),
+                                    minute: part.minute,
+                                    ..GroupRollup::default()
+                                };
+                                (empty, Totals::default())
+                            });
+                        totals.add(&part);
+                        sum.merge(&part);
                     }
                 });
                 let watermark = frontier_bounds(&frontier.frontier()).map(|(w, _)| w);
@@ -200,7 +239,11 @@ fn group_windows<'scope, T: GraphTime>(
                         break;
                     }
                     let minute = entry.remove();
-                    let mut rows: Vec<GroupRollup> = minute.groups.into_values().collect();
+                    let mut rows: Vec<GroupRollup> = minute
+                        .groups
+                        .into_values()
+                        .map(|(row, totals)| totals.finish(row))
+                        .collect();
                     rows.sort_by(|a, b| (a.kind, &a.group_id).cmp(&(b.kind, &b.group_id)));
                     output.session(&minute.caps).give_iterator(rows.into_iter());
                 }

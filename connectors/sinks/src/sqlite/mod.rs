@@ -382,8 +382,12 @@ impl SqliteStore {
                 },
             })?;
         // Every table's time index, which retention's range deletes go through (in the
-        // migration's tables and the extra widths' alike).
-        for table in &tables {
+        // migration's tables and the extra widths' alike; not the directory, which has no
+        // history).
+        for table in tables
+            .iter()
+            .filter(|table| crate::retention::has_history(table))
+        {
             sqlx::query(AssertSqlSafe(Retention::index_ddl(table)))
                 .execute(&mut *connection)
                 .await
