@@ -14,7 +14,9 @@
 //! - [`sketch`] — latency percentiles within 1 % in bounded memory; [`sum`] — sums of
 //!   `f64` that do not depend on the order of the samples.
 //! - [`checkpoint`] — the window state a checkpoint saves, and the cuts that end epochs.
-//! - [`graph`] — the whole graph, wired.
+//! - [`directory`] — the app → name, space, org directory of SPEC §11 (differential);
+//!   [`groups`] — space and org rollups of closed minutes.
+//! - [`graph`] — the whole graph, wired, and its [`Placement`](graph::Placement) in a cluster.
 
 pub mod app_events;
 pub mod checkpoint;
