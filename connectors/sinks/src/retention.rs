@@ -141,15 +141,28 @@ mod tests {
 
     #[test]
     fn the_spec_says_which_tables_are_raw_and_which_rollups() {
-        let rollups: Vec<&str> = rows::TABLES
+        let tables = rows::tables_for(&[60]);
+        let rollups: Vec<&str> = tables
             .iter()
-            .filter(|t| is_rollup(t))
+            .filter(|t| has_history(t) && is_rollup(t))
             .map(|t| t.name)
             .collect();
         assert_eq!(
             rollups,
-            ["app_event", "app_metric_rollup", "platform_metric_rollup"]
+            [
+                "app_event",
+                "app_metric_rollup",
+                "platform_metric_rollup",
+                "space_metric_rollup",
+                "org_metric_rollup"
+            ]
         );
+        let kept: Vec<&str> = tables
+            .iter()
+            .filter(|t| !has_history(t))
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(kept, ["app"], "the directory is not history (SPEC §11)");
         assert_eq!(
             time_column(rows::table(StreamName::Http)),
             "stop_ts",
