@@ -407,7 +407,7 @@ async fn run_async(
 
     // The dataflow, on its own threads: not the runtime's blocking pool, which a run that
     // lost a peer (and with it the dataflow) could not shut down.
-    let dataflow = spawn_dataflow(plan, network)?;
+    let mut dataflow = Box::pin(spawn_dataflow(plan, network)?);
 
     // Sources last, those that can rewind from where the restored checkpoint left them.
     for (name, source_config) in &config.sources {
@@ -511,7 +511,36 @@ async fn run_async(
         }
     }
 
+    // The loop may have ended for another reason a loss caused (a source whose batches the
+    // stopped dataflow no longer takes): that is the loss, not the source.
+    if lost.is_none()
+        && let Some(health) = &health
+    {
+        lost = health.lost().map(|peer| (peer, Instant::now()));
+    }
+    // Every source is done: the dataflow drains and completes, then the sinks finish. In a
+    // cluster a peer lost now means it never completes, or fails as a consequence.
+    let dataflow_result = match (&health, lost.is_some()) {
+        (_, true) => None,
+        (None, false) => Some(dataflow.await),
+        (Some(health), false) => {
+            let result = tokio::select! {
+                result = &mut dataflow => Some(result),
+                peer = health.wait_for_loss() => {
+                    lost = Some((peer, Instant::now()));
+                    None
+                }
+            };
+            if let Some(Err(_)) = &result
+                && let Ok(peer) = tokio::time::timeout(LOSS_SETTLE, health.wait_for_loss()).await
+            {
+                lost = Some((peer, Instant::now()));
+            }
+            result
+        }
+    };
     if let Some(peer) = lost {
+        routes.clear();
         return Err(finish_after_loss(
             &mut supervisor,
             cluster.as_deref(),
@@ -520,9 +549,9 @@ async fn run_async(
         )
         .await);
     }
-
-    // Every source is done: the dataflow drains and completes, then the sinks finish.
-    let dataflow_result = dataflow.await;
+    let Some(dataflow_result) = dataflow_result else {
+        unreachable!("the dataflow is only left unfinished for a lost peer")
+    };
     if let Some(writer) = writer {
         // The last checkpoint is on disk before the run reports how it ended.
         tokio::task::spawn_blocking(move || writer.finish())
