@@ -354,14 +354,8 @@ path = {db:?}
 }
 
 /// A figure of a process's `/metrics` (0 while it does not answer yet).
-fn metric(admin: u16, name: &str) -> f64 {
-    http_get(([127, 0, 0, 1], admin).into(), "/metrics")
-        .and_then(|(_, body)| {
-            body.lines()
-                .find(|line| line.starts_with(name))
-                .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-        })
-        .unwrap_or(0.0)
+fn figure(admin: u16, name: &str) -> f64 {
+    metric(admin, name).unwrap_or(0.0)
 }
 
 /// Runs `processes` (index, admin port) of `config` until their sources have read `limit`
@@ -386,7 +380,7 @@ fn run_until_read(config: &Path, processes: &[(Option<usize>, u16)], limit: u64)
     let read = |name: &str| -> Vec<f64> {
         processes
             .iter()
-            .map(|(_, admin)| metric(*admin, name))
+            .map(|(_, admin)| figure(*admin, name))
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -586,12 +580,12 @@ path = {db:?}
     let open_windows = || -> f64 {
         admins
             .iter()
-            .map(|admin| metric(*admin, "sluice_graph_open_windows"))
+            .map(|admin| figure(*admin, "sluice_graph_open_windows"))
             .sum()
     };
     let events = "sluice_source_events_total{source=\"cf\"}";
     let deadline = Instant::now() + Duration::from_secs(120);
-    while metric(admins[0], events) < LIMIT as f64 {
+    while figure(admins[0], events) < LIMIT as f64 {
         assert!(
             Instant::now() < deadline,
             "process 0 did not read its share"

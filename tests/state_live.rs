@@ -104,13 +104,6 @@ fn watch_stderr(child: &mut Child, needle: &'static str) -> Arc<AtomicBool> {
     seen
 }
 
-fn metric(admin: u16, name: &str) -> Option<f64> {
-    let (_, body) = http_get(([127, 0, 0, 1], admin).into(), "/metrics")?;
-    body.lines()
-        .find(|line| line.starts_with(name))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
 /// Polls until `done` holds, taking a reading of the table each time.
 async fn poll_until(
     observed: &mut Observed,

@@ -20,53 +20,45 @@ pub struct Lost {
 /// Whether every peer is still there; one per process.
 #[derive(Debug)]
 pub struct Health {
-    lost: watch::Sender<Option<Lost>>,
     /// Every peer lost, in the order noticed: when one process dies, the others' exits
     /// follow, and any of them may be noticed first.
-    all_lost: Mutex<Vec<Lost>>,
+    lost: watch::Sender<Vec<Lost>>,
 }
 
 impl Health {
+    fn new() -> Health {
+        Health {
+            lost: watch::Sender::new(Vec::new()),
+        }
+    }
+
     /// The peer lost first, if any.
     pub fn lost(&self) -> Option<Lost> {
-        self.lost.borrow().clone()
+        self.lost.borrow().first().cloned()
     }
 
     /// Every peer lost so far, in the order noticed.
     pub fn all_lost(&self) -> Vec<Lost> {
-        self.all_lost
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.lost.borrow().clone()
     }
 
-    /// Resolves once a peer is lost.
+    /// Resolves once a peer is lost, with the first.
     pub async fn wait_for_loss(&self) -> Lost {
         let mut receiver = self.lost.subscribe();
-        loop {
-            if let Some(lost) = receiver.borrow_and_update().clone() {
-                return lost;
-            }
-            if receiver.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+        match receiver.wait_for(|lost| !lost.is_empty()).await {
+            Ok(lost) => lost[0].clone(),
+            // The sender lives as long as `self`.
+            Err(_) => std::future::pending().await,
         }
     }
 
     fn record(&self, lost: Lost) {
-        {
-            let mut all = self.all_lost.lock().unwrap_or_else(|e| e.into_inner());
-            if !all.iter().any(|known| known.peer == lost.peer) {
-                all.push(lost.clone());
+        self.lost.send_if_modified(|known| {
+            let new = !known.iter().any(|seen| seen.peer == lost.peer);
+            if new {
+                known.push(lost);
             }
-        }
-        self.lost.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(lost);
-                true
-            } else {
-                false
-            }
+            new
         });
     }
 }
@@ -79,15 +71,7 @@ static HOOK: Mutex<bool> = Mutex::new(false);
 
 /// This process's health, with the panic hook that feeds it installed (once).
 pub(super) fn watch() -> Arc<Health> {
-    let health = HEALTH
-        .get_or_init(|| {
-            let (lost, _) = watch::channel(None);
-            Arc::new(Health {
-                lost,
-                all_lost: Mutex::default(),
-            })
-        })
-        .clone();
+    let health = HEALTH.get_or_init(|| Arc::new(Health::new())).clone();
     let mut installed = HOOK.lock().unwrap_or_else(|e| e.into_inner());
     if !*installed {
         *installed = true;
@@ -143,11 +127,7 @@ mod tests {
 
     #[test]
     fn the_first_loss_is_kept() {
-        let (lost, _) = watch::channel(None);
-        let health = Health {
-            lost,
-            all_lost: Mutex::default(),
-        };
+        let health = Health::new();
         health.record(Lost {
             peer: 2,
             reason: "first".into(),

@@ -32,6 +32,7 @@ use timely::scheduling::SyncActivator;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use super::DataflowPlan;
+use crate::telemetry::GraphMetrics;
 
 /// Batches Ingest takes from the channel before it yields to the rest of the graph.
 const INGEST_BUDGET: usize = 32;
@@ -224,12 +225,7 @@ pub(super) fn ingest<'scope>(
                         if state.cut_due() {
                             state.cut(&mut cuts_out);
                         }
-                        if state.beat(&mut beats_out, announced.get()) {
-                            metrics.watermark_ns.store(
-                                state.watermark.current().unwrap_or(i64::MIN),
-                                Ordering::Relaxed,
-                            );
-                        }
+                        state.beat(&mut beats_out, announced.get(), &metrics);
                         if in_cluster {
                             myself.activate_after(BEAT_INTERVAL);
                         }
@@ -253,7 +249,7 @@ pub(super) fn ingest<'scope>(
             if state.cut_due() {
                 state.cut(&mut cuts_out);
             }
-            state.beat(&mut beats_out, announced.get());
+            state.beat(&mut beats_out, announced.get(), &metrics);
             // More may be queued: continue after the rest of the graph had its turn.
             myself.activate();
         }
@@ -327,7 +323,7 @@ impl IngestState {
 
     /// In a cluster: announces this process's watermark every [`BEAT_INTERVAL`], and once
     /// the process has read nothing for [`IDLE_AFTER`], raises its watermark to the greatest
-    /// any process announced. Returns whether the watermark moved.
+    /// any process announced.
     fn beat(
         &mut self,
         beats_out: &mut timely::dataflow::operators::generic::OutputBuilderSession<
@@ -336,9 +332,10 @@ impl IngestState {
             CapacityContainerBuilder<Vec<i64>>,
         >,
         cluster_watermark: Option<i64>,
-    ) -> bool {
+        metrics: &GraphMetrics,
+    ) {
         let Some((_, _, Some(beat_capability))) = &self.capabilities else {
-            return false;
+            return;
         };
         let now = Instant::now();
         if self
@@ -350,12 +347,11 @@ impl IngestState {
             self.last_beat = Some(now);
         }
         let idle = now.duration_since(self.last_batch) >= IDLE_AFTER;
-        let moved =
-            idle && cluster_watermark.is_some_and(|watermark| self.watermark.follow(watermark));
-        if moved {
+        if idle && cluster_watermark.is_some_and(|watermark| self.watermark.follow(watermark)) {
+            // Nothing read: the records counted stay as they are, the watermark moves.
+            metrics.ingested(0, &LateCounts::default(), self.watermark.current());
             self.advance();
         }
-        moved
     }
 
     fn cut_due(&self) -> bool {

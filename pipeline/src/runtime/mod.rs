@@ -512,45 +512,30 @@ async fn run_async(
     }
 
     // The loop may have ended for another reason a loss caused (a source whose batches the
-    // stopped dataflow no longer takes): that is the loss, not the source.
-    if lost.is_none()
-        && let Some(health) = &health
-    {
-        lost = health.lost().map(|peer| (peer, Instant::now()));
-    }
-    // Every source is done: the dataflow drains and completes, then the sinks finish. In a
-    // cluster a peer lost now means it never completes, or fails as a consequence.
-    let dataflow_result = match (&health, lost.is_some()) {
-        (_, true) => None,
-        (None, false) => Some(dataflow.await),
-        (Some(health), false) => {
-            let result = tokio::select! {
-                result = &mut dataflow => Some(result),
-                peer = health.wait_for_loss() => {
-                    lost = Some((peer, Instant::now()));
-                    None
-                }
-            };
-            if let Some(Err(_)) = &result
-                && let Ok(peer) = tokio::time::timeout(LOSS_SETTLE, health.wait_for_loss()).await
-            {
-                lost = Some((peer, Instant::now()));
-            }
-            result
-        }
+    // stopped dataflow no longer takes): that is the loss, not the source. Every source is
+    // done: the dataflow drains and completes, then the sinks finish.
+    let lost = lost.or_else(|| {
+        let peer = health.as_ref()?.lost()?;
+        Some((peer, Instant::now()))
+    });
+    let dataflow_result = match lost {
+        Some(lost) => Err(lost),
+        None => dataflow_or_loss(dataflow.as_mut(), health.as_deref())
+            .await
+            .map_err(|peer| (peer, Instant::now())),
     };
-    if let Some(peer) = lost {
-        routes.clear();
-        return Err(finish_after_loss(
-            &mut supervisor,
-            cluster.as_deref(),
-            peer,
-            (&shutdown, status),
-        )
-        .await);
-    }
-    let Some(dataflow_result) = dataflow_result else {
-        unreachable!("the dataflow is only left unfinished for a lost peer")
+    let dataflow_result = match dataflow_result {
+        Ok(result) => result,
+        Err(lost) => {
+            routes.clear();
+            return Err(finish_after_loss(
+                &mut supervisor,
+                cluster.as_deref(),
+                lost,
+                (&shutdown, status),
+            )
+            .await);
+        }
     };
     if let Some(writer) = writer {
         // The last checkpoint is on disk before the run reports how it ended.
@@ -679,6 +664,27 @@ fn spawn_dataflow(
             ))
         })
     })
+}
+
+/// How the dataflow ended, or the peer whose loss means it never will (or failed because of
+/// it: a failure followed within [`LOSS_SETTLE`] by a loss is the loss).
+async fn dataflow_or_loss(
+    dataflow: std::pin::Pin<&mut impl Future<Output = Result<(), dataflow::DataflowError>>>,
+    health: Option<&crate::cluster::Health>,
+) -> Result<Result<(), dataflow::DataflowError>, Lost> {
+    let Some(health) = health else {
+        return Ok(dataflow.await);
+    };
+    let result = tokio::select! {
+        result = dataflow => result,
+        peer = health.wait_for_loss() => return Err(peer),
+    };
+    if result.is_err()
+        && let Ok(peer) = tokio::time::timeout(LOSS_SETTLE, health.wait_for_loss()).await
+    {
+        return Err(peer);
+    }
+    Ok(result)
 }
 
 /// Resolves when a peer of the cluster is lost; never without a cluster.

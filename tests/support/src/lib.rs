@@ -295,6 +295,15 @@ pub fn wait_for_line(child: &mut std::process::Child, needle: &str) {
     panic!("the process ended without logging `{needle}`");
 }
 
+/// The first sample of `/metrics` on the admin endpoint at `admin` whose line starts with
+/// `name` (labels included, as the text format writes them); `None` while it does not answer.
+pub fn metric(admin: u16, name: &str) -> Option<f64> {
+    let (_, body) = http_get(([127, 0, 0, 1], admin).into(), "/metrics")?;
+    body.lines()
+        .find(|line| line.starts_with(name))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
 /// `GET path` over HTTP/1.1: the status code and the body, or `None` while nothing listens.
 pub fn http_get(address: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
