@@ -30,13 +30,18 @@ fn cluster_section(addresses: &[String]) -> String {
 
 /// `sluice run --process N` of `config`, with `SLUICE_PART=N` for per-process paths.
 fn start_process(config: &Path, process: usize) -> Child {
+    start_process_logging(config, process, Stdio::piped())
+}
+
+/// [`start_process`] with its log going to `stderr`.
+fn start_process_logging(config: &Path, process: usize, stderr: Stdio) -> Child {
     sluice()
         .args(["run", "--no-status", "--process", &process.to_string()])
         .arg("--config")
         .arg(config)
         .env("SLUICE_PART", process.to_string())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .expect("sluice starts")
 }
@@ -613,4 +618,179 @@ path = {db:?}
     }
     runtime.block_on(busy.stop());
     runtime.block_on(silent.stop());
+}
+
+/// The tables a restart continues exactly (SPEC §9); the directory and the group rollups are
+/// rebuilt by a restarted run, not restored (see the README).
+const CONTINUED: [&str; 7] = [
+    "log_message",
+    "container_metric",
+    "http_start_stop",
+    "app_event",
+    "app_metric_rollup",
+    "platform_metric_rollup",
+    "platform_error",
+];
+
+fn dump_continued(path: &Path) -> Vec<Vec<Vec<Cell>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut tables = Vec::new();
+        for table in CONTINUED {
+            tables.push(dump_sqlite(path, table).await);
+        }
+        tables
+    })
+}
+
+/// The checkpoint files process `process` keeps under `state`.
+fn checkpoints_of(state: &Path, process: usize) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state.join(format!("process-{process}"))) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("checkpoint-") && !name.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn a_cluster_killed_mid_replay_continues_from_its_checkpoints_exactly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events = simulated_events(23, 40, 90_000, 0.0);
+    let whole = dir.path().join("whole.bin");
+    write_capture(&whole, &events);
+    for part in 0..PROCESSES {
+        let share: Vec<_> = events
+            .iter()
+            .skip(part)
+            .step_by(PROCESSES)
+            .cloned()
+            .collect();
+        write_capture(&dir.path().join(format!("part-{part}.bin")), &share);
+    }
+    let alone_db = dir.path().join("alone.db");
+    // Lateness long enough that nothing is late, short enough that minutes close during the
+    // run: then a restart needs the windows each process saved, not only its rows.
+    let pipeline = "[pipeline]\nworkers = 2\nallowed_lateness = \"5m\"\nchannel_capacity = 1\n";
+    let alone = write_config(
+        dir.path(),
+        "alone.toml",
+        &format!(
+            "{pipeline}\n[sources.replay]\ntype = \"file\"\npath = {whole:?}\n{}",
+            sinks(&alone_db, None)
+        ),
+    );
+    assert_success(&run_config(&alone));
+    let expected = dump_continued(&alone_db);
+
+    // Each process keeps its part of every checkpoint under `state/process-N`; small
+    // batches and buffers keep the source close behind its sink, so the kills land mid-way.
+    let state = dir.path().join("state");
+    let cluster_db = dir.path().join("cluster.db");
+    let config = write_config(
+        dir.path(),
+        "cluster.toml",
+        &format!(
+            "{pipeline}state_dir = {state:?}\ncheckpoint_interval = \"1s\"\n\n{}\n\
+             [sources.replay]\ntype = \"file\"\npath = \"{}\"\n\n\
+             [sinks.local]\ntype = \"sqlite\"\npath = {cluster_db:?}\nbatch_size = 100\n\
+             buffer = {{ type = \"memory\", max_events = 500 }}\n",
+            cluster_section(&addresses(PROCESSES)),
+            dir.path().join("part-${SLUICE_PART}.bin").display(),
+        ),
+    );
+    let mut killed = 0;
+    for round in 0..2 {
+        let mut children: Vec<Reaper> = (0..PROCESSES)
+            // Nothing reads the log of a run that is killed.
+            .map(|process| Reaper(start_process_logging(&config, process, Stdio::null())))
+            .collect();
+        // Every process has a checkpoint of this round on disk, then all die at once.
+        let before: Vec<Vec<String>> = (0..PROCESSES)
+            .map(|process| checkpoints_of(&state, process))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut finished = false;
+        loop {
+            let fresh = (0..PROCESSES).all(|process| {
+                checkpoints_of(&state, process)
+                    .iter()
+                    .any(|name| !before[process].contains(name))
+            });
+            if fresh {
+                break;
+            }
+            if children
+                .iter_mut()
+                .any(|child| child.0.try_wait().expect("status").is_some())
+            {
+                finished = true;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no new checkpoint on every process within two minutes"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for child in &mut children {
+            if child.0.try_wait().expect("status").is_none() {
+                child.0.kill().expect("kill -9");
+                finished = false;
+            }
+            child.0.wait().expect("reaped");
+        }
+        if finished {
+            break;
+        }
+        killed += 1;
+    }
+    assert!(killed >= 1, "the cluster finished before any kill");
+
+    // Restarted together, the processes agree on the newest checkpoint all of them have and
+    // finish the replay.
+    let children: Vec<Child> = (0..PROCESSES)
+        .map(|process| start_process(&config, process))
+        .collect();
+    for (process, output) in wait_all(children).iter().enumerate() {
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "process {process} failed after {killed} kills ({}):\n{log}",
+            output.status,
+        );
+        assert!(
+            log.contains("Continuing from the checkpoint"),
+            "process {process} did not continue from a checkpoint:\n{log}"
+        );
+    }
+    let actual = dump_continued(&cluster_db);
+    for ((table, got), want) in CONTINUED.iter().zip(&actual).zip(&expected) {
+        assert!(
+            !want.is_empty() || *table == "platform_error",
+            "{table} is empty: the comparison would prove nothing"
+        );
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{table} has {} rows after {killed} kills, an uninterrupted process wrote {}",
+            got.len(),
+            want.len()
+        );
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g, w, "a row of {table} differs after {killed} kills");
+        }
+    }
+    // Each process keeps at most its two newest checkpoints.
+    for process in 0..PROCESSES {
+        let kept = checkpoints_of(&state, process);
+        assert!(
+            !kept.is_empty() && kept.len() <= 2,
+            "process {process} keeps {kept:?}"
+        );
+    }
 }

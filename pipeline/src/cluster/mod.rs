@@ -32,6 +32,9 @@ pub struct ClusterInfo {
     /// Bytes exchanged with each process, by index (zero for this one).
     pub traffic: Vec<Arc<PeerTraffic>>,
     pub health: Arc<Health>,
+    /// The epochs of the checkpoints each process keeps, by process index, as they said at
+    /// start (SPEC §9: the cluster continues from the newest one they all have).
+    pub checkpoints: Vec<Vec<u64>>,
 }
 
 impl ClusterInfo {
@@ -71,6 +74,7 @@ pub fn join(
     process: usize,
     workers: usize,
     shape: String,
+    checkpoints: Vec<u64>,
 ) -> Result<(ClusterInfo, Network), ConnectError> {
     // Before the first socket: a peer lost at any point must be noticed.
     let health = health::watch();
@@ -80,15 +84,18 @@ pub fn join(
         addresses: config.addresses.clone(),
         workers,
         shape,
+        checkpoints,
     };
     let connected = network::connect(&hello, config.startup_timeout)?;
     let traffic = connected.traffic.clone();
+    let checkpoints = connected.checkpoints.clone();
     let (builders, guard) = connected.start(process, workers)?;
     let info = ClusterInfo {
         process,
         addresses: config.addresses.clone(),
         traffic,
         health,
+        checkpoints,
     };
     let placement = Placement {
         process,

@@ -25,7 +25,7 @@ use tracing::{debug, info};
 /// What opens every connection: marks it as Sluice's, and carries what both ends must agree on.
 const MAGIC: &[u8; 15] = b"SLUICE-CLUSTER\n";
 /// The layout of [`Hello`] and of what the processes exchange; any change needs a new number.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 /// A hello is a few hundred bytes; anything much larger is not a Sluice peer.
 const MAX_HELLO: u32 = 1 << 20;
 /// How long one side of the handshake may take once connected.
@@ -43,6 +43,9 @@ pub struct Hello {
     pub workers: usize,
     /// What else shapes the graph (rollup widths, checkpoints on or off): must match.
     pub shape: String,
+    /// The epochs of the checkpoints this process keeps (SPEC §9): the cluster continues
+    /// from the newest one every process has.
+    pub checkpoints: Vec<u64>,
 }
 
 /// Why the cluster could not be formed.
@@ -140,6 +143,8 @@ impl Stream for CountedStream {
 pub(super) struct Connected {
     /// Traffic with each peer, by process index (zero for this process).
     pub traffic: Vec<Arc<PeerTraffic>>,
+    /// The checkpoints each process keeps, by process index (this one's included).
+    pub checkpoints: Vec<Vec<u64>>,
     sockets: Vec<Option<CountedStream>>,
 }
 
@@ -192,19 +197,30 @@ pub(super) fn connect(hello: &Hello, timeout: Duration) -> Result<Connected, Con
     connected.extend(accepted.into_iter().map(Some));
     let mut traffic = Vec::with_capacity(addresses.len());
     let mut sockets = Vec::with_capacity(addresses.len());
+    let mut checkpoints = Vec::with_capacity(addresses.len());
     for slot in connected {
         let counters = Arc::new(PeerTraffic::default());
         match slot {
-            Some((stream, _)) => sockets.push(Some(CountedStream {
-                stream,
-                traffic: counters.clone(),
-            })),
-            None => sockets.push(None),
+            Some((stream, theirs)) => {
+                checkpoints.push(theirs.checkpoints);
+                sockets.push(Some(CountedStream {
+                    stream,
+                    traffic: counters.clone(),
+                }));
+            }
+            None => {
+                checkpoints.push(hello.checkpoints.clone());
+                sockets.push(None);
+            }
         }
         traffic.push(counters);
     }
     info!(process = me, "Every process of the cluster is connected.");
-    Ok(Connected { traffic, sockets })
+    Ok(Connected {
+        traffic,
+        checkpoints,
+        sockets,
+    })
 }
 
 /// Connects to processes `0..me`, retrying each until the deadline.

@@ -373,15 +373,6 @@ impl Config {
         problems.extend(self.pipeline.window_problems());
         if let Some(cluster) = &self.cluster {
             problems.extend(cluster.problems());
-            if self.pipeline.state_dir.is_some() {
-                // Each process would need the others' word that an epoch is durable everywhere
-                // before releasing its rows; until then a cluster runs without state.
-                problems.push(
-                    "pipeline.state_dir: checkpoints are not supported in a [cluster] yet; \
-                     remove state_dir (a restart then starts the open minutes afresh)"
-                        .to_owned(),
-                );
-            }
         }
         if let Some(admin) = &self.admin
             && let Err(problem) = admin.address()

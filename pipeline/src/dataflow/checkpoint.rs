@@ -3,42 +3,46 @@
 //! and every rollup operator's snapshot — together once no part of it can still arrive, and
 //! hands the whole to the writer thread.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use sluice_model::Str;
 use sluice_model::records::{AppRollup, PlatformRollup, Records};
-use sluice_operators::checkpoint::{OpenWindow, Snapshot, WindowState};
+use sluice_operators::checkpoint::{Cut, OpenWindow, Snapshot, WindowState};
 use sluice_operators::rollup::app::AppWindow;
 use sluice_operators::rollup::platform::PlatformWindow;
 use sluice_operators::route::PlatformKey;
 use sluice_operators::time::{GraphTime, Time, frontier_bounds};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::{Scope, Stream};
 
 use super::StatePlan;
-use super::ingest::IngestParts;
+use super::ingest::{IngestPart, IngestParts};
 use crate::routing::SinkRoutes;
 use crate::state::file::Checkpoint;
 use crate::state::writer::PendingCheckpoint;
+use tracing::warn;
 
 type Restored<'scope, K, S> = Stream<'scope, Time, Vec<OpenWindow<K, S>>>;
 
-/// The restored checkpoint's windows, sent once by worker 0 at the start of `first_epoch`
-/// (the rollup operators exchange them to the workers that own their keys).
+/// The restored checkpoint's windows, sent once by the process's leader at the start of
+/// `first_epoch` (the rollup operators exchange them to the workers of the cluster that own
+/// their keys).
 pub(super) fn restored_windows<'scope>(
     scope: Scope<'scope, Time>,
     restored: Option<Arc<Checkpoint>>,
     first_epoch: u64,
+    leader: usize,
 ) -> (
     Restored<'scope, Str, AppWindow>,
     Restored<'scope, PlatformKey, PlatformWindow>,
 ) {
     let windows = restored
-        .filter(|_| scope.index() == 0)
+        .filter(|_| scope.index() == leader)
         .map(|checkpoint| checkpoint.windows.clone());
     let (app, platform) = match windows {
         Some(WindowState { app, platform }) => (Some(app), Some(platform)),
@@ -81,9 +85,13 @@ pub(super) struct Parts<'scope> {
     pub(super) platform_rollups: Stream<'scope, Time, Vec<PlatformRollup>>,
     /// Ingest's parts, by epoch (on the same worker).
     pub(super) ingest: IngestParts,
+    /// Every ingest point's cuts: which epochs the cluster ends.
+    pub(super) cuts: Stream<'scope, Time, Vec<Cut>>,
+    /// The worker that assembles this process's checkpoints: its leader, which runs Ingest.
+    pub(super) leader: usize,
 }
 
-/// What one epoch's checkpoint gathers on worker 0 before Ingest's part completes it.
+/// What one epoch's checkpoint gathers on the leader before Ingest's part completes it.
 #[derive(Default)]
 struct Gathered {
     windows: WindowState,
@@ -129,10 +137,15 @@ impl<R> Chunks<R> {
     }
 }
 
-/// Puts each epoch's checkpoint together on worker 0 — windows, Ingest's part, the epoch's
-/// rollup rows — once no part of it can still arrive, and hands it to the writer with how
-/// many records each sink had been handed by then (the epoch's raw records are among them:
-/// the writer waits until the sinks have them safe).
+/// Puts each epoch's checkpoint together on the process's leader — windows, Ingest's part,
+/// the epoch's rollup rows — once no part of it can still arrive, and hands it to the writer
+/// with how many records each sink had been handed by then (the epoch's raw records are
+/// among them: the writer waits until the sinks have them safe).
+///
+/// In a cluster every process assembles its own part of every epoch the cluster ends: its
+/// workers' windows and rows, its Ingest's part — or, once its input is over, Ingest's last
+/// part, which no later epoch changes — so that every process has a checkpoint of every
+/// epoch.
 pub(super) fn assemble(
     parts: Parts<'_>,
     state: &StatePlan,
@@ -140,8 +153,11 @@ pub(super) fn assemble(
     routes: Arc<SinkRoutes>,
 ) {
     let scope = parts.snapshots.scope();
-    // Worker 0 assembles (it also runs Ingest, whose parts it needs).
-    let mut writer = if scope.index() == 0 {
+    // The leader assembles (it also runs Ingest, whose parts it needs); each worker's parts
+    // go to its own process's leader.
+    let leader = parts.leader;
+    let to_leader = leader as u64;
+    let mut writer = if scope.index() == leader {
         state
             .writer
             .lock()
@@ -152,14 +168,25 @@ pub(super) fn assemble(
     };
     let ingest = parts.ingest;
     let mut builder = OperatorBuilder::new("Checkpoint".to_owned(), scope);
-    let mut snapshots_in = builder.new_input(parts.snapshots, Exchange::new(|_: &Snapshot| 0));
-    let mut handed_in = builder.new_input(parts.handed_over, Exchange::new(|_: &()| 0));
-    let mut app_in = builder.new_input(parts.app_rollups, Exchange::new(|_: &AppRollup| 0));
+    let mut snapshots_in = builder.new_input(
+        parts.snapshots,
+        Exchange::new(move |_: &Snapshot| to_leader),
+    );
+    let mut handed_in =
+        builder.new_input(parts.handed_over, Exchange::new(move |_: &()| to_leader));
+    let mut app_in = builder.new_input(
+        parts.app_rollups,
+        Exchange::new(move |_: &AppRollup| to_leader),
+    );
     let mut platform_in = builder.new_input(
         parts.platform_rollups,
-        Exchange::new(|_: &PlatformRollup| 0),
+        Exchange::new(move |_: &PlatformRollup| to_leader),
     );
+    let mut cuts_in = builder.new_input(parts.cuts.broadcast(), Pipeline);
     let mut gathered: BTreeMap<u64, Gathered> = BTreeMap::new();
+    // The epochs some ingest point ended, not yet assembled; and this process's last part.
+    let mut ended: BTreeSet<u64> = BTreeSet::new();
+    let mut last_part: Option<IngestPart> = None;
     builder.build(move |_capabilities| {
         move |frontiers| {
             snapshots_in.for_each(|_time, data| {
@@ -172,6 +199,9 @@ pub(super) fn assemble(
                 }
             });
             handed_in.for_each(|_time, _data| {});
+            cuts_in.for_each(|_time, data| {
+                ended.extend(data.drain(..).map(|cut| cut.epoch));
+            });
             app_in.for_each_stamp(|time, data| {
                 let epoch = stamp_epoch(&time);
                 let rows = &mut gathered.entry(epoch).or_default().app_rollups;
@@ -191,16 +221,26 @@ pub(super) fn assemble(
                 .filter_map(|f| frontier_bounds(&f.frontier()))
                 .map(|(_, epoch)| epoch)
                 .min();
-            let ready: Vec<u64> = ingest
-                .borrow()
-                .keys()
+            let ready: Vec<u64> = ended
+                .iter()
                 .copied()
                 .filter(|epoch| complete.is_none_or(|c| *epoch < c))
                 .collect();
             for epoch in ready {
-                let Some(part) = ingest.borrow_mut().remove(&epoch) else {
-                    continue;
+                ended.remove(&epoch);
+                // This process's own cut of the epoch, or (its input over before the epoch
+                // ended elsewhere) its last, which nothing has changed since.
+                let part = match ingest.borrow_mut().remove(&epoch) {
+                    Some(part) => part,
+                    None => match &last_part {
+                        Some(part) => part.clone(),
+                        None => {
+                            warn!(epoch, "An epoch ended before this process's first cut; it has no checkpoint here.");
+                            continue;
+                        }
+                    },
                 };
+                last_part = Some(part.clone());
                 // Rows of epochs without a cut of their own (before the first) go with this one.
                 let mut epoch_parts = Gathered::default();
                 while let Some(entry) = gathered.first_entry() {

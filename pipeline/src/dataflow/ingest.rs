@@ -169,6 +169,7 @@ pub(super) fn ingest<'scope>(
             parts: my_parts,
             last_batch: Instant::now(),
             last_beat: None,
+            in_cluster,
         };
         move |_frontiers| {
             let mut records_out = records_out.activate();
@@ -229,7 +230,9 @@ pub(super) fn ingest<'scope>(
                         if in_cluster {
                             myself.activate_after(BEAT_INTERVAL);
                         }
-                        if let Some(due) = state.next_cut.filter(|_| state.since_cut > 0) {
+                        if let Some(due) =
+                            state.next_cut.filter(|_| state.since_cut > 0 || in_cluster)
+                        {
                             myself.activate_after(due.saturating_duration_since(Instant::now()));
                         }
                         return;
@@ -303,6 +306,8 @@ struct IngestState {
     last_batch: Instant,
     /// When this process last announced its watermark.
     last_beat: Option<Instant>,
+    /// One process of a cluster: epochs end on time even without records.
+    in_cluster: bool,
 }
 
 impl IngestState {
@@ -354,8 +359,12 @@ impl IngestState {
         }
     }
 
+    /// Whether the epoch ends now: its interval is over and records came in — or, in a
+    /// cluster, whether or not any did, since every process must end every epoch for the
+    /// cluster's checkpoint of it to be complete.
     fn cut_due(&self) -> bool {
-        self.since_cut > 0 && self.next_cut.is_some_and(|due| Instant::now() >= due)
+        (self.since_cut > 0 || self.in_cluster)
+            && self.next_cut.is_some_and(|due| Instant::now() >= due)
     }
 
     /// Ends the current epoch: its checkpoint part, and a cut with the watermark reached.

@@ -28,6 +28,7 @@
 //! `checkpoint` (restored windows in, snapshots out).
 
 mod checkpoint;
+mod commit;
 mod forward;
 mod ingest;
 
@@ -49,6 +50,7 @@ use timely::dataflow::operators::Concatenate;
 
 use crate::cluster::Network;
 use crate::routing::SinkRoutes;
+use crate::state::commit::CommitGate;
 use crate::state::file::Checkpoint;
 use crate::state::writer::PendingCheckpoint;
 use crate::telemetry::GraphMetrics;
@@ -108,6 +110,8 @@ pub struct StatePlan {
     pub restored: Option<Arc<Checkpoint>>,
     /// Where assembled checkpoints go; taken by the worker that assembles them.
     pub writer: Mutex<Option<mpsc::Sender<PendingCheckpoint>>>,
+    /// In a cluster: which epochs every process has on disk (the commit dataflow says).
+    pub gate: Option<Arc<CommitGate>>,
 }
 
 impl DataflowPlan {
@@ -128,8 +132,13 @@ pub fn run(plan: DataflowPlan, network: Option<Network>) -> Result<(), DataflowE
     let workers = plan.workers;
     let plan = Arc::new(plan);
     let build_worker = move |worker: &mut timely::worker::Worker| {
+        let gate = plan.state.as_ref().and_then(|state| state.gate.clone());
+        let leader = plan.placement.leader();
         let plan = plan.clone();
         worker.dataflow::<Time, _, _>(move |scope| build(scope, &plan));
+        if let Some(gate) = gate {
+            commit::build(worker, gate, leader);
+        }
     };
     let guards = match network {
         Some(network) => timely::execute::execute_from(
@@ -160,12 +169,13 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
     };
     let ingested = ingest::ingest(scope, plan, first_epoch);
     let restored = plan.state.as_ref().and_then(|s| s.restored.clone());
+    let leader = plan.placement.leader();
     let (app_windows, platform_windows) =
-        checkpoint::restored_windows(scope, restored, first_epoch);
+        checkpoint::restored_windows(scope, restored, first_epoch, leader);
     let state = StateInputs {
         app_windows,
         platform_windows,
-        cuts: ingested.cuts,
+        cuts: ingested.cuts.clone(),
         // No Cloud Controller source yet: the directory is built from envelope tags.
         listings: timely::dataflow::operators::generic::operator::empty(scope),
     };
@@ -210,6 +220,8 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
                 app_rollups: streams.app_rollups,
                 platform_rollups: streams.platform_rollups,
                 ingest: ingested.parts,
+                cuts: ingested.cuts,
+                leader,
             },
             state,
             plan.windows.clone(),

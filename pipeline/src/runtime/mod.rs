@@ -38,10 +38,12 @@ use crate::cluster::{ClusterInfo, Lost, Network};
 use crate::config::{Config, ConfigDiff};
 use crate::dataflow::{self, DataflowPlan, IngestChannel, LiveTap, StatePlan};
 use crate::routing::SinkRoutes;
-use crate::state::StateDir;
 use crate::state::StateError;
+use crate::state::commit::CommitGate;
 use crate::state::file::Checkpoint;
+use crate::state::writer::Target;
 use crate::state::writer::{CheckpointWriter, Release};
+use crate::state::{Layout, StateDir};
 use crate::status::StatusLine;
 use crate::telemetry::GraphMetrics;
 
@@ -257,19 +259,17 @@ async fn run_async(
     for warning in config.warnings() {
         warn!("{warning}");
     }
-    // The state directory first: a run that may not use it must not touch anything else.
-    let state_dir = match &config.pipeline.state_dir {
-        Some(dir) => Some(StateDir::open(dir)?),
+    let process = match &config.cluster {
+        Some(cluster) => Some(cluster_process(cluster, options.process)?),
         None => None,
     };
-    let restored = state_dir.as_ref().and_then(|state| {
-        let checkpoint = state.restored.clone()?;
-        Some(Arc::new(restore(
-            checkpoint,
-            &config.pipeline.window_widths(),
-            &graph_metrics,
-        )))
-    });
+    // The state directory first: a run that may not use it must not touch anything else. A
+    // process of a cluster keeps its own, under the configured one.
+    let mut state_dir = match (&config.pipeline.state_dir, process) {
+        (Some(dir), None) => Some(StateDir::open(dir)?),
+        (Some(dir), Some(process)) => Some(StateDir::open_for_process(dir, process)?),
+        (None, _) => None,
+    };
     // Admin endpoint: the supervisor registers every component it starts.
     let registry = Registry::new(graph_metrics.clone());
     let admin = match &config.admin {
@@ -290,8 +290,12 @@ async fn run_async(
     // that cannot form has touched nothing.
     let (cluster, network) = match &config.cluster {
         Some(cluster_config) => {
+            let kept = match &state_dir {
+                Some(state) => state.kept()?,
+                None => Vec::new(),
+            };
             let (cluster, network) = tokio::select! {
-                joined = join_cluster(&config, cluster_config, options.process) => joined?,
+                joined = join_cluster(&config, cluster_config, process.unwrap_or_default(), kept) => joined?,
                 () = &mut shutdown_requested => {
                     info!("Stopped while waiting for the cluster's other processes.");
                     return Ok(RunSummary {
@@ -306,6 +310,20 @@ async fn run_async(
         }
         None => (None, None),
     };
+    // A cluster continues from the newest checkpoint every process has (SPEC §9, §12): each
+    // process said which it keeps, so each makes the same choice.
+    if let (Some(state), Some(cluster)) = (state_dir.as_mut(), &cluster) {
+        let epoch = crate::state::common_epoch(&cluster.checkpoints)?;
+        state.continue_from(epoch)?;
+    }
+    let restored = state_dir.as_ref().and_then(|state| {
+        let checkpoint = state.restored.clone()?;
+        Some(Arc::new(restore(
+            checkpoint,
+            &config.pipeline.window_widths(),
+            &graph_metrics,
+        )))
+    });
     let placement = network.as_ref().map_or(
         sluice_operators::graph::Placement::single(config.pipeline.workers()),
         |network| network.placement,
@@ -338,13 +356,24 @@ async fn run_async(
                 routes: routes.clone(),
                 live: live.clone(),
             };
-            let (sender, writer) =
-                CheckpointWriter::start(dir.checkpoint_path(), release, graph_metrics.clone())
-                    .map_err(RunError::Writer)?;
+            let (target, gate) = match dir.layout() {
+                Layout::Single => (Target::File(dir.checkpoint_path()), None),
+                Layout::PerEpoch => {
+                    let gate = Arc::new(CommitGate::default());
+                    let target = Target::PerEpoch {
+                        dir: dir.dir().to_owned(),
+                        gate: gate.clone(),
+                    };
+                    (target, Some(gate))
+                }
+            };
+            let (sender, writer) = CheckpointWriter::start(target, release, graph_metrics.clone())
+                .map_err(RunError::Writer)?;
             let plan = StatePlan {
                 interval: config.pipeline.checkpoint_interval,
                 restored: restored.clone(),
                 writer: std::sync::Mutex::new(Some(sender)),
+                gate,
             };
             (Some(plan), Some(writer))
         }
@@ -599,13 +628,10 @@ async fn run_async(
 async fn join_cluster(
     config: &Config,
     cluster: &crate::cluster::ClusterConfig,
-    process: Option<usize>,
+    process: usize,
+    checkpoints: Vec<u64>,
 ) -> Result<(Arc<ClusterInfo>, Network), RunError> {
     let processes = cluster.addresses.len();
-    let process = process.or(cluster.process).ok_or(ClusterError::NoProcess)?;
-    if process >= processes {
-        return Err(ClusterError::BadProcess { process, processes }.into());
-    }
     let workers = config.pipeline.workers();
     // What every process's graph must agree on beyond the worker count.
     let shape = format!(
@@ -619,7 +645,7 @@ async fn join_cluster(
     );
     let cluster = cluster.clone();
     let (info, network) = tokio::task::spawn_blocking(move || {
-        crate::cluster::join(&cluster, process, workers, shape)
+        crate::cluster::join(&cluster, process, workers, shape, checkpoints)
     })
     .await
     .map_err(|e| RunError::Dataflow(dataflow::DataflowError::panicked(&e)))?
@@ -632,6 +658,19 @@ async fn join_cluster(
         workers * processes
     );
     Ok((Arc::new(info), network))
+}
+
+/// This process's index in the cluster: `--process`, else `cluster.process`.
+fn cluster_process(
+    cluster: &crate::cluster::ClusterConfig,
+    process: Option<usize>,
+) -> Result<usize, RunError> {
+    let processes = cluster.addresses.len();
+    let process = process.or(cluster.process).ok_or(ClusterError::NoProcess)?;
+    if process >= processes {
+        return Err(ClusterError::BadProcess { process, processes }.into());
+    }
+    Ok(process)
 }
 
 /// Starts the dataflow on a thread of its own; the future resolves with how it ended.

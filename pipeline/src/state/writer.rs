@@ -10,6 +10,11 @@
 //! 3. hand those rows to the sinks. A crash before they are stored loses nothing: the
 //!    restart sends the rows of the checkpoint it restores again, and a store never holds a
 //!    row a restart could not rebuild (rows only follow the checkpoint that covers them).
+//!
+//! In a cluster (SPEC §12) each process writes its part of every epoch to a file of its own
+//! and releases the epoch's rows only once every process has written it (see
+//! [`super::commit`]); a process never skips an epoch there, so that all of them keep the
+//! same ones.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,7 @@ use std::time::{Duration, Instant};
 use sluice_model::records::Records;
 use tracing::{debug, error, warn};
 
+use super::commit::CommitGate;
 use super::file::{self, Checkpoint};
 use crate::dataflow::LiveTap;
 use crate::routing::{HandedOver, SinkRoutes};
@@ -39,6 +45,50 @@ const SINK_POLL: Duration = Duration::from_millis(20);
 /// when several are ready, only the newest is written (it covers the others, rows included).
 pub struct CheckpointWriter {
     thread: std::thread::JoinHandle<()>,
+}
+
+/// Where checkpoints are written.
+pub enum Target {
+    /// One process: one file, replaced by each newer checkpoint (older ones still waiting
+    /// for their sinks are skipped: the newer covers them).
+    File(PathBuf),
+    /// One process of a cluster: a file per epoch in `dir`, every epoch written, the last two
+    /// kept; an epoch's rows are released once `gate` says every process has it.
+    PerEpoch { dir: PathBuf, gate: Arc<CommitGate> },
+}
+
+impl Target {
+    fn path(&self, epoch: u64) -> PathBuf {
+        match self {
+            Target::File(path) => path.clone(),
+            Target::PerEpoch { dir, .. } => super::epoch_path(dir, epoch),
+        }
+    }
+
+    /// After `epoch` is written: what the rows must wait for, and old files go.
+    fn written(&self, epoch: u64) {
+        let Target::PerEpoch { dir, gate } = self else {
+            return;
+        };
+        // Only the two newest are ever needed (see `super::commit`).
+        if let Ok(kept) = super::kept_epochs(dir) {
+            for old in kept.into_iter().filter(|old| *old + 1 < epoch) {
+                if let Err(e) = std::fs::remove_file(super::epoch_path(dir, old)) {
+                    warn!(epoch = old, "An old checkpoint could not be removed: {e}");
+                }
+            }
+        }
+        gate.written(epoch);
+        while !gate.is_committed(epoch) {
+            std::thread::sleep(SINK_POLL);
+        }
+    }
+
+    fn finished(&self) {
+        if let Target::PerEpoch { gate, .. } = self {
+            gate.finish();
+        }
+    }
 }
 
 /// Where released rollup rows go.
@@ -63,14 +113,17 @@ impl CheckpointWriter {
     /// Starts writing to `path`; the writer ends once every sender is dropped and everything
     /// it was sent is written and released.
     pub fn start(
-        path: PathBuf,
+        target: Target,
         release: Release,
         metrics: Arc<GraphMetrics>,
     ) -> std::io::Result<(mpsc::Sender<PendingCheckpoint>, CheckpointWriter)> {
         let (sender, checkpoints) = mpsc::channel::<PendingCheckpoint>();
         let thread = std::thread::Builder::new()
             .name("sluice-checkpoint".to_owned())
-            .spawn(move || write_as_sinks_catch_up(&checkpoints, &path, &release, &metrics))?;
+            .spawn(move || {
+                write_as_sinks_catch_up(&checkpoints, &target, &release, &metrics);
+                target.finished();
+            })?;
         Ok((sender, CheckpointWriter { thread }))
     }
 
@@ -84,7 +137,7 @@ impl CheckpointWriter {
 /// caught up with, then releases its rows; until the graph has sent the last.
 fn write_as_sinks_catch_up(
     checkpoints: &mpsc::Receiver<PendingCheckpoint>,
-    path: &Path,
+    target: &Target,
     release: &Release,
     metrics: &GraphMetrics,
 ) {
@@ -110,9 +163,13 @@ fn write_as_sinks_catch_up(
             }
         }
         let rows_safe = released.iter().all(HandedOver::is_safe);
-        let ready = waiting
-            .iter()
-            .rposition(|(pending, _)| pending.sinks.iter().all(HandedOver::is_safe));
+        let safe = |(pending, _): &(PendingCheckpoint, Instant)| {
+            pending.sinks.iter().all(HandedOver::is_safe)
+        };
+        let ready = match target {
+            Target::File(_) => waiting.iter().rposition(safe),
+            Target::PerEpoch { .. } => waiting.front().filter(|w| safe(w)).map(|_| 0),
+        };
         match ready.filter(|_| rows_safe) {
             Some(newest) => {
                 let mut taken = waiting.drain(..=newest);
@@ -126,7 +183,12 @@ fn write_as_sinks_catch_up(
                     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX),
                     Ordering::Relaxed,
                 );
-                if write(path, &pending.checkpoint, metrics) {
+                if write(
+                    &target.path(pending.checkpoint.epoch),
+                    &pending.checkpoint,
+                    metrics,
+                ) {
+                    target.written(pending.checkpoint.epoch);
                     release.send(std::mem::take(&mut pending.checkpoint.rows));
                     released = release.routes.handed_over();
                 } else {
