@@ -200,7 +200,10 @@ pub(super) fn assemble(
             });
             handed_in.for_each(|_time, _data| {});
             cuts_in.for_each(|_time, data| {
-                ended.extend(data.drain(..).map(|cut| cut.epoch));
+                // Every worker receives the cuts; only the one assembling keeps them.
+                if writer.is_some() {
+                    ended.extend(data.drain(..).map(|cut| cut.epoch));
+                }
             });
             app_in.for_each_stamp(|time, data| {
                 let epoch = stamp_epoch(&time);
