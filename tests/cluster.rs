@@ -756,6 +756,7 @@ fn a_cluster_killed_mid_replay_continues_from_its_checkpoints_exactly() {
     let children: Vec<Child> = (0..PROCESSES)
         .map(|process| start_process(&config, process))
         .collect();
+    let mut endings = Vec::new();
     for (process, output) in wait_all(children).iter().enumerate() {
         let log = String::from_utf8_lossy(&output.stderr);
         assert!(
@@ -767,7 +768,13 @@ fn a_cluster_killed_mid_replay_continues_from_its_checkpoints_exactly() {
             log.contains("Continuing from the checkpoint"),
             "process {process} did not continue from a checkpoint:\n{log}"
         );
+        endings.extend(
+            log.lines()
+                .filter(|line| line.contains("Continuing") || line.contains("Run finished"))
+                .map(|line| format!("process {process}: {line}")),
+        );
     }
+    let endings = endings.join("\n");
     let actual = dump_continued(&cluster_db);
     for ((table, got), want) in CONTINUED.iter().zip(&actual).zip(&expected) {
         assert!(
@@ -777,12 +784,15 @@ fn a_cluster_killed_mid_replay_continues_from_its_checkpoints_exactly() {
         assert_eq!(
             got.len(),
             want.len(),
-            "{table} has {} rows after {killed} kills, an uninterrupted process wrote {}",
+            "{table} has {} rows after {killed} kills, an uninterrupted process wrote {}\n{endings}",
             got.len(),
             want.len()
         );
         for (g, w) in got.iter().zip(want) {
-            assert_eq!(g, w, "a row of {table} differs after {killed} kills");
+            assert_eq!(
+                g, w,
+                "a row of {table} differs after {killed} kills\n{endings}"
+            );
         }
     }
     // Each process keeps at most its two newest checkpoints.

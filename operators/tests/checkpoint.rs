@@ -390,3 +390,153 @@ fn every_snapshot_holds_every_open_window_once_and_rows_follow_snapshots() {
         assert_eq!(keys.len(), n, "a window is in one part only, epoch {epoch}");
     }
 }
+
+/// A log line of `app` at `seconds` of event time.
+fn log_at(app: &str, seconds: i64) -> Event {
+    let at = seconds * 1_000_000_000;
+    Event {
+        timestamp: at,
+        header: Header {
+            origin: Str::from("rep"),
+            ..Header::default()
+        },
+        payload: Payload::Log(LogMessage {
+            message: Bytes::from("GET / 200"),
+            message_type: MessageType::Out,
+            timestamp: at,
+            app_id: Str::from(app),
+            source_type: Str::from("APP/PROC/WEB"),
+            source_instance: Str::from("0"),
+        }),
+    }
+}
+
+/// Two ingest points of a cluster (SPEC §12), driven from one worker so that the order is
+/// exactly the one that matters: point A has ended epoch 1 and sends, in epoch 2, a line of
+/// app X's minute [60 s, 120 s) at a watermark before it, then reads far ahead; point B, still
+/// in epoch 1, reads far enough that the frontier passes that minute. The line waits for
+/// epoch 1's snapshot; its window must wait for it too, or the minute is emitted without it
+/// and then again from that line alone.
+#[test]
+fn a_window_stays_open_while_a_sample_of_it_waits_for_its_epoch() {
+    let rows = Arc::new(Mutex::new(Vec::new()));
+    let out = rows.clone();
+    timely::execute(timely::Config::thread(), move |worker| {
+        let options = WindowOptions {
+            flush_interval: Arc::new(AtomicU64::new(u64::MAX)),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            open_windows: Arc::new(AtomicI64::new(0)),
+            windows: vec![60],
+            checkpoints: true,
+            first_epoch: 1,
+            // Two one-worker processes: the cluster's exchange of samples by key.
+            placement: graph::Placement {
+                process: 0,
+                processes: 2,
+                workers: 1,
+            },
+        };
+        let out = out.clone();
+        let (mut a, mut b, mut a_cuts, mut b_cuts) = worker.dataflow::<Time, _, _>(|scope| {
+            use timely::dataflow::operators::Concatenate;
+            let (a, a_records) = scope.new_unordered_input();
+            let (b, b_records) = scope.new_unordered_input();
+            let (a_cuts, a_cut_stream) = scope.new_unordered_input();
+            let (b_cuts, b_cut_stream) = scope.new_unordered_input();
+            use timely::dataflow::operators::generic::operator::empty;
+            let state = StateInputs {
+                app_windows: empty(scope),
+                platform_windows: empty(scope),
+                cuts: scope.concatenate([a_cut_stream, b_cut_stream]),
+                listings: empty(scope),
+            };
+            let streams = graph::build_with_state(
+                scope.concatenate([a_records, b_records]),
+                LiveRules::new(AppEventRules::default()),
+                options,
+                state,
+            );
+            streams
+                .app_rollups
+                .inspect(move |row| out.lock().expect("lock").push(row.clone()));
+            (
+                Feed::new(a),
+                Feed::new(b),
+                Feed::new(a_cuts),
+                Feed::new(b_cuts),
+            )
+        });
+        let settle = |worker: &mut timely::worker::Worker| {
+            for _ in 0..50 {
+                worker.step();
+            }
+        };
+        let lateness = Duration::from_secs(60);
+        let (mut a_mark, mut b_mark) = (Watermark::new(lateness), Watermark::new(lateness));
+        let mut late = LateCounts::default();
+        let mut send = |feed: &mut Feed<_>, mark: &mut Watermark, epoch: u64, batch| {
+            let mut stamped = Vec::new();
+            let time = stamp_batch(mark, batch, 1, &mut stamped, &mut late);
+            feed.send(Time::at(time.max(feed.time().watermark), epoch), stamped);
+            feed.advance(Time::at(mark.epoch().max(feed.time().watermark), epoch));
+        };
+        let x = "00000000-0000-0000-0000-00000000000a";
+        let other = "00000000-0000-0000-0000-00000000000b";
+        // B, epoch 1: X's first line of the minute.
+        send(&mut b, &mut b_mark, 1, vec![log_at(x, 90)]);
+        // A ends epoch 1 before reading anything, then in epoch 2 sends X's second line and
+        // reads on to 1 000 s.
+        a_cuts.send(
+            Time::at(0, 1),
+            vec![Cut {
+                epoch: 1,
+                watermark: 0,
+            }],
+        );
+        a_cuts.advance(Time::at(0, 2));
+        a.advance(Time::at(0, 2));
+        send(&mut a, &mut a_mark, 2, vec![log_at(x, 100)]);
+        send(&mut a, &mut a_mark, 2, vec![log_at(other, 1_000)]);
+        a_cuts.advance(Time::at(a.time().watermark, 2));
+        // B reads on to 500 s: the frontier is past X's minute.
+        send(&mut b, &mut b_mark, 1, vec![log_at(other, 500)]);
+        settle(worker);
+        // B ends epoch 1; both end epoch 2 as their inputs end, as Ingest does.
+        let reached = b.time().watermark;
+        b_cuts.send(
+            Time::at(reached, 1),
+            vec![Cut {
+                epoch: 1,
+                watermark: reached,
+            }],
+        );
+        for (cuts, reached) in [(&mut a_cuts, a.time().watermark), (&mut b_cuts, reached)] {
+            cuts.send(
+                Time::at(reached, 2),
+                vec![Cut {
+                    epoch: 2,
+                    watermark: reached,
+                }],
+            );
+        }
+        for feed in [&mut a, &mut b] {
+            feed.close();
+        }
+        a_cuts.close();
+        b_cuts.close();
+        settle(worker);
+        assert_eq!(late.total(), 0, "nothing in this scenario is late");
+    })
+    .expect("timely runs");
+    let rows = rows.lock().expect("lock");
+    let x_minute: Vec<u64> = rows
+        .iter()
+        .filter(|row| &*row.app_id == "00000000-0000-0000-0000-00000000000a" && row.minute == 60)
+        .map(|row| row.log_lines)
+        .collect();
+    assert_eq!(
+        x_minute.last(),
+        Some(&2),
+        "X's minute as last written: both lines (rows written: {x_minute:?})"
+    );
+}

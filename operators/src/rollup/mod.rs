@@ -204,8 +204,14 @@ where
                 samples_in.for_each_stamp(|time, data| {
                     core.hold(&time.retain_stamp(0), &time.retain_stamp(1));
                     let epoch = time.stamp().iter().map(GraphTime::epoch).max().unwrap_or(0);
+                    let watermark = time
+                        .stamp()
+                        .iter()
+                        .map(GraphTime::watermark)
+                        .min()
+                        .unwrap_or(0);
                     for sample in data.flat_map(|batch| batch.drain(..)) {
-                        core.sample(epoch, sample, restoring);
+                        core.sample(epoch, watermark, sample, restoring);
                     }
                 });
                 if restoring {
@@ -260,6 +266,9 @@ struct WindowCore<A: WindowAggregate, T: GraphTime> {
     /// Checkpoints: the epoch whose snapshot comes next; samples of later epochs wait here.
     next_epoch: u64,
     waiting: BTreeMap<u64, Vec<A::Sample>>,
+    /// The least watermark the waiting samples of each epoch were sent at: their windows end
+    /// after it, so no window ending later closes before they are in.
+    waiting_floor: BTreeMap<u64, u64>,
     /// The least watermark each ending epoch reached at the ingest points, by epoch.
     cuts: BTreeMap<u64, u64>,
     last_flush: Instant,
@@ -275,6 +284,7 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
             row_caps: CapabilitySet::new(),
             snapshot_caps: CapabilitySet::new(),
             waiting: BTreeMap::new(),
+            waiting_floor: BTreeMap::new(),
             cuts: BTreeMap::new(),
             last_flush: Instant::now(),
         }
@@ -315,9 +325,12 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
         *least = (*least).min(cut.watermark);
     }
 
-    fn sample(&mut self, epoch: u64, sample: A::Sample, restoring: bool) {
+    /// Takes a sample sent at `(watermark, epoch)`.
+    fn sample(&mut self, epoch: u64, watermark: u64, sample: A::Sample, restoring: bool) {
         if restoring || (self.options.checkpoints && epoch > self.next_epoch) {
             self.waiting.entry(epoch).or_default().push(sample);
+            let floor = self.waiting_floor.entry(epoch).or_insert(watermark);
+            *floor = (*floor).min(watermark);
         } else {
             self.apply(sample);
         }
@@ -335,6 +348,7 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
             if *entry.key() > current {
                 break;
             }
+            self.waiting_floor.remove(entry.key());
             for sample in entry.remove() {
                 self.apply(sample);
             }
@@ -360,6 +374,16 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
         }
         match samples {
             Some((watermark, _)) => {
+                // In a cluster the frontier can pass a window while a sample of it, from a
+                // process already in a later epoch, waits here for this epoch's snapshot:
+                // the window stays open until the sample is in (its window ends after the
+                // watermark it was sent at), or it would be emitted without it and then
+                // again from that sample alone.
+                let watermark = self
+                    .waiting_floor
+                    .values()
+                    .copied()
+                    .fold(watermark, u64::min);
                 let current = self.next_epoch;
                 self.close(Some(watermark), true, current, &mut out);
             }
@@ -416,6 +440,7 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
                 return;
             };
             self.next_epoch = next.max(epoch + 1);
+            self.waiting_floor.remove(&self.next_epoch);
             for sample in self.waiting.remove(&self.next_epoch).unwrap_or_default() {
                 self.apply(sample);
             }
