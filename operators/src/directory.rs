@@ -24,6 +24,7 @@ use differential_dataflow::collection::VecCollection;
 use rustc_hash::{FxHashMap, FxHasher};
 use serde::{Deserialize, Serialize};
 use sluice_model::Str;
+use sluice_model::event::{AppId, Tags};
 use sluice_model::records::{AppInfo, AppRow};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
@@ -121,6 +122,10 @@ pub fn tag_facts<'scope, T: GraphTime>(
 }
 
 /// The fact changes one record's tags make: none when they are what its app had.
+///
+/// Half the envelopes of a foundation may carry tags, and almost all of them say what the
+/// app's last ones said: that case is decided without allocating or cloning anything (the
+/// app id looked up as it is, a UUID formatted on the stack, each tag compared in place).
 fn tag_fact(
     last: &mut FxHashMap<Str, AppInfo>,
     record: &Stamped,
@@ -132,6 +137,14 @@ fn tag_fact(
         return None;
     }
     let app = event.app_id()?;
+    let mut buffer = [0u8; 36];
+    let id: &str = match &app {
+        AppId::Str(id) => id,
+        AppId::Uuid(uuid) => uuid.hyphenated().encode_lower(&mut buffer),
+    };
+    if last.get(id).is_some_and(|known| same_names(known, tags)) {
+        return None;
+    }
     let tags = tags.app_tags()?;
     let info = AppInfo {
         name: tags.app_name,
@@ -141,9 +154,6 @@ fn tag_fact(
         org_name: tags.org_name,
     };
     let app = app.to_canonical();
-    if last.get(&app) == Some(&info) {
-        return None;
-    }
     let old = last.insert(app.clone(), info.clone());
     let removed = old.map(|old| ((app.clone(), (Origin::Tags, old)), -1));
     Some(
@@ -151,6 +161,16 @@ fn tag_fact(
             .into_iter()
             .chain(std::iter::once(((app, (Origin::Tags, info)), 1))),
     )
+}
+
+/// Whether `tags` name the app as `known` does (an absent tag is an empty name).
+fn same_names(known: &AppInfo, tags: &Tags) -> bool {
+    let is = |key: &str, value: &Str| tags.get(key).map_or("", |tag| &**tag) == &**value;
+    is("app_name", &known.name)
+        && is("space_id", &known.space_id)
+        && is("space_name", &known.space_name)
+        && is("organization_id", &known.org_id)
+        && is("organization_name", &known.org_name)
 }
 
 /// The facts the Cloud Controller's listings state: each listing added, and the one before
