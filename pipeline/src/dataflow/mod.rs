@@ -166,8 +166,8 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
         app_windows,
         platform_windows,
         cuts: ingested.cuts,
-        // No Cloud Controller source yet: the directory is built from envelope tags.
-        listings: timely::dataflow::operators::generic::operator::empty(scope),
+        // The Cloud Controller's listings (`[metadata]`), if any; tags name apps either way.
+        listings: ingested.listings,
     };
     let streams = graph::build_with_state(ingested.records, plan.rules.clone(), options, state);
     let routes = &plan.routes;
