@@ -680,7 +680,12 @@ async fn the_cloud_controller_lists_every_app_paged_with_its_space_and_org_and_c
             );
             guids.insert(app["guid"].as_str().expect("guid").to_owned());
         }
-        assert!(!page["included"]["organizations"].as_array().expect("orgs").is_empty());
+        assert!(
+            !page["included"]["organizations"]
+                .as_array()
+                .expect("orgs")
+                .is_empty()
+        );
         next = page["pagination"]["next"]["href"]
             .as_str()
             .map(str::to_owned);

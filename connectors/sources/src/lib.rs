@@ -22,8 +22,8 @@
 //!   traffic generator in `sluice-simulator`.
 
 pub mod file;
-pub mod metadata;
 pub mod firehose;
+pub mod metadata;
 mod reconnect;
 pub mod rlp;
 

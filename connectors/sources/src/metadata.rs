@@ -381,7 +381,11 @@ impl CloudController {
             gathered.add(page);
         }
         let apps = gathered.finish();
-        debug!(pages, apps = apps.len(), "Listed the Cloud Controller's apps.");
+        debug!(
+            pages,
+            apps = apps.len(),
+            "Listed the Cloud Controller's apps."
+        );
         Ok(apps)
     }
 
@@ -410,12 +414,13 @@ impl CloudController {
             let status = response.status().as_u16();
             let delay = match status {
                 200..=299 => {
-                    let body = response.bytes().await.map_err(|source| {
-                        ListError::Unreachable {
+                    let body = response
+                        .bytes()
+                        .await
+                        .map_err(|source| ListError::Unreachable {
                             url: url.to_owned(),
                             source,
-                        }
-                    })?;
+                        })?;
                     return serde_json::from_slice(&body).map_err(|e| ListError::BadPage {
                         url: url.to_owned(),
                         detail: e.to_string(),
@@ -426,7 +431,10 @@ impl CloudController {
                     fresh_token = true;
                     self.metrics.retries.incr();
                     self.tokens.invalidate().await;
-                    debug!(url, "The Cloud Controller refused the token; fetching a fresh one.");
+                    debug!(
+                        url,
+                        "The Cloud Controller refused the token; fetching a fresh one."
+                    );
                     continue;
                 }
                 401 | 403 => {
@@ -444,8 +452,12 @@ impl CloudController {
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
                     let delay = retry_after.unwrap_or_else(|| backoff.next_delay());
-                    debug!(url, status, delay_ms = delay.as_millis() as u64,
-                        "The Cloud Controller asked to wait; asking again.");
+                    debug!(
+                        url,
+                        status,
+                        delay_ms = delay.as_millis() as u64,
+                        "The Cloud Controller asked to wait; asking again."
+                    );
                     delay
                 }
                 _ => {
@@ -499,8 +511,12 @@ pub async fn run(
                     .store(i64::try_from(count).unwrap_or(i64::MAX), Ordering::Relaxed);
                 deliver(apps);
                 if failing > 0 {
-                    info!(url, failed = failing, apps = count,
-                        "The Cloud Controller answers again.");
+                    info!(
+                        url,
+                        failed = failing,
+                        apps = count,
+                        "The Cloud Controller answers again."
+                    );
                 } else {
                     debug!(url, apps = count, "Cloud Controller listing delivered.");
                 }
@@ -573,7 +589,13 @@ mod tests {
         let keys: Vec<&str> = bad.problems().iter().map(|(key, _)| *key).collect();
         assert_eq!(
             keys,
-            ["cc_url", "uaa_url", "client_id", "refresh", "startup_timeout"]
+            [
+                "cc_url",
+                "uaa_url",
+                "client_id",
+                "refresh",
+                "startup_timeout"
+            ]
         );
         assert!(!format!("{bad:?}").contains("secret\""));
     }

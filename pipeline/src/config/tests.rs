@@ -774,6 +774,9 @@ fn changing_the_metadata_section_waits_for_the_next_start() {
     let new = parse(&with).expect("valid");
     assert_eq!(ConfigDiff::between(&old, &new).needs_restart, ["metadata"]);
     let faster = parse(&format!("{with}refresh = \"1m\"\n")).expect("valid");
-    assert_eq!(ConfigDiff::between(&new, &faster).needs_restart, ["metadata"]);
+    assert_eq!(
+        ConfigDiff::between(&new, &faster).needs_restart,
+        ["metadata"]
+    );
     assert!(ConfigDiff::between(&new, &new).is_empty());
 }

@@ -161,8 +161,10 @@ pub(super) fn listing(
     if page > pages && total > 0 {
         return (
             StatusCode::BAD_REQUEST,
-            Json(json!({ "errors": [{ "code": 10005, "title": "CF-BadQueryParameter",
-                "detail": "The query parameter is invalid: page is past the last page" }] })),
+            Json(
+                json!({ "errors": [{ "code": 10005, "title": "CF-BadQueryParameter",
+                "detail": "The query parameter is invalid: page is past the last page" }] }),
+            ),
         )
             .into_response();
     }
@@ -204,9 +206,7 @@ pub(super) fn listing(
     } else {
         ""
     };
-    let link = |page: usize| {
-        json!({ "href": format!("{base}?page={page}&per_page={per_page}{include_query}") })
-    };
+    let link = |page: usize| json!({ "href": format!("{base}?page={page}&per_page={per_page}{include_query}") });
     let mut body = json!({
         "pagination": {
             "total_results": total,

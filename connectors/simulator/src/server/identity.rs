@@ -377,8 +377,8 @@ pub(super) async fn apps(
     Query(query): Query<AppsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let client = bearer_token(&headers)
-        .is_some_and(|token| super::lock(&shared.tokens).accepts(token));
+    let client =
+        bearer_token(&headers).is_some_and(|token| super::lock(&shared.tokens).accepts(token));
     if client {
         shared.cc_requests.fetch_add(1, Ordering::Relaxed);
         shared.notify();
