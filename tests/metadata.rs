@@ -609,3 +609,117 @@ streams = ["apps", "app_rollups", "group_rollups"]
             >= 3
     );
 }
+
+/// The union of `table`'s `(key, …)` rows over the SQLite stores at `paths`.
+fn union_of(paths: &[std::path::PathBuf], query: &'static str) -> Vec<(String, i64)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut rows = Vec::new();
+    for path in paths {
+        let part: Vec<(String, i64)> = runtime.block_on(async {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+                .await
+                .expect("the store");
+            sqlx::query_as(query).fetch_all(&pool).await.expect("rows")
+        });
+        rows.extend(part);
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn in_a_cluster_process_0_lists_and_every_process_s_records_are_named() {
+    let simulator = sluice_simulator::SimulatorConfig {
+        apps: 6,
+        seed: 5,
+        tagged_fraction: 0.0,
+        ..sluice_simulator::SimulatorConfig::default()
+    };
+    let listing: Vec<App> = sluice_simulator::Generator::new(&simulator)
+        .apps()
+        .iter()
+        .enumerate()
+        .map(|(i, sim)| App {
+            guid: sim.guid.hyphenated().to_string(),
+            ..app(0, &format!("cc-{i}"), i % 3)
+        })
+        .collect();
+    let cc = StandIn::start(vec![listing.clone()]);
+    cc.foundation().delay = Duration::from_millis(500);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addresses: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let part = |n: usize| dir.path().join(format!("part-{n}.db"));
+    let config = write_config(
+        dir.path(),
+        "cluster.toml",
+        &format!(
+            r#"
+[pipeline]
+workers = 2
+allowed_lateness = "1h"
+
+[cluster]
+addresses = {addresses:?}
+startup_timeout = "60s"
+
+[sources.sim]
+type = "simulator"
+apps = 6
+seed = 5
+rate = 0
+limit = 40000
+clock = "simulated"
+start = "2026-01-05T10:00:00Z"
+density = 200
+tagged_fraction = 0.0
+
+[sinks.db]
+type = "sqlite"
+path = "{}/part-${{SLUICE_PART}}.db"
+streams = ["apps", "app_rollups", "group_rollups"]
+{}"#,
+            dir.path().display(),
+            metadata_section(&cc.url(), "5m", "20s")
+        ),
+    );
+    let children: Vec<_> = (0..2)
+        .map(|process| {
+            sluice()
+                .args(["run", "--no-status", "--process", &process.to_string()])
+                .arg("--config")
+                .arg(&config)
+                .env("SLUICE_PART", process.to_string())
+                .env("TEST_CC_SECRET", "s3cr3t")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("sluice starts")
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().expect("sluice ran");
+        assert_success(&output);
+    }
+    // One listing (two pages), by one process.
+    assert_eq!(cc.foundation().tokens_issued, 1);
+    assert_eq!(cc.foundation().pages_served, 2);
+    let parts = [part(0), part(1)];
+    let apps = union_of(&parts, "SELECT app_id, 0 FROM app");
+    let mut expected: Vec<(String, i64)> = listing.iter().map(|a| (a.guid.clone(), 0)).collect();
+    expected.sort();
+    assert_eq!(apps, expected, "each app written once, by the cluster");
+    let groups = union_of(&parts, "SELECT space_id, minute FROM space_metric_rollup");
+    assert!(groups.len() >= 3, "{groups:?}");
+    let cc_spaces: Vec<&str> = SPACES.iter().map(|s| s.0).collect();
+    assert!(
+        groups
+            .iter()
+            .all(|(space, _)| cc_spaces.contains(&space.as_str())),
+        "every minute of both processes grouped by the Cloud Controller's spaces: {groups:?}"
+    );
+}
