@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use sluice_test_support::simulate;
 use sluice_test_support::*;
 
 /// Generous: the suite shares 2 cores.
@@ -722,4 +723,87 @@ streams = ["apps", "app_rollups", "group_rollups"]
             .all(|(space, _)| cc_spaces.contains(&space.as_str())),
         "every minute of both processes grouped by the Cloud Controller's spaces: {groups:?}"
     );
+}
+
+#[test]
+fn sluice_simulate_is_the_cloud_controller_and_its_churn_reaches_the_app_table() {
+    use sluice_simulator::server::SimulateConfig;
+    use sluice_simulator::{SimulatedApp, SimulatorConfig};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let server = runtime.block_on(simulate::Running::start(SimulateConfig {
+        client_id: "sluice".to_owned(),
+        client_secret: "s3cr3t".to_owned(),
+        generator: SimulatorConfig {
+            apps: 12,
+            rate: 2000,
+            tagged_fraction: 0.0,
+            ..SimulatorConfig::default()
+        },
+        ..SimulateConfig::default()
+    }));
+    let as_table = |apps: Vec<SimulatedApp>| {
+        let mut rows: Vec<App> = apps
+            .into_iter()
+            .map(|a| App {
+                guid: a.guid.hyphenated().to_string(),
+                name: a.name,
+                space_id: a.space_id.to_string(),
+                space_name: a.space_name.to_string(),
+                org_id: a.org_id.to_string(),
+                org_name: a.org_name.to_string(),
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("simulate.db");
+    let url = format!("http://{}", server.addr);
+    let config = write_config(
+        dir.path(),
+        "simulate.toml",
+        &format!(
+            r#"
+[sources.cf]
+type = "firehose"
+url = "ws://{addr}"
+subscription_id = "sluice-metadata"
+uaa_url = "{url}"
+client_id = "sluice"
+client_secret = "${{TEST_CC_SECRET}}"
+
+[sinks.db]
+type = "sqlite"
+path = {db:?}
+streams = ["apps"]
+{}"#,
+            metadata_section(&url, "1s", "20s"),
+            addr = server.addr,
+        ),
+    );
+    let mut run = start_run(&config);
+    wait_for_line(&mut run.0, "Pipeline running");
+    let first = as_table(server.handle.directory());
+    assert_eq!(first.len(), 12);
+    wait_until(
+        &mut run,
+        "the app table is the simulator's directory",
+        || app_table(&db) == first,
+    );
+    // A rename, a move and a delete in the simulated Cloud Controller.
+    for _ in 0..3 {
+        server.handle.churn_directory().expect("a change");
+    }
+    let churned = as_table(server.handle.directory());
+    assert_eq!(churned.len(), 11);
+    assert_eq!(changed(&first, &churned), 3);
+    wait_until(&mut run, "the app table follows the churn", || {
+        app_table(&db) == churned
+    });
+    drop(run);
+    runtime.block_on(server.stop());
 }

@@ -258,4 +258,23 @@ mod tests {
         assert_eq!(now.len(), 19);
         assert!(now.iter().all(|a| a.guid != guid));
     }
+
+    #[test]
+    fn the_clock_changes_the_directory_every_churn_interval() {
+        let apps = Generator::new(&SimulatorConfig {
+            apps: 10,
+            ..SimulatorConfig::default()
+        })
+        .apps();
+        let mut directory = Directory::new(apps.clone(), Some(Duration::from_millis(20)), 3);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Three changes are due after 60 ms: a rename, a move and a delete.
+        while directory.current().len() == apps.len() {
+            assert!(Instant::now() < deadline, "no delete within 30 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(directory.made >= 3);
+        let mut still = Directory::new(apps.clone(), None, 3);
+        assert_eq!(still.current(), apps);
+    }
 }
