@@ -146,6 +146,7 @@ pub(super) fn ingest<'scope>(
     let restored = plan.state.as_ref().and_then(|state| state.restored.clone());
     let my_parts = parts.clone();
     let leader = plan.placement.leader();
+    let takes_listings = plan.listings;
     let announced = cluster_watermark.clone();
     builder.build(move |capabilities| {
         // One worker per process reads the process's sources: its leader.
@@ -155,7 +156,7 @@ pub(super) fn ingest<'scope>(
             None
         };
         // One worker of the cluster takes the listings: each retracts the one before it.
-        let listing_rx = if scope.index() == 0 && receiver.is_some() {
+        let listing_rx = if takes_listings && scope.index() == 0 && receiver.is_some() {
             lock(&channel.listings).take()
         } else {
             None

@@ -98,6 +98,9 @@ pub struct DataflowPlan {
     pub live: Arc<dyn LiveTap>,
     /// Checkpoints (SPEC §9); `None` without a state directory.
     pub state: Option<StatePlan>,
+    /// This process lists a Cloud Controller (`[metadata]`, process 0 of a cluster): Ingest
+    /// takes its listings into the graph.
+    pub listings: bool,
 }
 
 /// How the graph checkpoints.

@@ -364,6 +364,7 @@ async fn run_async(
         metrics: graph_metrics.clone(),
         live: live.clone(),
         state: state_plan,
+        listings: config.metadata.is_some() && placement.process == 0,
     };
     let metrics = RunMetrics {
         graph: graph_metrics.clone(),
