@@ -502,9 +502,11 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_secs(1), config.refresh);
     let mut failing = 0_u64;
     loop {
+        let started = std::time::Instant::now();
         let wait = match client.list().await {
             Ok(apps) => {
                 let count = apps.len();
+                let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 metrics.listings.incr();
                 metrics
                     .apps
@@ -515,10 +517,23 @@ pub async fn run(
                         url,
                         failed = failing,
                         apps = count,
+                        took_ms,
                         "The Cloud Controller answers again."
                     );
+                } else if metrics.listings.get() == 1 {
+                    info!(
+                        url,
+                        apps = count,
+                        took_ms,
+                        "The Cloud Controller's first listing is in."
+                    );
                 } else {
-                    debug!(url, apps = count, "Cloud Controller listing delivered.");
+                    debug!(
+                        url,
+                        apps = count,
+                        took_ms,
+                        "Cloud Controller listing delivered."
+                    );
                 }
                 failing = 0;
                 backoff.reset();
