@@ -427,8 +427,10 @@ async fn run_async(
     let mut dataflow = Box::pin(spawn_dataflow(plan, network)?);
 
     // The first listing before any record, so a replay is named from its first minute.
+    // `startup_timeout = "0s"`: records enter at once, the listing whenever it comes.
     if let Some((first, timeout)) = first_listing
         && !interrupted
+        && !timeout.is_zero()
     {
         tokio::select! {
             () = &mut shutdown_requested => interrupted = true,
