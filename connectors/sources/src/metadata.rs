@@ -13,7 +13,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sluice_common::backoff::Backoff;
@@ -22,7 +23,6 @@ use sluice_common::tls::{self, TlsError};
 use sluice_common::uaa::{TokenSource, UaaError};
 use sluice_model::Str;
 use sluice_model::records::AppInfo;
-use std::sync::atomic::{AtomicI64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -502,7 +502,7 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_secs(1), config.refresh);
     let mut failing = 0_u64;
     loop {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let wait = match client.list().await {
             Ok(apps) => {
                 let count = apps.len();
