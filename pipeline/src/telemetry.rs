@@ -30,6 +30,8 @@ pub struct GraphMetrics {
     pub open_windows: Arc<AtomicI64>,
     /// Checkpoints written, failed and restored (SPEC §9).
     pub checkpoint: CheckpointMetrics,
+    /// The Cloud Controller's listings (`[metadata]`, SPEC §11); all zero without one.
+    pub metadata: Arc<sluice_sources::metadata::MetadataMetrics>,
 }
 
 /// What the admin endpoint and the status line show of checkpoints.
@@ -89,6 +91,7 @@ impl GraphMetrics {
     pub fn new() -> Arc<GraphMetrics> {
         let metrics = GraphMetrics::default();
         metrics.watermark_ns.store(i64::MIN, Ordering::Relaxed);
+        metrics.metadata.apps.store(-1, Ordering::Relaxed);
         Arc::new(metrics)
     }
 

@@ -45,6 +45,23 @@ pub fn describe(config: &Config) -> String {
             "s"
         },
     );
+    match &config.metadata {
+        Some(metadata) => {
+            let _ = writeln!(
+                out,
+                "app names: envelope tags and the Cloud Controller at {} (every {}, first listing awaited up to {})",
+                metadata.cc_url,
+                humantime::format_duration(metadata.refresh),
+                humantime::format_duration(metadata.startup_timeout),
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "app names: envelope tags ([metadata] names no Cloud Controller)"
+            );
+        }
+    }
     let widths = pipeline.window_widths();
     let names: Vec<String> = widths.iter().map(|w| window_suffix(*w)).collect();
     let tables: Vec<String> = widths

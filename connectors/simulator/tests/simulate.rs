@@ -93,6 +93,7 @@ fn config(generator: SimulatorConfig) -> SimulateConfig {
         token_ttl: Duration::from_secs(3600),
         user_token_ttl: Duration::from_secs(3600),
         max_pending: 100_000,
+        directory_churn: None,
     }
 }
 
@@ -614,4 +615,116 @@ fn the_simulator_source_and_server_agree_on_the_apps() {
         .filter_map(|e| e.app_id().map(|id| id.to_canonical().to_string()))
         .collect();
     assert!(!seen.is_empty() && seen.is_subset(&guids), "{seen:?}");
+}
+
+/// The apps of `running`'s Cloud Controller as `[metadata]` joins them.
+fn expected_listing(
+    apps: &[sluice_simulator::SimulatedApp],
+) -> Vec<(String, sluice_model::records::AppInfo)> {
+    let mut expected: Vec<_> = apps
+        .iter()
+        .map(|app| {
+            (
+                app.guid.hyphenated().to_string(),
+                sluice_model::records::AppInfo {
+                    name: app.name.as_str().into(),
+                    space_id: app.space_id.clone(),
+                    space_name: app.space_name.clone(),
+                    org_id: app.org_id.clone(),
+                    org_name: app.org_name.clone(),
+                },
+            )
+        })
+        .collect();
+    expected.sort();
+    expected
+}
+
+#[tokio::test]
+async fn the_cloud_controller_lists_every_app_paged_with_its_space_and_org_and_churns() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = Running::start(config(SimulatorConfig {
+        apps: 23,
+        ..traffic(0)
+    }))
+    .await;
+    let token = server.token().await;
+    let http = reqwest::Client::new();
+    // Paged by hand: 5 a page, followed through pagination.next, includes on every page.
+    let mut next = Some(format!(
+        "http://{}/v3/apps?per_page=5&include=space.organization",
+        server.addr
+    ));
+    let (mut pages, mut guids) = (0, BTreeSet::new());
+    while let Some(url) = next {
+        let page: serde_json::Value = http
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("the CC answers")
+            .json()
+            .await
+            .expect("JSON");
+        pages += 1;
+        let resources = page["resources"].as_array().expect("resources");
+        for app in resources {
+            let space = app["relationships"]["space"]["data"]["guid"].clone();
+            assert!(
+                page["included"]["spaces"]
+                    .as_array()
+                    .expect("included spaces")
+                    .iter()
+                    .any(|s| s["guid"] == space),
+                "the page includes the space of {app}"
+            );
+            guids.insert(app["guid"].as_str().expect("guid").to_owned());
+        }
+        assert!(
+            !page["included"]["organizations"]
+                .as_array()
+                .expect("orgs")
+                .is_empty()
+        );
+        next = page["pagination"]["next"]["href"]
+            .as_str()
+            .map(str::to_owned);
+    }
+    assert_eq!((pages, guids.len()), (5, 23));
+
+    // The metadata client joins the same pages into names.
+    let metadata = sluice_sources::metadata::MetadataConfig {
+        cc_url: format!("http://{}", server.addr),
+        uaa_url: format!("http://{}", server.addr),
+        client_id: "sluice".to_owned(),
+        client_secret: "s3cret".to_owned(),
+        skip_tls_verify: false,
+        refresh: Duration::from_secs(60),
+        startup_timeout: Duration::from_secs(5),
+    };
+    let cc = sluice_sources::metadata::CloudController::new(
+        &metadata,
+        Default::default(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .expect("a client");
+    let listed = |apps: Vec<(sluice_model::Str, sluice_model::records::AppInfo)>| {
+        apps.into_iter()
+            .map(|(guid, info)| (guid.to_string(), info))
+            .collect::<Vec<_>>()
+    };
+    let first = listed(cc.list().await.expect("a listing"));
+    assert_eq!(first, expected_listing(&server.handle.directory()));
+    assert_eq!(first.len(), 23);
+
+    // A rename, a move, a delete: the next listing shows each.
+    let changes: Vec<_> = (0..3)
+        .map(|_| server.handle.churn_directory().expect("a change"))
+        .collect();
+    let second = listed(cc.list().await.expect("a listing"));
+    assert_eq!(second, expected_listing(&server.handle.directory()));
+    assert_eq!(second.len(), 22);
+    let differing = first.iter().filter(|app| !second.contains(app)).count();
+    assert_eq!(differing, 3, "{changes:?}");
+    server.stop().await;
 }

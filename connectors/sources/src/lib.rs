@@ -15,12 +15,15 @@
 //!   [`SourceBatch`], [`SourceMetrics`]), and the checks of config values they share;
 //! - `reconnect` — the reconnect loop of the network sources: a UAA token, the source's
 //!   connection attempt, a fresh token after a refused one, capped backoff;
+//! - [`metadata`] — `[metadata]`: the Cloud Controller's app listings (SPEC §11), not a
+//!   source of records but of names;
 //! - one module per kind: [`firehose`] (v1 WebSocket, and `capture`), [`rlp`] (v2
 //!   Server-Sent Events), [`file`](mod@file) (replay files). The `simulator` kind lives with the
 //!   traffic generator in `sluice-simulator`.
 
 pub mod file;
 pub mod firehose;
+pub mod metadata;
 mod reconnect;
 pub mod rlp;
 

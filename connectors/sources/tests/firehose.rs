@@ -37,6 +37,7 @@ fn simulate(generator: SimulatorConfig) -> SimulateConfig {
         token_ttl: Duration::from_secs(3600),
         user_token_ttl: Duration::from_secs(3600),
         max_pending: 256,
+        directory_churn: None,
     }
 }
 

@@ -344,6 +344,39 @@ pub fn encode(snapshot: &Snapshot) -> String {
             lag.sample(&[], seconds);
         }
     }
+    let metadata = &graph.metadata;
+    family(
+        &mut out,
+        "sluice_metadata_listings_total",
+        Counter,
+        "Complete Cloud Controller listings handed to the directory (SPEC §11).",
+    )
+    .sample(&[], f(metadata.listings));
+    family(
+        &mut out,
+        "sluice_metadata_failures_total",
+        Counter,
+        "Cloud Controller listings that failed (none of it was used).",
+    )
+    .sample(&[], f(metadata.failures));
+    family(
+        &mut out,
+        "sluice_metadata_retries_total",
+        Counter,
+        "Cloud Controller pages asked again after a 429, a 5xx or a refused token.",
+    )
+    .sample(&[], f(metadata.retries));
+    {
+        let mut apps = family(
+            &mut out,
+            "sluice_metadata_apps",
+            Gauge,
+            "Apps in the last complete Cloud Controller listing (absent before the first).",
+        );
+        if let Some(n) = metadata.apps {
+            apps.sample(&[], f(n));
+        }
+    }
     let checkpoint = &graph.checkpoint;
     family(
         &mut out,
@@ -509,6 +542,7 @@ mod tests {
                 open_windows: 3,
                 watermark_lag_seconds: Some(1.5),
                 checkpoint: Default::default(),
+                metadata: Default::default(),
             },
             sources: vec![SourceSnapshot {
                 name: "cf".into(),

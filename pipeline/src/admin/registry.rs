@@ -105,6 +105,12 @@ impl Registry {
                 size_bytes: graph.checkpoint.last_bytes.load(Ordering::Relaxed),
                 restored_gaps: graph.checkpoint.restored_gaps(),
             },
+            metadata: MetadataSnapshot {
+                listings: graph.metadata.listings.get(),
+                failures: graph.metadata.failures.get(),
+                retries: graph.metadata.retries.get(),
+                apps: u64::try_from(graph.metadata.apps.load(Ordering::Relaxed)).ok(),
+            },
         };
         let sources = read(&self.sources)
             .iter()
@@ -261,6 +267,17 @@ pub struct GraphSnapshot {
     /// Wall clock minus the watermark; `None` before the first record.
     pub watermark_lag_seconds: Option<f64>,
     pub checkpoint: CheckpointSnapshot,
+    pub metadata: MetadataSnapshot,
+}
+
+/// The Cloud Controller's listings (SPEC §11); all zero without `[metadata]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataSnapshot {
+    pub listings: u64,
+    pub failures: u64,
+    pub retries: u64,
+    /// Apps in the last complete listing; `None` before the first.
+    pub apps: Option<u64>,
 }
 
 /// Checkpoints (SPEC §9); all zero without a state directory.

@@ -217,6 +217,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         admin: None,
         api: None,
         cluster: None,
+        metadata: None,
     };
 
     // Resident memory, envelopes in and the store's size, sampled while the run goes.

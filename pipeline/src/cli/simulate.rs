@@ -13,8 +13,9 @@ use tracing::{error, info};
 #[derive(Debug, Args)]
 pub(super) struct SimulateArgs {
     /// The address to serve on: `POST /oauth/token` (client credentials, and the password grant
-    /// of the test users), `GET /token_keys`, `GET /v3/apps/{guid}` and the WebSocket
-    /// `/firehose/{subscription_id}`.
+    /// of the test users), `GET /token_keys`, `GET /v3/apps` (the client's paged listing with
+    /// `include=space.organization`, and the users' `?guids=`), `GET /v3/apps/{guid}` and the
+    /// WebSocket `/firehose/{subscription_id}`.
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
     /// The UAA client id the token endpoint accepts.
@@ -35,6 +36,11 @@ pub(super) struct SimulateArgs {
     /// How long the test users' tokens are valid (`1h`, `30s`): short for trying expiry.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     token_ttl: Duration,
+    /// Every this long (`30s`, `5m`) one app of the Cloud Controller's listing is renamed,
+    /// moved to another space or deleted, in turn, so a `[metadata]` directory changes during
+    /// a run. Off when absent.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    directory_churn: Option<Duration>,
 }
 
 pub(super) fn main(args: SimulateArgs) -> ExitCode {
@@ -48,6 +54,7 @@ pub(super) fn main(args: SimulateArgs) -> ExitCode {
             ..SimulatorConfig::default()
         },
         user_token_ttl: args.token_ttl,
+        directory_churn: args.directory_churn,
         ..SimulateConfig::default()
     };
     let client_id = config.client_id.clone();
@@ -66,7 +73,7 @@ pub(super) fn main(args: SimulateArgs) -> ExitCode {
         let addr = server.local_addr();
         info!(%addr, apps = args.apps, rate = args.rate, seed = args.seed, "Serving a simulated Firehose. Stop with Ctrl-C.");
         eprintln!(
-            "\nPoint a firehose source at it:\n\n  [sources.sim]\n  type = \"firehose\"\n  url = \"ws://{addr}\"\n  uaa_url = \"http://{addr}\"\n  subscription_id = \"sluice\"\n  client_id = \"{client_id}\"\n  client_secret = \"...\"\n\nOr an API with UAA auth (test users admin/admin and developer/developer):\n\n  [api]\n  auth = \"uaa\"\n  uaa_url = \"http://{addr}\"\n  cc_url = \"http://{addr}\"\n"
+            "\nPoint a firehose source at it:\n\n  [sources.sim]\n  type = \"firehose\"\n  url = \"ws://{addr}\"\n  uaa_url = \"http://{addr}\"\n  subscription_id = \"sluice\"\n  client_id = \"{client_id}\"\n  client_secret = \"...\"\n\nOr an API with UAA auth (test users admin/admin and developer/developer):\n\n  [api]\n  auth = \"uaa\"\n  uaa_url = \"http://{addr}\"\n  cc_url = \"http://{addr}\"\n\nOr app names from its Cloud Controller:\n\n  [metadata]\n  cc_url = \"http://{addr}\"\n  uaa_url = \"http://{addr}\"\n  client_id = \"{client_id}\"\n  client_secret = \"...\"\n"
         );
         server
             .run(async {

@@ -87,6 +87,11 @@ impl ConfigDiff {
         if new.cluster != old.cluster {
             needs_restart.push("cluster");
         }
+        // The Cloud Controller client is started once, before the sources: a changed
+        // [metadata] is taken at the next start, like [cluster].
+        if new.metadata != old.metadata {
+            needs_restart.push("metadata");
+        }
         if new.admin != old.admin {
             needs_restart.push("admin");
         }

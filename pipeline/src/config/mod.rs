@@ -54,6 +54,10 @@ pub struct Config {
     /// One process of a timely cluster (`[cluster]`, SPEC §12); absent: a process on its own.
     #[serde(default)]
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// The Cloud Controller that names apps, spaces and orgs (`[metadata]`, SPEC §11);
+    /// absent: names come from envelope tags only.
+    #[serde(default)]
+    pub metadata: Option<sluice_sources::metadata::MetadataConfig>,
 }
 
 /// `[pipeline]`.
@@ -373,6 +377,11 @@ impl Config {
         problems.extend(self.pipeline.window_problems());
         if let Some(cluster) = &self.cluster {
             problems.extend(cluster.problems());
+        }
+        if let Some(metadata) = &self.metadata {
+            for (key, problem) in metadata.problems() {
+                problems.push(format!("metadata.{key}: {problem}"));
+            }
         }
         if let Some(admin) = &self.admin
             && let Err(problem) = admin.address()

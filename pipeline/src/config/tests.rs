@@ -718,3 +718,63 @@ fn validate_rejects_absurd_workers_and_zero_sized_buffers() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn the_metadata_section_parses_with_its_defaults_and_a_secret_from_the_environment() {
+    let config = parse(&format!(
+        r#"{MINIMAL}
+[metadata]
+cc_url = "https://api.sys.example.com"
+uaa_url = "https://uaa.sys.example.com"
+client_id = "sluice-cc"
+client_secret = "${{UAA_CLIENT_SECRET}}"
+"#
+    ))
+    .expect("valid");
+    let metadata = config.metadata.expect("[metadata]");
+    assert_eq!(metadata.client_secret, "s3cr3t");
+    assert_eq!(metadata.refresh, Duration::from_secs(300));
+    assert_eq!(metadata.startup_timeout, Duration::from_secs(30));
+    assert!(!metadata.skip_tls_verify);
+    assert!(!format!("{metadata:?}").contains("s3cr3t"));
+}
+
+#[test]
+fn every_metadata_problem_is_named_by_its_key() {
+    let problems = parse(&format!(
+        r#"{MINIMAL}
+[metadata]
+cc_url = "api.sys.example.com"
+uaa_url = "https://uaa.sys.example.com"
+client_id = ""
+client_secret = "x"
+refresh = "100ms"
+"#
+    ))
+    .expect_err("invalid");
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems[0].starts_with("metadata.cc_url: 'api.sys.example.com'"));
+    assert!(problems[1].starts_with("metadata.client_id: is empty"));
+    assert!(problems[2].starts_with("metadata.refresh: must be at least 1s"));
+    let unknown = parse(&format!(
+        "{MINIMAL}\n[metadata]\ncc_url = \"https://a\"\nuaa_url = \"https://b\"\nclient_id = \"c\"\nclient_secret = \"d\"\nrefesh = \"1m\"\n"
+    ))
+    .expect_err("unknown key");
+    assert!(unknown[0].contains("refesh"), "{unknown:?}");
+}
+
+#[test]
+fn changing_the_metadata_section_waits_for_the_next_start() {
+    let with = format!(
+        "{MINIMAL}\n[metadata]\ncc_url = \"https://a\"\nuaa_url = \"https://b\"\nclient_id = \"c\"\nclient_secret = \"d\"\n"
+    );
+    let old = parse(MINIMAL).expect("valid");
+    let new = parse(&with).expect("valid");
+    assert_eq!(ConfigDiff::between(&old, &new).needs_restart, ["metadata"]);
+    let faster = parse(&format!("{with}refresh = \"1m\"\n")).expect("valid");
+    assert_eq!(
+        ConfigDiff::between(&new, &faster).needs_restart,
+        ["metadata"]
+    );
+    assert!(ConfigDiff::between(&new, &new).is_empty());
+}

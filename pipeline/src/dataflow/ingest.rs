@@ -7,6 +7,12 @@
 //! records came in (and once more when the input ends): it records its part of the
 //! checkpoint — the watermark and where each source had read to — sends a [`Cut`] carrying
 //! the watermark reached, and moves on to the next epoch.
+//!
+//! The Cloud Controller's listings (`[metadata]`, SPEC §11) come in on a channel of their own
+//! and leave on their own output, at the time records would be sent at then; only the first
+//! worker of the cluster (process 0's leader) takes them, so each listing is retracted by the
+//! next in one place. A listing queued before the first record (the run awaits the first one)
+//! goes out before any record.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -16,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_operators::checkpoint::Cut;
+use sluice_operators::directory::Listing;
 use sluice_operators::time::{GraphTime, Time};
 use sluice_operators::watermark::{LateCounts, Stamped, Watermark, WatermarkState, stamp_batch};
 use sluice_sources::{SourceBatch, SourcePosition};
@@ -49,14 +56,28 @@ const IDLE_AFTER: Duration = Duration::from_secs(5);
 pub struct IngestChannel {
     receiver: Mutex<Option<mpsc::Receiver<SourceBatch>>>,
     activator: Mutex<Option<SyncActivator>>,
+    /// The Cloud Controller's listings, taken by the cluster's first worker.
+    listings: Mutex<Option<std::sync::mpsc::Receiver<Listing>>>,
+    listing_sender: std::sync::mpsc::Sender<Listing>,
 }
 
 impl IngestChannel {
     pub fn new(receiver: mpsc::Receiver<SourceBatch>) -> Arc<IngestChannel> {
+        let (listing_sender, listings) = std::sync::mpsc::channel();
         Arc::new(IngestChannel {
             receiver: Mutex::new(Some(receiver)),
             activator: Mutex::new(None),
+            listings: Mutex::new(Some(listings)),
+            listing_sender,
         })
+    }
+
+    /// Hands a complete Cloud Controller listing to the graph. Dropped when the graph has
+    /// stopped taking input.
+    pub fn send_listing(&self, listing: Listing) {
+        if self.listing_sender.send(listing).is_ok() {
+            self.wake();
+        }
     }
 
     /// Wakes the Ingest operator: sources call it after every batch they queue.
@@ -89,6 +110,8 @@ pub(super) type IngestParts = Rc<RefCell<BTreeMap<u64, IngestPart>>>;
 pub(super) struct Ingested<'scope> {
     pub(super) records: Stream<'scope, Time, Vec<Stamped>>,
     pub(super) cuts: Stream<'scope, Time, Vec<Cut>>,
+    /// The Cloud Controller's listings, on the cluster's first worker.
+    pub(super) listings: Stream<'scope, Time, Vec<Listing>>,
     pub(super) parts: IngestParts,
 }
 
@@ -103,10 +126,13 @@ pub(super) fn ingest<'scope>(
     let (records_out, records) = builder.new_output();
     let (cuts_out, cuts) = builder.new_output();
     let (beats_out, beats) = builder.new_output();
+    let (listings_out, listings) = builder.new_output();
     let mut records_out =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<Stamped>>>::from(records_out);
     let mut cuts_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Cut>>>::from(cuts_out);
     let mut beats_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<i64>>>::from(beats_out);
+    let mut listings_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Listing>>>::from(listings_out);
     // The greatest watermark any process of the cluster has announced.
     let cluster_watermark: Rc<Cell<Option<i64>>> = Rc::default();
     let in_cluster = plan.placement.processes > 1;
@@ -120,11 +146,18 @@ pub(super) fn ingest<'scope>(
     let restored = plan.state.as_ref().and_then(|state| state.restored.clone());
     let my_parts = parts.clone();
     let leader = plan.placement.leader();
+    let takes_listings = plan.listings;
     let announced = cluster_watermark.clone();
     builder.build(move |capabilities| {
         // One worker per process reads the process's sources: its leader.
         let mut receiver = if scope.index() == leader {
             lock(&channel.receiver).take()
+        } else {
+            None
+        };
+        // One worker of the cluster takes the listings: each retracts the one before it.
+        let listing_rx = if takes_listings && scope.index() == 0 && receiver.is_some() {
+            lock(&channel.listings).take()
         } else {
             None
         };
@@ -149,14 +182,15 @@ pub(super) fn ingest<'scope>(
         }
         let mut state = IngestState {
             capabilities: receiver.is_some().then(|| {
-                let [records, cuts, beats]: [Capability<Time>; 3] = capabilities
+                let [records, cuts, beats, listings]: [Capability<Time>; 4] = capabilities
                     .try_into()
-                    .unwrap_or_else(|_| unreachable!("Ingest has three outputs"));
+                    .unwrap_or_else(|_| unreachable!("Ingest has four outputs"));
                 let start = Time::at(watermark.epoch(), first_epoch);
                 (
                     records.delayed(&start),
                     cuts.delayed(&start),
                     in_cluster.then(|| beats.delayed(&start)),
+                    listing_rx.is_some().then(|| listings.delayed(&start)),
                 )
             }),
             watermark,
@@ -175,11 +209,21 @@ pub(super) fn ingest<'scope>(
             let mut records_out = records_out.activate();
             let mut cuts_out = cuts_out.activate();
             let mut beats_out = beats_out.activate();
+            let mut listings_out = listings_out.activate();
             let Some(rx) = receiver.as_mut() else {
                 return;
             };
             if state.capabilities.is_none() {
                 return;
+            }
+            // Listings first: one queued before the first record goes out before it.
+            if let (Some(queued), Some((_, _, _, Some(held)))) =
+                (listing_rx.as_ref(), &state.capabilities)
+            {
+                let mut session = listings_out.session(held);
+                while let Ok(listing) = queued.try_recv() {
+                    session.give(listing);
+                }
             }
             let now_ns = lateness.load(Ordering::Relaxed);
             if now_ns != lateness_ns {
@@ -216,7 +260,7 @@ pub(super) fn ingest<'scope>(
                         state.records += stamped.len() as u64;
                         state.since_cut += 1;
                         state.last_batch = Instant::now();
-                        if let Some((held, _, _)) = &state.capabilities {
+                        if let Some((held, _, _, _)) = &state.capabilities {
                             let at = held.delayed(&Time::at(time, state.epoch));
                             records_out.session(&at).give_container(&mut stamped);
                         }
@@ -277,13 +321,19 @@ pub(super) fn ingest<'scope>(
     Ingested {
         records,
         cuts,
+        listings,
         parts,
     }
 }
 
-/// The capabilities Ingest holds while its input is open: for records, for cuts, and (in a
-/// cluster) for beats.
-type Held = (Capability<Time>, Capability<Time>, Option<Capability<Time>>);
+/// The capabilities Ingest holds while its input is open: for records, for cuts, (in a
+/// cluster) for beats, and (on the cluster's first worker) for listings.
+type Held = (
+    Capability<Time>,
+    Capability<Time>,
+    Option<Capability<Time>>,
+    Option<Capability<Time>>,
+);
 
 /// Ingest's state between activations.
 struct IngestState {
@@ -314,8 +364,8 @@ impl IngestState {
     /// Moves the capabilities up to the watermark: later batches are sent at it or later.
     fn advance(&mut self) {
         let next = Time::at(self.watermark.epoch(), self.epoch);
-        if let Some((records, cuts, beats)) = self.capabilities.as_mut() {
-            for capability in [Some(records), Some(cuts), beats.as_mut()]
+        if let Some((records, cuts, beats, listings)) = self.capabilities.as_mut() {
+            for capability in [Some(records), Some(cuts), beats.as_mut(), listings.as_mut()]
                 .into_iter()
                 .flatten()
             {
@@ -339,7 +389,7 @@ impl IngestState {
         cluster_watermark: Option<i64>,
         metrics: &GraphMetrics,
     ) {
-        let Some((_, _, Some(beat_capability))) = &self.capabilities else {
+        let Some((_, _, Some(beat_capability), _)) = &self.capabilities else {
             return;
         };
         let now = Instant::now();
@@ -376,7 +426,7 @@ impl IngestState {
             CapacityContainerBuilder<Vec<Cut>>,
         >,
     ) {
-        let Some((_, cut_capability, _)) = &self.capabilities else {
+        let Some((_, cut_capability, _, _)) = &self.capabilities else {
             return;
         };
         let watermark = self.watermark.epoch();

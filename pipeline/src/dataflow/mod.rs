@@ -100,6 +100,9 @@ pub struct DataflowPlan {
     pub live: Arc<dyn LiveTap>,
     /// Checkpoints (SPEC §9); `None` without a state directory.
     pub state: Option<StatePlan>,
+    /// This process lists a Cloud Controller (`[metadata]`, process 0 of a cluster): Ingest
+    /// takes its listings into the graph.
+    pub listings: bool,
 }
 
 /// How the graph checkpoints.
@@ -176,8 +179,8 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
         app_windows,
         platform_windows,
         cuts: ingested.cuts.clone(),
-        // No Cloud Controller source yet: the directory is built from envelope tags.
-        listings: timely::dataflow::operators::generic::operator::empty(scope),
+        // The Cloud Controller's listings (`[metadata]`), if any; tags name apps either way.
+        listings: ingested.listings,
     };
     let streams = graph::build_with_state(ingested.records, plan.rules.clone(), options, state);
     let routes = &plan.routes;

@@ -393,6 +393,7 @@ async fn run_async(
         metrics: graph_metrics.clone(),
         live: live.clone(),
         state: state_plan,
+        listings: config.metadata.is_some() && placement.process == 0,
     };
     let metrics = RunMetrics {
         graph: graph_metrics.clone(),
@@ -434,9 +435,41 @@ async fn run_async(
             .map_err(|e| RunError::Dataflow(dataflow::DataflowError::panicked(&e)))?;
     }
 
+    // The Cloud Controller's listings (SPEC §11), on process 0 of a cluster only: one worker
+    // takes them into the graph, so one process lists.
+    let metadata_stop = CancellationToken::new();
+    let first_listing = config
+        .metadata
+        .as_ref()
+        .filter(|_| placement.process == 0)
+        .map(|metadata| {
+            start_metadata(
+                metadata.clone(),
+                ingest.clone(),
+                graph_metrics.clone(),
+                metadata_stop.clone(),
+            )
+        });
+
     // The dataflow, on its own threads: not the runtime's blocking pool, which a run that
     // lost a peer (and with it the dataflow) could not shut down.
     let mut dataflow = Box::pin(spawn_dataflow(plan, network)?);
+
+    // The first listing before any record, so a replay is named from its first minute.
+    // `startup_timeout = "0s"`: records enter at once, the listing whenever it comes.
+    if let Some((first, timeout)) = first_listing
+        && !interrupted
+        && !timeout.is_zero()
+    {
+        tokio::select! {
+            () = &mut shutdown_requested => interrupted = true,
+            waited = tokio::time::timeout(timeout, first) => if waited.is_err() {
+                error!(startup_timeout = ?timeout,
+                    "The Cloud Controller gave no listing within metadata.startup_timeout: \
+                     records enter the graph named by envelope tags until it does.");
+            }
+        }
+    }
 
     // Sources last, those that can rewind from where the restored checkpoint left them.
     for (name, source_config) in &config.sources {
@@ -540,6 +573,8 @@ async fn run_async(
         }
     }
 
+    // No record enters any more: no listing is needed.
+    metadata_stop.cancel();
     // The loop may have ended for another reason a loss caused (a source whose batches the
     // stopped dataflow no longer takes): that is the loss, not the source. Every source is
     // done: the dataflow drains and completes, then the sinks finish.
@@ -621,6 +656,36 @@ async fn run_async(
         elapsed: started.elapsed(),
         interrupted,
     })
+}
+
+/// Starts the Cloud Controller's listings into the graph; the future resolves once the first
+/// attempt has ended (a listing delivered, or a failure logged), to be awaited up to the
+/// returned `startup_timeout`.
+fn start_metadata(
+    config: sluice_sources::metadata::MetadataConfig,
+    ingest: Arc<IngestChannel>,
+    metrics: Arc<GraphMetrics>,
+    stop: CancellationToken,
+) -> (impl Future<Output = ()>, Duration) {
+    let timeout = config.startup_timeout;
+    let (done, first) = tokio::sync::oneshot::channel::<()>();
+    info!(cc_url = %config.cc_url, refresh = ?config.refresh,
+        "Listing the Cloud Controller's apps for the directory.");
+    tokio::spawn(sluice_sources::metadata::run(
+        config,
+        metrics.metadata.clone(),
+        stop,
+        move |apps| ingest.send_listing(sluice_operators::directory::Listing { apps }),
+        move || {
+            let _ = done.send(());
+        },
+    ));
+    (
+        async move {
+            let _ = first.await;
+        },
+        timeout,
+    )
 }
 
 /// Joins the cluster of `[cluster]`: connects to every other process (on a thread of its

@@ -363,15 +363,42 @@ pub(super) struct AppsQuery {
     per_page: Option<usize>,
     #[serde(default)]
     page: Option<usize>,
+    /// `space.organization`: the spaces and orgs of the page's apps under `included`.
+    #[serde(default)]
+    include: Option<String>,
 }
 
 /// `GET /v3/apps?guids=..`: the apps the bearer's user may see (among `guids`), paged as the
-/// Cloud Controller pages (`per_page` 1 to 5000, default 50).
+/// Cloud Controller pages (`per_page` 1 to 5000, default 50). With the configured client's
+/// token (client credentials, as `[metadata]` lists) every app the foundation has now, with
+/// `include=space.organization` (see `directory`).
 pub(super) async fn apps(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<AppsQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let client =
+        bearer_token(&headers).is_some_and(|token| super::lock(&shared.tokens).accepts(token));
+    if client {
+        shared.cc_requests.fetch_add(1, Ordering::Relaxed);
+        shared.notify();
+        let per_page = query.per_page.unwrap_or(50);
+        if !(1..=5000).contains(&per_page) {
+            return cc_error(
+                StatusCode::BAD_REQUEST,
+                10005,
+                "CF-BadQueryParameter",
+                "The query parameter is invalid: Per page must be between 1 and 5000",
+            );
+        }
+        let include = query.include.as_deref() == Some("space.organization");
+        return super::directory::listing(
+            &shared,
+            per_page,
+            query.page.unwrap_or(1).max(1),
+            include,
+        );
+    }
     let user = match cc_request(&shared, &headers) {
         Ok(user) => user,
         Err(response) => return *response,

@@ -8,6 +8,9 @@
 //! - `identity` — UAA's `GET /token_keys` (checked-in TEST keys), the test users `admin`/`admin`
 //!   (sees every app) and `developer`/`developer` (the apps at even positions), their RS256
 //!   JWTs, and the Cloud Controller's `GET /v3/apps/{guid}` and `GET /v3/apps?guids=`.
+//! - `directory` — the Cloud Controller's listing for the configured client,
+//!   `GET /v3/apps?include=space.organization` paged, and its apps renamed, moved and deleted
+//!   over time (`directory_churn`).
 //! - `stream` — `GET /firehose/{subscription_id}`: one [`Generator`](crate::Generator)
 //!   per subscription id, its envelopes dealt round-robin to the WebSocket connections that
 //!   share the id, and the Traffic Controller's slow-consumer rule.
@@ -16,7 +19,10 @@
 //! run it, and stop it cleanly.
 
 mod auth;
+mod directory;
 mod identity;
+
+pub use directory::DirectoryChange;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,6 +60,9 @@ pub struct SimulateConfig {
     pub user_token_ttl: Duration,
     /// Envelopes queued for one connection before it is closed as a slow consumer (1008).
     pub max_pending: usize,
+    /// Every this long one app of the Cloud Controller's listing is renamed, moved to another
+    /// space or deleted (in turn); `None`: the directory stays as the topology drew it.
+    pub directory_churn: Option<Duration>,
 }
 
 impl Default for SimulateConfig {
@@ -66,6 +75,7 @@ impl Default for SimulateConfig {
             token_ttl: Duration::from_secs(43_199),
             user_token_ttl: Duration::from_secs(3600),
             max_pending: 10_000,
+            directory_churn: None,
         }
     }
 }
@@ -101,6 +111,8 @@ pub struct SimulateStats {
     pub token_keys_requests: u64,
     /// Cloud Controller `GET /v3/apps` and `GET /v3/apps/{guid}` requests, whatever the answer.
     pub cc_requests: u64,
+    /// Pages of the client's listing (`GET /v3/apps` with the client-credentials token).
+    pub cc_listing_pages: u64,
     /// WebSocket connections open now.
     pub connections_open: u64,
     /// WebSocket connections accepted since the start.
@@ -149,6 +161,9 @@ struct Shared {
     identity: identity::Identity,
     token_keys_requests: AtomicU64,
     cc_requests: AtomicU64,
+    cc_listings: AtomicU64,
+    /// The apps the Cloud Controller lists to the configured client, changing over time.
+    directory: Mutex<directory::Directory>,
     subscriptions: Mutex<HashMap<String, Arc<stream::Subscription>>>,
     connections: Mutex<Vec<Arc<stream::ConnectionCounters>>>,
     tokens_issued: AtomicU64,
@@ -185,8 +200,15 @@ impl SimulateServer {
         let bind_error = |source| SimulateError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        let directory = directory::Directory::new(
+            crate::Generator::new(&config.generator).apps(),
+            config.directory_churn,
+            config.generator.seed,
+        );
         let shared = Arc::new(Shared {
             identity: identity::Identity::new(&config.generator),
+            directory: Mutex::new(directory),
+            cc_listings: AtomicU64::new(0),
             config,
             local_addr,
             tokens: Mutex::new(auth::Tokens::new()),
@@ -239,7 +261,7 @@ impl SimulateServer {
             client_id = %shared.config.client_id,
             rate = shared.config.generator.rate,
             apps = shared.config.generator.apps,
-            "Serving a simulated Firehose: POST /oauth/token, GET /token_keys, GET /v3/apps/{{guid}}, \
+            "Serving a simulated Firehose: POST /oauth/token, GET /token_keys, GET /v3/apps, GET /v3/apps/{{guid}}, \
              GET /firehose/{{subscription_id}}."
         );
         let stop = shared.shutdown.clone();
@@ -310,6 +332,17 @@ impl SimulateHandle {
         identity.rotate().then(|| identity.active_kid())
     }
 
+    /// Renames, moves or deletes one app of the Cloud Controller's listing now (the next
+    /// change in turn, as `directory_churn` makes them); `None` once no app is left.
+    pub fn churn_directory(&self) -> Option<DirectoryChange> {
+        lock(&self.shared.directory).change()
+    }
+
+    /// The apps the Cloud Controller lists now.
+    pub fn directory(&self) -> Vec<crate::SimulatedApp> {
+        lock(&self.shared.directory).current()
+    }
+
     /// What the server has done so far.
     pub fn stats(&self) -> SimulateStats {
         let shared = &self.shared;
@@ -328,6 +361,7 @@ impl SimulateHandle {
             unauthorized: shared.unauthorized.load(Ordering::Relaxed),
             token_keys_requests: shared.token_keys_requests.load(Ordering::Relaxed),
             cc_requests: shared.cc_requests.load(Ordering::Relaxed),
+            cc_listing_pages: shared.cc_listings.load(Ordering::Relaxed),
             connections_open: connections.iter().filter(|c| c.open).count() as u64,
             connections_total: shared.connections_total.load(Ordering::Relaxed),
             slow_consumer_closes: shared.slow_consumer_closes.load(Ordering::Relaxed),
