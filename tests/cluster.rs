@@ -140,13 +140,11 @@ fn assert_same_tables(what: &str, actual: &[Vec<Vec<Cell>>], expected: &[Vec<Vec
     }
 }
 
-#[test]
-fn a_replay_split_over_three_processes_writes_the_tables_of_one_process() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let events = simulated_events(21, 40, 24_000, 0.0);
-    let whole = dir.path().join("whole.bin");
-    write_capture(&whole, &events);
-    // Round-robin: every app's records are spread over every process.
+/// Writes `events` to `whole.bin` in `dir`, and round-robin to `part-N.bin` for each process
+/// (every app's records are spread over every process); the whole file's path.
+fn split_capture(dir: &Path, events: &[sluice_model::Event]) -> PathBuf {
+    let whole = dir.join("whole.bin");
+    write_capture(&whole, events);
     for part in 0..PROCESSES {
         let share: Vec<_> = events
             .iter()
@@ -154,8 +152,15 @@ fn a_replay_split_over_three_processes_writes_the_tables_of_one_process() {
             .step_by(PROCESSES)
             .cloned()
             .collect();
-        write_capture(&dir.path().join(format!("part-{part}.bin")), &share);
+        write_capture(&dir.join(format!("part-{part}.bin")), &share);
     }
+    whole
+}
+
+#[test]
+fn a_replay_split_over_three_processes_writes_the_tables_of_one_process() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let whole = split_capture(dir.path(), &simulated_events(21, 40, 24_000, 0.0));
 
     // One process, the whole file.
     let alone_db = dir.path().join("alone.db");
@@ -660,18 +665,7 @@ fn checkpoints_of(state: &Path, process: usize) -> Vec<String> {
 #[test]
 fn a_cluster_killed_mid_replay_continues_from_its_checkpoints_exactly() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let events = simulated_events(23, 40, 90_000, 0.0);
-    let whole = dir.path().join("whole.bin");
-    write_capture(&whole, &events);
-    for part in 0..PROCESSES {
-        let share: Vec<_> = events
-            .iter()
-            .skip(part)
-            .step_by(PROCESSES)
-            .cloned()
-            .collect();
-        write_capture(&dir.path().join(format!("part-{part}.bin")), &share);
-    }
+    let whole = split_capture(dir.path(), &simulated_events(23, 40, 90_000, 0.0));
     let alone_db = dir.path().join("alone.db");
     // Lateness long enough that nothing is late, short enough that minutes close during the
     // run: then a restart needs the windows each process saved, not only its rows.
