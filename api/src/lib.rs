@@ -204,6 +204,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/apps/{id}/events", get(handlers::events))
         .route("/api/v1/apps/{id}/logs", get(handlers::logs))
         .route("/api/v1/apps/{id}/stream", get(live::stream))
+        .route("/api/v1/spaces/{id}/metrics", get(handlers::space_metrics))
+        .route("/api/v1/orgs/{id}/metrics", get(handlers::org_metrics))
         .fallback(ui::serve)
         .with_state(state)
 }

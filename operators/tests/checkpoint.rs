@@ -89,6 +89,7 @@ fn traffic() -> Vec<Vec<Event>> {
                 timestamp: at,
                 header: header("rep", 0),
                 payload: Payload::Log(LogMessage {
+                    names: None,
                     message: Bytes::from(if next() % 50 == 0 {
                         r#"Updated app with guid x ({"state"=>"STARTED"})"#
                     } else {

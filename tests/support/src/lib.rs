@@ -212,6 +212,7 @@ pub mod build {
             timestamp: at,
             header: header("rep"),
             payload: Payload::Log(LogMessage {
+                names: None,
                 message: Bytes::from(message.to_owned()),
                 message_type: MessageType::Out,
                 timestamp: at,
