@@ -1,6 +1,8 @@
 //! `sluice run` into Elasticsearch (`osmem-server`): the log documents of apps whose envelopes
 //! carry Diego's name tags have `app_name`, `space_name` and `org_name` (SPEC §11), searchable
-//! as keywords; the documents of the other apps have none.
+//! as keywords; the documents of the other apps have none. A tagged app's log whose own
+//! envelope is untagged (the Cloud Controller's `API` lines) is named from the directory once
+//! the graph knows the app.
 
 use std::collections::BTreeMap;
 
@@ -17,21 +19,46 @@ async fn documents_of_tagged_apps_carry_their_names() {
     let server = SearchServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let events = simulated_events(17, 12, 6_000, 0.0);
-    // What each log's document must say: its app's tags, or nothing for an untagged app.
+    // Each tagged app's names, from any of its envelopes.
+    let mut apps: BTreeMap<String, Names> = BTreeMap::new();
+    for event in &events {
+        if let (Some(app), Some(tags)) = (event.app_id(), event.header.tags.app_tags()) {
+            let names = (
+                tags.app_name.to_string(),
+                tags.space_name.to_string(),
+                tags.org_name.to_string(),
+            );
+            apps.insert(app.to_canonical().to_string(), names);
+        }
+    }
+    // What each log's document must say: its envelope's tags; else its app's names or none
+    // (an untagged line of a tagged app: named once the directory knows the app); else none.
     let mut expected: BTreeMap<String, Option<Names>> = BTreeMap::new();
+    let mut maybe: BTreeMap<String, Names> = BTreeMap::new();
     for event in &events {
         let Payload::Log(log) = &event.payload else {
             continue;
         };
-        let names = event.header.tags.app_tags().map(|tags| {
-            (
-                tags.app_name.to_string(),
-                tags.space_name.to_string(),
-                tags.org_name.to_string(),
-            )
-        });
-        expected.insert(log_id(log), names);
+        match event.header.tags.app_tags() {
+            Some(tags) => {
+                let names = (
+                    tags.app_name.to_string(),
+                    tags.space_name.to_string(),
+                    tags.org_name.to_string(),
+                );
+                expected.insert(log_id(log), Some(names));
+            }
+            None => match apps.get(&*log.app_id) {
+                Some(names) => {
+                    maybe.insert(log_id(log), names.clone());
+                }
+                None => {
+                    expected.insert(log_id(log), None);
+                }
+            },
+        }
     }
+    assert!(!maybe.is_empty(), "tagged apps have untagged lines");
     let tagged = expected.values().filter(|names| names.is_some()).count();
     assert!(
         tagged > 100 && tagged < expected.len(),
@@ -97,15 +124,35 @@ streams = ["logs"]
             found.insert(text("id").expect("an id"), names);
         }
     }
-    assert_eq!(found.len(), expected.len(), "every log is a document");
+    assert_eq!(
+        found.len(),
+        expected.len() + maybe.len(),
+        "every log is a document"
+    );
     for (id, names) in &expected {
         assert_eq!(found.get(id), Some(names), "document {id}");
     }
+    let mut from_directory = 0;
+    for (id, names) in &maybe {
+        match found.get(id) {
+            Some(Some(found)) => {
+                assert_eq!(found, names, "document {id}");
+                from_directory += 1;
+            }
+            Some(None) => {}
+            None => panic!("document {id} is missing"),
+        }
+    }
+    assert!(
+        from_directory > 0,
+        "no untagged line of a tagged app was named from the directory ({} such lines)",
+        maybe.len()
+    );
 
     // The names are keywords: one app's documents are found by its name.
     let (name, count) = {
         let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
-        for (app, _, _) in expected.values().flatten() {
+        for (app, _, _) in found.values().flatten() {
             *by_name.entry(app.as_str()).or_default() += 1;
         }
         let (name, count) = by_name.into_iter().next().expect("a tagged app");
