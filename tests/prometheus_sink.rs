@@ -161,11 +161,26 @@ fn number(row: &sqlx::sqlite::SqliteRow, column: &str) -> Option<f64> {
 }
 
 /// What Prometheus must hold: every rollup row of every width in the SQLite store at `db`,
-/// as SPEC §13's series.
+/// as SPEC §13's series, with the names the store's `app` table (the directory, SPEC §11)
+/// has for the app.
 async fn expected_samples(db: &Path, widths: &[(&str, &str)]) -> Samples {
     let pool = SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
         .await
         .expect("the SQLite store");
+    let names: BTreeMap<String, [String; 3]> =
+        sqlx::query("SELECT app_id, name, space_name, org_name FROM app")
+            .fetch_all(&pool)
+            .await
+            .expect("the app table")
+            .iter()
+            .map(|row| {
+                let text = |column: &str| row.get::<String, _>(column);
+                (
+                    text("app_id"),
+                    [text("name"), text("space_name"), text("org_name")],
+                )
+            })
+            .collect();
     let mut expected = Samples::new();
     for (suffix, window) in widths {
         let apps = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -187,6 +202,16 @@ async fn expected_samples(db: &Path, widths: &[(&str, &str)]) -> Samples {
                 ]);
                 if let Some((name, label)) = extra {
                     labels.insert(name, label.to_owned());
+                }
+                let app: String = row.get("app_id");
+                for (label, value) in ["app_name", "space_name", "org_name"]
+                    .into_iter()
+                    .zip(names.get(&app).into_iter().flatten())
+                {
+                    // An unknown name is no label.
+                    if !value.is_empty() {
+                        labels.insert(label, value.clone());
+                    }
                 }
                 let value = if in_ms { value / 1000.0 } else { value };
                 expected.entry(key(&labels)).or_default().push((ms, value));
@@ -288,7 +313,7 @@ fn sinks(db: &Path, url: &str, buffer: &str) -> String {
 [sinks.local]
 type = "sqlite"
 path = {db:?}
-streams = ["app_rollups", "platform_rollups"]
+streams = ["app_rollups", "platform_rollups", "apps"]
 
 [sinks.prometheus]
 type = "prometheus"
@@ -341,6 +366,18 @@ path = {capture:?}
         .filter(|k| k.starts_with("__name__=sluice_app_requests,") && k.ends_with("window=1m"))
         .count();
     assert_eq!(apps, 20);
+    // Half the simulated apps are tagged (SPEC §11): their series carry the names.
+    let named = expected
+        .keys()
+        .filter(|k| {
+            k.starts_with("__name__=sluice_app_requests,")
+                && k.ends_with("window=1m")
+                && k.contains(",app_name=")
+                && k.contains(",org_name=")
+                && k.contains(",space_name=")
+        })
+        .count();
+    assert!(named > 0 && named < apps, "{named} of {apps} apps named");
     let after = after_last_window(&db).await;
     assert_same_samples(&stored(&server, after).await, &expected);
 
@@ -524,7 +561,13 @@ density = 20
     assert_eq!(counts.len(), 20);
     for series in &counts {
         let app = series["metric"]["app_id"].as_str().expect("app_id");
-        let rows = expected[&format!("__name__=sluice_app_requests,app_id={app},window=1m")].len();
+        // The key has the app's names too, when it has names.
+        let prefix = format!("__name__=sluice_app_requests,app_id={app},");
+        let rows = expected
+            .iter()
+            .find(|(k, _)| k.starts_with(&prefix) && k.ends_with("window=1m"))
+            .map(|(_, samples)| samples.len())
+            .expect("the app's series");
         assert_eq!(series["value"][1], rows.to_string(), "{app}");
     }
 }

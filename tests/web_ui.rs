@@ -1,7 +1,9 @@
 //! The read path as a user meets it, in a real browser: `sluice simulate` is the Firehose, UAA
 //! and Cloud Controller; `sluice run` reads the Firehose into SQLite and serves the API with
 //! `auth = "uaa"`; `tests/browser/ui.mjs` drives Debian's Chromium through playwright-core to
-//! sign in, pick an app, see the charts draw, search the logs and see a rollup arrive live.
+//! sign in, pick an app, see the charts draw, search the logs and see a rollup arrive live,
+//! then pick an org and a space by name, find an app with the search box and see the space's
+//! and the org's charts.
 //!
 //! Needs Node.js, `/usr/bin/chromium` and `tests/browser/node_modules` (playwright-core):
 //! `scripts/test.sh` installs them. The screenshot is saved under this test's output directory.
@@ -71,6 +73,8 @@ fn a_user_signs_in_picks_an_app_and_sees_charts_logs_and_live_rollups() {
             r#"
 [pipeline]
 flush_interval = "1s"
+# Minutes close 5 s after their end: the space and org charts need closed minutes.
+allowed_lateness = "5s"
 
 [sources.cf]
 type = "firehose"
@@ -109,6 +113,9 @@ cc_url = "http://127.0.0.1:{firehose_port}"
     wait_for_line(&mut run.0, "Pipeline running");
     // The app list comes from the rollups: wait until every app has some.
     wait_for_rows(&mut run.0, &db, "app_metric_rollup", 6);
+    // The space and org charts read the group rollups: a closed minute (up to a minute and
+    // the lateness away).
+    wait_for_rows_within(&mut run.0, &db, "org_metric_rollup", 1, 120);
 
     let output_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web_ui");
     std::fs::create_dir_all(&output_dir).expect("output dir");

@@ -80,6 +80,7 @@ fn log_lines(n: usize) -> Vec<Records> {
                 timestamp: at,
                 header: header.clone(),
                 payload: Payload::Log(LogMessage {
+                    names: None,
                     message: Bytes::from(message),
                     message_type: if r.is_multiple_of(20) {
                         MessageType::Err
@@ -110,6 +111,7 @@ fn rollups(apps: usize, minutes: i64) -> Vec<Records> {
             let r = rng.next();
             let requests = r % 500;
             rows.push(AppRollup {
+                names: None,
                 app_id: id.clone(),
                 minute: END - (minutes - m) * 60,
                 window: 60,

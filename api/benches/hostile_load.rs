@@ -72,6 +72,7 @@ fn lines(app: &str, start_ns: i64, n: usize, salt: u64) -> Vec<Records> {
                 timestamp: at,
                 header: header.clone(),
                 payload: Payload::Log(LogMessage {
+                    names: None,
                     message: Bytes::from(format!(
                         "Processed order {} in {} ms for customer {}",
                         r % 100_000,

@@ -37,6 +37,7 @@ fn app_id(i: usize) -> String {
 /// A row whose `response_bytes` carries its publish time (ns since `epoch`), for latency.
 fn row(app: usize, sent_ns: i64) -> AppRollup {
     AppRollup {
+        names: None,
         app_id: app_id(app).into(),
         minute: 1_796_190_240,
         window: 60,

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::params::{self, Cursor, TimeRange};
-use crate::store::{AppEventRow, LogQuery, MetricPoint};
+use crate::store::{AppEventRow, GroupPoint, LogQuery, MetricPoint};
 use crate::{ApiError, ApiState, AuthMode};
+use sluice_model::records::GroupKind;
 
 /// `GET /api/v1/info` answer.
 #[derive(Debug, Serialize)]
@@ -99,6 +100,72 @@ pub async fn metrics(
     let points = state.stores.metrics(&app_id, range, step).await?;
     Ok(Json(Metrics {
         app_id,
+        from: range.from,
+        to: range.to,
+        step,
+        points,
+    })
+    .into_response())
+}
+
+/// `GET /api/v1/spaces/{id}/metrics` and `/api/v1/orgs/{id}/metrics` answer.
+#[derive(Debug, Serialize)]
+pub struct GroupMetrics {
+    /// `space` or `org`.
+    pub kind: GroupKind,
+    pub id: String,
+    /// The name the Cloud Controller gave when it was asked (`auth = "uaa"`).
+    pub name: Option<String>,
+    pub from: i64,
+    pub to: i64,
+    pub step: i64,
+    pub points: Vec<GroupPoint>,
+}
+
+/// `GET /api/v1/spaces/{id}/metrics?from&to&step`: the space's rollups (SPEC §11).
+pub async fn space_metrics(
+    state: State<ApiState>,
+    caller: Caller,
+    id: Path<String>,
+    query: Query<params::Query>,
+) -> Result<Response, ApiError> {
+    group_metrics(GroupKind::Space, state, caller, id, query).await
+}
+
+/// `GET /api/v1/orgs/{id}/metrics?from&to&step`: the org's rollups (SPEC §11).
+pub async fn org_metrics(
+    state: State<ApiState>,
+    caller: Caller,
+    id: Path<String>,
+    query: Query<params::Query>,
+) -> Result<Response, ApiError> {
+    group_metrics(GroupKind::Org, state, caller, id, query).await
+}
+
+/// A group's metrics: the parameters and budgets of an app's, and the Cloud Controller's
+/// word on the space (org) instead of the app.
+async fn group_metrics(
+    kind: GroupKind,
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<params::Query>,
+) -> Result<Response, ApiError> {
+    let what = match kind {
+        GroupKind::Space => "space",
+        GroupKind::Org => "org",
+    };
+    let id = params::group_id(what, &id)?;
+    let range = TimeRange::parse(&query)?;
+    let step = params::step(&query)?;
+    params::check_points(range, step, state.limits.max_points)?;
+    let access = state.auth.group_access(&caller, kind, &id).await?;
+    let _reading = state.stores.read_permit()?;
+    let points = state.stores.group_metrics(kind, &id, range, step).await?;
+    Ok(Json(GroupMetrics {
+        kind,
+        id,
+        name: access.name,
         from: range.from,
         to: range.to,
         step,

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!              ┌────────────── /api/v1/apps, /metrics, /events, /logs ──► stores (SQLite, MySQL, Elasticsearch)
+//!              ├────────────── /api/v1/spaces|orgs/{id}/metrics ───────► group rollup tables (SPEC §11)
 //! HTTP ─ auth ─┤
 //!   (UAA JWT + │
 //!    CC check) └────────────── /api/v1/apps/{id}/stream (SSE) ◄──────── LiveFeed ◄── the dataflow
@@ -10,8 +11,8 @@
 //! Layout:
 //! - [`handlers`]: the JSON endpoints; [`params`]: their query parameters; [`error`]: how a
 //!   failure is answered (a status and `{"error": "..."}`).
-//! - [`auth`]: bearer tokens verified against UAA's `/token_keys`, app visibility asked of the
-//!   Cloud Controller (cached briefly), or `auth = "none"`.
+//! - [`auth`]: bearer tokens verified against UAA's `/token_keys`, app, space and org
+//!   visibility asked of the Cloud Controller (cached briefly), or `auth = "none"`.
 //! - [`store`]: the reads: one SQL reader for the `sqlite` and `mysql` sinks' tables (shared
 //!   queries and row decoding, a pool per store kind), log search in Elasticsearch.
 //! - [`live`]: rollup rows and app events as the graph emits them, fanned out per app.
@@ -204,6 +205,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/apps/{id}/events", get(handlers::events))
         .route("/api/v1/apps/{id}/logs", get(handlers::logs))
         .route("/api/v1/apps/{id}/stream", get(live::stream))
+        .route("/api/v1/spaces/{id}/metrics", get(handlers::space_metrics))
+        .route("/api/v1/orgs/{id}/metrics", get(handlers::org_metrics))
         .fallback(ui::serve)
         .with_state(state)
 }

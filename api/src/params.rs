@@ -31,6 +31,17 @@ pub fn app_id(raw: &str) -> Result<String, ApiError> {
         })
 }
 
+/// A space or org id from a path (SPEC §11): a UUID, canonical lowercase.
+pub fn group_id(what: &str, raw: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{what} id: {raw:?} is not a UUID such as \"f47ac10b-58cc-4372-a567-0e02b2c3d479\""
+            ))
+        })
+}
+
 /// `[from, to)` in epoch seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeRange {

@@ -15,6 +15,7 @@ const APP: &str = "6a3a2a1e-7b55-4c61-9d0b-0a6e4f9c1b2d";
 
 fn rollup(minute: i64, requests: u64, is_final: bool) -> AppRollup {
     AppRollup {
+        names: None,
         app_id: APP.into(),
         minute,
         window: 60,

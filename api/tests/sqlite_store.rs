@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use sluice_api::store::{LogStoreConfig, SqlStoreConfig, Stores};
 use sluice_model::records::StreamName;
 use sluice_sinks::sqlite::SqliteSinkConfig;
-use sluice_test_support::mariadb::dump_sqlite;
+use sluice_test_support::mariadb::{Cell, dump_sqlite};
 use sqlx::ConnectOptions;
 use support::*;
 
@@ -323,5 +323,117 @@ async fn apps_carry_the_directorys_names_with_no_sign_in() {
         named += 1;
     }
     assert_eq!(named, directory.len());
+    server.stop().await;
+}
+
+/// The columns of `space_metric_rollup` / `org_metric_rollup` after the group id, as a
+/// point names them.
+const GROUP_COLUMNS: [&str; 14] = [
+    "minute",
+    "apps",
+    "instances",
+    "requests",
+    "status_2xx",
+    "status_3xx",
+    "status_4xx",
+    "status_5xx",
+    "log_lines",
+    "log_err_lines",
+    "app_events",
+    "cpu_total",
+    "memory_bytes_total",
+    "disk_bytes_total",
+];
+
+#[tokio::test]
+async fn space_and_org_metrics_agree_with_the_group_tables() {
+    let fixture = fixture().await;
+    let path = &fixture.config.path;
+    let (server, base) = start_api(stores(&fixture.config)).await;
+    for (table, endpoint) in [
+        ("space_metric_rollup", "spaces"),
+        ("org_metric_rollup", "orgs"),
+    ] {
+        let rows = dump_sqlite(path, table).await;
+        let mut groups: std::collections::BTreeMap<&str, Vec<&Vec<Cell>>> = Default::default();
+        for row in &rows {
+            let minute = int(&row[1]);
+            // The '' group (apps whose space is not known) has no id to ask for.
+            if !text(&row[0]).is_empty() && (START..TO).contains(&minute) {
+                groups.entry(text(&row[0])).or_default().push(row);
+            }
+        }
+        assert!(!groups.is_empty(), "{table} has named groups");
+        for (id, rows) in &groups {
+            let body = get_ok(
+                &base,
+                &format!("/api/v1/{endpoint}/{id}/metrics?{RANGE}&step=1m"),
+            )
+            .await;
+            assert_eq!(body["id"], *id);
+            let points = body["points"].as_array().expect("points");
+            assert_eq!(points.len(), rows.len(), "{endpoint}/{id}: {body}");
+            for (point, row) in points.iter().zip(rows) {
+                for (column, cell) in GROUP_COLUMNS.iter().zip(&row[1..]) {
+                    assert_eq!(
+                        point[point_field(column)],
+                        json_of(cell),
+                        "{endpoint}/{id} {column} at {}",
+                        int(&row[1])
+                    );
+                }
+            }
+            // Five-minute buckets: counts summed, `apps` the most of a minute.
+            let body = get_ok(
+                &base,
+                &format!("/api/v1/{endpoint}/{id}/metrics?{RANGE}&step=5m"),
+            )
+            .await;
+            let mut buckets: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
+            for row in rows {
+                let bucket = buckets
+                    .entry(int(&row[1]) - int(&row[1]) % 300)
+                    .or_default();
+                bucket.0 += int(&row[4]);
+                bucket.1 = bucket.1.max(int(&row[2]));
+            }
+            let merged: Vec<(i64, (i64, i64))> = body["points"]
+                .as_array()
+                .expect("points")
+                .iter()
+                .map(|p| {
+                    let n = |f: &str| p[f].as_i64().expect("an integer");
+                    (n("time"), (n("requests"), n("apps")))
+                })
+                .collect();
+            assert_eq!(
+                merged,
+                buckets.into_iter().collect::<Vec<_>>(),
+                "{endpoint}/{id}"
+            );
+        }
+    }
+    // The parameters and budgets of an app's metrics.
+    let (status, body) = get(&base, "/api/v1/spaces/not-a-guid/metrics").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("space id")),
+        "{body}"
+    );
+    let org = "f47ac10b-58cc-4372-a567-0e02b2c3d479";
+    let (status, body) = get(
+        &base,
+        &format!("/api/v1/orgs/{org}/metrics?from=0&to=31536000&step=1m"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_points")),
+        "{body}"
+    );
     server.stop().await;
 }

@@ -294,6 +294,9 @@ pub struct LogMessage {
     pub app_id: Str,
     pub source_type: Str,
     pub source_instance: Str,
+    /// The app's names (SPEC §11), attached by the graph from the directory, or from the
+    /// envelope's own tags while the directory does not know the app; `None` as decoded.
+    pub names: Option<crate::records::AppNames>,
 }
 
 /// `HttpStartStop.peerType`.
@@ -532,6 +535,7 @@ mod tests {
     #[test]
     fn log_ids_are_stable_and_tell_fields_apart() {
         let log = LogMessage {
+            names: None,
             message: Bytes::from_static(b"hello"),
             message_type: MessageType::Out,
             timestamp: 1_710_234_019_085_086_325,
@@ -588,6 +592,7 @@ mod app_tag_tests {
                 ..Header::default()
             },
             payload: Payload::Log(LogMessage {
+                names: None,
                 message: Bytes::from_static(b"hi"),
                 message_type: MessageType::Out,
                 timestamp: 2,

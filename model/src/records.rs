@@ -187,6 +187,9 @@ pub struct AppRollup {
     /// The window has closed: this row will not change again. Provisional rows are upserted
     /// over until the final one.
     pub is_final: bool,
+    /// The app's names as the directory knew them when the row left the graph (SPEC §11,
+    /// §13: Prometheus labels); not a column of the SQL tables.
+    pub names: Option<AppNames>,
 }
 
 /// A row of `platform_metric_rollup` (SPEC §6).
@@ -223,6 +226,10 @@ pub struct AppInfo {
     pub org_id: Str,
     pub org_name: Str,
 }
+
+/// An app's names as the graph attaches them to its logs and rollup rows: one shared entry
+/// of the directory, so attaching it is one reference count.
+pub type AppNames = std::sync::Arc<AppInfo>;
 
 /// A change of the `app` table (SPEC §11): the app's row as it now is, or its removal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

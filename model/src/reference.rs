@@ -40,6 +40,7 @@ pub fn event_from_v1(envelope: pb::Envelope) -> Result<Event, DecodeError> {
         EventType::LogMessage => {
             let log = envelope.log_message.ok_or_else(mismatch)?;
             Payload::Log(LogMessage {
+                names: None,
                 message: log.message,
                 message_type: MessageType::from_wire(log.message_type).ok_or(
                     DecodeError::UnknownEnum {

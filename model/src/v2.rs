@@ -148,6 +148,7 @@ pub fn map_envelope(envelope: &pb::Envelope, out: &mut Vec<Event>) -> Result<usi
                 timestamp,
                 header,
                 payload: Payload::Log(LogMessage {
+                    names: None,
                     message: log.payload.clone(),
                     message_type,
                     timestamp,

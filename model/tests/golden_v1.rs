@@ -202,6 +202,7 @@ fn log_message(mut log: Fields) -> LogMessage {
         other => panic!("unexpected message_type {other}"),
     };
     let decoded = LogMessage {
+        names: None,
         message: Bytes::from(message),
         message_type,
         timestamp: log.int64("timestamp"),

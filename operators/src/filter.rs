@@ -201,6 +201,7 @@ mod tests {
                 ..Header::default()
             },
             payload: Payload::Log(LogMessage {
+                names: None,
                 message: message.as_bytes().to_vec().into(),
                 message_type: MessageType::Out,
                 timestamp: 1,

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Before Route, the records pass the directory's `TagFacts` (SPEC §11, see
-//! [`crate::directory`]); the directory's changes become the `apps` stream and label the final
-//! minute rows for the space and org rollups ([`crate::groups`], stream `group_rollups`).
+//! [`crate::directory`]); the directory's changes become the `apps` stream, label the final
+//! minute rows for the space and org rollups ([`crate::groups`], stream `group_rollups`), and
+//! name the logs and app rollup rows on their way out ([`crate::names`]).
 //!
 //! Each width of [`WindowOptions::windows`] has its own pair of `Windowed` operators fed by
 //! the same samples (percentiles need the sketch, so wider windows cannot be merged from
@@ -29,6 +30,7 @@ use timely::dataflow::{Scope, Stream};
 use crate::app_events::LiveRules;
 use crate::checkpoint::{Cut, OpenWindow, Snapshot};
 use crate::directory::{self, Listing};
+use crate::names::Wait;
 use crate::rollup::app::{AppRollups, AppWindow};
 use crate::rollup::platform::{PlatformRollups, PlatformWindow};
 use crate::rollup::{WindowOptions, Windowed};
@@ -166,15 +168,22 @@ pub fn build_with_state<'scope, T: GraphTime>(
         platform.push(rows);
         snapshots.push(snaps);
     }
-    let app_rollups = merged(scope, app);
-    let group_rollups = crate::groups::group_rollups(app_rollups.clone(), directory.changes);
+    // Every worker keeps the whole directory: it names logs and rows where they are.
+    let changes = directory.changes.broadcast();
+    let app_rollups = crate::names::names(
+        merged(scope, app),
+        changes.clone(),
+        Wait::ForDirectory,
+        "NameRollups",
+    );
+    let group_rollups = crate::groups::group_rollups(app_rollups.clone(), changes.clone());
     GraphStreams {
         app_rollups,
         apps: directory.rows,
         group_rollups,
         platform_rollups: merged(scope, platform),
         snapshots: merged(scope, snapshots),
-        logs: routed.logs,
+        logs: crate::names::names(routed.logs, changes, Wait::No, "NameLogs"),
         container_metrics: routed.container_metrics,
         http: routed.http,
         errors: routed.errors,

@@ -29,18 +29,17 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Broadcast;
 
 use crate::directory::Change;
 use crate::time::{GraphTime, frontier_bounds, stamp_join};
 
 /// The group rollups of the final minute rows among `app_rollups`, labelled with the
-/// directory whose changes are `changes`.
+/// directory whose changes are `changes` (all of them on every worker: broadcast).
 pub fn group_rollups<'scope, T: GraphTime>(
     app_rollups: Stream<'scope, T, Vec<AppRollup>>,
     changes: Stream<'scope, T, Vec<Change<T>>>,
 ) -> Stream<'scope, T, Vec<GroupRollup>> {
-    let parts = enrich(app_rollups, changes.broadcast());
+    let parts = enrich(app_rollups, changes);
     group_windows(parts)
 }
 

@@ -15,7 +15,8 @@
 //!   `f64` that do not depend on the order of the samples.
 //! - [`checkpoint`] — the window state a checkpoint saves, and the cuts that end epochs.
 //! - [`directory`] — the app → name, space, org directory of SPEC §11 (differential);
-//!   [`groups`] — space and org rollups of closed minutes.
+//!   [`groups`] — space and org rollups of closed minutes; [`names`] — the directory's
+//!   names on logs and app rollup rows.
 //! - [`graph`] — the whole graph, wired, and its [`Placement`](graph::Placement) in a cluster.
 
 pub mod app_events;
@@ -24,6 +25,7 @@ pub mod directory;
 pub mod filter;
 pub mod graph;
 pub mod groups;
+pub mod names;
 pub mod rollup;
 pub mod route;
 pub mod sketch;

@@ -89,6 +89,7 @@ fn traffic() -> Vec<Vec<Event>> {
                 timestamp: at,
                 header: header("rep", 0),
                 payload: Payload::Log(LogMessage {
+                    names: None,
                     message: Bytes::from(if next() % 50 == 0 {
                         r#"Updated app with guid x ({"state"=>"STARTED"})"#
                     } else {
@@ -407,6 +408,7 @@ fn log_at(app: &str, seconds: i64) -> Event {
             app_id: Str::from(app),
             source_type: Str::from("APP/PROC/WEB"),
             source_instance: Str::from("0"),
+            names: None,
         }),
     }
 }

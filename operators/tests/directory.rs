@@ -56,6 +56,7 @@ fn log(app: &str, at: i64, tags: Option<&AppInfo>) -> Event {
             ..Header::default()
         },
         payload: Payload::Log(LogMessage {
+            names: None,
             message: Bytes::from_static(b"line"),
             message_type: if at % 3 == 0 {
                 MessageType::Err

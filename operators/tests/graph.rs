@@ -39,6 +39,7 @@ fn log(app: &str, at: i64, source_type: &str, message: &str, err: bool) -> Event
         timestamp: at,
         header: header("rep"),
         payload: Payload::Log(LogMessage {
+            names: None,
             message: Bytes::from(message.to_owned()),
             message_type: if err {
                 MessageType::Err

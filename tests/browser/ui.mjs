@@ -7,6 +7,9 @@
 // Signs in (when the API asks for it), picks the first app, waits for the
 // CPU and requests charts to draw points, searches the logs for a word read
 // off a shown row, and waits for a rollup to arrive over the live stream.
+// Then the org → space → app pickers: picks an org and a space by name (the
+// app list narrows to them), finds an app with the search box, and shows the
+// space's and the org's charts (SPEC §11's group rollups).
 // Exits 0 when all of that happened, 1 otherwise (naming the failed step);
 // a full-page screenshot is saved either way when the page got that far.
 
@@ -152,6 +155,61 @@ try {
     { timeout: LIVE_TIMEOUT },
   );
   log(`live rollups applied: ${before} -> ${await live.getAttribute("data-live-rollups")}`);
+
+  step = "pick an org by name";
+  const orgPicker = byId("org-picker");
+  const spacePicker = byId("space-picker");
+  const orgs = (await orgPicker.locator("option").evaluateAll((os) => os.map((o) => ({ value: o.value, label: o.textContent }))))
+    .filter((o) => o.value !== "");
+  if (orgs.length === 0) throw new Error("the org picker lists no org: no app's org is known");
+  await orgPicker.selectOption({ label: orgs[0].label });
+  log(`picked org ${orgs[0].label}`);
+
+  step = "pick a space of that org by name";
+  const spaces = (await spacePicker.locator("option").evaluateAll((os) => os.map((o) => ({ value: o.value, label: o.textContent }))))
+    .filter((o) => o.value !== "");
+  if (spaces.length === 0) throw new Error(`org ${orgs[0].label} lists no space`);
+  await spacePicker.selectOption({ label: spaces[0].label });
+  const places = await picker.locator("option").evaluateAll((os) => os.map((o) => o.title));
+  if (places.length === 0) throw new Error(`space ${spaces[0].label} lists no app`);
+  const elsewhere = places.filter((t) => !t.includes(`(${spaces[0].label} · ${orgs[0].label})`));
+  if (elsewhere.length > 0) throw new Error(`the app list shows apps outside ${spaces[0].label}: ${elsewhere.join(", ")}`);
+  log(`picked space ${spaces[0].label}: ${places.length} apps`);
+
+  step = "find an app with the search box";
+  const names = await picker.locator("option").allTextContents();
+  const wanted = names[names.length - 1].trim();
+  await byId("app-search").fill(wanted);
+  await page.waitForFunction(
+    (w) => {
+      const options = [...document.querySelectorAll('[data-testid="app-picker"] option')];
+      return options.length > 0 && options.every((o) => o.textContent.toLowerCase().includes(w.toLowerCase()));
+    },
+    wanted,
+    { timeout: STEP_TIMEOUT },
+  );
+  if ((await picker.locator("option:checked").textContent())?.trim() !== wanted) {
+    throw new Error(`the search for '${wanted}' did not select it: ${await picker.locator("option:checked").textContent()}`);
+  }
+  log(`searched for '${wanted}'`);
+
+  for (const view of ["space", "org"]) {
+    step = `show the ${view}'s charts`;
+    await byId("view-picker").selectOption(view);
+    await page.waitForFunction(
+      () =>
+        ["chart-group-cpu", "chart-group-requests", "chart-group-apps"].every(
+          (id) => Number(document.querySelector(`[data-testid="${id}"]`)?.getAttribute("data-points")) > 0,
+        ),
+      null,
+      { timeout: LIVE_TIMEOUT },
+    );
+    const title = await byId("scope-title").textContent();
+    const name = view === "space" ? spaces[0].label : orgs[0].label;
+    if (!title?.includes(name)) throw new Error(`the ${view} view is titled '${title}', not naming ${name}`);
+    if (await byId("log-list").isVisible()) throw new Error(`the ${view} view still shows the app's logs`);
+    log(`${title}: group charts drew points`);
+  }
 } catch (e) {
   failed = true;
   console.error(`FAILED at step "${step}": ${e instanceof Error ? e.message.split("\n")[0] : e}`);

@@ -10,6 +10,42 @@ export interface App {
   id: string;
   name: string | null;
   last_activity: number;
+  /** From the directory (SPEC §11); null while unknown. */
+  space_id: string | null;
+  space_name: string | null;
+  org_id: string | null;
+  org_name: string | null;
+}
+
+/** A space's or an org's point (SPEC §11's group rollups). */
+export interface GroupPoint {
+  time: number;
+  apps: number | null;
+  instances: number | null;
+  requests: number | null;
+  status_2xx: number | null;
+  status_3xx: number | null;
+  status_4xx: number | null;
+  status_5xx: number | null;
+  log_lines: number | null;
+  log_err_lines: number | null;
+  app_events: number | null;
+  cpu_total: number | null;
+  memory_bytes_total: number | null;
+  disk_bytes_total: number | null;
+  final: boolean;
+}
+
+export type GroupKind = "space" | "org";
+
+export interface GroupMetrics {
+  kind: GroupKind;
+  id: string;
+  name: string | null;
+  from: number;
+  to: number;
+  step: number;
+  points: GroupPoint[];
 }
 
 export interface Point {
@@ -150,4 +186,10 @@ export const api = {
   logs: (id: string, q: Query, signal?: AbortSignal) =>
     request<LogPage>(`${appPath(id)}/logs${qs(q)}`, {}, signal),
   streamUrl: (id: string) => `${appPath(id)}/stream`,
+  groupMetrics: (kind: GroupKind, id: string, from: number, to: number, step: number, signal?: AbortSignal) =>
+    request<GroupMetrics>(
+      `/api/v1/${kind === "space" ? "spaces" : "orgs"}/${encodeURIComponent(id)}/metrics${qs({ from, to, step: stepParam(step) })}`,
+      {},
+      signal,
+    ),
 };

@@ -1,16 +1,18 @@
 // uPlot charts for one app's rollup series, with app events drawn as
-// vertical markers (label on top, details in a tooltip on hover).
+// vertical markers (label on top, details in a tooltip on hover); the same
+// charts, with their own specs, for a space's or an org's series.
 
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import type { AppEvent, Point } from "./api";
+import type { AppEvent } from "./api";
 import { fmtBytes, fmtMs, fmtNum, fmtPct, fmtTimeNs } from "./format";
 
-type NumKey = { [K in keyof Point]-?: Point[K] extends number | null ? K : never }[keyof Point];
+/** A point of any series: its time and numeric columns by name. */
+export type Row = { time: number };
 
 interface SeriesSpec {
   label: string;
-  key: NumKey;
+  key: string;
   color: string;
   dash?: number[];
 }
@@ -21,7 +23,7 @@ interface ChartSpec {
   series: SeriesSpec[];
 }
 
-const SPECS: ChartSpec[] = [
+export const APP_SPECS: ChartSpec[] = [
   {
     id: "chart-cpu",
     fmt: fmtPct,
@@ -66,6 +68,30 @@ const SPECS: ChartSpec[] = [
   },
 ];
 
+/** A space's or an org's charts: totals over its apps (SPEC §11). */
+export const GROUP_SPECS: ChartSpec[] = [
+  { id: "chart-group-cpu", fmt: fmtPct, series: [{ label: "total", key: "cpu_total", color: "#4cc3ff" }] },
+  { id: "chart-group-memory", fmt: fmtBytes, series: [{ label: "total", key: "memory_bytes_total", color: "#b48cff" }] },
+  { id: "chart-group-disk", fmt: fmtBytes, series: [{ label: "total", key: "disk_bytes_total", color: "#5fd3a5" }] },
+  {
+    id: "chart-group-requests",
+    fmt: (v) => fmtNum(v, 1),
+    series: [
+      { label: "requests", key: "requests", color: "#8fa8ff" },
+      { label: "4xx", key: "status_4xx", color: "#ffb44c" },
+      { label: "5xx", key: "status_5xx", color: "#ff5c6c" },
+    ],
+  },
+  {
+    id: "chart-group-apps",
+    fmt: (v) => fmtNum(v, 0),
+    series: [
+      { label: "apps", key: "apps", color: "#ffd84c" },
+      { label: "instances", key: "instances", color: "#4cc3ff" },
+    ],
+  },
+];
+
 const EVENT_COLORS: Record<string, string> = {
   crash: "#ff5c6c",
   start: "#5fd3a5",
@@ -84,7 +110,7 @@ export interface ChartData {
   from: number;
   to: number;
   step: number;
-  points: Point[]; // ascending by time
+  points: Row[]; // ascending by time
   events: AppEvent[];
 }
 
@@ -92,8 +118,8 @@ export class Charts {
   private readonly charts: { spec: ChartSpec; el: HTMLElement; u: uPlot }[] = [];
   private data: ChartData = { from: 0, to: 1, step: 60, points: [], events: [] };
 
-  constructor() {
-    for (const spec of SPECS) {
+  constructor(specs: ChartSpec[]) {
+    for (const spec of specs) {
       const el = document.getElementById(spec.id);
       if (!el) throw new Error(`missing chart container #${spec.id}`);
       const u = new uPlot(this.options(spec, el), [[]], el);
@@ -255,9 +281,10 @@ function align(data: ChartData, series: SeriesSpec[]): { aligned: uPlot.AlignedD
     xs.push(p.time);
     let any = false;
     series.forEach((s, i) => {
-      const v = p[s.key];
-      ys[i].push(v);
-      if (v !== null) any = true;
+      const v = (p as Record<string, unknown>)[s.key];
+      const n = typeof v === "number" ? v : null;
+      ys[i].push(n);
+      if (n !== null) any = true;
     });
     if (any) drawn++;
     prev = p.time;

@@ -1,10 +1,11 @@
-// Sluice UI: sign in (when the API uses UAA), pick an app and a time range,
-// see its rollups as charts with event markers and its logs, updated live
-// over the SSE stream.
+// Sluice UI: sign in (when the API uses UAA), pick an org, a space and an app
+// by name (with a search box) and a time range, see the app's rollups as
+// charts with event markers and its logs, updated live over the SSE stream —
+// or the space's or the org's charts (SPEC §11's group rollups).
 
 import "./style.css";
 import { api, ApiError, setUnauthorizedHandler, token, type App, type AppEvent, type Info, type Point } from "./api";
-import { Charts } from "./charts";
+import { APP_SPECS, Charts, GROUP_SPECS } from "./charts";
 import { fmtDuration, toLocalInput } from "./format";
 import { el, LogViewer } from "./logs";
 import { LiveStream, type LiveState, type SseMessage } from "./sse";
@@ -20,11 +21,18 @@ export function stepFor(rangeSec: number): number {
 }
 
 type Range = { kind: string; from: number; to: number };
+type View = "app" | "space" | "org";
 
 const state = {
   info: null as Info | null,
   apps: [] as App[],
   app: null as string | null,
+  /** The org and space pickers' choices; "" is "all". */
+  org: "",
+  space: "",
+  search: "",
+  view: "app" as View,
+  groupLoad: null as AbortController | null,
   range: { kind: "1h", from: 0, to: 0 } as Range,
   step: 60,
   points: new Map<number, Point>(),
@@ -45,6 +53,14 @@ const ui = {
   dashboard: el<HTMLElement>("dashboard"),
   controls: el<HTMLElement>("controls"),
   appPicker: el<HTMLSelectElement>("app-picker"),
+  orgPicker: el<HTMLSelectElement>("org-picker"),
+  spacePicker: el<HTMLSelectElement>("space-picker"),
+  appSearch: el<HTMLInputElement>("app-search"),
+  viewPicker: el<HTMLSelectElement>("view-picker"),
+  appCharts: el<HTMLDivElement>("app-charts"),
+  groupCharts: el<HTMLDivElement>("group-charts"),
+  logsCard: el<HTMLDivElement>("logs-card"),
+  scopeTitle: el<HTMLHeadingElement>("scope-title"),
   rangePicker: el<HTMLSelectElement>("range-picker"),
   customRange: el<HTMLFormElement>("custom-range"),
   customFrom: el<HTMLInputElement>("custom-from"),
@@ -57,7 +73,8 @@ const ui = {
   noApps: el<HTMLParagraphElement>("no-apps"),
 };
 
-const charts = new Charts();
+const charts = new Charts(APP_SPECS);
+const groupCharts = new Charts(GROUP_SPECS);
 const logs = new LogViewer(
   () => (state.app ? { app: state.app, from: state.range.from, to: state.range.to } : null),
   (e) => showError(e),
@@ -69,7 +86,7 @@ function showError(e: unknown): void {
   if (e instanceof ApiError && e.status === 401) return; // handled by the sign-in flow
   const msg =
     e instanceof ApiError && e.status === 403
-      ? "You may not see this app."
+      ? `You may not see this ${state.view}.`
       : e instanceof Error
         ? e.message
         : String(e);
@@ -134,23 +151,110 @@ async function showDashboard(): Promise<void> {
     showError(e);
     return;
   }
-  ui.appPicker.replaceChildren(
-    ...state.apps.map((a) => {
-      const o = document.createElement("option");
-      o.value = a.id;
-      o.textContent = a.name ?? a.id;
-      o.title = a.id;
-      return o;
-    }),
-  );
   ui.noApps.hidden = state.apps.length > 0;
   const wanted = new URLSearchParams(location.hash.slice(1)).get("app");
-  const pick = state.apps.find((a) => a.id === wanted) ?? state.apps[0];
+  const shown = fillPickers();
+  const pick = shown.find((a) => a.id === wanted) ?? shown[0];
   if (pick) {
     ui.appPicker.value = pick.id;
     await selectApp(pick.id);
+  } else {
+    applyView();
   }
 }
+
+// ---------- org → space → app pickers ----------
+
+const option = (value: string, label: string, title = value): HTMLOptionElement => {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = label;
+  o.title = title;
+  return o;
+};
+
+const byName = (a: [string, string], b: [string, string]) => a[1].localeCompare(b[1]) || a[0].localeCompare(b[0]);
+
+/** The org and space pickers from the apps the directory places, and the app picker from the
+ *  apps in the chosen org and space whose name or id contains the search text. Returns the
+ *  apps shown. */
+function fillPickers(): App[] {
+  const orgs = new Map<string, string>();
+  for (const a of state.apps) if (a.org_id) orgs.set(a.org_id, a.org_name || a.org_id);
+  if (state.org && !orgs.has(state.org)) state.org = "";
+  ui.orgPicker.replaceChildren(
+    option("", "All orgs", ""),
+    ...[...orgs].sort(byName).map(([id, name]) => option(id, name, id)),
+  );
+  ui.orgPicker.value = state.org;
+
+  const spaces = new Map<string, string>();
+  for (const a of state.apps) {
+    if (a.space_id && (!state.org || a.org_id === state.org)) spaces.set(a.space_id, a.space_name || a.space_id);
+  }
+  if (state.space && !spaces.has(state.space)) state.space = "";
+  ui.spacePicker.replaceChildren(
+    option("", "All spaces", ""),
+    ...[...spaces].sort(byName).map(([id, name]) => option(id, name, id)),
+  );
+  ui.spacePicker.value = state.space;
+
+  const needle = state.search.trim().toLowerCase();
+  const shown = state.apps
+    .filter((a) => !state.org || a.org_id === state.org)
+    .filter((a) => !state.space || a.space_id === state.space)
+    .filter((a) => !needle || (a.name ?? "").toLowerCase().includes(needle) || a.id.includes(needle))
+    .sort((a, b) => (a.name ?? a.id).localeCompare(b.name ?? b.id) || a.id.localeCompare(b.id));
+  ui.appPicker.replaceChildren(
+    ...shown.map((a) => {
+      const place = [a.space_name, a.org_name].filter(Boolean).join(" · ");
+      return option(a.id, a.name ?? a.id, place ? `${a.id} (${place})` : a.id);
+    }),
+  );
+  if (state.app && shown.some((a) => a.id === state.app)) ui.appPicker.value = state.app;
+  ui.appPicker.dataset.shown = String(shown.length);
+  return shown;
+}
+
+/** After the pickers changed: keep the app if it is still shown, else take the first one. */
+async function afterPick(): Promise<void> {
+  const shown = fillPickers();
+  saveHash();
+  const keep = shown.find((a) => a.id === state.app);
+  if (keep) {
+    applyView();
+  } else if (shown[0]) {
+    ui.appPicker.value = shown[0].id;
+    await selectApp(shown[0].id);
+  } else {
+    applyView();
+  }
+}
+
+ui.orgPicker.addEventListener("change", () => {
+  state.org = ui.orgPicker.value;
+  state.space = "";
+  void afterPick();
+});
+
+ui.spacePicker.addEventListener("change", () => {
+  state.space = ui.spacePicker.value;
+  // A space belongs to one org: show where it is.
+  const app = state.apps.find((a) => a.space_id === state.space);
+  if (state.space && app?.org_id) state.org = app.org_id;
+  void afterPick();
+});
+
+ui.appSearch.addEventListener("input", () => {
+  state.search = ui.appSearch.value;
+  void afterPick();
+});
+
+ui.viewPicker.addEventListener("change", () => {
+  state.view = ui.viewPicker.value as View;
+  saveHash();
+  applyView();
+});
 
 ui.appPicker.addEventListener("change", () => void selectApp(ui.appPicker.value));
 
@@ -160,8 +264,80 @@ async function selectApp(id: string): Promise<void> {
   stopStream();
   state.liveRollups = 0;
   updateLive("off");
+  if (state.view !== "app") {
+    applyView();
+    return;
+  }
+  showScope();
   await loadAll();
   if (state.app === id) startStream();
+}
+
+// ---------- what the charts show: the app, its space or its org ----------
+
+/** The space (org) the charts show: the picker's, else the current app's. */
+function groupOf(view: "space" | "org"): { id: string; name: string } | null {
+  const app = state.apps.find((a) => a.id === state.app);
+  if (view === "space") {
+    const id = state.space || app?.space_id;
+    const named = state.apps.find((a) => a.space_id === id);
+    return id ? { id, name: named?.space_name || id } : null;
+  }
+  const id = state.org || app?.org_id;
+  const named = state.apps.find((a) => a.org_id === id);
+  return id ? { id, name: named?.org_name || id } : null;
+}
+
+function showScope(): void {
+  const app = state.apps.find((a) => a.id === state.app);
+  if (state.view === "app") {
+    const place = app ? [app.space_name, app.org_name].filter(Boolean).join(" · ") : "";
+    ui.scopeTitle.textContent = app ? `App ${app.name ?? app.id}${place ? ` — ${place}` : ""}` : "";
+    return;
+  }
+  const group = groupOf(state.view);
+  ui.scopeTitle.textContent = group
+    ? `${state.view === "space" ? "Space" : "Org"} ${group.name} — all its apps`
+    : `Pick a ${state.view}: this app's ${state.view} is not known yet.`;
+}
+
+function applyView(): void {
+  const app = state.view === "app";
+  ui.viewPicker.value = state.view;
+  ui.appCharts.hidden = !app;
+  ui.logsCard.hidden = !app;
+  ui.groupCharts.hidden = app;
+  showScope();
+  if (app) {
+    if (state.app && !state.stream) void selectApp(state.app);
+    return;
+  }
+  stopStream();
+  updateLive("off");
+  void loadGroup();
+}
+
+/** (Re)queries the shown space's or org's series. */
+async function loadGroup(): Promise<void> {
+  if (state.view === "app") return;
+  const group = groupOf(state.view);
+  state.groupLoad?.abort();
+  if (!group) {
+    groupCharts.set({ from: state.range.from, to: state.range.to, step: state.step, points: [], events: [] });
+    return;
+  }
+  const ctl = new AbortController();
+  state.groupLoad = ctl;
+  refreshRange();
+  const { from, to } = state.range;
+  try {
+    const m = await api.groupMetrics(state.view, group.id, from, to, state.step, ctl.signal);
+    if (ctl.signal.aborted) return;
+    clearError();
+    groupCharts.set({ from, to, step: state.step, points: m.points, events: [] });
+  } catch (e) {
+    if (!ctl.signal.aborted) showError(e);
+  }
 }
 
 /** Recomputes a relative range's end (now) and its step. */
@@ -247,12 +423,22 @@ ui.customRange.addEventListener("submit", (ev) => {
 async function reloadForRange(): Promise<void> {
   for (const t of state.refetch.values()) window.clearTimeout(t);
   state.refetch.clear();
+  if (state.view !== "app") {
+    await loadGroup();
+    return;
+  }
   await loadAll();
 }
 
-// A relative range slides with the clock even when no data arrives.
+// A relative range slides with the clock even when no data arrives; a space's or an org's
+// charts have no live stream: they are queried again.
 window.setInterval(() => {
-  if (!state.app || RANGES[state.range.kind] === undefined) return;
+  if (RANGES[state.range.kind] === undefined) return;
+  if (state.view !== "app") {
+    void loadGroup();
+    return;
+  }
+  if (!state.app) return;
   refreshRange();
   render();
 }, 15_000);
@@ -260,6 +446,9 @@ window.setInterval(() => {
 function saveHash(): void {
   const p = new URLSearchParams();
   if (state.app) p.set("app", state.app);
+  if (state.org) p.set("org", state.org);
+  if (state.space) p.set("space", state.space);
+  if (state.view !== "app") p.set("view", state.view);
   p.set("range", state.range.kind);
   if (state.range.kind === "custom") {
     p.set("from", String(state.range.from));
@@ -270,6 +459,11 @@ function saveHash(): void {
 
 function loadHash(): void {
   const p = new URLSearchParams(location.hash.slice(1));
+  state.org = p.get("org") ?? "";
+  state.space = p.get("space") ?? "";
+  const view = p.get("view");
+  state.view = view === "space" || view === "org" ? view : "app";
+  ui.viewPicker.value = state.view;
   const kind = p.get("range") ?? "1h";
   const from = Number(p.get("from"));
   const to = Number(p.get("to"));

@@ -1,5 +1,6 @@
 //! Asking the Cloud Controller about apps with the caller's token: one app (`GET
-//! /v3/apps/{guid}`), or a list of them (`GET /v3/apps?guids=..`). What it hides from the
+//! /v3/apps/{guid}`), or a list of them (`GET /v3/apps?guids=..`); and about a space or an
+//! org (`GET /v3/spaces/{guid}`, `GET /v3/organizations/{guid}`). What it hides from the
 //! caller (403, 404) is an answer, not an error.
 
 use std::collections::HashMap;
@@ -70,6 +71,31 @@ impl Uaa {
         Ok(
             match self.cloud_controller::<App>(token, &url, "app").await? {
                 Some(app) => Verdict::Allowed(app.name),
+                None => Verdict::Denied,
+            },
+        )
+    }
+
+    /// `GET {cc_url}/v3/{resource}/{guid}` with the caller's token (`spaces`,
+    /// `organizations`): whether the caller may see that space or org, and its name.
+    pub(super) async fn ask_cloud_controller_about(
+        &self,
+        token: &str,
+        resource: &str,
+        guid: &str,
+    ) -> Result<Verdict, ApiError> {
+        #[derive(Deserialize)]
+        struct Named {
+            #[serde(default)]
+            name: Option<String>,
+        }
+        let url = format!("{}/v3/{resource}/{guid}", self.cc_url);
+        Ok(
+            match self
+                .cloud_controller::<Named>(token, &url, resource)
+                .await?
+            {
+                Some(found) => Verdict::Allowed(found.name),
                 None => Verdict::Denied,
             },
         )

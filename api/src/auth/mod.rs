@@ -31,6 +31,7 @@ use sluice_common::uaa::{self, UaaError};
 use tracing::{debug, warn};
 
 use crate::{ApiConfig, ApiError, ApiState, AuthMode};
+use sluice_model::records::GroupKind;
 
 use access::{AccessCache, Verdict};
 use keys::{KeyError, KeySet};
@@ -226,6 +227,49 @@ impl Auth {
             Verdict::Allowed(name) => Ok(AppAccess { name }),
             Verdict::Denied => Err(ApiError::forbidden(format!(
                 "you may not see app {app_id}: the Cloud Controller does not show it to you"
+            ))),
+        }
+    }
+
+    /// Whether `caller` may see the space or org `id` (403 if not), with its name when known:
+    /// the Cloud Controller's answer to `GET /v3/spaces/{guid}` (`/v3/organizations/{guid}`)
+    /// with the caller's token, cached as app verdicts are.
+    pub async fn group_access(
+        &self,
+        caller: &Caller,
+        kind: GroupKind,
+        id: &str,
+    ) -> Result<AppAccess, ApiError> {
+        let Some(uaa) = &self.uaa else {
+            return Ok(AppAccess { name: None });
+        };
+        let Some(token) = caller.token.as_deref() else {
+            return Err(ApiError::unauthorized(
+                "no bearer token: send `Authorization: Bearer <token>`",
+            ));
+        };
+        let (resource, what) = match kind {
+            GroupKind::Space => ("spaces", "space"),
+            GroupKind::Org => ("organizations", "org"),
+        };
+        if !is_guid(id) {
+            return Err(ApiError::bad_request(format!(
+                "{what} id `{id}` is not a GUID"
+            )));
+        }
+        let guid = id.to_ascii_lowercase();
+        // Keyed apart from apps (whose keys are bare guids) in the same cache.
+        let key = format!("{resource}/{guid}");
+        let verdict = uaa
+            .access
+            .verdict(token, &key, || {
+                uaa.ask_cloud_controller_about(token, resource, &guid)
+            })
+            .await?;
+        match verdict {
+            Verdict::Allowed(name) => Ok(AppAccess { name }),
+            Verdict::Denied => Err(ApiError::forbidden(format!(
+                "you may not see {what} {guid}: the Cloud Controller does not show it to you"
             ))),
         }
     }

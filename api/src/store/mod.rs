@@ -34,7 +34,8 @@ use crate::ApiError;
 use crate::limits::ApiLimits;
 use crate::params::{Cursor, TimeRange};
 
-pub use rows::{AppActivity, AppEventRow, LogLine, LogPage, MetricPoint};
+pub use rows::{AppActivity, AppEventRow, GroupPoint, LogLine, LogPage, MetricPoint};
+use sluice_model::records::GroupKind;
 
 /// The base table of per-minute rollups (SPEC §5).
 pub const ROLLUP_TABLE: &str = "app_metric_rollup";
@@ -208,13 +209,45 @@ impl Stores {
         } else {
             store.rollups(&table, app_id, range, &mut take).await?;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = now_secs();
         let lateness = self.allowed_lateness.as_secs() as i64;
         for point in &mut points {
             // The tables keep no "final" flag: a window is final once the watermark passed
             // its end, which by now it has if the pipeline keeps up with the clock.
+            point.is_final = point.time + step + lateness <= now;
+        }
+        Ok(points)
+    }
+
+    /// A space's or an org's points of `range` in buckets of `step` seconds, ascending (SPEC
+    /// §11's group tables hold minutes only: any wider step merges them in the store's query).
+    /// Held to `max_points` as [`metrics`](Self::metrics) is.
+    pub async fn group_metrics(
+        &self,
+        kind: GroupKind,
+        group_id: &str,
+        range: TimeRange,
+        step: i64,
+    ) -> Result<Vec<GroupPoint>, ApiError> {
+        let store = self.sql()?;
+        let max_points = self.max_points;
+        let mut points = Vec::new();
+        store
+            .group_minutes(kind, group_id, range, step, |row| {
+                if points.len() == max_points {
+                    return Err(ApiError::bad_request(format!(
+                        "step: more than {max_points} points in the range, the most one answer \
+                         carries (api.limits.max_points): ask for a coarser step"
+                    )));
+                }
+                points.push(row);
+                Ok(())
+            })
+            .await?;
+        let now = now_secs();
+        let lateness = self.allowed_lateness.as_secs() as i64;
+        for point in &mut points {
+            // As for apps: a group's minute is final once the watermark passed its end.
             point.is_final = point.time + step + lateness <= now;
         }
         Ok(points)
@@ -263,6 +296,13 @@ pub struct LogQuery<'a> {
     pub terms: Option<&'a [String]>,
     pub limit: usize,
     pub cursor: Option<Cursor>,
+}
+
+/// The wall clock in epoch seconds.
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The table of a rollup window `width` seconds wide, as the sinks name it.

@@ -87,6 +87,34 @@ impl From<&AppRollup> for MetricPoint {
     }
 }
 
+/// One point of a space's or an org's series (SPEC §11): a `space_metric_rollup` /
+/// `org_metric_rollup` row, or minutes merged into a bucket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, sqlx::FromRow)]
+pub struct GroupPoint {
+    /// The bucket's start, epoch seconds.
+    #[sqlx(rename = "minute")]
+    pub time: i64,
+    /// App rollup rows the group has in a minute (the most of the bucket's minutes).
+    pub apps: i64,
+    pub instances: i64,
+    pub requests: i64,
+    pub status_2xx: i64,
+    pub status_3xx: i64,
+    pub status_4xx: i64,
+    pub status_5xx: i64,
+    pub log_lines: i64,
+    pub log_err_lines: i64,
+    pub app_events: i64,
+    /// Σ CPU % (100 = a core) over the group's app instances; `None` without container metrics.
+    pub cpu_total: Option<f64>,
+    pub memory_bytes_total: Option<f64>,
+    pub disk_bytes_total: Option<f64>,
+    /// See [`MetricPoint::is_final`].
+    #[serde(rename = "final")]
+    #[sqlx(skip)]
+    pub is_final: bool,
+}
+
 /// One `app_event` row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct AppEventRow {

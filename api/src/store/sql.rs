@@ -19,10 +19,11 @@ use sqlx::query::QueryAs;
 use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Database, Encode, FromRow, SqlSafeStr, Type};
 
-use super::{AppActivity, AppEventRow, LogLine, LogPage, LogQuery, MetricPoint};
+use super::{AppActivity, AppEventRow, GroupPoint, LogLine, LogPage, LogQuery, MetricPoint};
 use super::{mysql, sqlite};
 use crate::ApiError;
 use crate::params::{Cursor, TimeRange};
+use sluice_model::records::GroupKind;
 
 /// The pool of a SQL store.
 #[derive(Debug)]
@@ -111,6 +112,34 @@ const MERGED_MINUTES_SQL: &str = "SELECT minute - minute % ? AS minute, \
      FROM app_metric_rollup WHERE app_id = ? AND minute >= ? AND minute < ? \
      GROUP BY 1 ORDER BY 1";
 
+/// A space's or an org's minutes of `[from, to)` (SPEC §11's `space_metric_rollup`,
+/// `org_metric_rollup`) in buckets of `step` seconds aligned to the epoch, merged by the
+/// database as [`MERGED_MINUTES_SQL`] merges an app's: counts summed, `apps` and `instances`
+/// the maximum over the minutes, the totals (gauges) the mean of the minutes that have one. A
+/// bucket of one minute is that minute's row. Parameters: step, group id, from, to.
+fn group_minutes_sql(kind: GroupKind) -> String {
+    let (table, id) = match kind {
+        GroupKind::Space => ("space_metric_rollup", "space_id"),
+        GroupKind::Org => ("org_metric_rollup", "org_id"),
+    };
+    format!(
+        "SELECT minute - minute % ? AS minute, \
+         MAX(apps) AS apps, MAX(instances) AS instances, \
+         CAST(SUM(requests) AS SIGNED) AS requests, \
+         CAST(SUM(status_2xx) AS SIGNED) AS status_2xx, \
+         CAST(SUM(status_3xx) AS SIGNED) AS status_3xx, \
+         CAST(SUM(status_4xx) AS SIGNED) AS status_4xx, \
+         CAST(SUM(status_5xx) AS SIGNED) AS status_5xx, \
+         CAST(SUM(log_lines) AS SIGNED) AS log_lines, \
+         CAST(SUM(log_err_lines) AS SIGNED) AS log_err_lines, \
+         CAST(SUM(app_events) AS SIGNED) AS app_events, \
+         AVG(cpu_total) AS cpu_total, AVG(memory_bytes_total) AS memory_bytes_total, \
+         AVG(disk_bytes_total) AS disk_bytes_total \
+         FROM {table} WHERE {id} = ? AND minute >= ? AND minute < ? \
+         GROUP BY 1 ORDER BY 1"
+    )
+}
+
 const EVENTS_SQL: &str = "SELECT ts, event, source_type, source_instance, message \
      FROM app_event WHERE app_id = ? AND ts >= ? AND ts < ? ORDER BY ts, event LIMIT ?";
 
@@ -163,6 +192,26 @@ impl SqlReader {
             Param::Int(range.to),
         ];
         self.for_each(MERGED_MINUTES_SQL, &params, each).await
+    }
+
+    /// The group's minutes of `range` in buckets of `step` seconds (see
+    /// [`group_minutes_sql`]), ascending, handed to `each` as they are read.
+    pub(super) async fn group_minutes(
+        &self,
+        kind: GroupKind,
+        group_id: &str,
+        range: TimeRange,
+        step: i64,
+        each: impl FnMut(GroupPoint) -> Result<(), ApiError> + Send,
+    ) -> Result<(), ApiError> {
+        let params = [
+            Param::Int(step),
+            Param::Text(group_id),
+            Param::Int(range.from),
+            Param::Int(range.to),
+        ];
+        self.for_each(AssertSqlSafe(group_minutes_sql(kind)), &params, each)
+            .await
     }
 
     /// The app's events of `range`, ascending; at most `max` (400 beyond it).

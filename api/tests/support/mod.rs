@@ -68,6 +68,7 @@ struct Collected {
     app_rollups: Vec<sluice_model::records::AppRollup>,
     platform_rollups: Vec<sluice_model::records::PlatformRollup>,
     apps: Vec<sluice_model::records::AppRow>,
+    group_rollups: Vec<sluice_model::records::GroupRollup>,
 }
 
 /// The named streams the graph makes of `events` (fed in batches of 500 as the pipeline's
@@ -111,6 +112,7 @@ pub fn run_graph(events: Vec<Event>) -> Vec<Records> {
             collect!(app_rollups);
             collect!(platform_rollups);
             collect!(apps);
+            collect!(group_rollups);
         });
         let mut watermark = Watermark::new(Duration::from_secs(60));
         let mut late = LateCounts::default();
@@ -144,6 +146,7 @@ pub fn run_graph(events: Vec<Event>) -> Vec<Records> {
     chunks(&c.app_rollups, Records::AppRollups, &mut records);
     chunks(&c.platform_rollups, Records::PlatformRollups, &mut records);
     chunks(&c.apps, Records::Apps, &mut records);
+    chunks(&c.group_rollups, Records::GroupRollups, &mut records);
     records
 }
 

@@ -37,6 +37,7 @@ fn log_batches() -> Vec<Records> {
             timestamp: 1_710_234_017_448_058_219 + i as i64 * 1_000,
             header: header.clone(),
             payload: Payload::Log(LogMessage {
+                names: None,
                 message: Bytes::from(format!(
                     "2024-03-12T09:00:17Z GET /api/v1/orders/{i} 200 12ms user-agent=curl/8"
                 )),

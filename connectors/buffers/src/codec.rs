@@ -11,8 +11,9 @@ use crate::BufferError;
 
 /// The layout of the records in a disk buffer, written to its `format` file. postcard has no
 /// field names, so any change to a row type changes the layout: bump this with it.
-/// (2: rollup rows carry their window width.)
-pub const FORMAT: &str = "sluice-records 2";
+/// (2: rollup rows carry their window width; 3: logs and app rollup rows carry their app's
+/// names, SPEC §11.)
+pub const FORMAT: &str = "sluice-records 3";
 
 /// Appends the encoding of `records` to `out`.
 pub fn encode(records: &Records, out: &mut Vec<u8>) -> Result<(), BufferError> {
@@ -43,6 +44,7 @@ mod tests {
                 ..Header::default()
             },
             payload: Payload::Log(LogMessage {
+                names: None,
                 message: Bytes::from_static(b"boom \xff done"),
                 message_type: MessageType::Err,
                 timestamp: 8,

@@ -31,7 +31,7 @@ fn logs(n: usize) -> Vec<Event> {
         .map(|i| Event {
             timestamp: 1_710_234_017_448_058_219 + i as i64,
             header: header.clone(),
-            payload: Payload::Log(LogMessage {
+            payload: Payload::Log(LogMessage { names: None,
                 message: Bytes::from(format!(
                     "2024-03-12T09:00:17.448Z INFO [http-nio-8080-exec-{}] c.e.app.OrderController : order {i} accepted in 12 ms",
                     i % 10

@@ -53,6 +53,7 @@ fn container_metrics(rows: usize) -> Vec<Event> {
 fn app_rollups(rows: usize, requests: u64) -> Vec<AppRollup> {
     (0..rows)
         .map(|i| AppRollup {
+            names: None,
             app_id: Str::from(format!("{:08x}-58cc-4372-a567-0e02b2c3d479", i % 5000)),
             minute: 1_710_234_000 + (i / 5000) as i64 * 60,
             window: 60,

@@ -34,6 +34,7 @@ fn rows(apps: usize, series: usize, minutes: i64) -> (Vec<Records>, usize) {
         let minute = START + 60 * m;
         let app_rows: Vec<AppRollup> = (0..apps)
             .map(|a| AppRollup {
+                names: None,
                 app_id: Str::from(format!("{a:08x}-58cc-4372-a567-0e02b2c3d479")),
                 minute,
                 window: 60,

@@ -54,6 +54,7 @@ impl PartialLog {
         let required = [(1, "message"), (2, "message_type"), (3, "timestamp")];
         self.seen.require(M, &required)?;
         Ok(LogMessage {
+            names: None,
             message: self.message.unwrap_or_else(empty_bytes),
             message_type: known(MessageType::from_wire, self.message_type, M, "message_type")?,
             timestamp: self.timestamp,

@@ -111,6 +111,7 @@ impl WindowAggregate for AppRollups {
         let requests = state.requests;
         let has_requests = requests > 0;
         AppRollup {
+            names: None,
             app_id: app_id.clone(),
             minute: start,
             window: width,

@@ -23,7 +23,8 @@ use sluice_sources::SourcePosition;
 const MAGIC: &[u8; 13] = b"SLUICE-STATE\n";
 /// The layout of [`Checkpoint`]; postcard has no field names, so any change to it (or to a
 /// window's state) needs a new number.
-pub const FORMAT: u32 = 2;
+/// (3: the rows of `Records` carry their app's names, SPEC §11.)
+pub const FORMAT: u32 = 3;
 // (The rows are `Records`, whose layout the disk buffer's codec also versions.)
 const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
 

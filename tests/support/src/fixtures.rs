@@ -157,6 +157,7 @@ pub fn log_event() -> Event {
         timestamp: TS - 5,
         header: header("rep", "diego_cell", "3"),
         payload: Payload::Log(LogMessage {
+            names: None,
             message: Bytes::from_static(b"boom \xff done"),
             message_type: MessageType::Err,
             timestamp: TS,
@@ -239,6 +240,7 @@ pub fn app_event() -> AppEvent {
 /// An app rollup; the provisional one has fewer requests and no container metrics yet.
 pub fn app_rollup(is_final: bool) -> AppRollup {
     AppRollup {
+        names: None,
         app_id: Str::from(APP),
         minute: MINUTE,
         window: 60,

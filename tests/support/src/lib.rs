@@ -149,11 +149,22 @@ pub fn count_rows(db: &Path, table: &'static str) -> i64 {
 /// Waits until `table` of the store at `db` has at least `rows` rows, failing the test if
 /// `child` exits first or a minute passes.
 pub fn wait_for_rows(child: &mut std::process::Child, db: &Path, table: &'static str, rows: i64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    wait_for_rows_within(child, db, table, rows, 60);
+}
+
+/// [`wait_for_rows`] with a deadline of `secs` seconds.
+pub fn wait_for_rows_within(
+    child: &mut std::process::Child,
+    db: &Path,
+    table: &'static str,
+    rows: i64,
+    secs: u64,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while count_rows(db, table) < rows {
         assert!(
             std::time::Instant::now() < deadline,
-            "fewer than {rows} rows in {table} after 60 s"
+            "fewer than {rows} rows in {table} after {secs} s"
         );
         if let Some(status) = child.try_wait().expect("child status") {
             panic!("sluice exited early ({status})");
@@ -212,6 +223,7 @@ pub mod build {
             timestamp: at,
             header: header("rep"),
             payload: Payload::Log(LogMessage {
+                names: None,
                 message: Bytes::from(message.to_owned()),
                 message_type: MessageType::Out,
                 timestamp: at,

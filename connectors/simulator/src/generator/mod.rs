@@ -212,6 +212,7 @@ impl Generator {
         let event = log_event(
             self.topology.cells[instance.cell].header(app.tags.clone()),
             LogMessage {
+                names: None,
                 message: Bytes::from(line),
                 message_type,
                 timestamp: at,
@@ -248,6 +249,7 @@ impl Generator {
         let event = log_event(
             header,
             LogMessage {
+                names: None,
                 message: Bytes::from(line),
                 message_type: MessageType::Out,
                 timestamp: at,

@@ -135,6 +135,7 @@ pub(super) fn request(
     let rtr = log_event(
         router.header(Tags::default()),
         LogMessage {
+            names: None,
             message: Bytes::from(rtr_line),
             message_type: MessageType::Out,
             timestamp: rtr_at,
@@ -154,6 +155,7 @@ pub(super) fn request(
         log_event(
             cell.header(app.tags.clone()),
             LogMessage {
+                names: None,
                 message: Bytes::from(line),
                 message_type: MessageType::Out,
                 timestamp: at,

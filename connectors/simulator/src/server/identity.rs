@@ -27,6 +27,7 @@ use serde_json::json;
 use tracing::debug;
 use uuid::Uuid;
 
+use super::places::Place;
 use super::{Shared, auth::bearer_token};
 use crate::{Generator, SimulatedApp, SimulatorConfig};
 
@@ -295,6 +296,24 @@ impl Identity {
             .collect()
     }
 
+    /// The name of the space (org) `guid` if `user` may see it (see [`super::places`]).
+    pub(super) fn visible_place(&self, user: &User, place: Place, guid: &str) -> Option<String> {
+        let mut seen: Vec<&str> = Vec::new();
+        for app in &self.apps {
+            let (id, name) = match place {
+                Place::Space => (&app.space_id, &app.space_name),
+                Place::Org => (&app.org_id, &app.org_name),
+            };
+            if seen.last() != Some(&&**id) && !seen.contains(&&**id) {
+                seen.push(id);
+            }
+            if **id == *guid {
+                return user.sees(seen.len() - 1).then(|| name.to_string());
+            }
+        }
+        None
+    }
+
     /// The app with this guid if `user` may see it.
     fn visible_app(&self, user: &User, guid: &str) -> Option<&SimulatedApp> {
         let guid = Uuid::parse_str(guid).ok()?;
@@ -460,7 +479,10 @@ pub(super) enum TokenRejected {
 
 /// Counts a Cloud Controller request; then the user of its bearer token, or the Cloud
 /// Controller's 401.
-fn cc_request(shared: &Shared, headers: &HeaderMap) -> Result<&'static User, Box<Response>> {
+pub(super) fn cc_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+) -> Result<&'static User, Box<Response>> {
     shared.cc_requests.fetch_add(1, Ordering::Relaxed);
     shared.notify();
     let Some(token) = bearer_token(headers) else {
@@ -483,7 +505,7 @@ fn cc_request(shared: &Shared, headers: &HeaderMap) -> Result<&'static User, Box
 }
 
 /// The Cloud Controller's v3 error answer.
-fn cc_error(status: StatusCode, code: u32, title: &str, detail: &str) -> Response {
+pub(super) fn cc_error(status: StatusCode, code: u32, title: &str, detail: &str) -> Response {
     (
         status,
         Json(json!({ "errors": [{ "code": code, "title": title, "detail": detail }] })),

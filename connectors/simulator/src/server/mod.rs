@@ -21,9 +21,10 @@
 mod auth;
 mod directory;
 mod identity;
+mod places;
+mod stream;
 
 pub use directory::DirectoryChange;
-mod stream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -254,6 +255,8 @@ impl SimulateServer {
             .route("/token_keys", get(identity::token_keys))
             .route("/v3/apps", get(identity::apps))
             .route("/v3/apps/{guid}", get(identity::app))
+            .route("/v3/spaces/{guid}", get(places::space))
+            .route("/v3/organizations/{guid}", get(places::organization))
             .route("/firehose/{subscription_id}", get(stream::firehose))
             .with_state(shared.clone());
         info!(

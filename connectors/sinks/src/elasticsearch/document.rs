@@ -36,6 +36,13 @@ struct Source<'a> {
     instance: &'a str,
     ip: &'a str,
     tags: Tags<'a>,
+    /// The app's names when the graph knew them (SPEC §11); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    space_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org_name: Option<&'a str>,
 }
 
 struct Tags<'a>(&'a sluice_model::event::Tags);
@@ -69,6 +76,9 @@ pub(super) fn document(event: &Event, pattern: &IndexPattern) -> Option<Document
         instance: &header.index,
         ip: &header.ip,
         tags: Tags(&header.tags),
+        app_name: known(log.names.as_ref().map(|n| &*n.name)),
+        space_name: known(log.names.as_ref().map(|n| &*n.space_name)),
+        org_name: known(log.names.as_ref().map(|n| &*n.org_name)),
     };
     // Serializing borrowed strings into a Vec cannot fail.
     let source = serde_json::to_vec(&source).unwrap_or_default();
@@ -77,6 +87,11 @@ pub(super) fn document(event: &Event, pattern: &IndexPattern) -> Option<Document
         index: pattern.index(log.timestamp),
         source,
     })
+}
+
+/// A name, unless it is unknown (empty).
+fn known(name: Option<&str>) -> Option<&str> {
+    name.filter(|name| !name.is_empty())
 }
 
 /// An index name pattern: `%Y`, `%m`, `%d` and `%H` are the UTC year, month, day and hour

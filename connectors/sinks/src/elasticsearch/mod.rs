@@ -528,6 +528,9 @@ async fn prepare(
                     "job": { "type": "keyword" },
                     "instance": { "type": "keyword" },
                     "ip": { "type": "keyword" },
+                    "app_name": { "type": "keyword" },
+                    "space_name": { "type": "keyword" },
+                    "org_name": { "type": "keyword" },
                     "tags": { "type": "object", "dynamic": false }
                 }
             }

@@ -188,6 +188,7 @@ mod tests {
 
     fn app(id: &str, minute: i64, requests: u64) -> AppRollup {
         AppRollup {
+            names: None,
             app_id: Str::from(id),
             minute,
             window: 60,

@@ -244,14 +244,25 @@ pub fn platform_series(row: &PlatformRollup, names: &Names, out: &mut Vec<TimeSe
     series.push(Metric::PlatformSamples, None, Some(row.samples as f64));
 }
 
-/// The labels every series of an app carries: `app_id` and `window`. When rollup rows carry
-/// the directory's names (SPEC §11), `app_name`, `space_name` and `org_name` join here (only
-/// when known: an empty value is no label), and every app series has them.
+/// The labels every series of an app carries: `app_id` and `window`, and the directory's
+/// `app_name`, `space_name` and `org_name` when the row carries them (SPEC §11, §13; only
+/// when known: an empty value is no label).
 fn app_labels(row: &AppRollup) -> Vec<Label> {
-    vec![
-        Label::new("app_id", &*row.app_id),
-        Label::new("window", window_suffix(row.window)),
-    ]
+    let mut labels = Vec::with_capacity(5);
+    labels.push(Label::new("app_id", &*row.app_id));
+    if let Some(names) = &row.names {
+        for (name, value) in [
+            ("app_name", &*names.name),
+            ("space_name", &*names.space_name),
+            ("org_name", &*names.org_name),
+        ] {
+            if !value.is_empty() {
+                labels.push(Label::new(name, value));
+            }
+        }
+    }
+    labels.push(Label::new("window", window_suffix(row.window)));
+    labels
 }
 
 /// `origin`, `job`, `instance`, `name`, `unit`, `window`; an empty `job`, `instance` or
@@ -317,6 +328,7 @@ mod tests {
 
     fn app_row() -> AppRollup {
         AppRollup {
+            names: None,
             app_id: Str::from("f47ac10b-58cc-4372-a567-0e02b2c3d479"),
             minute: 1_710_234_000,
             window: 60,

@@ -512,6 +512,7 @@ async fn soak_big_frames_keep_memory_bounded() {
             ..sluice_model::event::Header::default()
         },
         payload: sluice_model::Payload::Log(sluice_model::event::LogMessage {
+            names: None,
             message: Bytes::from(vec![b'x'; SIZE]),
             message_type: sluice_model::event::MessageType::Out,
             timestamp: 1_700_000_000_000_000_000,
