@@ -93,7 +93,7 @@ pub struct SqliteSinkConfig {
 /// per-app indexes and rollups spread a batch over one page per app, so the rows a page
 /// takes per commit (and the write cost per row) grow with the batch (README "Retention").
 const fn default_batch_size() -> NonZeroUsize {
-    match NonZeroUsize::new(50_000) {
+    match NonZeroUsize::new(100_000) {
         Some(n) => n,
         None => NonZeroUsize::MIN,
     }
@@ -244,16 +244,6 @@ fn is_busy(error: &sqlx::Error) -> bool {
     matches!(code & 0xff, 5 | 6)
 }
 
-/// The page cache in SQLite's notation (negative: KiB).
-fn cache_size() -> String {
-    std::env::var("SLUICE_SQLITE_CACHE").unwrap_or_else(|_| "-262144".to_owned())
-}
-
-/// Pages in the WAL before a commit checkpoints it.
-fn wal_autocheckpoint() -> String {
-    std::env::var("SLUICE_SQLITE_WAL").unwrap_or_else(|_| "65536".to_owned())
-}
-
 /// Runs the sink until its input closes: writes everything received to the file at
 /// `config.path`, then closes it (checkpointing the WAL into the file) and returns.
 pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), SqliteSinkError> {
@@ -284,10 +274,7 @@ pub async fn run(config: SqliteSinkConfig, mut ctx: SinkContext) -> Result<(), S
         &mut ctx,
         &mut retry,
         &config.streams,
-        std::env::var("SLUICE_SQLITE_BATCH")
-            .ok()
-            .and_then(|b| b.parse().ok())
-            .unwrap_or(config.batch_size.get()),
+        config.batch_size.get(),
         config.flush_interval,
     )
     .await;
@@ -320,7 +307,7 @@ struct SqliteStore {
     connection: PoolConnection<Sqlite>,
     writer: SqlWriter<Sqlite>,
     retention: Retention,
-    checkpointer: Option<Checkpointer>,
+    checkpointer: Checkpointer,
 }
 
 /// Copies committed pages from the WAL into the database file on a connection (and so a
@@ -415,17 +402,15 @@ impl SqliteStore {
             // layout (README "Retention"): the end of every append-like index, and one page
             // per app in the per-app indexes and rollups (5 000 apps × a few tables ≈ 100 MiB
             // of 4 KiB pages); the cache holds all of it, so no page is read back.
-            .pragma("cache_size", cache_size())
+            .pragma("cache_size", "-262144")
             // Multi-row INSERTs and upserts keep a statement journal (to undo a statement
             // that fails half-way); in memory rather than in a temporary file.
             .pragma("temp_store", "MEMORY")
-            // A checkpoint after every few commits copies the pages they share once, not once
-            // per commit; the WAL is cut back to 64 MiB after each.
+            // After a checkpoint the WAL file is cut back to 64 MiB.
             .pragma("journal_size_limit", "67108864");
-        // The writer checkpoints only when the checkpointer (below) falls behind.
-        let writer_options = options
-            .clone()
-            .pragma("wal_autocheckpoint", wal_autocheckpoint());
+        // The writer checkpoints (inside a commit) only when the checkpointer (below) has
+        // fallen 256 MiB behind.
+        let writer_options = options.clone().pragma("wal_autocheckpoint", "65536");
         let open_error = |source| SqliteSinkError::Open {
             path: path.to_path_buf(),
             source,
@@ -488,11 +473,7 @@ impl SqliteStore {
                     source,
                 })?;
         }
-        let checkpointer = if std::env::var_os("SLUICE_SQLITE_NO_CHECKPOINTER").is_some() {
-            None
-        } else {
-            Some(Checkpointer::start(options, path).await?)
-        };
+        let checkpointer = Checkpointer::start(options, path).await?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             pool,
@@ -541,9 +522,7 @@ impl SqliteStore {
 
     /// Closes the connection; SQLite checkpoints the WAL into the database file.
     async fn close(self) {
-        if let Some(checkpointer) = self.checkpointer {
-            checkpointer.stop().await;
-        }
+        self.checkpointer.stop().await;
         drop(self.connection);
         self.pool.close().await;
     }
@@ -599,7 +578,7 @@ mod tests {
         let config: SqliteSinkConfig =
             parse(r#"{"path": "a.db", "streams": ["logs"], "flush_interval": "250ms"}"#)
                 .expect("valid config");
-        assert_eq!(config.batch_size.get(), 50_000);
+        assert_eq!(config.batch_size.get(), 100_000);
         assert_eq!(config.flush_interval, Duration::from_millis(250));
         let unknown = parse(r#"{"path": "a.db", "streams": [], "bacth_size": 1}"#);
         assert!(unknown.is_err_and(|e| e.to_string().contains("bacth_size")));
