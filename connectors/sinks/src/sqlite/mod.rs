@@ -35,7 +35,7 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use tracing::{debug, info};
 
 use crate::batch::{Batch, BatchStore, write_batches};
@@ -330,9 +330,11 @@ impl Checkpointer {
         options: SqliteConnectOptions,
         path: &Path,
     ) -> Result<Checkpointer, SqliteSinkError> {
+        // A checkpoint of a large WAL takes a second or more by design: not a slow statement
+        // worth sqlx's warning.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
+            .connect_with(options.disable_statement_logging())
             .await
             .map_err(|source| SqliteSinkError::Open {
                 path: path.to_path_buf(),
