@@ -6,7 +6,8 @@
 //! prepared statements that insert up to [`MAX_ROWS_PER_STATEMENT`] rows each, because a
 //! round trip to sqlx's connection thread costs more than SQLite inserting a row. Raw streams
 //! are `INSERT OR IGNORE`d and rollups upserted, so a retry or a replay changes nothing and a
-//! provisional rollup row becomes the final one in place.
+//! provisional rollup row becomes the final one in place. A second connection only copies
+//! the WAL into the file ([`Checkpointer`]), so the writer's commits do not.
 //!
 //! Another process holding the file's write lock is waited for by SQLite for `busy_timeout`,
 //! then like any store that is down: one error, retries with capped backoff (counted in
