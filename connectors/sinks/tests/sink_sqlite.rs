@@ -570,3 +570,73 @@ async fn the_directory_upserts_and_deletes_app_rows_and_group_rollups_fill_two_t
         vec![group_row("o1", 3)]
     );
 }
+
+#[tokio::test]
+async fn a_file_made_by_the_first_migrations_opens_keeps_its_rows_and_loses_two_indexes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.db");
+    // The schema as the releases before issue #14 left it: migrations 0001 and 0002 only.
+    let old = dir.path().join("migrations");
+    std::fs::create_dir(&old).expect("migrations dir");
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for file in ["0001_tables.sql", "0002_metadata.sql"] {
+        std::fs::copy(here.join(file), old.join(file)).expect("copy migration");
+    }
+    {
+        let mut connection = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .expect("create");
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .expect("old migrations")
+            .run(&mut connection)
+            .await
+            .expect("old schema");
+        // A line stored under the old id (the whole 128-bit hash).
+        sqlx::query(
+            "INSERT INTO log_message VALUES ('0123456789abcdef0123456789abcdef', 1, 'app', \
+             'APP/PROC/WEB', '0', 'OUT', 'old line', 'rep', 'cf', 'cell', '0', '10.0.0.1')",
+        )
+        .execute(&mut connection)
+        .await
+        .expect("old row");
+    }
+    let indexes = |names: Vec<String>| {
+        names
+            .into_iter()
+            .filter(|n| n.ends_with("_app_ts"))
+            .collect::<Vec<_>>()
+    };
+    let before: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+            .fetch_all(&mut connect(&path).await)
+            .await
+            .expect("indexes");
+    assert_eq!(
+        indexes(before),
+        [
+            "container_metric_app_ts",
+            "http_start_stop_app_ts",
+            "log_message_app_ts"
+        ]
+    );
+
+    run_sink(config(&path), every_stream())
+        .await
+        .expect("the old file opens and takes rows");
+    let after: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+            .fetch_all(&mut connect(&path).await)
+            .await
+            .expect("indexes");
+    // The per-app index the API reads logs through stays; the two nothing reads are gone.
+    assert_eq!(indexes(after), ["log_message_app_ts"]);
+    let lines = dump_sqlite(&path, "log_message").await;
+    assert_eq!(lines.len(), 2, "the old line and the new one");
+    assert!(lines.iter().any(|row| row[6] == t("old line")));
+    assert_eq!(dump_sqlite(&path, "container_metric").await.len(), 2);
+    assert_eq!(dump_sqlite(&path, "http_start_stop").await.len(), 2);
+}
