@@ -164,21 +164,44 @@ pub struct AppTags {
     pub org_name: Str,
 }
 
+/// The tags of [`AppTags`] as they are on the envelope, in `AppTags`' field order; an
+/// absent tag is `None`.
+pub type AppTagValues<'a> = [Option<&'a Str>; 5];
+
 impl Tags {
     /// The app's names, if the envelope carries any of their tags.
     pub fn app_tags(&self) -> Option<AppTags> {
-        if self.is_empty() {
-            return None;
-        }
-        let get = |key: &str| self.get(key).cloned().unwrap_or_default();
+        let [app_name, space_id, space_name, org_id, org_name] = self
+            .app_tag_values()?
+            .map(|value| value.cloned().unwrap_or_default());
         let tags = AppTags {
-            app_name: get("app_name"),
-            space_id: get("space_id"),
-            space_name: get("space_name"),
-            org_id: get("organization_id"),
-            org_name: get("organization_name"),
+            app_name,
+            space_id,
+            space_name,
+            org_id,
+            org_name,
         };
         (tags != AppTags::default()).then_some(tags)
+    }
+
+    /// The five name tags, found in one pass over the tags (this runs for every envelope of
+    /// a tagged app, so no lookups by key); `None` when the envelope carries none of them.
+    pub fn app_tag_values(&self) -> Option<AppTagValues<'_>> {
+        let mut values: AppTagValues<'_> = [None; 5];
+        let mut found = false;
+        for (key, value) in &self.0 {
+            let slot = match &**key {
+                "app_name" => 0,
+                "space_id" => 1,
+                "space_name" => 2,
+                "organization_id" => 3,
+                "organization_name" => 4,
+                _ => continue,
+            };
+            values[slot] = Some(value);
+            found = true;
+        }
+        found.then_some(values)
     }
 }
 

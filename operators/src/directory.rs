@@ -24,7 +24,7 @@ use differential_dataflow::collection::VecCollection;
 use rustc_hash::{FxHashMap, FxHasher};
 use serde::{Deserialize, Serialize};
 use sluice_model::Str;
-use sluice_model::event::{AppId, Tags};
+use sluice_model::event::{AppId, AppTagValues};
 use sluice_model::records::{AppInfo, AppRow};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
@@ -132,8 +132,9 @@ fn tag_fact(
 ) -> Option<impl Iterator<Item = (Fact, isize)>> {
     let event = &record.event;
     let tags = &event.header.tags;
-    // Most envelopes carry no names: one lookup says so.
-    if tags.get("app_name").is_none() && tags.get("space_id").is_none() {
+    // Most envelopes carry no names.
+    let values = tags.app_tag_values()?;
+    if values[0].is_none() && values[1].is_none() {
         return None;
     }
     let app = event.app_id()?;
@@ -142,7 +143,7 @@ fn tag_fact(
         AppId::Str(id) => id,
         AppId::Uuid(uuid) => uuid.hyphenated().encode_lower(&mut buffer),
     };
-    if last.get(id).is_some_and(|known| same_names(known, tags)) {
+    if last.get(id).is_some_and(|known| same_names(known, &values)) {
         return None;
     }
     let tags = tags.app_tags()?;
@@ -163,14 +164,19 @@ fn tag_fact(
     )
 }
 
-/// Whether `tags` name the app as `known` does (an absent tag is an empty name).
-fn same_names(known: &AppInfo, tags: &Tags) -> bool {
-    let is = |key: &str, value: &Str| tags.get(key).map_or("", |tag| &**tag) == &**value;
-    is("app_name", &known.name)
-        && is("space_id", &known.space_id)
-        && is("space_name", &known.space_name)
-        && is("organization_id", &known.org_id)
-        && is("organization_name", &known.org_name)
+/// Whether the tags name the app as `known` does (an absent tag is an empty name).
+fn same_names(known: &AppInfo, values: &AppTagValues<'_>) -> bool {
+    let known = [
+        &known.name,
+        &known.space_id,
+        &known.space_name,
+        &known.org_id,
+        &known.org_name,
+    ];
+    known
+        .iter()
+        .zip(values)
+        .all(|(known, value)| value.map_or("", |tag| &**tag) == &***known)
 }
 
 /// The facts the Cloud Controller's listings state: each listing added, and the one before

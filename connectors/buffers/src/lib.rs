@@ -32,6 +32,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sluice_common::config::ByteSize;
 use sluice_common::telemetry::SinkMetrics;
+use sluice_model::records::Records;
 use tokio::sync::mpsc;
 
 use crate::disk::DiskBufferConfig;
@@ -188,6 +189,14 @@ pub fn unbounded_memory(
         BufferSender::new(tx, metrics.clone(), None),
         BufferReceiver::memory(rx, metrics),
     )
+}
+
+/// A batch on its way from the dataflow to the sink, with the bytes its sender counted
+/// against the buffer's cap: the receiver gives back exactly those, without counting again.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    records: Records,
+    bytes: u64,
 }
 
 /// The bytes of batches on their way from the dataflow to a disk buffer's writer thread, at

@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use sluice_common::telemetry::SinkMetrics;
+
+use crate::Queued;
 use sluice_model::records::Records;
 
 use crate::disk::{self, DiskBufferConfig, DiskReader, DiskWriter, Next};
@@ -39,7 +41,7 @@ pub struct BufferReceiver {
 #[derive(Debug)]
 enum Source {
     Memory {
-        channel: mpsc::Receiver<Records>,
+        channel: mpsc::Receiver<Queued>,
         /// `max_events`: room is given back as batches are received.
         gate: Option<(Arc<EventGate>, Arc<SinkMetrics>)>,
     },
@@ -56,7 +58,7 @@ struct DiskInput {
 
 impl BufferReceiver {
     pub(crate) fn memory(
-        channel: mpsc::Receiver<Records>,
+        channel: mpsc::Receiver<Queued>,
         metrics: Arc<SinkMetrics>,
     ) -> BufferReceiver {
         BufferReceiver {
@@ -70,7 +72,7 @@ impl BufferReceiver {
     }
 
     pub(crate) fn memory_capped(
-        channel: mpsc::Receiver<Records>,
+        channel: mpsc::Receiver<Queued>,
         gate: Arc<EventGate>,
         metrics: Arc<SinkMetrics>,
     ) -> BufferReceiver {
@@ -87,7 +89,7 @@ impl BufferReceiver {
     /// Opens the disk buffer and starts the thread that moves batches from `channel` into it.
     pub(crate) fn disk(
         name: Arc<str>,
-        channel: mpsc::Receiver<Records>,
+        channel: mpsc::Receiver<Queued>,
         config: DiskBufferConfig,
         metrics: Arc<SinkMetrics>,
         in_flight: Arc<EventGate>,
@@ -147,9 +149,9 @@ impl BufferReceiver {
     async fn next(&mut self) -> Option<Records> {
         match &mut self.source {
             Source::Memory { channel, gate } => {
-                let records = channel.recv().await?;
-                release(gate, &records);
-                Some(records)
+                let queued = channel.recv().await?;
+                release(gate, &queued);
+                Some(queued.records)
             }
             Source::Disk(input) => loop {
                 let read = input.reader.next().await;
@@ -171,9 +173,9 @@ impl BufferReceiver {
         match &mut self.source {
             Source::Memory { channel, gate } => {
                 // Empty and closed alike: `recv` tells the two apart when the sink waits.
-                let records = channel.try_recv().ok()?;
-                release(gate, &records);
-                Some(records)
+                let queued = channel.try_recv().ok()?;
+                release(gate, &queued);
+                Some(queued.records)
             }
             Source::Disk(input) => loop {
                 let read = input.reader.try_next().map(|next| match next {
@@ -221,9 +223,10 @@ impl Drop for BufferReceiver {
     }
 }
 
-fn release(gate: &Option<(Arc<EventGate>, Arc<SinkMetrics>)>, records: &Records) {
+/// Gives a received batch's room back: the bytes its sender counted, not counted again.
+fn release(gate: &Option<(Arc<EventGate>, Arc<SinkMetrics>)>, queued: &Queued) {
     if let Some((gate, metrics)) = gate {
-        let bytes = records.approx_bytes() as u64;
+        let (records, bytes) = (&queued.records, queued.bytes);
         gate.release(records.len(), bytes);
         metrics
             .buffered_records
@@ -267,7 +270,7 @@ impl DiskInput {
 /// finish.
 fn fill_disk_buffer(
     name: &str,
-    mut channel: mpsc::Receiver<Records>,
+    mut channel: mpsc::Receiver<Queued>,
     mut writer: DiskWriter,
     metrics: &SinkMetrics,
     in_flight: &EventGate,
@@ -278,9 +281,9 @@ fn fill_disk_buffer(
         let mut gathered = 0;
         // Records of this group, appended or dropped: all accounted for once it is written.
         let mut group = 0;
-        while let Some(records) = next.take() {
+        while let Some(Queued { records, bytes }) = next.take() {
             let n = records.len();
-            in_flight.release(n, records.approx_bytes() as u64);
+            in_flight.release(n, bytes);
             group += n;
             payload.clear();
             let appended = codec::encode(&records, &mut payload)

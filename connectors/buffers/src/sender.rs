@@ -8,12 +8,13 @@ use sluice_common::telemetry::SinkMetrics;
 use sluice_model::records::Records;
 use tokio::sync::mpsc;
 
+use crate::Queued;
 use crate::memory::{Admit, EventGate};
 
 /// The sending end of a sink's buffer, held by the dataflow's output operators.
 #[derive(Clone, Debug)]
 pub struct BufferSender {
-    tx: mpsc::Sender<Records>,
+    tx: mpsc::Sender<Queued>,
     metrics: Arc<SinkMetrics>,
     /// A memory buffer's `max_events` and `max_bytes`; a disk buffer's bytes in flight.
     gate: Option<Arc<EventGate>>,
@@ -59,7 +60,7 @@ impl BufferSender {
             }
         }
         self.metrics.received(n as usize);
-        if self.tx.blocking_send(records).is_err() {
+        if self.tx.blocking_send(Queued { records, bytes }).is_err() {
             // The sink stopped on a non-retriable error (and said so): count what it misses.
             self.metrics.unsent(n as usize);
             if let Some(gate) = &self.gate {
@@ -86,7 +87,7 @@ impl BufferSender {
     }
 
     pub(crate) fn new(
-        tx: mpsc::Sender<Records>,
+        tx: mpsc::Sender<Queued>,
         metrics: Arc<SinkMetrics>,
         gate: Option<Arc<EventGate>>,
     ) -> BufferSender {
