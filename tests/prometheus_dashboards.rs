@@ -12,8 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use regex::Regex;
 use serde_json::Value;
 use sluice_common::time::rfc3339;
+use sluice_simulator::SimulatorConfig;
+use sluice_simulator::server::SimulateConfig;
 use sluice_sinks::prometheus::series::Names;
 use sluice_test_support::prometheus::{Options, PrometheusServer};
+use sluice_test_support::simulate;
 use sluice_test_support::*;
 
 fn dashboards() -> Vec<(PathBuf, Value)> {
@@ -114,88 +117,40 @@ fn every_dashboard_is_a_grafana_model_on_a_prometheus_data_source_variable() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_dashboard_query_parses_and_returns_data_after_a_run() {
-    let admin = free_port();
-    let server = PrometheusServer::start_with(Options {
-        scrape: vec![format!("127.0.0.1:{admin}")],
-        ..Options::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    // Event time starts 35 minutes ago, so the rollups' samples and the scrapes share the
-    // recent past (Prometheus takes samples up to an hour behind its newest); 40 000
-    // envelopes at 4 000 a second cover about 33 minutes of it.
-    let began = now();
-    let start = ((began as i64 - 35 * 60) / 60 * 60) * 1_000_000_000;
-    let config = write_config(
-        dir.path(),
-        "dashboards.toml",
-        &format!(
-            r#"
-[sources.simulated]
-type = "simulator"
-apps = 20
-seed = 9
-rate = 4000
-limit = 40000
-clock = "simulated"
-start = "{start}"
-density = 20
+/// What the dashboards' expressions give: the `sluice_*` sink metrics they name, and the
+/// first expression without data (or how many were checked).
+struct Checked {
+    named: BTreeSet<String>,
+    outcome: Result<usize, String>,
+}
 
-[sinks.prometheus]
-type = "prometheus"
-url = "{url}"
-flush_interval = "100ms"
-dead_letter = {dead:?}
-
-[admin]
-listen = "127.0.0.1:{admin}"
-"#,
-            start = rfc3339(start),
-            url = server.write_url(),
-            dead = dir.path().join("dead-letter.ndjson"),
-        ),
-    );
-    let output = tokio::task::spawn_blocking(move || run_config(&config))
-        .await
-        .expect("sluice ran");
-    assert_success(&output);
-    assert!(!dir.path().join("dead-letter.ndjson").exists());
-
-    // Everything the dashboards could show lies between the first window and now.
-    let (from, to) = ((start / 1_000_000_000) as f64 - 300.0, now() + 60.0);
+/// Runs every expression of every dashboard against `server` over `[from, to]`, with `$app`
+/// an app that has container metrics. A query that does not parse, or whose
+/// `label_values` series lack the label, is a failure of the dashboards: it panics.
+async fn check_dashboards(server: &PrometheusServer, from: f64, to: f64) -> Checked {
     let has_data = async |expr: &str| -> Result<Vec<Value>, String> {
-        let result = server.query_range(expr, from, to, 15.0).await?;
-        Ok(result)
+        server.query_range(expr, from, to, 15.0).await
     };
-    // The run was scraped more than once.
-    let scraped = has_data("sluice_graph_records_total")
-        .await
-        .expect("a query");
-    assert!(
-        scraped
-            .first()
-            .and_then(|s| s["values"].as_array())
-            .is_some_and(|v| v.len() >= 2),
-        "the admin endpoint was scraped too rarely: {scraped:?}"
-    );
+    let mut named = BTreeSet::new();
     // An app with container metrics (every series of the apps dashboard).
     let cpu = has_data(r#"sluice_app_cpu_percent{window="1m"}"#)
         .await
         .expect("a query");
-    let app = cpu
+    let Some(app) = cpu
         .first()
         .and_then(|s| s["metric"]["app_id"].as_str())
-        .expect("an app with container metrics")
-        .to_owned();
-
+        .map(str::to_owned)
+    else {
+        return Checked {
+            named,
+            outcome: Err("no app with container metrics yet".to_owned()),
+        };
+    };
     let variable = Regex::new(r"\$\{?(\w+)").expect("regex");
     let label_values = Regex::new(r"^label_values\((.+),\s*(\w+)\)$").expect("regex");
     let sink_metric = Regex::new(r"\bsluice_(?:app|platform)_[a-z_]+\b").expect("regex");
-    let written: BTreeSet<String> = Names::new("sluice_").all().iter().cloned().collect();
-    let mut named = BTreeSet::new();
     let mut checked = 0;
+    let mut first_missing = None;
     for (path, dashboard) in dashboards() {
         let file = path
             .file_name()
@@ -244,12 +199,12 @@ listen = "127.0.0.1:{admin}"
             let result = has_data(&query)
                 .await
                 .unwrap_or_else(|e| panic!("{place}: {query}: {e}"));
-            assert!(
-                result
-                    .iter()
-                    .any(|s| s["values"].as_array().is_some_and(|v| !v.is_empty())),
-                "{place}: {query} returns no data"
-            );
+            let any = result
+                .iter()
+                .any(|s| s["values"].as_array().is_some_and(|v| !v.is_empty()));
+            if !any {
+                first_missing.get_or_insert_with(|| format!("{place}: {query} returns no data"));
+            }
             if let Some(label) = label {
                 assert!(
                     result.iter().all(|s| s["metric"][&label].is_string()),
@@ -259,13 +214,139 @@ listen = "127.0.0.1:{admin}"
             checked += 1;
         }
     }
-    assert!(checked >= 50, "{checked} expressions");
-    let unknown: Vec<&String> = named.difference(&written).collect();
+    Checked {
+        named,
+        outcome: first_missing.map_or(Ok(checked), Err),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_parses_and_returns_data_after_a_run() {
+    let admin = free_port();
+    let server = PrometheusServer::start_with(Options {
+        scrape: vec![format!("127.0.0.1:{admin}")],
+        ..Options::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Event time starts 35 minutes ago, so the rollups' samples and the scrapes share the
+    // recent past (Prometheus takes samples up to an hour behind its newest); 40 000
+    // envelopes at 4 000 a second cover about 33 minutes of it. A second source, a Firehose
+    // that sends nothing, keeps the run (and its admin endpoint, which Prometheus scrapes)
+    // alive until every dashboard has its data, however slowly a loaded machine scrapes.
+    let silent = simulate::Running::start(SimulateConfig {
+        client_id: "sluice".to_owned(),
+        client_secret: "s3cret".to_owned(),
+        generator: SimulatorConfig {
+            limit: Some(0),
+            ..SimulatorConfig::default()
+        },
+        ..SimulateConfig::default()
+    })
+    .await;
+    let began = now();
+    let start = ((began as i64 - 35 * 60) / 60 * 60) * 1_000_000_000;
+    let config = write_config(
+        dir.path(),
+        "dashboards.toml",
+        &format!(
+            r#"
+[sources.simulated]
+type = "simulator"
+apps = 20
+seed = 9
+rate = 4000
+limit = 40000
+clock = "simulated"
+start = "{start}"
+density = 20
+
+[sources.keep_alive]
+type = "firehose"
+url = "ws://{firehose}"
+subscription_id = "dashboards"
+uaa_url = "http://{firehose}"
+client_id = "sluice"
+client_secret = "s3cret"
+
+[sinks.prometheus]
+type = "prometheus"
+url = "{url}"
+flush_interval = "100ms"
+dead_letter = {dead:?}
+
+[admin]
+listen = "127.0.0.1:{admin}"
+"#,
+            start = rfc3339(start),
+            url = server.write_url(),
+            dead = dir.path().join("dead-letter.ndjson"),
+            firehose = silent.addr,
+        ),
+    );
+    let log_path = dir.path().join("run.log");
+    let log = std::fs::File::create(&log_path).expect("a log file");
+    let mut run = Reaper(
+        sluice()
+            .args(["run", "--no-status", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("sluice starts"),
+    );
+
+    // Everything the dashboards could show lies between the first window and now: polled
+    // until every expression has data (or a deadline), while the run goes on.
+    let from = (start / 1_000_000_000) as f64 - 300.0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let checked = loop {
+        let checked = check_dashboards(&server, from, now() + 60.0).await;
+        if checked.outcome.is_ok() || std::time::Instant::now() > deadline {
+            break checked;
+        }
+        assert!(
+            run.0.try_wait().expect("status").is_none(),
+            "the run ended before the dashboards had their data"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &run.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupt.success());
+    let status = run.0.wait().expect("sluice ran");
+    silent.stop().await;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(status.success(), "the run failed ({status}):\n{log}");
+    assert!(
+        !dir.path().join("dead-letter.ndjson").exists(),
+        "the receiver refused samples:\n{log}"
+    );
+
+    let scraped = server
+        .query_range("sluice_graph_records_total", from, now() + 60.0, 1.0)
+        .await
+        .expect("a query");
+    assert!(
+        scraped
+            .first()
+            .and_then(|s| s["values"].as_array())
+            .is_some_and(|v| v.len() >= 2),
+        "the admin endpoint was scraped too rarely: {scraped:?}"
+    );
+    let count = checked
+        .outcome
+        .unwrap_or_else(|missing| panic!("{missing}"));
+    assert!(count >= 50, "{count} expressions");
+    let written: BTreeSet<String> = Names::new("sluice_").all().iter().cloned().collect();
+    let unknown: Vec<&String> = checked.named.difference(&written).collect();
     assert!(
         unknown.is_empty(),
         "metrics the sink does not write: {unknown:?}"
     );
-    let unshown: Vec<&String> = written.difference(&named).collect();
+    let unshown: Vec<&String> = written.difference(&checked.named).collect();
     assert!(
         unshown.is_empty(),
         "metrics no dashboard shows: {unshown:?}"
