@@ -178,6 +178,25 @@ impl Sink for SqliteSinkConfig {
     }
 }
 
+/// An exclusive lock on `<database>.migrate-lock`, held while this process migrates the
+/// database's schema; released when dropped (or however the process ends).
+async fn migration_lock(database: &Path) -> std::io::Result<std::fs::File> {
+    let mut name = database.file_name().unwrap_or_default().to_os_string();
+    name.push(".migrate-lock");
+    let path = database.with_file_name(name);
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 /// Why the `sqlite` sink stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SqliteSinkError {
@@ -426,9 +445,17 @@ impl SqliteStore {
             .map_err(open_error)?;
         // Migrating through the pool rather than `&mut SqliteConnection`: the latter's
         // `Acquire` impl makes this future not provably `Send` (a known rustc limitation).
-        // Processes of a cluster (SPEC §12) may open one file together. A migration is one
-        // transaction, so a migrator that lost the race to another fails whole ("table
-        // already exists") and, tried again, finds the schema migrated.
+        // Processes of a cluster (SPEC §12) may open one file together: they migrate one at
+        // a time, under an exclusive lock on a file beside the database (not the database
+        // file itself: closing another descriptor of it would drop SQLite's own POSIX locks).
+        // A migration is also one transaction, so a migrator that lost a race anyway fails
+        // whole and, tried again, finds the schema migrated.
+        let _migrating = migration_lock(path)
+            .await
+            .map_err(|source| SqliteSinkError::Open {
+                path: path.to_path_buf(),
+                source: sqlx::Error::Io(source),
+            })?;
         let mut attempt = 1;
         loop {
             match sqlx::migrate!("migrations/sqlite").run(&pool).await {
