@@ -24,7 +24,7 @@ async fn documents_of_tagged_apps_carry_their_names() {
     for event in &events {
         if let (Some(app), Some(tags)) = (event.app_id(), event.header.tags.app_tags()) {
             let names = (
-                tags.app_name.to_string(),
+                tags.name.to_string(),
                 tags.space_name.to_string(),
                 tags.org_name.to_string(),
             );
@@ -42,7 +42,7 @@ async fn documents_of_tagged_apps_carry_their_names() {
         match event.header.tags.app_tags() {
             Some(tags) => {
                 let names = (
-                    tags.app_name.to_string(),
+                    tags.name.to_string(),
                     tags.space_name.to_string(),
                     tags.org_name.to_string(),
                 );

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::records::AppInfo;
+
 /// A UTF-8 string sharing the storage of the frame it was decoded from.
 pub type Str = bytestring::ByteString;
 
@@ -152,36 +154,29 @@ impl Event {
     }
 }
 
-/// The Cloud Foundry names Diego stamps on an app's envelopes (SPEC §11), v1 and v2 alike:
-/// the tags `app_name`, `space_id`, `space_name`, `organization_id`, `organization_name`.
-/// An absent tag is an empty string.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AppTags {
-    pub app_name: Str,
-    pub space_id: Str,
-    pub space_name: Str,
-    pub org_id: Str,
-    pub org_name: Str,
-}
-
-/// The tags of [`AppTags`] as they are on the envelope, in `AppTags`' field order; an
-/// absent tag is `None`.
+/// The Cloud Foundry name tags Diego stamps on an app's envelopes (SPEC §11), v1 and v2
+/// alike — `app_name`, `space_id`, `space_name`, `organization_id`, `organization_name` — as
+/// they are on the envelope, in [`AppInfo`]'s field order; an absent tag is `None`.
 pub type AppTagValues<'a> = [Option<&'a Str>; 5];
+
+/// The names the tags give (an absent tag is an empty name); `None` when all are empty.
+pub fn app_info(values: AppTagValues<'_>) -> Option<AppInfo> {
+    let [name, space_id, space_name, org_id, org_name] =
+        values.map(|value| value.cloned().unwrap_or_default());
+    let info = AppInfo {
+        name,
+        space_id,
+        space_name,
+        org_id,
+        org_name,
+    };
+    (info != AppInfo::default()).then_some(info)
+}
 
 impl Tags {
     /// The app's names, if the envelope carries any of their tags.
-    pub fn app_tags(&self) -> Option<AppTags> {
-        let [app_name, space_id, space_name, org_id, org_name] = self
-            .app_tag_values()?
-            .map(|value| value.cloned().unwrap_or_default());
-        let tags = AppTags {
-            app_name,
-            space_id,
-            space_name,
-            org_id,
-            org_name,
-        };
-        (tags != AppTags::default()).then_some(tags)
+    pub fn app_tags(&self) -> Option<AppInfo> {
+        app_info(self.app_tag_values()?)
     }
 
     /// The five name tags, found in one pass over the tags (this runs for every envelope of
@@ -643,7 +638,7 @@ mod app_tag_tests {
         let frame = crate::reference::encode_v1(&event);
         let decoded = crate::decode::decode_v1(Bytes::from(frame)).expect("decodes");
         let tags = decoded.header.tags.app_tags().expect("tagged");
-        assert_eq!(&*tags.app_name, "web");
+        assert_eq!(&*tags.name, "web");
         assert_eq!(&*tags.org_name, "acme");
         assert_eq!(&*tags.space_id, "");
     }

@@ -24,7 +24,7 @@ use differential_dataflow::collection::VecCollection;
 use rustc_hash::{FxHashMap, FxHasher};
 use serde::{Deserialize, Serialize};
 use sluice_model::Str;
-use sluice_model::event::{AppId, AppTagValues};
+use sluice_model::event::{AppId, AppTagValues, app_info};
 use sluice_model::records::{AppInfo, AppRow};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
@@ -146,14 +146,7 @@ fn tag_fact(
     if last.get(id).is_some_and(|known| same_names(known, &values)) {
         return None;
     }
-    let tags = tags.app_tags()?;
-    let info = AppInfo {
-        name: tags.app_name,
-        space_id: tags.space_id,
-        space_name: tags.space_name,
-        org_id: tags.org_id,
-        org_name: tags.org_name,
-    };
+    let info = app_info(values)?;
     let app = app.to_canonical();
     let old = last.insert(app.clone(), info.clone());
     let removed = old.map(|old| ((app.clone(), (Origin::Tags, old)), -1));

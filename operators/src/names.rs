@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use sluice_model::event::Payload;
+use sluice_model::event::{Payload, app_info};
 use sluice_model::records::{AppInfo, AppNames, AppRollup};
 use sluice_model::{Event, Str};
 use timely::container::CapacityContainerBuilder;
@@ -60,17 +60,10 @@ impl Named for Event {
     }
 
     fn own_names(&self) -> Option<AppInfo> {
-        let tags = &self.header.tags;
-        // Most envelopes carry no names: one lookup says so.
-        tags.get("app_name")?;
-        let tags = tags.app_tags()?;
-        Some(AppInfo {
-            name: tags.app_name,
-            space_id: tags.space_id,
-            space_name: tags.space_name,
-            org_id: tags.org_id,
-            org_name: tags.org_name,
-        })
+        // One pass over the tags; an envelope without an app name names nothing.
+        let values = self.header.tags.app_tag_values()?;
+        values[0]?;
+        app_info(values)
     }
 
     fn set_names(&mut self, names: AppNames) {

@@ -438,7 +438,7 @@ fn cf_name_tags_survive_the_mapping_as_app_tags() {
     }
     let event = one(&envelope);
     let tags = event.header.tags.app_tags().expect("names are tagged");
-    assert_eq!(&*tags.app_name, "billing");
+    assert_eq!(&*tags.name, "billing");
     assert_eq!(&*tags.space_id, "s-1");
     assert_eq!(&*tags.space_name, "prod");
     assert_eq!(&*tags.org_id, "o-1");

@@ -377,7 +377,7 @@ fn a_share_of_apps_carries_name_tags_that_agree_with_the_cloud_controller() {
             Some(tags) => {
                 seen_tagged += 1;
                 assert!(app.tagged, "{app_id} is not a tagged app");
-                assert_eq!(&*tags.app_name, app.name);
+                assert_eq!(&*tags.name, app.name);
                 assert_eq!(tags.space_id, app.space_id);
                 assert_eq!(tags.space_name, app.space_name);
                 assert_eq!(tags.org_id, app.org_id);
