@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_test_support::mariadb::{Cell, TABLE_KEYS, TestDatabase, dump_mysql, dump_sqlite};
+use sluice_test_support::mariadb::{
+    Cell, SECTION_3_TABLES, TABLE_KEYS, TestDatabase, dump_mysql, dump_sqlite,
+};
 use sluice_test_support::simulate;
 use sluice_test_support::*;
 
@@ -83,16 +85,23 @@ retention = {{ enabled = false }}
 const PIPELINE: &str = "[pipeline]\nworkers = 2\nallowed_lateness = \"1h\"\n";
 
 fn dump_all_sqlite(path: &Path) -> Vec<Vec<Vec<Cell>>> {
+    dump_sqlite_tables(path, TABLE_KEYS.iter().map(|(table, _)| *table))
+}
+
+fn dump_sqlite_tables<'a>(
+    path: &Path,
+    tables: impl IntoIterator<Item = &'a str>,
+) -> Vec<Vec<Vec<Cell>>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut tables = Vec::new();
-        for (table, _) in TABLE_KEYS {
-            tables.push(dump_sqlite(path, table).await);
+        let mut dumped = Vec::new();
+        for table in tables {
+            dumped.push(dump_sqlite(path, table).await);
         }
-        tables
+        dumped
     })
 }
 
@@ -627,28 +636,8 @@ path = {db:?}
 
 /// The tables a restart continues exactly (SPEC §9); the directory and the group rollups are
 /// rebuilt by a restarted run, not restored (see the README).
-const CONTINUED: [&str; 7] = [
-    "log_message",
-    "container_metric",
-    "http_start_stop",
-    "app_event",
-    "app_metric_rollup",
-    "platform_metric_rollup",
-    "platform_error",
-];
-
 fn dump_continued(path: &Path) -> Vec<Vec<Vec<Cell>>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let mut tables = Vec::new();
-        for table in CONTINUED {
-            tables.push(dump_sqlite(path, table).await);
-        }
-        tables
-    })
+    dump_sqlite_tables(path, SECTION_3_TABLES)
 }
 
 /// The checkpoint files process `process` keeps under `state`.
@@ -770,7 +759,7 @@ fn a_cluster_killed_mid_replay_continues_from_its_checkpoints_exactly() {
     }
     let endings = endings.join("\n");
     let actual = dump_continued(&cluster_db);
-    for ((table, got), want) in CONTINUED.iter().zip(&actual).zip(&expected) {
+    for ((table, got), want) in SECTION_3_TABLES.iter().zip(&actual).zip(&expected) {
         assert!(
             !want.is_empty() || *table == "platform_error",
             "{table} is empty: the comparison would prove nothing"

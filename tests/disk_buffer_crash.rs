@@ -7,15 +7,7 @@ use std::process::Stdio;
 use sluice_test_support::*;
 use sqlx::Connection;
 
-const TABLES: [&str; 7] = [
-    "log_message",
-    "container_metric",
-    "http_start_stop",
-    "app_event",
-    "app_metric_rollup",
-    "platform_metric_rollup",
-    "platform_error",
-];
+const TABLES: [&str; 7] = sluice_test_support::mariadb::SECTION_3_TABLES;
 
 fn config(
     dir: &Path,

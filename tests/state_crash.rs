@@ -10,15 +10,7 @@ use std::time::{Duration, Instant};
 use sluice_test_support::mariadb::{Cell, TestDatabase, dump_mysql, dump_sqlite};
 use sluice_test_support::*;
 
-const TABLES: [&str; 7] = [
-    "log_message",
-    "container_metric",
-    "http_start_stop",
-    "app_event",
-    "app_metric_rollup",
-    "platform_metric_rollup",
-    "platform_error",
-];
+const TABLES: [&str; 7] = sluice_test_support::mariadb::SECTION_3_TABLES;
 
 /// Where a run writes.
 enum Store {

@@ -100,6 +100,17 @@ pub enum Cell {
 }
 
 /// `(table, primary key)` of every SPEC table.
+/// The tables of SPEC §3: every stream's rows, the ones a restart continues exactly (§9).
+pub const SECTION_3_TABLES: [&str; 7] = [
+    "log_message",
+    "container_metric",
+    "http_start_stop",
+    "app_event",
+    "app_metric_rollup",
+    "platform_metric_rollup",
+    "platform_error",
+];
+
 pub const TABLE_KEYS: [(&str, &str); 10] = [
     ("log_message", "id"),
     ("container_metric", "app_id, instance_index, ts"),

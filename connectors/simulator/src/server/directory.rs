@@ -206,16 +206,9 @@ pub(super) fn listing(
     } else {
         ""
     };
-    let link = |page: usize| json!({ "href": format!("{base}?page={page}&per_page={per_page}{include_query}") });
+    let link = |page: usize| format!("{base}?page={page}&per_page={per_page}{include_query}");
     let mut body = json!({
-        "pagination": {
-            "total_results": total,
-            "total_pages": pages,
-            "first": link(1),
-            "last": link(pages),
-            "next": if page < pages { link(page + 1) } else { serde_json::Value::Null },
-            "previous": if page > 1 { link(page - 1) } else { serde_json::Value::Null },
-        },
+        "pagination": super::identity::pagination(total, pages, page, link),
         "resources": resources,
     });
     if include {

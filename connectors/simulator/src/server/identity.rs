@@ -448,19 +448,31 @@ pub(super) async fn apps(
         .map(|app| json!({ "guid": app.guid, "name": app.name, "state": "STARTED" }))
         .collect();
     let base = format!("http://{}/v3/apps", shared.local_addr);
-    let link = |page: usize| json!({ "href": format!("{base}?page={page}&per_page={per_page}") });
+    let link = |page: usize| format!("{base}?page={page}&per_page={per_page}");
     Json(json!({
-        "pagination": {
-            "total_results": total,
-            "total_pages": pages,
-            "first": link(1),
-            "last": link(pages),
-            "next": if page < pages { link(page + 1) } else { serde_json::Value::Null },
-            "previous": if page > 1 { link(page - 1) } else { serde_json::Value::Null },
-        },
+        "pagination": pagination(total, pages, page, link),
         "resources": resources,
     }))
     .into_response()
+}
+
+/// The Cloud Controller's `pagination` object for page `page` of `pages` (`total`
+/// resources), with `link(n)` the URL of page `n`.
+pub(super) fn pagination(
+    total: usize,
+    pages: usize,
+    page: usize,
+    link: impl Fn(usize) -> String,
+) -> serde_json::Value {
+    let href = |page: usize| json!({ "href": link(page) });
+    json!({
+        "total_results": total,
+        "total_pages": pages,
+        "first": href(1),
+        "last": href(pages),
+        "next": if page < pages { href(page + 1) } else { serde_json::Value::Null },
+        "previous": if page > 1 { href(page - 1) } else { serde_json::Value::Null },
+    })
 }
 
 /// Why the simulated Cloud Controller refused a bearer token.
