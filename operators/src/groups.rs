@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! app_rollups (final, minute) ─► Enrich ─► (space | org, group id, minute) parts
-//! directory changes ─broadcast─┘    └─exchange(group, minute)─► GroupWindows ─► group_rollups
+//! directory changes ─broadcast─┘    └─exchange(group)─► GroupWindows ─► group_rollups
+//!                          restored minutes, cuts ─┘ (checkpoints)  └─► snapshots
 //! ```
 //!
 //! `Enrich` keeps the directory as a map on every worker (one entry per app, fed by the
@@ -12,35 +13,53 @@
 //! of a minute and emits the group's row once the frontier's watermark reaches the minute's
 //! end — by then every final row of that minute has been emitted upstream (a rollup operator
 //! holds a capability below a window's end while it is open) — and frees it: nothing per
-//! minute outlives its window. These are plain timely operators for the same reason the
+//! minute outlives its window. `GroupWindows` is a [`crate::rollup::Windowed`] operator of
+//! the minute without provisional rows, so with checkpoints (SPEC §9) it takes the same cuts,
+//! puts its open minutes into every snapshot, continues restored ones, and stamps its rows
+//! with the epoch whose checkpoint they follow. These are plain timely operators for the same reason the
 //! minute windows are: a window is appended to, closed once and forgotten, which a
 //! differential arrangement would keep (every minute's inputs, until compacted away).
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHasher};
+use serde::{Deserialize, Serialize};
 use sluice_model::Str;
-
-use crate::sum::ExactSum;
 use sluice_model::records::{AppInfo, AppRollup, GroupKind, GroupRollup, MINUTE};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::checkpoint::{Cut, OpenWindow, WindowState};
 use crate::directory::Change;
-use crate::time::{GraphTime, frontier_bounds, stamp_join};
+use crate::rollup::{
+    RestoredWindows, WindowAggregate, WindowOptions, WindowedStreams, windowed_by_key,
+};
+use crate::sum::ExactSum;
+use crate::time::{GraphTime, stamp_join};
+
+/// Where the group minutes start from and end their epochs (SPEC §9), as the app windows do.
+pub struct GroupState<'scope, T: GraphTime> {
+    pub options: WindowOptions,
+    /// Group minutes restored from a checkpoint (exchanged to the workers that own them).
+    pub restored: RestoredWindows<'scope, T, GroupKey, GroupWindow>,
+    /// The ingest points' cuts, on every worker.
+    pub cuts: Stream<'scope, T, Vec<Cut>>,
+}
 
 /// The group rollups of the final minute rows among `app_rollups`, labelled with the
-/// directory whose changes are `changes` (all of them on every worker: broadcast).
+/// directory whose changes are `changes` (all of them on every worker: broadcast); and the
+/// snapshots of the open group minutes at the end of each checkpointed epoch.
 pub fn group_rollups<'scope, T: GraphTime>(
     app_rollups: Stream<'scope, T, Vec<AppRollup>>,
     changes: Stream<'scope, T, Vec<Change<T>>>,
-) -> Stream<'scope, T, Vec<GroupRollup>> {
+    state: GroupState<'scope, T>,
+) -> WindowedStreams<'scope, T, GroupRollup> {
     let parts = enrich(app_rollups, changes);
-    group_windows(parts)
+    group_windows(parts, state)
 }
 
 /// An app's place: its space and org ids.
@@ -153,21 +172,20 @@ fn place_at<T: GraphTime>(
     place.unwrap_or_default()
 }
 
-fn part_hash(part: &GroupRollup) -> u64 {
-    let mut hasher = FxHasher::default();
-    (part.kind, &part.group_id, part.minute).hash(&mut hasher);
-    hasher.finish()
-}
+/// A group: a space or an org, by id.
+pub type GroupKey = (GroupKind, Str);
 
-/// One minute's groups, and the capabilities to emit them at.
-struct GroupMinute<T: GraphTime> {
-    caps: CapabilitySet<T>,
-    groups: FxHashMap<(GroupKind, Str), (GroupRollup, Totals)>,
+/// What an open group minute keeps: the sums so far (key fields unset) and its float sums,
+/// kept exact.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupWindow {
+    sums: GroupRollup,
+    totals: Totals,
 }
 
 /// A group's float sums, kept exact: parts arrive from every worker (and, in a cluster, every
 /// process) in no fixed order, and an `f64` sum would change in its last bits with it.
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Totals {
     cpu: Option<ExactSum>,
     memory: Option<ExactSum>,
@@ -188,7 +206,7 @@ impl Totals {
     }
 
     /// The group's row with its float sums filled in.
-    fn finish(self, mut row: GroupRollup) -> GroupRollup {
+    fn finish(&self, mut row: GroupRollup) -> GroupRollup {
         row.cpu_total = self.cpu.map(|sum| sum.value());
         row.memory_bytes_total = self.memory.map(|sum| sum.value());
         row.disk_bytes_total = self.disk.map(|sum| sum.value());
@@ -196,57 +214,77 @@ impl Totals {
     }
 }
 
+fn group_hash(kind: GroupKind, group_id: &str) -> u64 {
+    let mut hasher = FxHasher::default();
+    (kind, group_id).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The space and org minutes as windows of the minute (see [`crate::rollup`]): parts are
+/// summed by group, a minute is written once the frontier passes its end, and with
+/// checkpoints the open ones go into every snapshot and rows follow their epoch's checkpoint.
+pub struct GroupRollups;
+
+impl WindowAggregate for GroupRollups {
+    type Sample = GroupRollup;
+    type Key = GroupKey;
+    type State = GroupWindow;
+    type Row = GroupRollup;
+
+    const PROVISIONAL_ROWS: bool = false;
+
+    fn window(part: &GroupRollup) -> (GroupKey, i64) {
+        ((part.kind, part.group_id.clone()), part.minute)
+    }
+
+    fn update(state: &mut GroupWindow, part: GroupRollup) {
+        state.totals.add(&part);
+        state.sums.merge(&part);
+    }
+
+    fn row(
+        (kind, group_id): &GroupKey,
+        start: i64,
+        _width: u32,
+        state: &GroupWindow,
+        _is_final: bool,
+    ) -> GroupRollup {
+        state.totals.finish(GroupRollup {
+            kind: *kind,
+            group_id: group_id.clone(),
+            minute: start,
+            ..state.sums.clone()
+        })
+    }
+
+    fn key_hash((kind, group_id): &GroupKey) -> u64 {
+        group_hash(*kind, group_id)
+    }
+
+    fn sample_hash(part: &GroupRollup) -> u64 {
+        group_hash(part.kind, &part.group_id)
+    }
+
+    fn save(windows: Vec<OpenWindow<GroupKey, GroupWindow>>, into: &mut WindowState) {
+        into.group.extend(windows);
+    }
+}
+
+/// Sums the parts of each group's minute on the worker that owns the group.
 fn group_windows<'scope, T: GraphTime>(
     parts: Stream<'scope, T, Vec<GroupRollup>>,
-) -> Stream<'scope, T, Vec<GroupRollup>> {
-    parts.unary_frontier::<CapacityContainerBuilder<Vec<GroupRollup>>, _, _, _>(
-        Exchange::new(part_hash),
+    state: GroupState<'scope, T>,
+) -> WindowedStreams<'scope, T, GroupRollup> {
+    let mut options = state.options;
+    // The gauge of open windows counts the app and platform windows the SPEC's tables are
+    // made of, as it always has; group minutes are counted apart (and not shown).
+    options.open_windows = Arc::default();
+    windowed_by_key::<GroupRollups, T>(
+        parts,
         "GroupWindows",
-        |_capability, _info| {
-            let mut minutes: BTreeMap<i64, GroupMinute<T>> = BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|time, data| {
-                    let caps = time.retain_stamp(0);
-                    for part in data.flat_map(|batch| batch.drain(..)) {
-                        let minute = minutes.entry(part.minute).or_insert_with(|| GroupMinute {
-                            caps: CapabilitySet::new(),
-                            groups: FxHashMap::default(),
-                        });
-                        for cap in caps.iter() {
-                            minute.caps.insert(cap.clone());
-                        }
-                        let (sum, totals) = minute
-                            .groups
-                            .entry((part.kind, part.group_id.clone()))
-                            .or_insert_with(|| {
-                                let empty = GroupRollup {
-                                    kind: part.kind,
-                                    group_id: part.group_id.clone(),
-                                    minute: part.minute,
-                                    ..GroupRollup::default()
-                                };
-                                (empty, Totals::default())
-                            });
-                        totals.add(&part);
-                        sum.merge(&part);
-                    }
-                });
-                let watermark = frontier_bounds(&frontier.frontier()).map(|(w, _)| w);
-                while let Some(entry) = minutes.first_entry() {
-                    let end = *entry.key() + i64::from(MINUTE);
-                    if watermark.is_some_and(|w| (w as i64) < end) {
-                        break;
-                    }
-                    let minute = entry.remove();
-                    let mut rows: Vec<GroupRollup> = minute
-                        .groups
-                        .into_values()
-                        .map(|(row, totals)| totals.finish(row))
-                        .collect();
-                    rows.sort_by(|a, b| (a.kind, &a.group_id).cmp(&(b.kind, &b.group_id)));
-                    output.session(&minute.caps).give_iterator(rows.into_iter());
-                }
-            }
-        },
+        MINUTE,
+        options,
+        state.restored,
+        state.cuts,
     )
 }

@@ -129,6 +129,8 @@ fn run(workers: usize, steps: Vec<Step>) -> Output {
             let state = StateInputs {
                 app_windows: empty(scope),
                 platform_windows: empty(scope),
+                group_windows: empty(scope),
+                directory: empty(scope),
                 cuts: empty(scope),
                 listings: scope.input_from(&mut listings),
             };

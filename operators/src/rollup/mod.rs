@@ -68,6 +68,10 @@ pub trait WindowAggregate: 'static {
     fn sample_hash(sample: &Self::Sample) -> u64;
     /// Puts open windows of this kind into a checkpoint's state.
     fn save(windows: Vec<OpenWindow<Self::Key, Self::State>>, into: &mut WindowState);
+    /// Whether open windows are also written as provisional rows (at flushes, at the end of
+    /// epochs). The space and org rollups are not: their rows are sums of final rows, written
+    /// once (SPEC §11).
+    const PROVISIONAL_ROWS: bool = true;
 }
 
 /// Shared settings and gauges of the rollup operators.
@@ -146,6 +150,24 @@ impl<'scope, T: GraphTime, S: ExchangeData> Windowed<'scope, T, S> for Stream<'s
             windowed_over::<A, T, S, _>(self, Pipeline, name, width, options, restored, cuts)
         }
     }
+}
+
+/// [`Windowed`] over samples that are not on their window's worker yet, in one process or
+/// several: they are exchanged by [`WindowAggregate::sample_hash`].
+pub(crate) fn windowed_by_key<'scope, A, T>(
+    samples: Stream<'scope, T, Vec<A::Sample>>,
+    name: &str,
+    width: u32,
+    options: WindowOptions,
+    restored: RestoredWindows<'scope, T, A::Key, A::State>,
+    cuts: Stream<'scope, T, Vec<Cut>>,
+) -> WindowedStreams<'scope, T, A::Row>
+where
+    A: WindowAggregate,
+    T: GraphTime,
+{
+    let by_key = Exchange::new(|sample: &A::Sample| A::sample_hash(sample));
+    windowed_over::<A, T, A::Sample, _>(samples, by_key, name, width, options, restored, cuts)
 }
 
 /// The `Windowed` operator, its samples arriving through `pact`.
@@ -395,7 +417,7 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
                 self.close(None, is_final, 0, &mut out);
             }
         }
-        if !self.options.checkpoints && self.flush_due() {
+        if !self.options.checkpoints && A::PROVISIONAL_ROWS && self.flush_due() {
             let rows = out.rows(0);
             flush_changed::<A>(&mut self.windows, self.width, rows);
             self.last_flush = Instant::now();
@@ -425,7 +447,9 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
                     A::save(open_windows::<A>(&self.windows, self.width), &mut windows);
                     out.snapshots.push(Snapshot { epoch, windows });
                 }
-                flush_changed::<A>(&mut self.windows, self.width, out.rows(epoch));
+                if A::PROVISIONAL_ROWS {
+                    flush_changed::<A>(&mut self.windows, self.width, out.rows(epoch));
+                }
             }
             // On to the next epoch anything is known of: still in an input, or waiting here.
             let next = [samples, cuts]
@@ -484,7 +508,7 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
 
     /// When the next provisional flush is due, if windows are open and flushes happen.
     fn next_flush(&self) -> Option<Instant> {
-        if self.options.checkpoints || self.windows.is_empty() {
+        if self.options.checkpoints || !A::PROVISIONAL_ROWS || self.windows.is_empty() {
             return None;
         }
         let interval = Duration::from_nanos(self.options.flush_interval.load(Ordering::Relaxed));

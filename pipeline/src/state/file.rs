@@ -23,8 +23,11 @@ use sluice_sources::SourcePosition;
 const MAGIC: &[u8; 13] = b"SLUICE-STATE\n";
 /// The layout of [`Checkpoint`]; postcard has no field names, so any change to it (or to a
 /// window's state) needs a new number.
-/// (3: the rows of `Records` carry their app's names, SPEC §11.)
-pub const FORMAT: u32 = 3;
+/// (3: the rows of `Records` carry their app's names, SPEC §11. 4: the directory's facts and
+/// the open space and org minutes, SPEC §11, are in the windows; a format-3 file is refused
+/// like any other, since it has neither and a run continued from it would name and group the
+/// minutes it continues differently.)
+pub const FORMAT: u32 = 4;
 // (The rows are `Records`, whose layout the disk buffer's codec also versions.)
 const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
 
