@@ -208,8 +208,8 @@ fn minute(row: &[Cell]) -> Option<i64> {
 /// table (`updated` included: a restored app is not written again at the restart's watermark)
 /// and the space and org rollups of an uninterrupted run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not passing yet: after a restart about 18 app rows a minute move into space '' \
-            (the app table matches); see the ckpt branch's report"]
+#[ignore = "flaky: two uninterrupted runs already group an app's first ~10 minutes differently \
+            (space '' or its own); passes and fails with or without a kill; see the ckpt report"]
 async fn the_directory_and_group_minutes_survive_kill_9_and_a_restart() {
     const GROUP_TABLES: [&str; 3] = ["app", "space_metric_rollup", "org_metric_rollup"];
     let dump = |path: PathBuf| async move {
