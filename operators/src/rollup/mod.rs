@@ -515,13 +515,15 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
         self.last_flush.checked_add(interval)
     }
 
-    /// A capability to emit what belongs to `epoch` under: the epoch coordinate raised to it.
+    /// A capability to emit what belongs to `epoch` under: the held one of least watermark
+    /// (see [`WindowCore::release`]), its epoch coordinate raised to `epoch`.
     fn emit_at(&self, caps: &CapabilitySet<T>, epoch: u64) -> Capability<T> {
-        let first = caps
-            .first()
+        let least = caps
+            .iter()
+            .min_by_key(|cap| cap.time().watermark())
             .expect("a capability is held while windows are open");
-        let time = T::at(first.time().watermark(), first.time().epoch().max(epoch));
-        first.delayed(&time)
+        let time = T::at(least.time().watermark(), least.time().epoch().max(epoch));
+        least.delayed(&time)
     }
 
     /// Lets go of what will not be emitted at: every capability when nothing is open or
@@ -542,7 +544,7 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
                 0
             },
         );
-        let raise = |caps: &CapabilitySet<T>| -> CapabilitySet<T> {
+        let raise = |caps: &CapabilitySet<T>, watermark: u64| -> CapabilitySet<T> {
             caps.iter()
                 .map(|cap| {
                     let time = cap.time();
@@ -553,8 +555,23 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
                 })
                 .collect()
         };
-        self.row_caps = raise(&self.row_caps);
-        self.snapshot_caps = raise(&self.snapshot_caps);
+        // A window's row goes out at a time whose watermark is below the window's end, so that
+        // what labels it by the directory as of its end (`crate::groups`) knows which of the
+        // directory's changes came before it whatever the scheduling: a row capability stays
+        // below the end of every open window, and of every window a waiting sample (sent
+        // below its window's end) will open. The frontier may be past such an end while a
+        // sample of a later epoch waits (see `step`).
+        let open_end = self
+            .windows
+            .first_key_value()
+            .map(|(start, _)| start.saturating_add(i64::from(self.width)));
+        let row_watermark = open_end
+            .map(|end| u64::try_from(end.saturating_sub(1)).unwrap_or(0))
+            .into_iter()
+            .chain(self.waiting_floor.values().copied())
+            .fold(watermark, u64::min);
+        self.row_caps = raise(&self.row_caps, row_watermark);
+        self.snapshot_caps = raise(&self.snapshot_caps, watermark);
     }
 }
 
