@@ -1,44 +1,22 @@
 //! `[metadata]` end to end (SPEC §11): `sluice run` lists a Cloud Controller stand-in served
-//! by this test (UAA token, `/v3/apps` paged 4 apps a page through `pagination.next`, with
+//! by this test (`sluice_test_support::cloud_controller`: UAA token, `/v3/apps` paged 4 apps a page through `pagination.next`, with
 //! `included` spaces and orgs), and the `app` table follows its listings: after every refresh
 //! the table equals the last listing, and the rows written equal the apps that changed. Also:
 //! a `429` and a `503` are waited out and a revoked token replaced; an unreachable Cloud
 //! Controller is one error and the run goes on; a replay's first minute is grouped by the
 //! Cloud Controller's spaces because the first listing was awaited.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde_json::json;
+use sluice_test_support::cloud_controller::{App, StandIn};
 use sluice_test_support::simulate;
 use sluice_test_support::*;
 
 /// Generous: the suite shares 2 cores.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The apps the Cloud Controller stand-in pages through.
-const PAGE_SIZE: usize = 4;
-
-/// An app as the Cloud Controller lists it, and as the `app` table must hold it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct App {
-    guid: String,
-    name: String,
-    space_id: String,
-    space_name: String,
-    org_id: String,
-    org_name: String,
-}
 
 /// The spaces of the stand-in's foundation: (id, name, org id, org name).
 const SPACES: [(&str, &str, &str, &str); 3] = [
@@ -56,166 +34,6 @@ fn app(n: u32, name: &str, space: usize) -> App {
         space_name: space_name.to_owned(),
         org_id: org_id.to_owned(),
         org_name: org_name.to_owned(),
-    }
-}
-
-/// What the stand-in serves and has seen.
-#[derive(Default)]
-struct Foundation {
-    /// Every listing the test will serve, by version; `current` is served now.
-    listings: Vec<Vec<App>>,
-    current: usize,
-    /// Statuses to answer the next `/v3/apps` requests with, before serving again.
-    faults: VecDeque<u16>,
-    /// A token answered 401 (revoked).
-    revoked: Option<String>,
-    tokens_issued: u64,
-    pages_served: u64,
-    /// `http://host:port`, for the `next` links.
-    base: String,
-    /// How long every page takes: a slow Cloud Controller.
-    delay: Duration,
-}
-
-type Shared = Arc<Mutex<Foundation>>;
-
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Foundation> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-async fn token(State(shared): State<Shared>) -> Response {
-    let mut foundation = lock(&shared);
-    foundation.tokens_issued += 1;
-    Json(json!({
-        "access_token": format!("token-{}", foundation.tokens_issued),
-        "token_type": "bearer",
-        "expires_in": 3600,
-    }))
-    .into_response()
-}
-
-async fn apps(
-    State(shared): State<Shared>,
-    Query(query): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let delay = lock(&shared).delay;
-    tokio::time::sleep(delay).await;
-    let mut foundation = lock(&shared);
-    if let Some(status) = foundation.faults.pop_front() {
-        let mut response = (
-            StatusCode::from_u16(status).expect("a status"),
-            "try again later",
-        )
-            .into_response();
-        if status == 429 {
-            response
-                .headers_mut()
-                .insert("retry-after", "1".parse().expect("a header"));
-        }
-        return response;
-    }
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("bearer ")
-                .or_else(|| v.strip_prefix("Bearer "))
-        })
-        .map(str::to_owned);
-    if bearer.is_none() || bearer == foundation.revoked {
-        return (StatusCode::UNAUTHORIZED, "Invalid Auth Token").into_response();
-    }
-    assert_eq!(
-        query.get("include").map(String::as_str),
-        Some("space.organization")
-    );
-    // A listing's pages come from one version: the first page's, carried in `next`.
-    let version = query
-        .get("v")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(foundation.current);
-    let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
-    let listing = foundation.listings[version].clone();
-    foundation.pages_served += 1;
-    let on_page: Vec<&App> = listing
-        .iter()
-        .skip((page - 1) * PAGE_SIZE)
-        .take(PAGE_SIZE)
-        .collect();
-    let next = (page * PAGE_SIZE < listing.len()).then(|| {
-        json!({ "href": format!(
-            "{}/v3/apps?page={}&per_page={PAGE_SIZE}&include=space.organization&v={version}",
-            foundation.base, page + 1) })
-    });
-    let mut spaces = BTreeMap::new();
-    let mut orgs = BTreeMap::new();
-    for app in &on_page {
-        spaces.insert(
-            &app.space_id,
-            json!({ "guid": app.space_id, "name": app.space_name,
-            "relationships": { "organization": { "data": { "guid": app.org_id } } } }),
-        );
-        orgs.insert(
-            &app.org_id,
-            json!({ "guid": app.org_id, "name": app.org_name }),
-        );
-    }
-    Json(json!({
-        "pagination": { "total_results": listing.len(), "next": next },
-        "resources": on_page.iter().map(|app| json!({
-            "guid": app.guid, "name": app.name, "state": "STARTED",
-            "relationships": { "space": { "data": { "guid": app.space_id } } },
-        })).collect::<Vec<_>>(),
-        "included": {
-            "spaces": spaces.into_values().collect::<Vec<_>>(),
-            "organizations": orgs.into_values().collect::<Vec<_>>(),
-        },
-    }))
-    .into_response()
-}
-
-/// The Cloud Controller and UAA stand-in, served on a runtime of its own until dropped.
-struct StandIn {
-    addr: SocketAddr,
-    shared: Shared,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl StandIn {
-    fn start(listings: Vec<Vec<App>>) -> StandIn {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let shared: Shared = Arc::new(Mutex::new(Foundation {
-            listings,
-            ..Foundation::default()
-        }));
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("a port");
-        let addr = listener.local_addr().expect("an address");
-        lock(&shared).base = format!("http://{addr}");
-        let router = Router::new()
-            .route("/oauth/token", post(token))
-            .route("/v3/apps", get(apps))
-            .with_state(shared.clone());
-        runtime.spawn(async move { axum::serve(listener, router).await });
-        StandIn {
-            addr,
-            shared,
-            _runtime: runtime,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn foundation(&self) -> std::sync::MutexGuard<'_, Foundation> {
-        lock(&self.shared)
     }
 }
 

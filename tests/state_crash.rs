@@ -3,10 +3,13 @@
 //! with memory and disk buffers. The kills land at varied moments after checkpoints exist,
 //! one of them while a checkpoint is being written.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use sluice_simulator::SimulatedApp;
+use sluice_test_support::cloud_controller::{App, StandIn};
 use sluice_test_support::mariadb::{Cell, TestDatabase, dump_mysql, dump_sqlite};
 use sluice_test_support::*;
 
@@ -193,4 +196,125 @@ async fn kill_9_at_any_moment_then_a_restart_ends_with_the_tables_of_an_uninterr
     }
     mysql_memory.drop_database().await;
     mysql_disk.drop_database().await;
+}
+
+/// The Cloud Controller's listing for the test below: every other untagged app, and every
+/// fifth tagged one (the Cloud Controller wins over its tags), in spaces of its own.
+fn cloud_controller_listing(apps: &[SimulatedApp]) -> Vec<App> {
+    apps.iter()
+        .enumerate()
+        .filter(|(i, app)| if app.tagged { i % 5 == 0 } else { i % 2 == 0 })
+        .map(|(i, app)| App {
+            guid: app.guid.hyphenated().to_string(),
+            name: format!("cc-{i}"),
+            space_id: format!("cc-space-{}", i % 3),
+            space_name: format!("cc-space-{}-name", i % 3),
+            org_id: format!("cc-org-{}", i % 2),
+            org_name: format!("cc-org-{}-name", i % 2),
+        })
+        .collect()
+}
+
+/// `config` with a `[metadata]` section naming the stand-in at `cc_url`.
+fn with_metadata(config: PathBuf, cc_url: &str) -> PathBuf {
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    // Listed once at each start: no refresh within a run.
+    text.push_str(&format!(
+        "\n[metadata]\ncc_url = {cc_url:?}\nuaa_url = {cc_url:?}\nclient_id = \"sluice\"\n\
+         client_secret = \"s3cr3t\"\nrefresh = \"1h\"\nstartup_timeout = \"30s\"\n"
+    ));
+    std::fs::write(&config, text).expect("config written");
+    config
+}
+
+/// SPEC §9 with §11: the directory (half the apps tagged, a Cloud Controller listing some
+/// of the untagged ones and overriding some tagged ones) and the space and org minutes are in
+/// every checkpoint, so a replay `kill -9`ed after checkpoints and restarted writes the `app`
+/// table (`updated` included: a restored app is not written again at the restart's watermark)
+/// and the space and org rollups of an uninterrupted run — every minute of them: an app's
+/// minute counts under the facts stated before it closed, whatever the scheduling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_and_group_minutes_survive_kill_9_and_a_restart() {
+    const GROUP_TABLES: [&str; 3] = ["app", "space_metric_rollup", "org_metric_rollup"];
+    let dump = |path: PathBuf| async move {
+        let mut tables = Vec::new();
+        for table in GROUP_TABLES {
+            tables.push(dump_sqlite(&path, table).await);
+        }
+        tables
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let capture = dir.path().join("capture.bin");
+    // About 100 minutes of event time; 300 apps, half of them tagged (the simulator's default).
+    write_capture(&capture, &simulated_events(29, 300, 300_000, 0.0));
+    let cc = StandIn::start(vec![cloud_controller_listing(&simulated_apps(29, 300))]);
+
+    let reference = dir.path().join("reference.db");
+    assert_success(&run_config(&with_metadata(
+        config(
+            dir.path(),
+            "reference",
+            &capture,
+            &Store::Sqlite(reference.clone()),
+            false,
+        ),
+        &cc.url(),
+    )));
+    let expected = dump(reference).await;
+    // Every kind of place is there: the Cloud Controller's spaces, the tags', and '' for
+    // apps neither names.
+    let spaces: BTreeSet<String> = expected[1]
+        .iter()
+        .filter_map(|row| match row.first() {
+            Some(Cell::Text(space)) => Some(space.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(spaces.contains("cc-space-0"), "{spaces:?}");
+    assert!(spaces.contains(""), "{spaces:?}");
+    assert!(
+        spaces
+            .iter()
+            .any(|s| !s.is_empty() && !s.starts_with("cc-")),
+        "{spaces:?}"
+    );
+
+    let crashed = dir.path().join("crashed.db");
+    let config = with_metadata(
+        config(
+            dir.path(),
+            "crashed",
+            &capture,
+            &Store::Sqlite(crashed.clone()),
+            false,
+        ),
+        &cc.url(),
+    );
+    let kills = [
+        Some(Duration::from_millis(900)),
+        Some(Duration::from_millis(1500)),
+    ];
+    let killed = crash_through(&config, &dir.path().join("crashed-state"), &kills);
+    assert!(killed >= 1, "no run was killed mid-way");
+    let tables = dump(crashed).await;
+    for (i, table) in GROUP_TABLES.iter().enumerate() {
+        assert!(expected[i].len() > 100, "{table}: enough rows to compare");
+        let missing: Vec<_> = expected[i]
+            .iter()
+            .filter(|r| !tables[i].contains(r))
+            .take(4)
+            .collect();
+        let extra: Vec<_> = tables[i]
+            .iter()
+            .filter(|r| !expected[i].contains(r))
+            .take(4)
+            .collect();
+        assert!(
+            tables[i] == expected[i],
+            "{table} differs from an uninterrupted run's ({} rows against {}): missing \
+             {missing:?}, not expected {extra:?}",
+            tables[i].len(),
+            expected[i].len()
+        );
+    }
 }

@@ -1,5 +1,7 @@
 //! What the graph saves at a checkpoint and restores at start (SPEC §9): the open windows of
-//! every rollup kind and width, with everything needed to continue them exactly. The
+//! every rollup kind and width (the space and org minutes of SPEC §11 among them), with
+//! everything needed to continue them exactly, and the facts the Cloud Foundry directory is
+//! made of (SPEC §11), so that a restarted run names and groups exactly as before. The
 //! watermark and the source positions are the pipeline's ingest point's to save; the file
 //! that holds it all is the pipeline's too.
 //!
@@ -11,6 +13,8 @@
 use serde::{Deserialize, Serialize};
 use sluice_model::Str;
 
+use crate::directory::SavedFact;
+use crate::groups::{GroupKey, GroupWindow};
 use crate::rollup::app::AppWindow;
 use crate::rollup::platform::PlatformWindow;
 use crate::route::PlatformKey;
@@ -32,26 +36,34 @@ pub struct OpenWindow<K, S> {
     pub state: S,
 }
 
-/// The open windows of every rollup kind and width.
+/// The open windows of every rollup kind and width, and the directory's facts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowState {
     pub app: Vec<OpenWindow<Str, AppWindow>>,
     pub platform: Vec<OpenWindow<PlatformKey, PlatformWindow>>,
+    /// Space and org minutes (SPEC §11) not closed yet.
+    pub group: Vec<OpenWindow<GroupKey, GroupWindow>>,
+    /// What each worker's tags and the Cloud Controller's last listing say of each app:
+    /// the directory is rebuilt from them exactly (the Cloud Controller's fact still wins).
+    pub directory: Vec<SavedFact>,
 }
 
 impl WindowState {
-    /// Adds another operator's windows.
+    /// Adds another operator's windows (or facts).
     pub fn extend(&mut self, other: WindowState) {
         self.app.extend(other.app);
         self.platform.extend(other.platform);
+        self.group.extend(other.group);
+        self.directory.extend(other.directory);
     }
 
+    /// How many windows, of every kind (the directory's facts are not windows).
     pub fn len(&self) -> usize {
-        self.app.len() + self.platform.len()
+        self.app.len() + self.platform.len() + self.group.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == 0 && self.directory.is_empty()
     }
 }
 

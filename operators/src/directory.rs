@@ -10,13 +10,20 @@
 //!                 directory changes ((app_id, info), time, ±1) ─► AppRows ─► `apps` stream
 //! ```
 //!
+//! With checkpoints (SPEC §9) `DirectorySnapshots` saves, at the end of every checkpointed
+//! epoch, the facts as they stood then (each worker its own: its tags' last facts, and on the
+//! worker that takes listings the last listing's); a restarted run sends them back into
+//! `TagFacts` and `ListingFacts`, which continue from them and state them again in an epoch
+//! before the run's first. The directory is then what it was, `Enrich` and `Names` label with
+//! it from the first record on, and `AppRows` writes no row for it (the stores have them).
+//!
 //! A listing is the Cloud Controller's whole answer; it enters as itself minus the listing
 //! before it, so differential's consolidation is what finds the apps that changed, and the
 //! reduce emits changes only for those: an unchanged app costs nothing downstream and writes
 //! no row. An app missing from a new listing loses its Cloud Controller fact; if no tag fact
 //! remains, it leaves the directory (a delete of its row).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
 use differential_dataflow::AsCollection;
@@ -29,10 +36,14 @@ use sluice_model::records::{AppInfo, AppRow};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 
-use crate::time::{GraphTime, stamp_join};
+use crate::checkpoint::{Cut, Snapshot, WindowState};
+use crate::graph::Placement;
+use crate::route::app_key_hash;
+use crate::time::{GraphTime, frontier_bounds, stamp_join};
 use crate::watermark::Stamped;
 
 /// Where a fact about an app comes from. The Cloud Controller's sorts first: it wins.
@@ -44,6 +55,10 @@ pub enum Origin {
 
 /// One fact: an app and what a source says of it.
 pub type Fact = (Str, (Origin, AppInfo));
+
+/// A fact as a checkpoint keeps it, with how many times it holds on the worker that saved it
+/// (once, unless a listing named an app twice).
+pub type SavedFact = (Fact, isize);
 
 /// A change of the directory: an app's entry, added (+1) or removed (−1), at a time.
 pub type Change<T> = ((Str, AppInfo), T, isize);
@@ -61,10 +76,26 @@ pub fn app_hash(app_id: &str) -> u64 {
     hasher.finish()
 }
 
-/// What the directory makes: its changes (every worker's share) and the `apps` rows.
+/// What the directory makes: its changes (every worker's share), the `apps` rows, and (with
+/// checkpoints) its facts at the end of every checkpointed epoch.
 pub struct DirectoryStreams<'scope, T: GraphTime> {
     pub changes: Stream<'scope, T, Vec<Change<T>>>,
     pub rows: Stream<'scope, T, Vec<AppRow>>,
+    pub snapshots: Option<Stream<'scope, T, Vec<Snapshot>>>,
+}
+
+/// What the directory starts from and saves (SPEC §9).
+pub struct DirectoryState<'scope, T: GraphTime> {
+    /// The facts of a restored checkpoint, on any worker, sent in an epoch before
+    /// `first_epoch`; an empty stream without one.
+    pub restored: Stream<'scope, T, Vec<SavedFact>>,
+    /// The ingest points' cuts, on every worker; `None` without checkpoints.
+    pub cuts: Option<Stream<'scope, T, Vec<Cut>>>,
+    /// The epoch this run's records start in: changes of earlier epochs are the restored
+    /// directory, whose `app` rows the stores already have. 0 without checkpoints.
+    pub first_epoch: u64,
+    /// Where the records of an app are, so that its tags' last fact is restored there.
+    pub placement: Placement,
 }
 
 /// Builds the directory from the records' tags and the Cloud Controller's listings. The
@@ -72,18 +103,34 @@ pub struct DirectoryStreams<'scope, T: GraphTime> {
 pub fn directory<'scope, T: GraphTime>(
     records: Stream<'scope, T, Vec<Stamped>>,
     listings: Stream<'scope, T, Vec<Listing>>,
+    state: DirectoryState<'scope, T>,
 ) -> (Stream<'scope, T, Vec<Stamped>>, DirectoryStreams<'scope, T>) {
-    let (records, tags) = tag_facts(records);
-    let changes = resolve(tags.concat(listing_facts(listings))).inner;
-    let rows = app_rows(changes.clone());
-    (records, DirectoryStreams { changes, rows })
+    let (records, tags) = tag_facts(records, state.restored.clone(), state.placement);
+    let facts = tags.concat(listing_facts(listings, state.restored));
+    let snapshots = state
+        .cuts
+        .map(|cuts| directory_snapshots(facts.inner.clone(), cuts));
+    let changes = resolve(facts).inner;
+    let rows = app_rows(changes.clone(), state.first_epoch);
+    (
+        records,
+        DirectoryStreams {
+            changes,
+            rows,
+            snapshots,
+        },
+    )
 }
 
 /// The facts the records' tags state, as changes: an app's first tagged record adds its
 /// fact, a record whose tags differ from the last ones replaces it. The map of last tags is
-/// one entry per tagged app seen. The records pass through.
+/// one entry per tagged app seen. The records pass through. Restored tag facts (from
+/// `restored`, exchanged to the worker the app's records go to) fill the map before any
+/// record is looked at, and are stated again at their time.
 pub fn tag_facts<'scope, T: GraphTime>(
     records: Stream<'scope, T, Vec<Stamped>>,
+    restored: Stream<'scope, T, Vec<SavedFact>>,
+    placement: Placement,
 ) -> (
     Stream<'scope, T, Vec<Stamped>>,
     VecCollection<'scope, T, Fact>,
@@ -91,6 +138,15 @@ pub fn tag_facts<'scope, T: GraphTime>(
     let scope = records.scope();
     let mut builder = OperatorBuilder::new("TagFacts".to_owned(), scope);
     let mut input = builder.new_input(records, Pipeline);
+    // Tag facts go where the app's records go (see `graph::build_with_state`); the Cloud
+    // Controller's go to `ListingFacts`, and pass here on worker 0 to be dropped.
+    let mut restored_in = builder.new_input(
+        restored,
+        Exchange::new(move |((app, (origin, _)), _): &SavedFact| match origin {
+            Origin::Tags => placement.record_worker(app_key_hash(app)),
+            Origin::CloudController => 0,
+        }),
+    );
     let (records_out, records) = builder.new_output();
     let (facts_out, facts) = builder.new_output();
     let mut records_out =
@@ -99,9 +155,26 @@ pub fn tag_facts<'scope, T: GraphTime>(
         OutputBuilder::<_, CapacityContainerBuilder<Vec<(Fact, T, isize)>>>::from(facts_out);
     builder.build(move |_capabilities| {
         let mut last: FxHashMap<Str, AppInfo> = FxHashMap::default();
-        move |_frontiers| {
+        move |frontiers| {
             let mut records_out = records_out.activate();
             let mut facts_out = facts_out.activate();
+            restored_in.for_each(|time, data| {
+                let Some(at) = stamp_join(time.stamp().iter()) else {
+                    return;
+                };
+                let cap = time.delayed(&at, 1);
+                let mut session = facts_out.session(&cap);
+                for ((app, (origin, info)), count) in data.drain(..) {
+                    if origin == Origin::Tags {
+                        last.insert(app.clone(), info.clone());
+                        session.give(((app, (origin, info)), at, count));
+                    }
+                }
+            });
+            // Records wait (in the input) until the restored facts are in `last`.
+            if !frontiers[1].frontier().is_empty() {
+                return;
+            }
             input.for_each(|time, data| {
                 if let Some(at) = stamp_join(time.stamp().iter()) {
                     let cap = time.delayed(&at, 1);
@@ -173,17 +246,42 @@ fn same_names(known: &AppInfo, values: &AppTagValues<'_>) -> bool {
 }
 
 /// The facts the Cloud Controller's listings state: each listing added, and the one before
-/// it retracted, at the listing's time.
+/// it retracted, at the listing's time. The listings arrive on one worker (worker 0); a
+/// restored listing's facts (from `restored`) are the one before the first, stated again at
+/// their time.
 pub fn listing_facts<'scope, T: GraphTime>(
     listings: Stream<'scope, T, Vec<Listing>>,
+    restored: Stream<'scope, T, Vec<SavedFact>>,
 ) -> VecCollection<'scope, T, Fact> {
     listings
-        .unary::<CapacityContainerBuilder<Vec<(Fact, T, isize)>>, _, _, _>(
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<(Fact, T, isize)>>, _, _, _, _>(
+            restored,
             Pipeline,
+            Exchange::new(|_: &SavedFact| 0),
             "ListingFacts",
             |_capability, _info| {
                 let mut previous: Vec<(Str, AppInfo)> = Vec::new();
-                move |input, output| {
+                move |(input, _), (restored, restored_frontier), output| {
+                    restored.for_each(|time, data| {
+                        let Some(at) = stamp_join(time.stamp().iter()) else {
+                            return;
+                        };
+                        let cap = time.delayed(&at, 0);
+                        let mut session = output.session(&cap);
+                        for ((app, (origin, info)), count) in data.drain(..) {
+                            if origin != Origin::CloudController {
+                                continue;
+                            }
+                            for _ in 0..count {
+                                previous.push((app.clone(), info.clone()));
+                            }
+                            session.give(((app, (origin, info)), at, count));
+                        }
+                    });
+                    // A listing waits until the one it retracts is known.
+                    if !restored_frontier.frontier().is_empty() {
+                        return;
+                    }
                     input.for_each_stamp(|time, data| {
                         let Some(at) = stamp_join(time.stamp().iter()) else {
                             return;
@@ -220,9 +318,11 @@ pub fn resolve<'scope, T: GraphTime>(
 }
 
 /// The `app` table's changes: for each app that changed at a time, its new row, or its
-/// removal when it left the directory.
+/// removal when it left the directory. Changes of epochs before `first_epoch` are the
+/// restored directory: the stores have its rows.
 pub fn app_rows<'scope, T: GraphTime>(
     changes: Stream<'scope, T, Vec<Change<T>>>,
+    first_epoch: u64,
 ) -> Stream<'scope, T, Vec<AppRow>> {
     changes.unary::<CapacityContainerBuilder<Vec<AppRow>>, _, _, _>(
         Exchange::new(|change: &Change<T>| app_hash(&change.0.0)),
@@ -233,7 +333,10 @@ pub fn app_rows<'scope, T: GraphTime>(
                     // An app's changes at one time: at most one addition (its new entry)
                     // and one removal (its old one).
                     let mut by_app: BTreeMap<(Str, T), (Option<AppInfo>, bool)> = BTreeMap::new();
-                    for ((app, info), at, diff) in data.flat_map(|batch| batch.drain(..)) {
+                    let changes = data
+                        .flat_map(|batch| batch.drain(..))
+                        .filter(|(_, at, _)| at.epoch() >= first_epoch);
+                    for ((app, info), at, diff) in changes {
                         let entry = by_app.entry((app, at)).or_default();
                         if diff > 0 {
                             entry.0 = Some(info);
@@ -252,6 +355,103 @@ pub fn app_rows<'scope, T: GraphTime>(
                     rows.sort_by(|a, b| (a.updated, &a.app_id).cmp(&(b.updated, &b.app_id)));
                     output.session(&time).give_iterator(rows.into_iter());
                 });
+            }
+        },
+    )
+}
+
+/// Saves the facts at the end of every checkpointed epoch: on each worker, the facts it has
+/// stated (its tags' last ones; the last listing's on the worker that takes listings) as of
+/// that epoch — those of later epochs that arrive first wait — as a [`Snapshot`].
+fn directory_snapshots<'scope, T: GraphTime>(
+    facts: Stream<'scope, T, Vec<(Fact, T, isize)>>,
+    cuts: Stream<'scope, T, Vec<Cut>>,
+) -> Stream<'scope, T, Vec<Snapshot>> {
+    facts.binary_frontier::<_, CapacityContainerBuilder<Vec<Snapshot>>, _, _, _, _>(
+        cuts,
+        Pipeline,
+        Pipeline,
+        "DirectorySnapshots",
+        |capability, _info| {
+            // The facts are kept from one checkpoint to the next, so a snapshot may be due at
+            // any cut: the operator holds a capability at the first epoch not saved yet.
+            let mut held: Option<Capability<T>> = Some(capability);
+            let mut saved: FxHashMap<Fact, isize> = FxHashMap::default();
+            let mut pending: BTreeMap<u64, Vec<(Fact, isize)>> = BTreeMap::new();
+            let mut cut_epochs: BTreeSet<u64> = BTreeSet::new();
+            let mut next_epoch = 0u64;
+            move |(facts_in, facts_frontier), (cuts_in, cuts_frontier), output| {
+                facts_in.for_each(|_time, data| {
+                    for (fact, at, diff) in data.drain(..) {
+                        pending.entry(at.epoch()).or_default().push((fact, diff));
+                    }
+                });
+                cuts_in.for_each(|_time, data| {
+                    cut_epochs.extend(data.drain(..).map(|cut| cut.epoch));
+                });
+                let Some(capability) = held.as_mut() else {
+                    return;
+                };
+                let facts_bound = frontier_bounds(&facts_frontier.frontier());
+                let cuts_bound = frontier_bounds(&cuts_frontier.frontier());
+                loop {
+                    let epoch = next_epoch;
+                    let ended = |bound: Option<(u64, u64)>| bound.is_none_or(|(_, e)| e > epoch);
+                    if !(ended(facts_bound) && ended(cuts_bound)) {
+                        break;
+                    }
+                    while let Some(entry) = pending.first_entry() {
+                        if *entry.key() > epoch {
+                            break;
+                        }
+                        for (fact, diff) in entry.remove() {
+                            let count = saved.entry(fact.clone()).or_default();
+                            *count += diff;
+                            if *count == 0 {
+                                saved.remove(&fact);
+                            }
+                        }
+                    }
+                    if cut_epochs.remove(&epoch) && !saved.is_empty() {
+                        let at = capability.delayed(&T::at(capability.time().watermark(), epoch));
+                        let directory = saved.iter().map(|(f, c)| (f.clone(), *c)).collect();
+                        let windows = WindowState {
+                            directory,
+                            ..WindowState::default()
+                        };
+                        output.session(&at).give(Snapshot { epoch, windows });
+                    }
+                    // On to the next epoch anything is known of.
+                    let next = [facts_bound, cuts_bound]
+                        .into_iter()
+                        .flatten()
+                        .map(|(_, e)| e)
+                        .chain(pending.keys().next().copied())
+                        .chain(cut_epochs.first().copied())
+                        .min();
+                    match next {
+                        Some(next) => next_epoch = next.max(epoch + 1),
+                        None => {
+                            next_epoch = epoch + 1;
+                            break;
+                        }
+                    }
+                }
+                if facts_bound.is_none() && cuts_bound.is_none() {
+                    held = None;
+                    return;
+                }
+                let watermark = [facts_bound, cuts_bound]
+                    .into_iter()
+                    .flatten()
+                    .map(|(w, _)| w)
+                    .min()
+                    .unwrap_or(0)
+                    .max(capability.time().watermark());
+                let to = T::at(watermark, next_epoch.max(capability.time().epoch()));
+                if to != *capability.time() {
+                    capability.downgrade(&to);
+                }
             }
         },
     )

@@ -29,7 +29,8 @@ use timely::dataflow::{Scope, Stream};
 
 use crate::app_events::LiveRules;
 use crate::checkpoint::{Cut, OpenWindow, Snapshot};
-use crate::directory::{self, Listing};
+use crate::directory::{self, DirectoryState, Listing, SavedFact};
+use crate::groups::{GroupKey, GroupState, GroupWindow};
 use crate::names::Wait;
 use crate::rollup::app::{AppRollups, AppWindow};
 use crate::rollup::platform::{PlatformRollups, PlatformWindow};
@@ -62,6 +63,11 @@ pub struct StateInputs<'scope, T: GraphTime> {
     pub app_windows: Stream<'scope, T, Vec<OpenWindow<Str, AppWindow>>>,
     /// Platform windows restored from a checkpoint, likewise.
     pub platform_windows: Stream<'scope, T, Vec<OpenWindow<PlatformKey, PlatformWindow>>>,
+    /// Space and org minutes restored from a checkpoint, likewise.
+    pub group_windows: Stream<'scope, T, Vec<OpenWindow<GroupKey, GroupWindow>>>,
+    /// The directory's facts restored from a checkpoint, sent in an epoch before
+    /// [`WindowOptions::first_epoch`] (any worker: they are exchanged to where they belong).
+    pub directory: Stream<'scope, T, Vec<SavedFact>>,
     /// The ingest points' cuts, one per checkpointed epoch each (broadcast here).
     pub cuts: Stream<'scope, T, Vec<Cut>>,
     /// The Cloud Controller's listings (SPEC §11), on any worker; empty without one.
@@ -104,6 +110,17 @@ impl Placement {
     fn local_worker(&self, hash: u64) -> u64 {
         (self.leader() as u64) + hash % (self.workers as u64)
     }
+
+    /// The worker a record with `hash` is exchanged to before Route (see [`build_with_state`]),
+    /// as an exchange's target: in one process `hash` itself, which the exchange takes modulo
+    /// the workers.
+    pub(crate) fn record_worker(&self, hash: u64) -> u64 {
+        if self.processes > 1 {
+            self.local_worker(hash)
+        } else {
+            hash
+        }
+    }
 }
 
 /// Builds the graph over a stream of ingested records (see [`crate::watermark::stamp_batch`]),
@@ -117,6 +134,8 @@ pub fn build<'scope, T: GraphTime>(
     let state = StateInputs {
         app_windows: empty(scope),
         platform_windows: empty(scope),
+        group_windows: empty(scope),
+        directory: empty(scope),
         cuts: empty(scope),
         listings: empty(scope),
     };
@@ -138,9 +157,19 @@ pub fn build_with_state<'scope, T: GraphTime>(
     } else {
         input.exchange(exchange_key)
     };
-    let (exchanged, directory) = directory::directory(exchanged, state.listings);
-    let routed = exchanged.route(rules);
     let cuts = state.cuts.broadcast();
+    let directory_state = DirectoryState {
+        restored: state.directory,
+        cuts: options.checkpoints.then(|| cuts.clone()),
+        first_epoch: if options.checkpoints {
+            options.first_epoch
+        } else {
+            0
+        },
+        placement,
+    };
+    let (exchanged, directory) = directory::directory(exchanged, state.listings, directory_state);
+    let routed = exchanged.route(rules);
     let mut widths = options.windows.clone();
     if !widths.contains(&MINUTE) {
         // The minute tables are the SPEC's contract: always there.
@@ -176,7 +205,15 @@ pub fn build_with_state<'scope, T: GraphTime>(
         Wait::ForDirectory,
         "NameRollups",
     );
-    let group_rollups = crate::groups::group_rollups(app_rollups.clone(), changes.clone());
+    let groups = GroupState {
+        options,
+        restored: state.group_windows,
+        cuts,
+    };
+    let (group_rollups, group_snapshots) =
+        crate::groups::group_rollups(app_rollups.clone(), changes.clone(), groups);
+    snapshots.push(group_snapshots);
+    snapshots.extend(directory.snapshots);
     GraphStreams {
         app_rollups,
         apps: directory.rows,

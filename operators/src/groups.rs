@@ -3,44 +3,65 @@
 //!
 //! ```text
 //! app_rollups (final, minute) ─► Enrich ─► (space | org, group id, minute) parts
-//! directory changes ─broadcast─┘    └─exchange(group, minute)─► GroupWindows ─► group_rollups
+//! directory changes ─broadcast─┘    └─exchange(group)─► GroupWindows ─► group_rollups
+//!                          restored minutes, cuts ─┘ (checkpoints)  └─► snapshots
 //! ```
 //!
 //! `Enrich` keeps the directory as a map on every worker (one entry per app, fed by the
-//! directory's changes) and labels a row of time `t` once the directory's frontier has passed
-//! `t`: with the directory as of `t`, whatever the scheduling. `GroupWindows` sums the parts
+//! directory's changes) and labels a row of the minute ending at `E` once the directory's
+//! frontier has passed `E`: with every change stated at a watermark below `E`, whatever the
+//! scheduling (the time a row is emitted at is not: see `enrich`). `GroupWindows` sums the parts
 //! of a minute and emits the group's row once the frontier's watermark reaches the minute's
 //! end — by then every final row of that minute has been emitted upstream (a rollup operator
 //! holds a capability below a window's end while it is open) — and frees it: nothing per
-//! minute outlives its window. These are plain timely operators for the same reason the
+//! minute outlives its window. `GroupWindows` is a [`crate::rollup::Windowed`] operator of
+//! the minute without provisional rows, so with checkpoints (SPEC §9) it takes the same cuts,
+//! puts its open minutes into every snapshot, continues restored ones, and stamps its rows
+//! with the epoch whose checkpoint they follow. These are plain timely operators for the same reason the
 //! minute windows are: a window is appended to, closed once and forgotten, which a
 //! differential arrangement would keep (every minute's inputs, until compacted away).
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHasher};
+use serde::{Deserialize, Serialize};
 use sluice_model::Str;
-
-use crate::sum::ExactSum;
 use sluice_model::records::{AppInfo, AppRollup, GroupKind, GroupRollup, MINUTE};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::checkpoint::{Cut, OpenWindow, WindowState};
 use crate::directory::Change;
-use crate::time::{GraphTime, frontier_bounds, stamp_join};
+use crate::rollup::{
+    RestoredWindows, WindowAggregate, WindowOptions, WindowedStreams, windowed_by_key,
+};
+use crate::sum::ExactSum;
+use crate::time::{GraphTime, frontier_bounds};
+
+/// Where the group minutes start from and end their epochs (SPEC §9), as the app windows do.
+pub struct GroupState<'scope, T: GraphTime> {
+    pub options: WindowOptions,
+    /// Group minutes restored from a checkpoint (exchanged to the workers that own them).
+    pub restored: RestoredWindows<'scope, T, GroupKey, GroupWindow>,
+    /// The ingest points' cuts, on every worker.
+    pub cuts: Stream<'scope, T, Vec<Cut>>,
+}
 
 /// The group rollups of the final minute rows among `app_rollups`, labelled with the
-/// directory whose changes are `changes` (all of them on every worker: broadcast).
+/// directory whose changes are `changes` (all of them on every worker: broadcast); and the
+/// snapshots of the open group minutes at the end of each checkpointed epoch.
 pub fn group_rollups<'scope, T: GraphTime>(
     app_rollups: Stream<'scope, T, Vec<AppRollup>>,
     changes: Stream<'scope, T, Vec<Change<T>>>,
-) -> Stream<'scope, T, Vec<GroupRollup>> {
+    state: GroupState<'scope, T>,
+) -> WindowedStreams<'scope, T, GroupRollup> {
     let parts = enrich(app_rollups, changes);
-    group_windows(parts)
+    group_windows(parts, state)
 }
 
 /// An app's place: its space and org ids.
@@ -53,6 +74,17 @@ fn place(info: &AppInfo) -> Place {
 /// Changes of one app not yet applied to the map, sorted by time (removals first).
 type Pending<T> = Vec<(T, isize, Place)>;
 
+/// Final minute rows waiting for the directory, by the end of their minute: those of each
+/// message with its capabilities and the time to emit them at.
+type Waiting<T> = BTreeMap<u64, Vec<(CapabilitySet<T>, T, Vec<AppRollup>)>>;
+
+/// Labels each final minute row with its app's space and org as the directory stood when the
+/// minute closed: with every change stated at a watermark below the minute's end, and no
+/// later one. Those are the facts of the records read before the watermark reached the end
+/// (a batch is sent at the watermark before it), which is the same in every run of the same
+/// records; the time a rollup operator emits a row at is not (it is a capability the
+/// operator held, which the scheduling moves). A row waits until the directory's frontier is
+/// past its minute's end.
 fn enrich<'scope, T: GraphTime>(
     rows: Stream<'scope, T, Vec<AppRollup>>,
     changes: Stream<'scope, T, Vec<Change<T>>>,
@@ -65,7 +97,7 @@ fn enrich<'scope, T: GraphTime>(
         |_capability, _info| {
             let mut map: FxHashMap<Str, Place> = FxHashMap::default();
             let mut pending: FxHashMap<Str, Pending<T>> = FxHashMap::default();
-            let mut waiting: Vec<(CapabilitySet<T>, T, Vec<AppRollup>)> = Vec::new();
+            let mut waiting: Waiting<T> = BTreeMap::new();
             move |(rows_in, rows_frontier), (changes_in, changes_frontier), output| {
                 changes_in.for_each_stamp(|_time, data| {
                     for ((app, info), at, diff) in data.flat_map(|batch| batch.drain(..)) {
@@ -75,47 +107,74 @@ fn enrich<'scope, T: GraphTime>(
                     }
                 });
                 rows_in.for_each_stamp(|time, data| {
-                    let rows: Vec<AppRollup> = data
+                    let stamp = time.stamp();
+                    // The message's least watermark in its latest epoch: at or after one
+                    // of its times, below the end of each of its rows' minutes (see
+                    // `rollup::WindowCore::release`), and in the epoch of its latest row.
+                    let (Some(watermark), Some(epoch)) = (
+                        stamp.iter().map(GraphTime::watermark).min(),
+                        stamp.iter().map(GraphTime::epoch).max(),
+                    ) else {
+                        return;
+                    };
+                    let at = T::at(watermark, epoch);
+                    let mut by_end: BTreeMap<u64, Vec<AppRollup>> = BTreeMap::new();
+                    for row in data
                         .flat_map(|batch| batch.drain(..))
                         .filter(|row| row.is_final && row.window == MINUTE)
-                        .collect();
-                    if let (false, Some(at)) = (rows.is_empty(), stamp_join(time.stamp().iter())) {
-                        let caps = CapabilitySet::from_elem(time.delayed(&at, 0));
-                        waiting.push((caps, at, rows));
+                    {
+                        by_end.entry(minute_end(row.minute)).or_default().push(row);
+                    }
+                    if by_end.is_empty() {
+                        return;
+                    }
+                    let caps = time.retain_stamp(0);
+                    for (end, rows) in by_end {
+                        waiting
+                            .entry(end)
+                            .or_default()
+                            .push((caps.clone(), at, rows));
                     }
                 });
-                // Rows whose time the directory has passed: label them as of that time.
-                let changes_frontier = changes_frontier.frontier();
-                let mut i = 0;
-                while i < waiting.len() {
-                    if changes_frontier.less_equal(&waiting[i].1) {
-                        i += 1;
-                        continue;
+                // Rows of minutes the directory has passed the end of.
+                let changes_bound = frontier_bounds(&changes_frontier.frontier());
+                while let Some(entry) = waiting.first_entry() {
+                    let end = *entry.key();
+                    if changes_bound.is_some_and(|(watermark, _)| watermark < end) {
+                        break;
                     }
-                    let (caps, at, rows) = waiting.swap_remove(i);
-                    let mut session = output.session(&caps);
-                    for row in rows {
-                        let (space, org) = place_at(&map, &pending, &row.app_id, &at);
-                        for (kind, group_id) in [(GroupKind::Space, space), (GroupKind::Org, org)] {
-                            let mut part = GroupRollup {
-                                kind,
-                                group_id,
-                                minute: row.minute,
-                                ..GroupRollup::default()
-                            };
-                            part.add(&row);
-                            session.give(part);
+                    for (caps, at, rows) in entry.remove() {
+                        let cap = caps.delayed(&at);
+                        let mut session = output.session(&cap);
+                        for row in rows {
+                            let (space, org) = place_before(&map, &pending, &row.app_id, end);
+                            for (kind, group_id) in
+                                [(GroupKind::Space, space), (GroupKind::Org, org)]
+                            {
+                                let mut part = GroupRollup {
+                                    kind,
+                                    group_id,
+                                    minute: row.minute,
+                                    ..GroupRollup::default()
+                                };
+                                part.add(&row);
+                                session.give(part);
+                            }
                         }
                     }
                 }
-                // Changes every waiting and future row comes at or after: into the map.
-                let rows_frontier = rows_frontier.frontier();
-                let settled = |at: &T| {
-                    !rows_frontier.less_equal(at) && waiting.iter().all(|w| at.less_equal(&w.1))
-                };
+                // Changes below the end of every waiting and future row's minute: into the
+                // map. A future row comes at a watermark at or above the rows' frontier and
+                // below its minute's end.
+                let rows_bound = frontier_bounds(&rows_frontier.frontier());
+                let settled_below = rows_bound
+                    .map(|(watermark, _)| watermark.saturating_add(1))
+                    .into_iter()
+                    .chain(waiting.keys().next().copied())
+                    .min();
                 pending.retain(|app, changes| {
                     while let Some((at, diff, place)) = changes.first() {
-                        if !settled(at) {
+                        if settled_below.is_some_and(|below| at.watermark() >= below) {
                             break;
                         }
                         if *diff > 0 {
@@ -132,17 +191,23 @@ fn enrich<'scope, T: GraphTime>(
     )
 }
 
-/// Where `app` was at time `at`: the map, then its pending changes at or before `at`.
-fn place_at<T: GraphTime>(
+/// The end of the minute starting at `minute` (epoch seconds), as a watermark.
+fn minute_end(minute: i64) -> u64 {
+    u64::try_from(minute.saturating_add(i64::from(MINUTE))).unwrap_or(0)
+}
+
+/// Where `app` was before the watermark reached `end`: the map, then its pending changes
+/// stated below `end`.
+fn place_before<T: GraphTime>(
     map: &FxHashMap<Str, Place>,
     pending: &FxHashMap<Str, Pending<T>>,
     app: &Str,
-    at: &T,
+    end: u64,
 ) -> Place {
     let mut place = map.get(app).cloned();
     for (time, diff, changed) in pending.get(app).into_iter().flatten() {
-        if !time.less_equal(at) {
-            continue;
+        if time.watermark() >= end {
+            break;
         }
         if *diff > 0 {
             place = Some(changed.clone());
@@ -153,21 +218,20 @@ fn place_at<T: GraphTime>(
     place.unwrap_or_default()
 }
 
-fn part_hash(part: &GroupRollup) -> u64 {
-    let mut hasher = FxHasher::default();
-    (part.kind, &part.group_id, part.minute).hash(&mut hasher);
-    hasher.finish()
-}
+/// A group: a space or an org, by id.
+pub type GroupKey = (GroupKind, Str);
 
-/// One minute's groups, and the capabilities to emit them at.
-struct GroupMinute<T: GraphTime> {
-    caps: CapabilitySet<T>,
-    groups: FxHashMap<(GroupKind, Str), (GroupRollup, Totals)>,
+/// What an open group minute keeps: the sums so far (key fields unset) and its float sums,
+/// kept exact.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupWindow {
+    sums: GroupRollup,
+    totals: Totals,
 }
 
 /// A group's float sums, kept exact: parts arrive from every worker (and, in a cluster, every
 /// process) in no fixed order, and an `f64` sum would change in its last bits with it.
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Totals {
     cpu: Option<ExactSum>,
     memory: Option<ExactSum>,
@@ -188,7 +252,7 @@ impl Totals {
     }
 
     /// The group's row with its float sums filled in.
-    fn finish(self, mut row: GroupRollup) -> GroupRollup {
+    fn finish(&self, mut row: GroupRollup) -> GroupRollup {
         row.cpu_total = self.cpu.map(|sum| sum.value());
         row.memory_bytes_total = self.memory.map(|sum| sum.value());
         row.disk_bytes_total = self.disk.map(|sum| sum.value());
@@ -196,57 +260,77 @@ impl Totals {
     }
 }
 
+fn group_hash(kind: GroupKind, group_id: &str) -> u64 {
+    let mut hasher = FxHasher::default();
+    (kind, group_id).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The space and org minutes as windows of the minute (see [`crate::rollup`]): parts are
+/// summed by group, a minute is written once the frontier passes its end, and with
+/// checkpoints the open ones go into every snapshot and rows follow their epoch's checkpoint.
+pub struct GroupRollups;
+
+impl WindowAggregate for GroupRollups {
+    type Sample = GroupRollup;
+    type Key = GroupKey;
+    type State = GroupWindow;
+    type Row = GroupRollup;
+
+    const PROVISIONAL_ROWS: bool = false;
+
+    fn window(part: &GroupRollup) -> (GroupKey, i64) {
+        ((part.kind, part.group_id.clone()), part.minute)
+    }
+
+    fn update(state: &mut GroupWindow, part: GroupRollup) {
+        state.totals.add(&part);
+        state.sums.merge(&part);
+    }
+
+    fn row(
+        (kind, group_id): &GroupKey,
+        start: i64,
+        _width: u32,
+        state: &GroupWindow,
+        _is_final: bool,
+    ) -> GroupRollup {
+        state.totals.finish(GroupRollup {
+            kind: *kind,
+            group_id: group_id.clone(),
+            minute: start,
+            ..state.sums.clone()
+        })
+    }
+
+    fn key_hash((kind, group_id): &GroupKey) -> u64 {
+        group_hash(*kind, group_id)
+    }
+
+    fn sample_hash(part: &GroupRollup) -> u64 {
+        group_hash(part.kind, &part.group_id)
+    }
+
+    fn save(windows: Vec<OpenWindow<GroupKey, GroupWindow>>, into: &mut WindowState) {
+        into.group.extend(windows);
+    }
+}
+
+/// Sums the parts of each group's minute on the worker that owns the group.
 fn group_windows<'scope, T: GraphTime>(
     parts: Stream<'scope, T, Vec<GroupRollup>>,
-) -> Stream<'scope, T, Vec<GroupRollup>> {
-    parts.unary_frontier::<CapacityContainerBuilder<Vec<GroupRollup>>, _, _, _>(
-        Exchange::new(part_hash),
+    state: GroupState<'scope, T>,
+) -> WindowedStreams<'scope, T, GroupRollup> {
+    let mut options = state.options;
+    // The gauge of open windows counts the app and platform windows the SPEC's tables are
+    // made of, as it always has; group minutes are counted apart (and not shown).
+    options.open_windows = Arc::default();
+    windowed_by_key::<GroupRollups, T>(
+        parts,
         "GroupWindows",
-        |_capability, _info| {
-            let mut minutes: BTreeMap<i64, GroupMinute<T>> = BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|time, data| {
-                    let caps = time.retain_stamp(0);
-                    for part in data.flat_map(|batch| batch.drain(..)) {
-                        let minute = minutes.entry(part.minute).or_insert_with(|| GroupMinute {
-                            caps: CapabilitySet::new(),
-                            groups: FxHashMap::default(),
-                        });
-                        for cap in caps.iter() {
-                            minute.caps.insert(cap.clone());
-                        }
-                        let (sum, totals) = minute
-                            .groups
-                            .entry((part.kind, part.group_id.clone()))
-                            .or_insert_with(|| {
-                                let empty = GroupRollup {
-                                    kind: part.kind,
-                                    group_id: part.group_id.clone(),
-                                    minute: part.minute,
-                                    ..GroupRollup::default()
-                                };
-                                (empty, Totals::default())
-                            });
-                        totals.add(&part);
-                        sum.merge(&part);
-                    }
-                });
-                let watermark = frontier_bounds(&frontier.frontier()).map(|(w, _)| w);
-                while let Some(entry) = minutes.first_entry() {
-                    let end = *entry.key() + i64::from(MINUTE);
-                    if watermark.is_some_and(|w| (w as i64) < end) {
-                        break;
-                    }
-                    let minute = entry.remove();
-                    let mut rows: Vec<GroupRollup> = minute
-                        .groups
-                        .into_values()
-                        .map(|(row, totals)| totals.finish(row))
-                        .collect();
-                    rows.sort_by(|a, b| (a.kind, &a.group_id).cmp(&(b.kind, &b.group_id)));
-                    output.session(&minute.caps).give_iterator(rows.into_iter());
-                }
-            }
-        },
+        MINUTE,
+        options,
+        state.restored,
+        state.cuts,
     )
 }

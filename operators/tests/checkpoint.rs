@@ -12,11 +12,12 @@ use sluice_model::event::{
     ContainerMetric, CounterEvent, Header, HttpStartStop, LogMessage, MessageType, Method,
     PeerType, ValueMetric,
 };
-use sluice_model::records::{AppRollup, PlatformRollup};
+use sluice_model::records::{AppInfo, AppRollup, GroupKind, GroupRollup, PlatformRollup};
 use sluice_model::{Event, Payload, Str};
 use sluice_operators::app_events::{AppEventRules, LiveRules};
 use sluice_operators::checkpoint::{Cut, OpenWindow, Snapshot, WindowState};
 use sluice_operators::graph::{self, StateInputs};
+use sluice_operators::groups::{GroupKey, GroupState, GroupWindow, group_rollups};
 use sluice_operators::rollup::WindowOptions;
 use sluice_operators::time::{GraphTime, Time};
 use sluice_operators::watermark::{LateCounts, Watermark, stamp_batch};
@@ -139,6 +140,7 @@ fn traffic() -> Vec<Vec<Event>> {
 struct Outcome {
     app: Vec<AppRollup>,
     platform: Vec<PlatformRollup>,
+    groups: Vec<GroupRollup>,
     snapshots: Vec<Snapshot>,
     late: u64,
 }
@@ -167,15 +169,19 @@ fn run(
             placement: graph::Placement::single(workers),
         };
         let out = out.clone();
-        let (mut input, mut app_in, mut platform_in, mut cuts_in) =
+        let (mut input, mut app_in, mut platform_in, mut group_in, mut directory_in, mut cuts_in) =
             worker.dataflow::<Time, _, _>(|scope| {
                 let (input, records) = scope.new_unordered_input();
                 let (app_in, app_windows) = scope.new_unordered_input();
                 let (platform_in, platform_windows) = scope.new_unordered_input();
+                let (group_in, group_windows) = scope.new_unordered_input();
+                let (directory_in, directory) = scope.new_unordered_input();
                 let (cuts_in, cuts) = scope.new_unordered_input();
                 let state = StateInputs {
                     app_windows,
                     platform_windows,
+                    group_windows,
+                    directory,
                     cuts,
                     listings: timely::dataflow::operators::generic::operator::empty(scope),
                 };
@@ -195,12 +201,18 @@ fn run(
                     .inspect(move |row| o.lock().expect("lock").platform.push(row.clone()));
                 let o = out.clone();
                 streams
+                    .group_rollups
+                    .inspect(move |row| o.lock().expect("lock").groups.push(row.clone()));
+                let o = out.clone();
+                streams
                     .snapshots
                     .inspect(move |s| o.lock().expect("lock").snapshots.push(s.clone()));
                 (
                     Feed::new(input),
                     Feed::new(app_in),
                     Feed::new(platform_in),
+                    Feed::new(group_in),
+                    Feed::new(directory_in),
                     Feed::new(cuts_in),
                 )
             });
@@ -212,9 +224,14 @@ fn run(
             watermark = saved.clone();
             app_in.send(start, windows.app.clone());
             platform_in.send(start, windows.platform.clone());
+            group_in.send(start, windows.group.clone());
+            // The directory in the checkpoint's own epoch, as the pipeline sends it.
+            directory_in.send(Time::at(0, first_epoch - 1), windows.directory.clone());
         }
         app_in.close();
         platform_in.close();
+        group_in.close();
+        directory_in.close();
         input.advance(start);
         cuts_in.advance(start);
         if worker.index() == 0 {
@@ -327,6 +344,18 @@ fn table(app: &[AppRollup], platform: &[PlatformRollup]) -> (Vec<String>, Vec<St
     (apps.into_values().collect(), series.into_values().collect())
 }
 
+/// The space and org tables rows make: the last row of every group and minute.
+fn group_table(rows: &[GroupRollup]) -> Vec<String> {
+    let mut table = BTreeMap::new();
+    for row in rows {
+        table.insert(
+            (row.kind, row.group_id.to_string(), row.minute),
+            format!("{row:?}"),
+        );
+    }
+    table.into_values().collect()
+}
+
 /// The snapshot of `epoch`, every operator's part together.
 fn snapshot_of(snapshots: &[Snapshot], epoch: u64) -> WindowState {
     let mut windows = WindowState::default();
@@ -366,6 +395,13 @@ fn a_run_continued_from_a_cut_emits_what_an_uninterrupted_run_emits() {
                 table(&app, &platform),
                 expected,
                 "{workers} workers, split after batch {split}"
+            );
+            let mut groups = first.groups.clone();
+            groups.extend(second.groups);
+            assert_eq!(
+                group_table(&groups),
+                group_table(&whole.groups),
+                "space and org rows, {workers} workers, split after batch {split}"
             );
             assert_eq!(first.late + second.late, whole.late, "late records");
         }
@@ -449,6 +485,8 @@ fn a_window_stays_open_while_a_sample_of_it_waits_for_its_epoch() {
             let state = StateInputs {
                 app_windows: empty(scope),
                 platform_windows: empty(scope),
+                group_windows: empty(scope),
+                directory: empty(scope),
                 cuts: scope.concatenate([a_cut_stream, b_cut_stream]),
                 listings: empty(scope),
             };
@@ -541,4 +579,191 @@ fn a_window_stays_open_while_a_sample_of_it_waits_for_its_epoch() {
         Some(&2),
         "X's minute as last written: both lines (rows written: {x_minute:?})"
     );
+}
+
+/// A final minute row of `app` for the minute starting at `minute` (seconds): `requests`
+/// requests, one instance at `cpu` percent.
+fn final_row(app: &str, minute: i64, requests: u64, cpu: f64) -> AppRollup {
+    AppRollup {
+        app_id: Str::from(app),
+        minute,
+        window: 60,
+        instances: 1,
+        cpu_avg: Some(cpu),
+        cpu_max: Some(cpu),
+        memory_avg: Some(1024.0),
+        memory_max: Some(1024),
+        disk_avg: None,
+        disk_max: None,
+        requests,
+        status_2xx: requests,
+        status_3xx: 0,
+        status_4xx: 0,
+        status_5xx: 0,
+        response_bytes: 0,
+        latency_avg_ms: None,
+        latency_max_ms: None,
+        latency_p50_ms: None,
+        latency_p95_ms: None,
+        latency_p99_ms: None,
+        log_lines: 2,
+        log_err_lines: 1,
+        app_events: 0,
+        is_final: true,
+        names: None,
+    }
+}
+
+/// One epoch of app rows for the space and org rollups: the rows, the watermark they are sent
+/// at, and the watermark the epoch's cut reached.
+struct GroupEpoch {
+    rows: Vec<AppRollup>,
+    sent_at: u64,
+    cut_at: u64,
+}
+
+/// Runs the space and org rollups alone (SPEC §11) on `workers` workers, with checkpoints:
+/// the apps' places known from the start, `epochs` from `first_epoch` on, each ended by a cut,
+/// starting from the `restored` group minutes. Returns the group rows and the snapshots.
+fn run_groups(
+    workers: usize,
+    epochs: Vec<GroupEpoch>,
+    restored: Vec<OpenWindow<GroupKey, GroupWindow>>,
+    first_epoch: u64,
+) -> (Vec<GroupRollup>, Vec<Snapshot>) {
+    let outcome = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let out = outcome.clone();
+    let (epochs, restored) = (Arc::new(epochs), Arc::new(restored));
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let options = WindowOptions {
+            flush_interval: Arc::new(AtomicU64::new(u64::MAX)),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            open_windows: Arc::new(AtomicI64::new(0)),
+            windows: vec![60],
+            checkpoints: true,
+            first_epoch,
+            placement: graph::Placement::single(workers),
+        };
+        let out = out.clone();
+        let (mut rows_in, mut changes_in, mut restored_in, mut cuts_in) = worker
+            .dataflow::<Time, _, _>(|scope| {
+                use timely::dataflow::operators::vec::Broadcast;
+                let (rows_in, rows) = scope.new_unordered_input();
+                let (changes_in, changes) =
+                    scope.new_unordered_input::<CapacityContainerBuilder<Vec<_>>>();
+                let (restored_in, restored) = scope.new_unordered_input();
+                let (cuts_in, cuts) =
+                    scope.new_unordered_input::<CapacityContainerBuilder<Vec<Cut>>>();
+                let state = GroupState {
+                    options,
+                    restored,
+                    cuts: cuts.broadcast(),
+                };
+                let (groups, snapshots) = group_rollups(rows, changes.broadcast(), state);
+                let o = out.clone();
+                groups.inspect(move |row| o.lock().expect("lock").0.push(row.clone()));
+                let o = out.clone();
+                snapshots.inspect(move |s| o.lock().expect("lock").1.push(s.clone()));
+                (
+                    Feed::new(rows_in),
+                    Feed::new(changes_in),
+                    Feed::new(restored_in),
+                    Feed::new(cuts_in),
+                )
+            });
+        let start = Time::at(0, first_epoch);
+        if worker.index() == 0 {
+            restored_in.send(start, restored.to_vec());
+            let place = |space: &str, org: &str| AppInfo {
+                name: Str::from("app"),
+                space_id: Str::from(space),
+                space_name: Str::from(space),
+                org_id: Str::from(org),
+                org_name: Str::from(org),
+            };
+            let changes = vec![
+                ((Str::from("a"), place("s1", "o1")), start, 1isize),
+                ((Str::from("b"), place("s1", "o1")), start, 1),
+                ((Str::from("c"), place("s2", "o1")), start, 1),
+            ];
+            changes_in.send(start, changes);
+        }
+        restored_in.close();
+        changes_in.close();
+        rows_in.advance(start);
+        cuts_in.advance(start);
+        if worker.index() == 0 {
+            for (i, epoch) in epochs.iter().enumerate() {
+                let at = first_epoch + i as u64;
+                rows_in.send(Time::at(epoch.sent_at, at), epoch.rows.clone());
+                cuts_in.send(
+                    Time::at(epoch.cut_at, at),
+                    vec![Cut {
+                        epoch: at,
+                        watermark: epoch.cut_at,
+                    }],
+                );
+                rows_in.advance(Time::at(epoch.cut_at, at + 1));
+                cuts_in.advance(Time::at(epoch.cut_at, at + 1));
+                worker.step();
+            }
+        }
+        rows_in.close();
+        cuts_in.close();
+    })
+    .expect("timely runs");
+    std::mem::take(&mut *outcome.lock().expect("lock"))
+}
+
+/// A space's minute whose app rows come in two epochs, the checkpoint between them: the
+/// snapshot of the first holds the open minute, and a fresh graph restored from it writes,
+/// once the minute closes, exactly the row an uninterrupted graph writes — float sums to the
+/// last bit (they are kept exact), app counts, and the org's row beside it.
+#[test]
+fn a_group_minute_restored_from_a_snapshot_continues_exactly() {
+    let epochs = || {
+        vec![
+            // Epoch 1: app a's and c's rows of minute [60 s, 120 s); the cut does not close it.
+            GroupEpoch {
+                rows: vec![final_row("a", 60, 3, 10.1), final_row("c", 60, 4, 0.3)],
+                sent_at: 100,
+                cut_at: 110,
+            },
+            // Epoch 2: app b's row of the same minute; the cut closes it.
+            GroupEpoch {
+                rows: vec![final_row("b", 60, 5, 20.2)],
+                sent_at: 115,
+                cut_at: 130,
+            },
+        ]
+    };
+    for workers in [1, 3] {
+        let (whole, _) = run_groups(workers, epochs(), Vec::new(), 5);
+        let space = |rows: &[GroupRollup], id: &str| -> Vec<GroupRollup> {
+            rows.iter()
+                .filter(|r| r.kind == GroupKind::Space && &*r.group_id == id)
+                .cloned()
+                .collect()
+        };
+        let s1 = space(&whole, "s1");
+        assert_eq!(s1.len(), 1, "one row for the space's minute: {whole:?}");
+        assert_eq!((s1[0].apps, s1[0].requests), (2, 8));
+        assert_eq!(whole.len(), 3, "spaces s1 and s2, org o1: {whole:?}");
+
+        let mut first_epochs = epochs();
+        let second = first_epochs.split_off(1);
+        let (first_rows, first_snapshots) = run_groups(workers, first_epochs, Vec::new(), 5);
+        assert!(
+            first_rows.is_empty(),
+            "the minute is open at the first run's end: {first_rows:?}"
+        );
+        let saved = snapshot_of(&first_snapshots, 5).group;
+        assert_eq!(saved.len(), 3, "s1, s2 and o1 open: {saved:?}");
+        let (second_rows, _) = run_groups(workers, second, saved, 6);
+        let sorted = |mut rows: Vec<GroupRollup>| {
+            rows.sort_by(|a, b| (a.kind, &a.group_id).cmp(&(b.kind, &b.group_id)));
+            rows
+        };
+        assert_eq!(sorted(second_rows), sorted(whole), "{workers} workers");
+    }
 }

@@ -105,9 +105,24 @@ struct Output {
     groups: Vec<GroupRollup>,
 }
 
+/// When the workers run while a scenario is fed in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pace {
+    /// After each step, until everything it caused has come out.
+    EachStep,
+    /// Only once every step is in: each operator sees all its input at once, so a rollup
+    /// operator still holds the capability of the first batch when its windows close.
+    AtEnd,
+}
+
 /// Runs `steps` through the graph on `workers` workers; after each step, waits until
 /// everything it caused has come out.
 fn run(workers: usize, steps: Vec<Step>) -> Output {
+    run_paced(workers, steps, Pace::EachStep)
+}
+
+/// Runs `steps` through the graph on `workers` workers, stepping the workers at `pace`.
+fn run_paced(workers: usize, steps: Vec<Step>, pace: Pace) -> Output {
     let output = Arc::new(Mutex::new(Output::default()));
     let out = output.clone();
     let steps = Arc::new(steps);
@@ -129,6 +144,8 @@ fn run(workers: usize, steps: Vec<Step>) -> Output {
             let state = StateInputs {
                 app_windows: empty(scope),
                 platform_windows: empty(scope),
+                group_windows: empty(scope),
+                directory: empty(scope),
                 cuts: empty(scope),
                 listings: scope.input_from(&mut listings),
             };
@@ -178,11 +195,12 @@ fn run(workers: usize, steps: Vec<Step>) -> Output {
             let next = watermark.epoch().max(*records.time()) + 1;
             records.advance_to(next);
             listings.advance_to(next);
-            while probe.less_than(&next) {
+            while pace == Pace::EachStep && probe.less_than(&next) {
                 worker.step();
             }
         }
         *step_index.lock().expect("lock") = steps.len();
+        // The inputs close as the closure returns, and the workers run to the end.
     })
     .expect("timely runs");
     std::mem::take(&mut *output.lock().expect("lock"))
@@ -445,6 +463,60 @@ fn group_rollups_equal_a_naive_sum_by_the_mapping_when_each_window_closed() {
         match &reference_rows {
             None => reference_rows = Some(rows),
             Some(first) => assert_eq!(&rows, first, "{workers} workers agree with 1"),
+        }
+    }
+}
+
+/// Regression: a row was labelled with the directory as of the time its rollup operator
+/// happened to emit it at — the capability of the first batch when the operator ran late —
+/// so whether an app's first minutes counted under its space or under `''` changed from run
+/// to run. A minute counts an app under the facts stated before the minute closed (by
+/// batches sent at a watermark below its end), however the workers are scheduled.
+#[test]
+fn a_minute_is_grouped_by_the_facts_stated_before_it_closed_whatever_the_scheduling() {
+    let two = info("a2", "space-x", "org-1");
+    let three = info("a3", "space-y", "org-1");
+    let minute = |m: i64, second: i64| (m * 60 + second) * SEC;
+    let steps = vec![
+        // Sent at watermark 0: apps 1 and 3, untagged, in minute 10.
+        Step::Records(vec![
+            log(&app(1), minute(10, 5), None),
+            log(&app(3), minute(10, 6), None),
+        ]),
+        // Sent at a watermark of 545 s, before minute 10 ends (660 s): app 2's first tags.
+        Step::Records(vec![log(&app(2), minute(10, 20), Some(&two))]),
+        // Moves the watermark to 660 s, which closes minute 10.
+        Step::Records(vec![log(&app(2), minute(12, 0), Some(&two))]),
+        // Sent at 660 s: app 3's first tags come after minute 10 closed.
+        Step::Records(vec![log(&app(3), minute(12, 1), Some(&three))]),
+        Step::Records(vec![log(&app(1), minute(20, 0), None)]),
+    ];
+    for pace in [Pace::EachStep, Pace::AtEnd] {
+        for workers in [1, 2] {
+            let output = run_paced(workers, steps.clone(), pace);
+            let apps = |group: &str, minute: i64| -> Option<u64> {
+                output
+                    .groups
+                    .iter()
+                    .find(|r| {
+                        r.kind == GroupKind::Space && &*r.group_id == group && r.minute == minute
+                    })
+                    .map(|r| r.apps)
+            };
+            let case = format!("{pace:?}, {workers} workers");
+            assert_eq!(
+                apps("space-x", 600),
+                Some(1),
+                "{case}: app 2, named in time"
+            );
+            assert_eq!(apps("", 600), Some(2), "{case}: apps 1 and 3");
+            assert_eq!(
+                apps("space-y", 600),
+                None,
+                "{case}: app 3 was named too late"
+            );
+            assert_eq!(apps("space-x", 720), Some(1), "{case}");
+            assert_eq!(apps("space-y", 720), Some(1), "{case}");
         }
     }
 }

@@ -68,6 +68,10 @@ pub trait WindowAggregate: 'static {
     fn sample_hash(sample: &Self::Sample) -> u64;
     /// Puts open windows of this kind into a checkpoint's state.
     fn save(windows: Vec<OpenWindow<Self::Key, Self::State>>, into: &mut WindowState);
+    /// Whether open windows are also written as provisional rows (at flushes, at the end of
+    /// epochs). The space and org rollups are not: their rows are sums of final rows, written
+    /// once (SPEC §11).
+    const PROVISIONAL_ROWS: bool = true;
 }
 
 /// Shared settings and gauges of the rollup operators.
@@ -146,6 +150,24 @@ impl<'scope, T: GraphTime, S: ExchangeData> Windowed<'scope, T, S> for Stream<'s
             windowed_over::<A, T, S, _>(self, Pipeline, name, width, options, restored, cuts)
         }
     }
+}
+
+/// [`Windowed`] over samples that are not on their window's worker yet, in one process or
+/// several: they are exchanged by [`WindowAggregate::sample_hash`].
+pub(crate) fn windowed_by_key<'scope, A, T>(
+    samples: Stream<'scope, T, Vec<A::Sample>>,
+    name: &str,
+    width: u32,
+    options: WindowOptions,
+    restored: RestoredWindows<'scope, T, A::Key, A::State>,
+    cuts: Stream<'scope, T, Vec<Cut>>,
+) -> WindowedStreams<'scope, T, A::Row>
+where
+    A: WindowAggregate,
+    T: GraphTime,
+{
+    let by_key = Exchange::new(|sample: &A::Sample| A::sample_hash(sample));
+    windowed_over::<A, T, A::Sample, _>(samples, by_key, name, width, options, restored, cuts)
 }
 
 /// The `Windowed` operator, its samples arriving through `pact`.
@@ -395,7 +417,7 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
                 self.close(None, is_final, 0, &mut out);
             }
         }
-        if !self.options.checkpoints && self.flush_due() {
+        if !self.options.checkpoints && A::PROVISIONAL_ROWS && self.flush_due() {
             let rows = out.rows(0);
             flush_changed::<A>(&mut self.windows, self.width, rows);
             self.last_flush = Instant::now();
@@ -425,7 +447,9 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
                     A::save(open_windows::<A>(&self.windows, self.width), &mut windows);
                     out.snapshots.push(Snapshot { epoch, windows });
                 }
-                flush_changed::<A>(&mut self.windows, self.width, out.rows(epoch));
+                if A::PROVISIONAL_ROWS {
+                    flush_changed::<A>(&mut self.windows, self.width, out.rows(epoch));
+                }
             }
             // On to the next epoch anything is known of: still in an input, or waiting here.
             let next = [samples, cuts]
@@ -484,20 +508,22 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
 
     /// When the next provisional flush is due, if windows are open and flushes happen.
     fn next_flush(&self) -> Option<Instant> {
-        if self.options.checkpoints || self.windows.is_empty() {
+        if self.options.checkpoints || !A::PROVISIONAL_ROWS || self.windows.is_empty() {
             return None;
         }
         let interval = Duration::from_nanos(self.options.flush_interval.load(Ordering::Relaxed));
         self.last_flush.checked_add(interval)
     }
 
-    /// A capability to emit what belongs to `epoch` under: the epoch coordinate raised to it.
+    /// A capability to emit what belongs to `epoch` under: the held one of least watermark
+    /// (see [`WindowCore::release`]), its epoch coordinate raised to `epoch`.
     fn emit_at(&self, caps: &CapabilitySet<T>, epoch: u64) -> Capability<T> {
-        let first = caps
-            .first()
+        let least = caps
+            .iter()
+            .min_by_key(|cap| cap.time().watermark())
             .expect("a capability is held while windows are open");
-        let time = T::at(first.time().watermark(), first.time().epoch().max(epoch));
-        first.delayed(&time)
+        let time = T::at(least.time().watermark(), least.time().epoch().max(epoch));
+        least.delayed(&time)
     }
 
     /// Lets go of what will not be emitted at: every capability when nothing is open or
@@ -518,7 +544,7 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
                 0
             },
         );
-        let raise = |caps: &CapabilitySet<T>| -> CapabilitySet<T> {
+        let raise = |caps: &CapabilitySet<T>, watermark: u64| -> CapabilitySet<T> {
             caps.iter()
                 .map(|cap| {
                     let time = cap.time();
@@ -529,8 +555,23 @@ impl<A: WindowAggregate, T: GraphTime> WindowCore<A, T> {
                 })
                 .collect()
         };
-        self.row_caps = raise(&self.row_caps);
-        self.snapshot_caps = raise(&self.snapshot_caps);
+        // A window's row goes out at a time whose watermark is below the window's end, so that
+        // what labels it by the directory as of its end (`crate::groups`) knows which of the
+        // directory's changes came before it whatever the scheduling: a row capability stays
+        // below the end of every open window, and of every window a waiting sample (sent
+        // below its window's end) will open. The frontier may be past such an end while a
+        // sample of a later epoch waits (see `step`).
+        let open_end = self
+            .windows
+            .first_key_value()
+            .map(|(start, _)| start.saturating_add(i64::from(self.width)));
+        let row_watermark = open_end
+            .map(|end| u64::try_from(end.saturating_sub(1)).unwrap_or(0))
+            .into_iter()
+            .chain(self.waiting_floor.values().copied())
+            .fold(watermark, u64::min);
+        self.row_caps = raise(&self.row_caps, row_watermark);
+        self.snapshot_caps = raise(&self.snapshot_caps, watermark);
     }
 }
 

@@ -1,5 +1,5 @@
-//! The graph's side of checkpoints (SPEC §9): the windows a restored checkpoint holds, sent
-//! to the rollup operators at start; and `Checkpoint`, which puts each epoch's parts — Ingest's
+//! The graph's side of checkpoints (SPEC §9): the windows and directory facts a restored
+//! checkpoint holds, sent to the rollup operators and the directory at start; and `Checkpoint`, which puts each epoch's parts — Ingest's
 //! and every rollup operator's snapshot — together once no part of it can still arrive, and
 //! hands the whole to the writer thread.
 
@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use sluice_model::Str;
-use sluice_model::records::{AppRollup, PlatformRollup, Records};
+use sluice_model::records::{AppRollup, GroupRollup, PlatformRollup, Records};
 use sluice_operators::checkpoint::{Cut, OpenWindow, Snapshot, WindowState};
+use sluice_operators::directory::SavedFact;
+use sluice_operators::groups::{GroupKey, GroupWindow};
 use sluice_operators::rollup::app::AppWindow;
 use sluice_operators::rollup::platform::PlatformWindow;
 use sluice_operators::route::PlatformKey;
@@ -29,29 +31,48 @@ use tracing::warn;
 
 type Restored<'scope, K, S> = Stream<'scope, Time, Vec<OpenWindow<K, S>>>;
 
+/// What a restored checkpoint gives the graph, as streams.
+pub(super) struct RestoredState<'scope> {
+    pub(super) app: Restored<'scope, Str, AppWindow>,
+    pub(super) platform: Restored<'scope, PlatformKey, PlatformWindow>,
+    pub(super) group: Restored<'scope, GroupKey, GroupWindow>,
+    pub(super) directory: Stream<'scope, Time, Vec<SavedFact>>,
+}
+
 /// The restored checkpoint's windows, sent once by the process's leader at the start of
 /// `first_epoch` (the rollup operators exchange them to the workers of the cluster that own
-/// their keys).
-pub(super) fn restored_windows<'scope>(
+/// their keys); and its directory facts, sent in the epoch before (the checkpoint's own), so
+/// that the directory's changes they make are told apart from this run's: they write no
+/// `app` rows.
+pub(super) fn restored_state<'scope>(
     scope: Scope<'scope, Time>,
     restored: Option<Arc<Checkpoint>>,
     first_epoch: u64,
     leader: usize,
-) -> (
-    Restored<'scope, Str, AppWindow>,
-    Restored<'scope, PlatformKey, PlatformWindow>,
-) {
+) -> RestoredState<'scope> {
     let windows = restored
         .filter(|_| scope.index() == leader)
         .map(|checkpoint| checkpoint.windows.clone());
-    let (app, platform) = match windows {
-        Some(WindowState { app, platform }) => (Some(app), Some(platform)),
-        None => (None, None),
+    let (app, platform, group, directory) = match windows {
+        Some(WindowState {
+            app,
+            platform,
+            group,
+            directory,
+        }) => (Some(app), Some(platform), Some(group), Some(directory)),
+        None => (None, None, None, None),
     };
-    (
-        send_once(scope, "RestoredAppWindows", app, first_epoch),
-        send_once(scope, "RestoredPlatformWindows", platform, first_epoch),
-    )
+    RestoredState {
+        app: send_once(scope, "RestoredAppWindows", app, first_epoch),
+        platform: send_once(scope, "RestoredPlatformWindows", platform, first_epoch),
+        group: send_once(scope, "RestoredGroupWindows", group, first_epoch),
+        directory: send_once(
+            scope,
+            "RestoredDirectory",
+            directory,
+            first_epoch.saturating_sub(1),
+        ),
+    }
 }
 
 /// A source that sends `data` (if any) once, in `epoch`, and ends.
@@ -83,6 +104,8 @@ pub(super) struct Parts<'scope> {
     /// The rollup rows, stamped with the epoch whose checkpoint they follow.
     pub(super) app_rollups: Stream<'scope, Time, Vec<AppRollup>>,
     pub(super) platform_rollups: Stream<'scope, Time, Vec<PlatformRollup>>,
+    /// The space and org rows (SPEC §11), likewise.
+    pub(super) group_rollups: Stream<'scope, Time, Vec<GroupRollup>>,
     /// Ingest's parts, by epoch (on the same worker).
     pub(super) ingest: IngestParts,
     /// Every ingest point's cuts: which epochs the cluster ends.
@@ -97,6 +120,7 @@ struct Gathered {
     windows: WindowState,
     app_rollups: Chunks<AppRollup>,
     platform_rollups: Chunks<PlatformRollup>,
+    group_rollups: Chunks<GroupRollup>,
 }
 
 /// Rows kept in chunks of at most [`Chunks::ROWS`]: an epoch of a fast replay holds hundreds
@@ -182,6 +206,10 @@ pub(super) fn assemble(
         parts.platform_rollups,
         Exchange::new(move |_: &PlatformRollup| to_leader),
     );
+    let mut group_in = builder.new_input(
+        parts.group_rollups,
+        Exchange::new(move |_: &GroupRollup| to_leader),
+    );
     let mut cuts_in = builder.new_input(parts.cuts.broadcast(), Pipeline);
     let mut gathered: BTreeMap<u64, Gathered> = BTreeMap::new();
     // The epochs some ingest point ended, not yet assembled; and this process's last part.
@@ -213,6 +241,11 @@ pub(super) fn assemble(
             platform_in.for_each_stamp(|time, data| {
                 let epoch = stamp_epoch(&time);
                 let rows = &mut gathered.entry(epoch).or_default().platform_rollups;
+                rows.extend(data.flat_map(|batch| batch.drain(..)));
+            });
+            group_in.for_each_stamp(|time, data| {
+                let epoch = stamp_epoch(&time);
+                let rows = &mut gathered.entry(epoch).or_default().group_rollups;
                 rows.extend(data.flat_map(|batch| batch.drain(..)));
             });
             let Some(sender) = writer.as_ref() else {
@@ -256,6 +289,7 @@ pub(super) fn assemble(
                     epoch_parts
                         .platform_rollups
                         .append(earlier.platform_rollups);
+                    epoch_parts.group_rollups.append(earlier.group_rollups);
                 }
                 let rows: Vec<Records> = epoch_parts
                     .app_rollups
@@ -264,6 +298,11 @@ pub(super) fn assemble(
                         epoch_parts
                             .platform_rollups
                             .into_records(Records::PlatformRollups),
+                    )
+                    .chain(
+                        epoch_parts
+                            .group_rollups
+                            .into_records(Records::GroupRollups),
                     )
                     .collect();
                 let checkpoint = Checkpoint {

@@ -173,11 +173,12 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
     let ingested = ingest::ingest(scope, plan, first_epoch);
     let restored = plan.state.as_ref().and_then(|s| s.restored.clone());
     let leader = plan.placement.leader();
-    let (app_windows, platform_windows) =
-        checkpoint::restored_windows(scope, restored, first_epoch, leader);
+    let restored = checkpoint::restored_state(scope, restored, first_epoch, leader);
     let state = StateInputs {
-        app_windows,
-        platform_windows,
+        app_windows: restored.app,
+        platform_windows: restored.platform,
+        group_windows: restored.group,
+        directory: restored.directory,
         cuts: ingested.cuts.clone(),
         // The Cloud Controller's listings (`[metadata]`), if any; tags name apps either way.
         listings: ingested.listings,
@@ -187,7 +188,7 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
     let live = plan.live.clone();
     // The raw streams: a restart does not read their records again, so a checkpoint is
     // written only once the sinks have them safe.
-    let handed_over = vec![
+    let mut handed_over = vec![
         forward::forward(streams.logs, routes, StreamName::Logs, Records::Logs),
         forward::forward(
             streams.container_metrics,
@@ -204,16 +205,18 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
             Records::AppEvents,
             move |events| live.app_events(events),
         ),
-        // SPEC §11: the directory's changes, and the space and org rollups of closed minutes
-        // (final rows only, so they need not wait for a checkpoint).
+        // SPEC §11: the directory's changes (a restart restores the directory, and writes
+        // only what changes after it).
         forward::forward(streams.apps, routes, StreamName::Apps, Records::Apps),
-        forward::forward(
-            streams.group_rollups,
+    ];
+    if plan.state.is_none() {
+        handed_over.push(forward::forward(
+            streams.group_rollups.clone(),
             routes,
             StreamName::GroupRollups,
             Records::GroupRollups,
-        ),
-    ];
+        ));
+    }
     match &plan.state {
         // Rollup rows go with their epoch's checkpoint, and to the sinks once it is on disk.
         Some(state) => checkpoint::assemble(
@@ -222,6 +225,10 @@ fn build(scope: Scope<'_, Time>, plan: &DataflowPlan) {
                 handed_over: scope.concatenate(handed_over),
                 app_rollups: streams.app_rollups,
                 platform_rollups: streams.platform_rollups,
+                // The space and org rows too: a restart from an earlier checkpoint rebuilds
+                // them from the minutes it restores, and a row it could not rebuild (its
+                // apps' names or groups having changed since) must not be in a store.
+                group_rollups: streams.group_rollups,
                 ingest: ingested.parts,
                 cuts: ingested.cuts,
                 leader,

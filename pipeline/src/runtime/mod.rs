@@ -184,6 +184,7 @@ fn restore(mut checkpoint: Checkpoint, widths: &[u32], metrics: &GraphMetrics) -
         epoch = checkpoint.epoch,
         taken_at = %sluice_common::time::rfc3339(checkpoint.taken_at),
         windows = checkpoint.windows.len(),
+        directory_facts = checkpoint.windows.directory.len(),
         sources = checkpoint.sources.len(),
         "Continuing from the checkpoint in the state directory."
     );

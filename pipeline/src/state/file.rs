@@ -23,8 +23,11 @@ use sluice_sources::SourcePosition;
 const MAGIC: &[u8; 13] = b"SLUICE-STATE\n";
 /// The layout of [`Checkpoint`]; postcard has no field names, so any change to it (or to a
 /// window's state) needs a new number.
-/// (3: the rows of `Records` carry their app's names, SPEC §11.)
-pub const FORMAT: u32 = 3;
+/// (3: the rows of `Records` carry their app's names, SPEC §11. 4: the directory's facts and
+/// the open space and org minutes, SPEC §11, are in the windows; a format-3 file is refused
+/// like any other, since it has neither and a run continued from it would name and group the
+/// minutes it continues differently.)
+pub const FORMAT: u32 = 4;
 // (The rows are `Records`, whose layout the disk buffer's codec also versions.)
 const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
 
@@ -219,5 +222,35 @@ mod tests {
         let newer = message(&newer);
         assert!(newer.contains(&format!("format {}", FORMAT + 1)), "{newer}");
         assert!(message(&good[..10]).contains("not a Sluice state file"));
+    }
+
+    /// What the directory adds to a checkpoint (SPEC §11): 5 000 apps, each with a tag fact
+    /// and a Cloud Controller fact (ids as UUIDs, names of about ten characters).
+    #[test]
+    fn the_directory_of_5000_apps_adds_about_a_megabyte() {
+        use sluice_model::Str;
+        use sluice_model::records::AppInfo;
+        use sluice_operators::directory::Origin;
+        // A UUID's text: 36 characters.
+        let uuid = |n: u128| Str::from(format!("{n:036x}"));
+        let mut with_directory = checkpoint();
+        for app in 0..5000u128 {
+            let info = AppInfo {
+                name: Str::from(format!("app-{app:06}")),
+                space_id: uuid(1_000_000 + app / 8),
+                space_name: Str::from(format!("space-{:04}", app / 8)),
+                org_id: uuid(2_000_000 + app / 24),
+                org_name: Str::from(format!("org-{:04}", app / 24)),
+            };
+            for origin in [Origin::Tags, Origin::CloudController] {
+                let fact = ((uuid(app), (origin, info.clone())), 1);
+                with_directory.windows.directory.push(fact);
+            }
+        }
+        let bare = encode(&checkpoint()).expect("encodes").len();
+        let grown = encode(&with_directory).expect("encodes").len() - bare;
+        // 2 × 5 000 facts of 144 bytes: 1.44 MB (README, "Decisions and limits" of SPEC §11).
+        assert!((1_000_000..2_000_000).contains(&grown), "{grown} bytes");
+        println!("5000 apps, two facts each: {grown} bytes");
     }
 }

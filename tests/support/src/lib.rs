@@ -11,8 +11,10 @@
 //! - [`search`] — `osmem-server` and a fault-injecting proxy in front of it;
 //! - [`prometheus`] — private Prometheus servers (remote-write receiver on) and their API;
 //! - [`retention`] — days of event time, every stream, and the rows a cutoff keeps;
-//! - [`simulate`] — a `sluice simulate` server running inside a test.
+//! - [`simulate`] — a `sluice simulate` server running inside a test;
+//! - [`cloud_controller`] — a Cloud Controller and UAA stand-in serving app listings.
 
+pub mod cloud_controller;
 pub mod fixtures;
 pub mod mariadb;
 pub mod prometheus;
@@ -75,7 +77,19 @@ pub fn run_config(config: &Path) -> Output {
 /// `count` simulated envelopes on a simulated clock: out of order by up to `jitter`, with a
 /// share of very late records.
 pub fn simulated_events(seed: u64, apps: u32, count: usize, late_fraction: f64) -> Vec<Event> {
-    let config = SimulatorConfig {
+    let mut generator = Generator::new(&simulated_config(seed, apps, late_fraction));
+    let mut events = Vec::with_capacity(count);
+    generator.fill(count, &mut events);
+    events
+}
+
+/// The apps of [`simulated_events`]'s foundation (ids, names, which are tagged).
+pub fn simulated_apps(seed: u64, apps: u32) -> Vec<sluice_simulator::SimulatedApp> {
+    Generator::new(&simulated_config(seed, apps, 0.0)).apps()
+}
+
+fn simulated_config(seed: u64, apps: u32, late_fraction: f64) -> SimulatorConfig {
+    SimulatorConfig {
         apps,
         seed,
         rate: 0,
@@ -85,11 +99,7 @@ pub fn simulated_events(seed: u64, apps: u32, count: usize, late_fraction: f64) 
         jitter: std::time::Duration::from_secs(20),
         late_fraction,
         ..SimulatorConfig::default()
-    };
-    let mut generator = Generator::new(&config);
-    let mut events = Vec::with_capacity(count);
-    generator.fill(count, &mut events);
-    events
+    }
 }
 
 /// Writes events as a dropsonde replay file (SPEC §1.3).
