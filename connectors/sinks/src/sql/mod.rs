@@ -96,28 +96,50 @@ impl<D: Dialect> SqlWriter<D> {
             .tables
             .get(key_of(rows.table))
             .ok_or(InsertError::UnknownTable)?;
-        let sql = &inserts.sql;
         let columns = rows.table.columns.len();
         let mut truncated = 0;
         let mut rest = rows.values.as_slice();
-        while rest.len() >= columns {
-            // sql[i] inserts 2^i rows; take the largest that fits.
-            let size = (sql.len() - 1).min((rest.len() / columns).ilog2() as usize);
-            let (chunk, tail) = rest.split_at((1 << size) * columns);
-            let mut arguments = D::Arguments::default();
-            // The size hint is for MySQL's buffer of encoded values; SQLite ignores it.
-            arguments.reserve(chunk.len(), chunk.len() * 8);
-            for (value, limit) in chunk.iter().zip(inserts.limits.iter().cycle()) {
-                let cut = D::bind(&mut arguments, value, *limit)
-                    .map_err(|e| InsertError::Sql(sqlx::Error::Encode(e)))?;
-                truncated += u64::from(cut);
-            }
-            D::execute(connection, sql[size].clone(), arguments)
-                .await
-                .map_err(InsertError::Sql)?;
-            rest = tail;
+        let mut next = inserts.bind::<D>(&mut rest, columns, &mut truncated)?;
+        while let Some((size, arguments)) = next {
+            // The statement goes to the store when its future is first polled; the next
+            // one's values are bound meanwhile, so the store's thread (SQLite's) or the
+            // server does not wait for them.
+            let (executed, bound) = tokio::join!(
+                D::execute(connection, inserts.sql[size].clone(), arguments),
+                async { inserts.bind::<D>(&mut rest, columns, &mut truncated) }
+            );
+            executed.map_err(InsertError::Sql)?;
+            next = bound?;
         }
         Ok(truncated)
+    }
+}
+
+impl Inserts {
+    /// The arguments of the next statement: as many of `rest`'s rows as the largest
+    /// statement that fits takes (`sql[i]` inserts 2^i rows), and that statement's index;
+    /// `None` when no row is left. Adds the text values it cut to `truncated`.
+    fn bind<D: Dialect>(
+        &self,
+        rest: &mut &[Value<'_>],
+        columns: usize,
+        truncated: &mut u64,
+    ) -> Result<Option<(usize, D::Arguments)>, InsertError> {
+        if rest.len() < columns {
+            return Ok(None);
+        }
+        let size = (self.sql.len() - 1).min((rest.len() / columns).ilog2() as usize);
+        let (chunk, tail) = rest.split_at((1 << size) * columns);
+        let mut arguments = D::Arguments::default();
+        // The size hint is for MySQL's buffer of encoded values; SQLite ignores it.
+        arguments.reserve(chunk.len(), chunk.len() * 8);
+        for (value, limit) in chunk.iter().zip(self.limits.iter().cycle()) {
+            let cut = D::bind(&mut arguments, value, *limit)
+                .map_err(|e| InsertError::Sql(sqlx::Error::Encode(e)))?;
+            *truncated += u64::from(cut);
+        }
+        *rest = tail;
+        Ok(Some((size, arguments)))
     }
 }
 
