@@ -454,6 +454,47 @@ async fn a_locked_database_is_retried_until_the_lock_is_released() {
 }
 
 #[tokio::test]
+async fn rows_of_a_transaction_held_open_for_a_backlog_are_committed_once_the_input_is_quiet() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sluice.db");
+    let (ctx, sender) = SinkContext::new("test", 4, CancellationToken::new());
+    let metrics = ctx.metrics.clone();
+    let mut config = config(&path);
+    // Every record is a full batch (a backlog), and the transaction could stay open an hour.
+    config.batch_size = 1.try_into().expect("non-zero");
+    config.commit_interval = Duration::from_secs(3600);
+    config.flush_interval = Duration::from_millis(50);
+    let sink = tokio::spawn(sqlite::run(config, ctx));
+    // The input stays open (the sender is kept) after three records.
+    let sender = std::thread::spawn(move || {
+        for _ in 0..3 {
+            assert!(sender.send_blocking(Records::Errors(vec![error_event()])));
+        }
+        sender
+    })
+    .join()
+    .expect("sent");
+    wait_for("the rows committed", || {
+        metrics.written_of(StreamName::Errors) == 3
+    })
+    .await;
+    let mut reader = connect(&path).await;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM platform_error")
+        .fetch_one(&mut reader)
+        .await
+        .expect("count");
+    // error_event() is one row however often it is sent (its key is the same).
+    assert_eq!(count, 1);
+    assert_eq!(
+        metrics.safe_total(),
+        3,
+        "the input was told they are stored"
+    );
+    drop(sender);
+    sink.await.expect("sink task").expect("written");
+}
+
+#[tokio::test]
 async fn a_database_locked_at_shutdown_is_abandoned_after_the_shutdown_timeout() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("sluice.db");

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use super::error::{ER_BAD_DB_ERROR, error_number};
 use super::{DatabaseUrl, MysqlSinkConfig, MysqlSinkError};
 use crate::SinkContext;
-use crate::batch::{Batch, BatchStore};
+use crate::batch::{Batch, BatchStore, Flow};
 use crate::retry::{Retry, Stop};
 use crate::rows::{self, Table, Value};
 use crate::sql::{InsertError, SqlWriter, TableRows, WindowTableError, create_window_tables};
@@ -122,6 +122,7 @@ impl BatchStore for MysqlStore {
         batch: &mut Batch,
         ctx: &mut SinkContext,
         retry: &mut Retry,
+        _flow: Flow,
     ) -> Result<Option<Stop>, MysqlSinkError> {
         if batch.rows == 0 {
             return Ok(None);

@@ -36,15 +36,13 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+use sqlx::{AssertSqlSafe, ConnectOptions};
 use tracing::{debug, info};
 
-use crate::batch::{Batch, BatchStore, write_batches};
+use crate::batch::{Batch, BatchStore, Flow, write_batches};
 use crate::retry::{Retriable, Retry, Stop};
 use crate::rows;
-use crate::sql::{
-    InsertError, SqlWriter, TableRows, WindowTableError, create_window_tables, migration_cause,
-};
+use crate::sql::{InsertError, SqlWriter, WindowTableError, create_window_tables, migration_cause};
 use crate::{Claim, Component, ComponentError, ComponentTask, Problem, Sink, SinkContext};
 use sluice_buffers::BufferConfig;
 
@@ -57,9 +55,21 @@ pub struct SqliteSinkConfig {
     /// The streams written to this file, each to its table of SPEC §3. Default: all of them.
     #[serde(default = "StreamName::all")]
     pub streams: Vec<StreamName>,
-    /// Rows written in one transaction at most; larger batches mean fewer commits.
+    /// Rows gathered and written at a time.
     #[serde(default = "default_batch_size")]
     pub batch_size: NonZeroUsize,
+    /// While rows arrive faster than they are written, how long one transaction stays open
+    /// across batches before it commits (`"5s"`); an input that keeps up commits every
+    /// batch, so a live job's rows are visible after `flush_interval`.
+    #[serde(
+        default = "default_commit_interval",
+        with = "sluice_common::config::duration"
+    )]
+    pub commit_interval: Duration,
+    /// Rows one transaction holds at most before it commits (they stay in memory until it
+    /// has, to be written again should it fail).
+    #[serde(default = "default_commit_rows")]
+    pub commit_rows: NonZeroUsize,
     /// How long a received row may wait for a fuller batch before it is written (`"1s"`).
     #[serde(
         default = "default_flush_interval",
@@ -100,6 +110,21 @@ const fn default_batch_size() -> NonZeroUsize {
     }
 }
 
+/// Long transactions while there is a backlog: a commit writes every page it dirtied, and
+/// the per-app keys (one page per app and table) and the HTTP table's random request ids
+/// (one page per row once the table is large) dirty about as many pages for a few rows of
+/// each as for many (README "Retention").
+const fn default_commit_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+const fn default_commit_rows() -> NonZeroUsize {
+    match NonZeroUsize::new(500_000) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    }
+}
+
 const fn default_flush_interval() -> Duration {
     Duration::from_secs(1)
 }
@@ -120,6 +145,8 @@ impl SqliteSinkConfig {
             streams,
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
+            commit_interval: default_commit_interval(),
+            commit_rows: default_commit_rows(),
             busy_timeout: default_busy_timeout(),
             shutdown_timeout: default_shutdown_timeout(),
             retention: RetentionConfig::default(),
@@ -328,6 +355,26 @@ struct SqliteStore {
     writer: SqlWriter<Sqlite>,
     retention: Retention,
     checkpointer: Checkpointer,
+    /// The rows written and not yet committed.
+    open: Uncommitted,
+    commit_interval: Duration,
+    commit_rows: usize,
+}
+
+/// The batches of the transaction left open while the input has a backlog, kept until it
+/// commits: a transaction that fails is rolled back and all of them are written again.
+#[derive(Default)]
+struct Uncommitted {
+    /// Whether a transaction is open on the connection.
+    begun: bool,
+    /// When it began.
+    since: Option<std::time::Instant>,
+    /// The batches it holds, and how many rows each wrote per stream (the counters move
+    /// once they are committed).
+    batches: Vec<(Batch, Vec<(StreamName, usize)>)>,
+    /// How many of `batches` the open transaction holds (the rest are still to be written).
+    written: usize,
+    rows: usize,
 }
 
 /// Copies committed pages from the WAL into the database file on a connection (and so a
@@ -432,7 +479,12 @@ impl SqliteStore {
             .pragma("journal_size_limit", "67108864");
         // The writer checkpoints (inside a commit) only when the checkpointer (below) has
         // fallen 256 MiB behind.
-        let writer_options = options.clone().pragma("wal_autocheckpoint", "65536");
+        // A transaction held open for a backlog commits some hundred thousand rows at once:
+        // a commit of a second or two is expected then, not a slow statement worth a warning.
+        let writer_options = options
+            .clone()
+            .pragma("wal_autocheckpoint", "65536")
+            .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(10));
         let open_error = |source| SqliteSinkError::Open {
             path: path.to_path_buf(),
             source,
@@ -511,43 +563,89 @@ impl SqliteStore {
             connection,
             writer: SqlWriter::new(&tables),
             retention: Retention::new(config.retention.clone(), &tables),
+            open: Uncommitted::default(),
+            commit_interval: config.commit_interval,
+            commit_rows: config.commit_rows.get(),
         })
     }
 
-    /// Writes every table's rows in one transaction: all of the batch or none of it.
-    async fn write(&mut self, tables: &[TableRows<'_>]) -> Result<(), SqliteSinkError> {
+    /// Writes the held batches the open transaction lacks, beginning one if none is open.
+    /// IMMEDIATE takes the write lock up front, so waiting for another writer happens in
+    /// SQLite's busy handler instead of failing half-way through a batch.
+    async fn write_held(&mut self, ctx: &SinkContext) -> Result<(), SqliteSinkError> {
         let commit_error = |source| SqliteSinkError::Commit {
             path: self.path.clone(),
             source,
         };
-        // IMMEDIATE takes the write lock up front, so waiting for another writer happens in
-        // SQLite's busy handler instead of failing half-way through the batch.
-        let mut tx = self
-            .connection
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(commit_error)?;
-        for rows in tables {
-            let table = rows.table.name;
-            self.writer
-                .insert(&mut tx, rows)
+        if !self.open.begun {
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *self.connection)
                 .await
-                .map_err(|e| match e {
-                    InsertError::UnknownTable => SqliteSinkError::Schema {
-                        path: self.path.clone(),
-                        table,
-                    },
-                    InsertError::Sql(source) => SqliteSinkError::Write {
-                        path: self.path.clone(),
-                        table,
-                        source,
-                    },
-                })?;
+                .map_err(commit_error)?;
+            self.open.begun = true;
+            self.open.since = Some(std::time::Instant::now());
+            self.open.written = 0;
         }
-        tx.commit().await.map_err(|source| SqliteSinkError::Commit {
-            path: self.path.clone(),
-            source,
-        })
+        while self.open.written < self.open.batches.len() {
+            let (batch, counts) = &mut self.open.batches[self.open.written];
+            let tables = batch.table_rows(ctx);
+            counts.clear();
+            for rows in &tables {
+                let table = rows.table.name;
+                self.writer
+                    .insert(&mut self.connection, rows)
+                    .await
+                    .map_err(|e| match e {
+                        InsertError::UnknownTable => SqliteSinkError::Schema {
+                            path: self.path.clone(),
+                            table,
+                        },
+                        InsertError::Sql(source) => SqliteSinkError::Write {
+                            path: self.path.clone(),
+                            table,
+                            source,
+                        },
+                    })?;
+                counts.push((rows.table.stream, rows.rows()));
+            }
+            self.open.written += 1;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), SqliteSinkError> {
+        sqlx::query("COMMIT")
+            .execute(&mut *self.connection)
+            .await
+            .map_err(|source| SqliteSinkError::Commit {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.open.begun = false;
+        Ok(())
+    }
+
+    /// After a failed statement: the transaction, if SQLite has not ended it already, is
+    /// rolled back, and every held batch will be written again.
+    async fn roll_back(&mut self) {
+        if self.open.begun {
+            // Fails harmlessly when SQLite already rolled the transaction back itself.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *self.connection).await;
+        }
+        self.open.begun = false;
+        self.open.written = 0;
+    }
+
+    /// Whether the open transaction should commit now: the input keeps up (or has closed),
+    /// or the transaction has held its rows or time long enough.
+    fn commit_due(&self, flow: Flow, ctx: &SinkContext) -> bool {
+        flow != Flow::Backlog
+            || self.open.rows >= self.commit_rows
+            || self
+                .open
+                .since
+                .is_some_and(|since| since.elapsed() >= self.commit_interval)
+            || ctx.shutdown.is_cancelled()
     }
 
     /// Closes the connection; SQLite checkpoints the WAL into the database file.
@@ -561,41 +659,69 @@ impl SqliteStore {
 impl BatchStore for SqliteStore {
     type Error = SqliteSinkError;
 
-    /// One transaction for the whole batch, tried again while another process holds the
-    /// database locked.
+    /// Adds the batch to the open transaction (beginning one if none is open), deletes what
+    /// retention has expired in it, and commits unless the input has a backlog and the
+    /// transaction is still young and small. A failure rolls the transaction back and,
+    /// once `retry` has waited it out, writes every batch it held again.
     async fn flush(
         &mut self,
         batch: &mut Batch,
         ctx: &mut SinkContext,
         retry: &mut Retry,
+        flow: Flow,
     ) -> Result<Option<Stop>, SqliteSinkError> {
-        if batch.rows == 0 {
+        let taken = std::mem::take(batch);
+        let new_rows = taken.rows;
+        if new_rows > 0 {
+            self.open.rows += new_rows;
+            self.open.batches.push((taken, Vec::new()));
+        }
+        if self.open.batches.is_empty() {
             return Ok(None);
         }
-        let taken = std::mem::take(batch);
-        let tables = taken.table_rows(ctx);
-        let rows: usize = tables.iter().map(TableRows::rows).sum();
-        while let Err(error) = self.write(&tables).await {
-            if let Some(stop) = retry.wait_or_fail(error, rows, ctx).await? {
-                return Ok(Some(stop));
+        let commit = self.commit_due(flow, ctx);
+        loop {
+            let mut result = self.write_held(ctx).await;
+            if result.is_ok() {
+                // Expired rows go in the same transaction: their pages are written once.
+                self.retention
+                    .after_flush(
+                        &mut self.connection,
+                        ctx.watermark(),
+                        new_rows,
+                        &ctx.name,
+                        &ctx.metrics,
+                    )
+                    .await;
+                if commit {
+                    result = self.commit().await;
+                }
+            }
+            match result {
+                Ok(()) => break,
+                Err(error) => {
+                    self.roll_back().await;
+                    if let Some(stop) = retry.wait_or_fail(error, self.open.rows, ctx).await? {
+                        return Ok(Some(stop));
+                    }
+                }
             }
         }
         retry.recovered(ctx);
-        for table in &tables {
-            ctx.metrics.written(table.table.stream, table.rows());
+        if commit {
+            for (_, counts) in self.open.batches.drain(..) {
+                for (stream, rows) in counts {
+                    ctx.metrics.written(stream, rows);
+                }
+            }
+            debug!(sink = %ctx.name, rows = self.open.rows, "Committed rows to SQLite.");
+            self.open = Uncommitted::default();
         }
-        debug!(sink = %ctx.name, rows, "Flushed rows to SQLite.");
-        drop(tables);
-        self.retention
-            .after_flush(
-                &mut self.connection,
-                ctx.watermark(),
-                rows,
-                &ctx.name,
-                &ctx.metrics,
-            )
-            .await;
         Ok(None)
+    }
+
+    fn durable(&self) -> bool {
+        !self.open.begun && self.open.batches.is_empty()
     }
 }
 
