@@ -99,7 +99,6 @@ pub enum Cell {
     Text(String),
 }
 
-/// `(table, primary key)` of every SPEC table.
 /// The tables of SPEC §3: every stream's rows, the ones a restart continues exactly (§9).
 pub const SECTION_3_TABLES: [&str; 7] = [
     "log_message",
@@ -111,6 +110,7 @@ pub const SECTION_3_TABLES: [&str; 7] = [
     "platform_error",
 ];
 
+/// `(table, primary key)` of every SPEC table.
 pub const TABLE_KEYS: [(&str, &str); 10] = [
     ("log_message", "id"),
     ("container_metric", "app_id, instance_index, ts"),
