@@ -175,110 +175,118 @@ impl<'scope, T: GraphTime> Route<'scope, T> for Stream<'scope, T, Vec<Stamped>> 
                     let mut events = events_out.session(&cap);
                     let mut app = app_out.session(&cap);
                     let mut platform = platform_out.session(&cap);
-                    for record in data.flat_map(|batch| batch.drain(..)) {
-                        if let Some((facts, at)) = facts.as_mut()
-                            && let Some(changes) = tag_facts.observe(&record)
-                        {
-                            facts.give_iterator(changes.map(|(fact, diff)| (fact, *at, diff)));
+                    for batch in data {
+                        // The tags are read in place, before the records are moved out: looking
+                        // at each one on its way out cost it one more move.
+                        if let Some((facts, at)) = facts.as_mut() {
+                            for record in batch.iter() {
+                                if let Some(changes) = tag_facts.observe(record) {
+                                    facts.give_iterator(
+                                        changes.map(|(fact, diff)| (fact, *at, diff)),
+                                    );
+                                }
+                            }
                         }
-                        let Stamped {
-                            event,
-                            event_time,
-                            late,
-                        } = record;
-                        let minute = minute_of(event_time);
-                        let app_id = canonical_app_id(&event);
-                        match &event.payload {
-                            Payload::Log(log) => {
-                                let event_name = (!log.app_id.is_empty())
-                                    .then(|| rules.classify(&log.source_type, &log.message))
-                                    .flatten();
-                                if let (Some(name), Some(app_id)) = (event_name, &app_id) {
-                                    events.give(AppEvent {
-                                        app_id: app_id.clone(),
-                                        ts: event_time,
-                                        event: name.clone(),
-                                        source_type: log.source_type.clone(),
-                                        source_instance: log.source_instance.clone(),
-                                        message: lossy_str(&log.message),
-                                    });
-                                    if !late {
-                                        app.give(AppSample {
+                        for record in batch.drain(..) {
+                            let Stamped {
+                                event,
+                                event_time,
+                                late,
+                            } = record;
+                            let minute = minute_of(event_time);
+                            let app_id = canonical_app_id(&event);
+                            match &event.payload {
+                                Payload::Log(log) => {
+                                    let event_name = (!log.app_id.is_empty())
+                                        .then(|| rules.classify(&log.source_type, &log.message))
+                                        .flatten();
+                                    if let (Some(name), Some(app_id)) = (event_name, &app_id) {
+                                        events.give(AppEvent {
                                             app_id: app_id.clone(),
+                                            ts: event_time,
+                                            event: name.clone(),
+                                            source_type: log.source_type.clone(),
+                                            source_instance: log.source_instance.clone(),
+                                            message: lossy_str(&log.message),
+                                        });
+                                        if !late {
+                                            app.give(AppSample {
+                                                app_id: app_id.clone(),
+                                                minute,
+                                                contribution: AppContribution::AppEvent,
+                                            });
+                                        }
+                                    }
+                                    if let (false, Some(app_id)) = (late, app_id) {
+                                        app.give(AppSample {
+                                            app_id,
                                             minute,
-                                            contribution: AppContribution::AppEvent,
+                                            contribution: AppContribution::Log {
+                                                err: log.message_type
+                                                    == sluice_model::event::MessageType::Err,
+                                            },
+                                        });
+                                    }
+                                    logs.give(event);
+                                }
+                                Payload::Container(metric) => {
+                                    if let (false, Some(app_id)) = (late, app_id) {
+                                        app.give(AppSample {
+                                            app_id,
+                                            minute,
+                                            contribution: AppContribution::Container {
+                                                instance: metric.instance_index,
+                                                cpu: metric.cpu_percentage,
+                                                memory: metric.memory_bytes,
+                                                disk: metric.disk_bytes,
+                                            },
+                                        });
+                                    }
+                                    containers.give(event);
+                                }
+                                Payload::Http(request) => {
+                                    if let (false, Some(app_id)) = (late, app_id) {
+                                        app.give(AppSample {
+                                            app_id,
+                                            minute,
+                                            contribution: AppContribution::Http {
+                                                status: request.status_code,
+                                                bytes: request.content_length,
+                                                latency_ns: request
+                                                    .stop_timestamp
+                                                    .saturating_sub(request.start_timestamp)
+                                                    .max(0),
+                                            },
+                                        });
+                                    }
+                                    http.give(event);
+                                }
+                                Payload::Error(_) => errors.give(event),
+                                Payload::Value(metric) => {
+                                    if !late {
+                                        platform.give(PlatformSample {
+                                            key: platform_key(&event, &metric.name),
+                                            minute,
+                                            event_time,
+                                            value: PlatformValue::Gauge {
+                                                value: metric.value,
+                                                unit: metric.unit.clone(),
+                                            },
                                         });
                                     }
                                 }
-                                if let (false, Some(app_id)) = (late, app_id) {
-                                    app.give(AppSample {
-                                        app_id,
-                                        minute,
-                                        contribution: AppContribution::Log {
-                                            err: log.message_type
-                                                == sluice_model::event::MessageType::Err,
-                                        },
-                                    });
-                                }
-                                logs.give(event);
-                            }
-                            Payload::Container(metric) => {
-                                if let (false, Some(app_id)) = (late, app_id) {
-                                    app.give(AppSample {
-                                        app_id,
-                                        minute,
-                                        contribution: AppContribution::Container {
-                                            instance: metric.instance_index,
-                                            cpu: metric.cpu_percentage,
-                                            memory: metric.memory_bytes,
-                                            disk: metric.disk_bytes,
-                                        },
-                                    });
-                                }
-                                containers.give(event);
-                            }
-                            Payload::Http(request) => {
-                                if let (false, Some(app_id)) = (late, app_id) {
-                                    app.give(AppSample {
-                                        app_id,
-                                        minute,
-                                        contribution: AppContribution::Http {
-                                            status: request.status_code,
-                                            bytes: request.content_length,
-                                            latency_ns: request
-                                                .stop_timestamp
-                                                .saturating_sub(request.start_timestamp)
-                                                .max(0),
-                                        },
-                                    });
-                                }
-                                http.give(event);
-                            }
-                            Payload::Error(_) => errors.give(event),
-                            Payload::Value(metric) => {
-                                if !late {
-                                    platform.give(PlatformSample {
-                                        key: platform_key(&event, &metric.name),
-                                        minute,
-                                        event_time,
-                                        value: PlatformValue::Gauge {
-                                            value: metric.value,
-                                            unit: metric.unit.clone(),
-                                        },
-                                    });
-                                }
-                            }
-                            Payload::Counter(counter) => {
-                                if !late {
-                                    platform.give(PlatformSample {
-                                        key: platform_key(&event, &counter.name),
-                                        minute,
-                                        event_time,
-                                        value: PlatformValue::Counter {
-                                            delta: counter.delta,
-                                            total: counter.total,
-                                        },
-                                    });
+                                Payload::Counter(counter) => {
+                                    if !late {
+                                        platform.give(PlatformSample {
+                                            key: platform_key(&event, &counter.name),
+                                            minute,
+                                            event_time,
+                                            value: PlatformValue::Counter {
+                                                delta: counter.delta,
+                                                total: counter.total,
+                                            },
+                                        });
+                                    }
                                 }
                             }
                         }
