@@ -212,6 +212,9 @@ mod tests {
 
     use super::*;
 
+    /// A row that left `Names`: its app, whether it was final, and the name it carried.
+    type NamedRow = (String, bool, Option<String>);
+
     fn row(app: &str, is_final: bool) -> AppRollup {
         AppRollup {
             app_id: Str::from(app),
@@ -250,7 +253,7 @@ mod tests {
         timely::execute_directly(|worker| {
             let mut rows = InputHandle::<u64, CapacityContainerBuilder<Vec<AppRollup>>>::new();
             let mut changes = InputHandle::<u64, CapacityContainerBuilder<Vec<Change<u64>>>>::new();
-            let named: Rc<RefCell<Vec<(String, bool, Option<String>)>>> = Rc::default();
+            let named: Rc<RefCell<Vec<NamedRow>>> = Rc::default();
             let out = named.clone();
             let probe = worker.dataflow::<u64, _, _>(|scope| {
                 names(
