@@ -2,7 +2,7 @@
 //! and org, as a differential-dataflow collection.
 //!
 //! ```text
-//! records ─► TagFacts ──────────┐ (app_id, (Tags, info)) ±1, only when an app's tags change
+//! records ─► Route (TagFacts) ──┐ (app_id, (Tags, info)) ±1, only when an app's tags change
 //! listings ─► ListingFacts ─────┤ (app_id, (CloudController, info)): +this listing −the last
 //!                               ▼
 //!                     reduce by app_id: the Cloud Controller's fact wins, else the tags'
@@ -13,7 +13,7 @@
 //! With checkpoints (SPEC §9) `DirectorySnapshots` saves, at the end of every checkpointed
 //! epoch, the facts as they stood then (each worker its own: its tags' last facts, and on the
 //! worker that takes listings the last listing's); a restarted run sends them back into
-//! `TagFacts` and `ListingFacts`, which continue from them and state them again in an epoch
+//! `Route`'s [`TagFacts`] and `ListingFacts`, which continue from them and state them again in an epoch
 //! before the run's first. The directory is then what it was, `Enrich` and `Names` label with
 //! it from the first record on, and `AppRows` writes no row for it (the stores have them).
 //!
@@ -37,8 +37,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::generic::Operator;
 
 use crate::checkpoint::{Cut, Snapshot, WindowState};
 use crate::graph::Placement;
@@ -94,140 +93,107 @@ pub struct DirectoryState<'scope, T: GraphTime> {
     /// The epoch this run's records start in: changes of earlier epochs are the restored
     /// directory, whose `app` rows the stores already have. 0 without checkpoints.
     pub first_epoch: u64,
-    /// Where the records of an app are, so that its tags' last fact is restored there.
-    pub placement: Placement,
 }
 
-/// Builds the directory from the records' tags and the Cloud Controller's listings. The
-/// records pass through unchanged (moved, not copied) and come back with the directory.
+/// Builds the directory from the records' tag facts (stated by `Route`, see [`TagFacts`])
+/// and the Cloud Controller's listings.
 pub fn directory<'scope, T: GraphTime>(
-    records: Stream<'scope, T, Vec<Stamped>>,
+    tags: Stream<'scope, T, Vec<(Fact, T, isize)>>,
     listings: Stream<'scope, T, Vec<Listing>>,
     state: DirectoryState<'scope, T>,
-) -> (Stream<'scope, T, Vec<Stamped>>, DirectoryStreams<'scope, T>) {
-    let (records, tags) = tag_facts(records, state.restored.clone(), state.placement);
-    let facts = tags.concat(listing_facts(listings, state.restored));
+) -> DirectoryStreams<'scope, T> {
+    let facts = tags
+        .as_collection()
+        .concat(listing_facts(listings, state.restored));
     let snapshots = state
         .cuts
         .map(|cuts| directory_snapshots(facts.inner.clone(), cuts));
     let changes = resolve(facts).inner;
     let rows = app_rows(changes.clone(), state.first_epoch);
-    (
-        records,
-        DirectoryStreams {
-            changes,
-            rows,
-            snapshots,
-        },
-    )
+    DirectoryStreams {
+        changes,
+        rows,
+        snapshots,
+    }
+}
+
+/// What `Route` needs to state the records' tag facts: the restored ones, and where an app's
+/// records are.
+pub struct TagInputs<'scope, T: GraphTime> {
+    /// The facts of a restored checkpoint, on any worker (see [`DirectoryState::restored`]).
+    pub restored: Stream<'scope, T, Vec<SavedFact>>,
+    pub placement: Placement,
+}
+
+/// The worker a restored fact goes to: a tag fact where its app's records go (see
+/// `graph::build_with_state`); the Cloud Controller's to worker 0, whose `Route` drops it
+/// (`ListingFacts` takes those).
+pub(crate) fn restored_worker(placement: Placement, fact: &SavedFact) -> u64 {
+    let ((app, (origin, _)), _) = fact;
+    match origin {
+        Origin::Tags => placement.record_worker(app_key_hash(app)),
+        Origin::CloudController => 0,
+    }
 }
 
 /// The facts the records' tags state, as changes: an app's first tagged record adds its
 /// fact, a record whose tags differ from the last ones replaces it. The map of last tags is
-/// one entry per tagged app seen. The records pass through. Restored tag facts (from
-/// `restored`, exchanged to the worker the app's records go to) fill the map before any
-/// record is looked at, and are stated again at their time.
-pub fn tag_facts<'scope, T: GraphTime>(
-    records: Stream<'scope, T, Vec<Stamped>>,
-    restored: Stream<'scope, T, Vec<SavedFact>>,
-    placement: Placement,
-) -> (
-    Stream<'scope, T, Vec<Stamped>>,
-    VecCollection<'scope, T, Fact>,
-) {
-    let scope = records.scope();
-    let mut builder = OperatorBuilder::new("TagFacts".to_owned(), scope);
-    let mut input = builder.new_input(records, Pipeline);
-    // Tag facts go where the app's records go (see `graph::build_with_state`); the Cloud
-    // Controller's go to `ListingFacts`, and pass here on worker 0 to be dropped.
-    let mut restored_in = builder.new_input(
-        restored,
-        Exchange::new(move |((app, (origin, _)), _): &SavedFact| match origin {
-            Origin::Tags => placement.record_worker(app_key_hash(app)),
-            Origin::CloudController => 0,
-        }),
-    );
-    let (records_out, records) = builder.new_output();
-    let (facts_out, facts) = builder.new_output();
-    let mut records_out =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<Stamped>>>::from(records_out);
-    let mut facts_out =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<(Fact, T, isize)>>>::from(facts_out);
-    builder.build(move |_capabilities| {
-        let mut last: FxHashMap<Str, AppInfo> = FxHashMap::default();
-        move |frontiers| {
-            let mut records_out = records_out.activate();
-            let mut facts_out = facts_out.activate();
-            restored_in.for_each(|time, data| {
-                let Some(at) = stamp_join(time.stamp().iter()) else {
-                    return;
-                };
-                let cap = time.delayed(&at, 1);
-                let mut session = facts_out.session(&cap);
-                for ((app, (origin, info)), count) in data.drain(..) {
-                    if origin == Origin::Tags {
-                        last.insert(app.clone(), info.clone());
-                        session.give(((app, (origin, info)), at, count));
-                    }
-                }
-            });
-            // Records wait (in the input) until the restored facts are in `last`.
-            if !frontiers[1].frontier().is_empty() {
-                return;
-            }
-            input.for_each(|time, data| {
-                if let Some(at) = stamp_join(time.stamp().iter()) {
-                    let cap = time.delayed(&at, 1);
-                    let mut session = facts_out.session(&cap);
-                    for record in data.iter() {
-                        if let Some(fact) = tag_fact(&mut last, record) {
-                            for (fact, diff) in fact {
-                                session.give((fact, at, diff));
-                            }
-                        }
-                    }
-                }
-                records_out.session(&time).give_container(data);
-            });
-        }
-    });
-    (records, facts.as_collection())
+/// one entry per tagged app seen. `Route` keeps one per worker and shows it every record as
+/// it routes it (a pass of its own over the records cost an operator hop for each batch):
+/// restored tag facts fill the map before any record is looked at, and are stated again at
+/// their time.
+#[derive(Default)]
+pub(crate) struct TagFacts {
+    last: FxHashMap<Str, AppInfo>,
 }
 
-/// The fact changes one record's tags make: none when they are what its app had.
-///
-/// Half the envelopes of a foundation may carry tags, and almost all of them say what the
-/// app's last ones said: that case is decided without allocating or cloning anything (the
-/// app id looked up as it is, a UUID formatted on the stack, each tag compared in place).
-fn tag_fact(
-    last: &mut FxHashMap<Str, AppInfo>,
-    record: &Stamped,
-) -> Option<impl Iterator<Item = (Fact, isize)>> {
-    let event = &record.event;
-    let tags = &event.header.tags;
-    // Most envelopes carry no names.
-    let values = tags.app_tag_values()?;
-    if values[0].is_none() && values[1].is_none() {
-        return None;
+impl TagFacts {
+    /// A restored fact: kept if it is the tags' (to be stated again), else dropped.
+    pub(crate) fn restore(&mut self, (fact, count): SavedFact) -> Option<SavedFact> {
+        let (app, (origin, info)) = fact;
+        if origin != Origin::Tags {
+            return None;
+        }
+        self.last.insert(app.clone(), info.clone());
+        Some(((app, (origin, info)), count))
     }
-    let app = event.app_id()?;
-    let mut buffer = [0u8; 36];
-    let id: &str = match &app {
-        AppId::Str(id) => id,
-        AppId::Uuid(uuid) => uuid.hyphenated().encode_lower(&mut buffer),
-    };
-    if last.get(id).is_some_and(|known| same_names(known, &values)) {
-        return None;
+
+    /// The fact changes one record's tags make: none when they are what its app had.
+    ///
+    /// Half the envelopes of a foundation may carry tags, and almost all of them say what the
+    /// app's last ones said: that case is decided without allocating or cloning anything (the
+    /// app id looked up as it is, a UUID formatted on the stack, each tag compared in place).
+    pub(crate) fn observe(
+        &mut self,
+        record: &Stamped,
+    ) -> Option<impl Iterator<Item = (Fact, isize)> + use<>> {
+        let last = &mut self.last;
+        let event = &record.event;
+        let tags = &event.header.tags;
+        // Most envelopes carry no names.
+        let values = tags.app_tag_values()?;
+        if values[0].is_none() && values[1].is_none() {
+            return None;
+        }
+        let app = event.app_id()?;
+        let mut buffer = [0u8; 36];
+        let id: &str = match &app {
+            AppId::Str(id) => id,
+            AppId::Uuid(uuid) => uuid.hyphenated().encode_lower(&mut buffer),
+        };
+        if last.get(id).is_some_and(|known| same_names(known, &values)) {
+            return None;
+        }
+        let info = app_info(values)?;
+        let app = app.to_canonical();
+        let old = last.insert(app.clone(), info.clone());
+        let removed = old.map(|old| ((app.clone(), (Origin::Tags, old)), -1));
+        Some(
+            removed
+                .into_iter()
+                .chain(std::iter::once(((app, (Origin::Tags, info)), 1))),
+        )
     }
-    let info = app_info(values)?;
-    let app = app.to_canonical();
-    let old = last.insert(app.clone(), info.clone());
-    let removed = old.map(|old| ((app.clone(), (Origin::Tags, old)), -1));
-    Some(
-        removed
-            .into_iter()
-            .chain(std::iter::once(((app, (Origin::Tags, info)), 1))),
-    )
 }
 
 /// Whether the tags name the app as `known` does (an absent tag is an empty name).

@@ -8,10 +8,11 @@
 //!                              restored windows, cuts ─┘ (checkpoints)          └─► snapshots
 //! ```
 //!
-//! Before Route, the records pass the directory's `TagFacts` (SPEC §11, see
-//! [`crate::directory`]); the directory's changes become the `apps` stream, label the final
-//! minute rows for the space and org rollups ([`crate::groups`], stream `group_rollups`), and
-//! name the logs and app rollup rows on their way out ([`crate::names`]).
+//! Route also states the facts the records' name tags make (the directory's `TagFacts`, SPEC
+//! §11, see [`crate::directory`]); the directory's changes become the `apps` stream, label the
+//! final minute rows for the space and org rollups ([`crate::groups`], stream
+//! `group_rollups`), and name the logs and app rollup rows on their way out
+//! ([`crate::names`]).
 //!
 //! Each width of [`WindowOptions::windows`] has its own pair of `Windowed` operators fed by
 //! the same samples (percentiles need the sketch, so wider windows cannot be merged from
@@ -29,7 +30,7 @@ use timely::dataflow::{Scope, Stream};
 
 use crate::app_events::LiveRules;
 use crate::checkpoint::{Cut, OpenWindow, Snapshot};
-use crate::directory::{self, DirectoryState, Listing, SavedFact};
+use crate::directory::{self, DirectoryState, Listing, SavedFact, TagInputs};
 use crate::groups::{GroupKey, GroupState, GroupWindow};
 use crate::names::Wait;
 use crate::rollup::app::{AppRollups, AppWindow};
@@ -158,6 +159,11 @@ pub fn build_with_state<'scope, T: GraphTime>(
         input.exchange(exchange_key)
     };
     let cuts = state.cuts.broadcast();
+    let tags = TagInputs {
+        restored: state.directory.clone(),
+        placement,
+    };
+    let routed = exchanged.route(rules, tags);
     let directory_state = DirectoryState {
         restored: state.directory,
         cuts: options.checkpoints.then(|| cuts.clone()),
@@ -166,10 +172,8 @@ pub fn build_with_state<'scope, T: GraphTime>(
         } else {
             0
         },
-        placement,
     };
-    let (exchanged, directory) = directory::directory(exchanged, state.listings, directory_state);
-    let routed = exchanged.route(rules);
+    let directory = directory::directory(routed.tag_facts, state.listings, directory_state);
     let mut widths = options.windows.clone();
     if !widths.contains(&MINUTE) {
         // The minute tables are the SPEC's contract: always there.

@@ -164,26 +164,25 @@ pub fn names<'scope, T: GraphTime, R: Named + Clone + 'static>(
                         map.apply(app, info, diff);
                     }
                 });
-                records_in.for_each(|time, data| match wait {
-                    Wait::No => {
+                records_in.for_each(|time, data| {
+                    // A batch that waits for nothing, or whose every record waits (the usual
+                    // cases: logs, a rollup's final rows), is named or held whole, without
+                    // moving its records into new vectors.
+                    if wait == Wait::No || !data.iter().any(R::waits) {
                         for record in data.iter_mut() {
                             map.name(record);
                         }
                         output.session(&time).give_container(data);
-                    }
-                    Wait::ForDirectory => {
-                        let (held, now): (Vec<R>, Vec<R>) =
+                    } else if data.iter().all(R::waits) {
+                        waiting.push((time.retain_stamp(0), std::mem::take(data)));
+                    } else {
+                        let (held, mut now): (Vec<R>, Vec<R>) =
                             data.drain(..).partition(|record| record.waits());
-                        if !now.is_empty() {
-                            let mut now = now;
-                            for record in now.iter_mut() {
-                                map.name(record);
-                            }
-                            output.session(&time).give_container(&mut now);
+                        for record in now.iter_mut() {
+                            map.name(record);
                         }
-                        if !held.is_empty() {
-                            waiting.push((time.retain_stamp(0), held));
-                        }
+                        output.session(&time).give_container(&mut now);
+                        waiting.push((time.retain_stamp(0), held));
                     }
                 });
                 let frontier = changes_frontier.frontier();
@@ -204,7 +203,111 @@ pub fn names<'scope, T: GraphTime, R: Named + Clone + 'static>(
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::InputHandle;
+    use timely::dataflow::operators::{Input, Inspect, Probe};
+
     use super::*;
+
+    /// A row that left `Names`: its app, whether it was final, and the name it carried.
+    type NamedRow = (String, bool, Option<String>);
+
+    fn row(app: &str, is_final: bool) -> AppRollup {
+        AppRollup {
+            app_id: Str::from(app),
+            minute: 0,
+            window: sluice_model::records::MINUTE,
+            instances: 0,
+            cpu_avg: None,
+            cpu_max: None,
+            memory_avg: None,
+            memory_max: None,
+            disk_avg: None,
+            disk_max: None,
+            requests: 0,
+            status_2xx: 0,
+            status_3xx: 0,
+            status_4xx: 0,
+            status_5xx: 0,
+            response_bytes: 0,
+            latency_avg_ms: None,
+            latency_max_ms: None,
+            latency_p50_ms: None,
+            latency_p95_ms: None,
+            latency_p99_ms: None,
+            log_lines: 0,
+            log_err_lines: 0,
+            app_events: 0,
+            is_final,
+            names: None,
+        }
+    }
+
+    /// Final rows, in a batch of their own or beside provisional ones, are named with a change
+    /// of the directory at their time that arrives after them; provisional rows go at once.
+    #[test]
+    fn final_rows_wait_for_the_directory_and_provisional_rows_do_not() {
+        timely::execute_directly(|worker| {
+            let mut rows = InputHandle::<u64, CapacityContainerBuilder<Vec<AppRollup>>>::new();
+            let mut changes = InputHandle::<u64, CapacityContainerBuilder<Vec<Change<u64>>>>::new();
+            let named: Rc<RefCell<Vec<NamedRow>>> = Rc::default();
+            let out = named.clone();
+            let probe = worker.dataflow::<u64, _, _>(|scope| {
+                names(
+                    scope.input_from(&mut rows),
+                    scope.input_from(&mut changes),
+                    Wait::ForDirectory,
+                    "Names",
+                )
+                .inspect(move |row| {
+                    let name = row.names.as_ref().map(|names| names.name.to_string());
+                    out.borrow_mut()
+                        .push((row.app_id.to_string(), row.is_final, name));
+                })
+                .probe()
+                .0
+            });
+            rows.advance_to(5);
+            changes.advance_to(5);
+            // A mixed batch, then one of final rows only, both before the change.
+            rows.send_batch(&mut vec![row("a", true), row("a", false)]);
+            rows.send_batch(&mut vec![row("b", true)]);
+            rows.advance_to(6);
+            // Until the provisional row is out (a bound, should it never be).
+            for _ in 0..1000 {
+                if !named.borrow().is_empty() {
+                    break;
+                }
+                worker.step();
+            }
+            assert_eq!(
+                *named.borrow(),
+                vec![("a".to_owned(), false, None)],
+                "only the provisional row, named with what was known"
+            );
+            for app in ["a", "b"] {
+                let info = AppInfo {
+                    name: Str::from(format!("{app}-web")),
+                    ..AppInfo::default()
+                };
+                changes.send(((Str::from(app), info), 5, 1));
+            }
+            changes.advance_to(6);
+            worker.step_while(|| probe.less_than(&6));
+            let mut finals: Vec<_> = named.borrow().iter().filter(|r| r.1).cloned().collect();
+            finals.sort();
+            assert_eq!(
+                finals,
+                vec![
+                    ("a".to_owned(), true, Some("a-web".to_owned())),
+                    ("b".to_owned(), true, Some("b-web".to_owned())),
+                ]
+            );
+        });
+    }
 
     fn info(name: &str, space: &str) -> AppInfo {
         AppInfo {

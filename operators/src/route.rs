@@ -1,5 +1,8 @@
 //! `Route`: splits ingested records into the raw streams of SPEC §3, parses app events, and
 //! extracts the small samples the rollups need — each record is moved once, never cloned.
+//! On the way it shows each record to the directory's [`TagFacts`], which states the facts
+//! the records' name tags make (SPEC §11): one pass over the records for both, rather than
+//! an operator of its own that every batch would cross.
 
 use std::hash::{Hash, Hasher};
 
@@ -9,14 +12,15 @@ use serde::{Deserialize, Serialize};
 use sluice_model::{Event, Payload, Str};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::progress::Timestamp;
 
 use crate::app_events::LiveRules;
 use sluice_model::records::{AppEvent, minute_of};
 
+use crate::directory::{Fact, SavedFact, TagFacts, TagInputs, restored_worker};
+use crate::time::{GraphTime, stamp_join};
 use crate::watermark::Stamped;
 
 /// What one record adds to its app's minute.
@@ -74,7 +78,7 @@ pub struct PlatformSample {
 }
 
 /// The streams `Route` produces.
-pub struct Routed<'scope, T: Timestamp> {
+pub struct Routed<'scope, T: GraphTime> {
     pub logs: Stream<'scope, T, Vec<Event>>,
     pub container_metrics: Stream<'scope, T, Vec<Event>>,
     pub http: Stream<'scope, T, Vec<Event>>,
@@ -82,19 +86,27 @@ pub struct Routed<'scope, T: Timestamp> {
     pub app_events: Stream<'scope, T, Vec<AppEvent>>,
     pub app_samples: Stream<'scope, T, Vec<AppSample>>,
     pub platform_samples: Stream<'scope, T, Vec<PlatformSample>>,
+    /// The facts the records' tags state, as differential updates (see [`TagFacts`]).
+    pub tag_facts: Stream<'scope, T, Vec<(Fact, T, isize)>>,
 }
 
 /// Splits a stream of [`Stamped`] records; see the module doc.
-pub trait Route<'scope, T: Timestamp> {
+pub trait Route<'scope, T: GraphTime> {
     /// `rules` may be replaced while the graph runs (a live reload): each batch is
-    /// classified by the rules in force when it is routed.
-    fn route(self, rules: LiveRules) -> Routed<'scope, T>;
+    /// classified by the rules in force when it is routed. Records wait until the restored
+    /// tag facts of `tags` are in.
+    fn route(self, rules: LiveRules, tags: TagInputs<'scope, T>) -> Routed<'scope, T>;
 }
 
-impl<'scope, T: Timestamp> Route<'scope, T> for Stream<'scope, T, Vec<Stamped>> {
-    fn route(self, live_rules: LiveRules) -> Routed<'scope, T> {
+impl<'scope, T: GraphTime> Route<'scope, T> for Stream<'scope, T, Vec<Stamped>> {
+    fn route(self, live_rules: LiveRules, tags: TagInputs<'scope, T>) -> Routed<'scope, T> {
         let mut builder = OperatorBuilder::new("Route".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
+        let placement = tags.placement;
+        let mut restored_in = builder.new_input(
+            tags.restored,
+            Exchange::new(move |fact: &SavedFact| restored_worker(placement, fact)),
+        );
         let (logs_out, logs) = builder.new_output();
         let (containers_out, container_metrics) = builder.new_output();
         let (http_out, http) = builder.new_output();
@@ -102,6 +114,9 @@ impl<'scope, T: Timestamp> Route<'scope, T> for Stream<'scope, T, Vec<Stamped>> 
         let (events_out, app_events) = builder.new_output();
         let (app_out, app_samples) = builder.new_output();
         let (platform_out, platform_samples) = builder.new_output();
+        let (facts_out, tag_facts) = builder.new_output();
+        // The facts output's index, for capabilities of its own times.
+        const FACTS: usize = 7;
 
         let mut logs_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Event>>>::from(logs_out);
         let mut containers_out =
@@ -115,9 +130,29 @@ impl<'scope, T: Timestamp> Route<'scope, T> for Stream<'scope, T, Vec<Stamped>> 
             OutputBuilder::<_, CapacityContainerBuilder<Vec<AppSample>>>::from(app_out);
         let mut platform_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<PlatformSample>>>::from(platform_out);
+        let mut facts_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<(Fact, T, isize)>>>::from(facts_out);
 
         builder.build(move |_capabilities| {
-            move |_frontiers| {
+            let mut tag_facts = TagFacts::default();
+            move |frontiers| {
+                let mut facts_out = facts_out.activate();
+                restored_in.for_each(|time, data| {
+                    let Some(at) = stamp_join(time.stamp().iter()) else {
+                        return;
+                    };
+                    let cap = time.delayed(&at, FACTS);
+                    let mut session = facts_out.session(&cap);
+                    for saved in data.drain(..) {
+                        if let Some((fact, count)) = tag_facts.restore(saved) {
+                            session.give((fact, at, count));
+                        }
+                    }
+                });
+                // Records wait (in the input) until the restored facts are in `tag_facts`.
+                if !frontiers[1].frontier().is_empty() {
+                    return;
+                }
                 let mut logs_out = logs_out.activate();
                 let mut containers_out = containers_out.activate();
                 let mut http_out = http_out.activate();
@@ -127,6 +162,12 @@ impl<'scope, T: Timestamp> Route<'scope, T> for Stream<'scope, T, Vec<Stamped>> 
                 let mut platform_out = platform_out.activate();
                 input.for_each_stamp(|cap, data| {
                     let rules = live_rules.current();
+                    // Facts are stated at the join of the batch's times.
+                    let at = stamp_join(cap.stamp().iter());
+                    let facts_cap = at.map(|at| (cap.delayed(&at, FACTS), at));
+                    let mut facts = facts_cap
+                        .as_ref()
+                        .map(|(facts_cap, at)| (facts_out.session(facts_cap), *at));
                     let mut logs = logs_out.session(&cap);
                     let mut containers = containers_out.session(&cap);
                     let mut http = http_out.session(&cap);
@@ -134,105 +175,118 @@ impl<'scope, T: Timestamp> Route<'scope, T> for Stream<'scope, T, Vec<Stamped>> 
                     let mut events = events_out.session(&cap);
                     let mut app = app_out.session(&cap);
                     let mut platform = platform_out.session(&cap);
-                    for record in data.flat_map(|batch| batch.drain(..)) {
-                        let Stamped {
-                            event,
-                            event_time,
-                            late,
-                        } = record;
-                        let minute = minute_of(event_time);
-                        let app_id = canonical_app_id(&event);
-                        match &event.payload {
-                            Payload::Log(log) => {
-                                let event_name = (!log.app_id.is_empty())
-                                    .then(|| rules.classify(&log.source_type, &log.message))
-                                    .flatten();
-                                if let (Some(name), Some(app_id)) = (event_name, &app_id) {
-                                    events.give(AppEvent {
-                                        app_id: app_id.clone(),
-                                        ts: event_time,
-                                        event: name.clone(),
-                                        source_type: log.source_type.clone(),
-                                        source_instance: log.source_instance.clone(),
-                                        message: lossy_str(&log.message),
-                                    });
-                                    if !late {
-                                        app.give(AppSample {
+                    for batch in data {
+                        // The tags are read in place, before the records are moved out: looking
+                        // at each one on its way out cost it one more move.
+                        if let Some((facts, at)) = facts.as_mut() {
+                            for record in batch.iter() {
+                                if let Some(changes) = tag_facts.observe(record) {
+                                    facts.give_iterator(
+                                        changes.map(|(fact, diff)| (fact, *at, diff)),
+                                    );
+                                }
+                            }
+                        }
+                        for record in batch.drain(..) {
+                            let Stamped {
+                                event,
+                                event_time,
+                                late,
+                            } = record;
+                            let minute = minute_of(event_time);
+                            let app_id = canonical_app_id(&event);
+                            match &event.payload {
+                                Payload::Log(log) => {
+                                    let event_name = (!log.app_id.is_empty())
+                                        .then(|| rules.classify(&log.source_type, &log.message))
+                                        .flatten();
+                                    if let (Some(name), Some(app_id)) = (event_name, &app_id) {
+                                        events.give(AppEvent {
                                             app_id: app_id.clone(),
+                                            ts: event_time,
+                                            event: name.clone(),
+                                            source_type: log.source_type.clone(),
+                                            source_instance: log.source_instance.clone(),
+                                            message: lossy_str(&log.message),
+                                        });
+                                        if !late {
+                                            app.give(AppSample {
+                                                app_id: app_id.clone(),
+                                                minute,
+                                                contribution: AppContribution::AppEvent,
+                                            });
+                                        }
+                                    }
+                                    if let (false, Some(app_id)) = (late, app_id) {
+                                        app.give(AppSample {
+                                            app_id,
                                             minute,
-                                            contribution: AppContribution::AppEvent,
+                                            contribution: AppContribution::Log {
+                                                err: log.message_type
+                                                    == sluice_model::event::MessageType::Err,
+                                            },
+                                        });
+                                    }
+                                    logs.give(event);
+                                }
+                                Payload::Container(metric) => {
+                                    if let (false, Some(app_id)) = (late, app_id) {
+                                        app.give(AppSample {
+                                            app_id,
+                                            minute,
+                                            contribution: AppContribution::Container {
+                                                instance: metric.instance_index,
+                                                cpu: metric.cpu_percentage,
+                                                memory: metric.memory_bytes,
+                                                disk: metric.disk_bytes,
+                                            },
+                                        });
+                                    }
+                                    containers.give(event);
+                                }
+                                Payload::Http(request) => {
+                                    if let (false, Some(app_id)) = (late, app_id) {
+                                        app.give(AppSample {
+                                            app_id,
+                                            minute,
+                                            contribution: AppContribution::Http {
+                                                status: request.status_code,
+                                                bytes: request.content_length,
+                                                latency_ns: request
+                                                    .stop_timestamp
+                                                    .saturating_sub(request.start_timestamp)
+                                                    .max(0),
+                                            },
+                                        });
+                                    }
+                                    http.give(event);
+                                }
+                                Payload::Error(_) => errors.give(event),
+                                Payload::Value(metric) => {
+                                    if !late {
+                                        platform.give(PlatformSample {
+                                            key: platform_key(&event, &metric.name),
+                                            minute,
+                                            event_time,
+                                            value: PlatformValue::Gauge {
+                                                value: metric.value,
+                                                unit: metric.unit.clone(),
+                                            },
                                         });
                                     }
                                 }
-                                if let (false, Some(app_id)) = (late, app_id) {
-                                    app.give(AppSample {
-                                        app_id,
-                                        minute,
-                                        contribution: AppContribution::Log {
-                                            err: log.message_type
-                                                == sluice_model::event::MessageType::Err,
-                                        },
-                                    });
-                                }
-                                logs.give(event);
-                            }
-                            Payload::Container(metric) => {
-                                if let (false, Some(app_id)) = (late, app_id) {
-                                    app.give(AppSample {
-                                        app_id,
-                                        minute,
-                                        contribution: AppContribution::Container {
-                                            instance: metric.instance_index,
-                                            cpu: metric.cpu_percentage,
-                                            memory: metric.memory_bytes,
-                                            disk: metric.disk_bytes,
-                                        },
-                                    });
-                                }
-                                containers.give(event);
-                            }
-                            Payload::Http(request) => {
-                                if let (false, Some(app_id)) = (late, app_id) {
-                                    app.give(AppSample {
-                                        app_id,
-                                        minute,
-                                        contribution: AppContribution::Http {
-                                            status: request.status_code,
-                                            bytes: request.content_length,
-                                            latency_ns: request
-                                                .stop_timestamp
-                                                .saturating_sub(request.start_timestamp)
-                                                .max(0),
-                                        },
-                                    });
-                                }
-                                http.give(event);
-                            }
-                            Payload::Error(_) => errors.give(event),
-                            Payload::Value(metric) => {
-                                if !late {
-                                    platform.give(PlatformSample {
-                                        key: platform_key(&event, &metric.name),
-                                        minute,
-                                        event_time,
-                                        value: PlatformValue::Gauge {
-                                            value: metric.value,
-                                            unit: metric.unit.clone(),
-                                        },
-                                    });
-                                }
-                            }
-                            Payload::Counter(counter) => {
-                                if !late {
-                                    platform.give(PlatformSample {
-                                        key: platform_key(&event, &counter.name),
-                                        minute,
-                                        event_time,
-                                        value: PlatformValue::Counter {
-                                            delta: counter.delta,
-                                            total: counter.total,
-                                        },
-                                    });
+                                Payload::Counter(counter) => {
+                                    if !late {
+                                        platform.give(PlatformSample {
+                                            key: platform_key(&event, &counter.name),
+                                            minute,
+                                            event_time,
+                                            value: PlatformValue::Counter {
+                                                delta: counter.delta,
+                                                total: counter.total,
+                                            },
+                                        });
+                                    }
                                 }
                             }
                         }
@@ -249,6 +303,7 @@ impl<'scope, T: Timestamp> Route<'scope, T> for Stream<'scope, T, Vec<Stamped>> 
             app_events,
             app_samples,
             platform_samples,
+            tag_facts,
         }
     }
 }

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use sluice_common::component::Claim;
 use sluice_common::time::now_ns;
@@ -191,6 +191,9 @@ struct Replay {
     ctx: SourceContext,
     handle: Handle,
     batch: Vec<Event>,
+    /// The bytes the batch holds: its frames (the events are views into them) and what
+    /// each event allocated (see [`Event::view_bytes`]).
+    batch_bytes: usize,
     records: u64,
     /// The file being read, for the positions a checkpoint saves.
     identity: Option<FileIdentity>,
@@ -209,6 +212,7 @@ impl Replay {
             ctx,
             handle,
             batch: Vec::with_capacity(BATCH),
+            batch_bytes: 0,
             records: 0,
             identity: None,
         }
@@ -388,9 +392,10 @@ impl Replay {
         );
     }
 
-    fn decode(&mut self, record: bytes::Bytes, offset: u64) {
+    fn decode(&mut self, record: Bytes, offset: u64) {
         self.records += 1;
         self.ctx.metrics.bytes.add(record.len() as u64);
+        let (frame, before) = (record.len(), self.batch.len());
         let result = match self.config.format {
             ReplayFormat::Dropsonde => {
                 sluice_model::decode::decode_v1(record).map(|event| self.batch.push(event))
@@ -409,6 +414,10 @@ impl Replay {
         if let Err(error) = result {
             self.ctx.bad_record(&At(&self.config.path, offset), &error);
         }
+        if self.batch.len() > before {
+            let events = &self.batch[before..];
+            self.batch_bytes += frame + events.iter().map(Event::view_bytes).sum::<usize>();
+        }
     }
 
     /// Hands the pending events to the pipeline, waiting while its channel is full; `offset`
@@ -418,6 +427,7 @@ impl Replay {
             return Flow::Continue;
         }
         let events = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let bytes = std::mem::take(&mut self.batch_bytes);
         let position = self.identity.clone().map(|identity| {
             SourcePosition::File(FilePosition {
                 path: self.config.path.clone(),
@@ -428,7 +438,7 @@ impl Replay {
         let ctx = &self.ctx;
         self.handle.block_on(async {
             tokio::select! {
-                sent = ctx.send_read_to(events, now_ns(), position) => match sent {
+                sent = ctx.send_holding(events, now_ns(), position, bytes) => match sent {
                     Ok(()) => Flow::Continue,
                     Err(closed) => {
                         debug!(source = %ctx.name, "Stopped replaying the file: {closed}.");
@@ -445,22 +455,18 @@ impl Replay {
 /// stream ended or reading failed; returns how many were appended (0 at the end of the
 /// stream) and the error that stopped it, if any — after the bytes that came before it.
 /// A gzip decoder hands out a few KiB per call, so one call is not enough for a big chunk.
+///
+/// The chunk goes into a new buffer, with what is left of `buf` (a partial frame) copied in
+/// front: the frames split off the last one are still held by events in flight, so its
+/// memory could not be reused anyway, and a `Vec`'s spare capacity is read into without
+/// being zeroed first (resizing `buf` wrote a MiB of zeros per chunk, as much work as
+/// decoding a tenth of its envelopes).
 fn fill(reader: &mut dyn Read, buf: &mut BytesMut, want: usize) -> (usize, Option<io::Error>) {
-    let start = buf.len();
-    buf.resize(start + want, 0);
-    let mut filled = 0;
-    let mut error = None;
-    while filled < want {
-        match reader.read(&mut buf[start + filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
-        }
-    }
-    buf.truncate(start + filled);
+    let mut chunk = Vec::with_capacity(buf.len() + want);
+    chunk.extend_from_slice(buf);
+    // `read_to_end` retries interrupted reads, and keeps what it read before an error.
+    let error = reader.take(want as u64).read_to_end(&mut chunk).err();
+    let filled = chunk.len() - buf.len();
+    *buf = BytesMut::from(Bytes::from(chunk));
     (filled, error)
 }

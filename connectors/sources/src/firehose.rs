@@ -274,7 +274,11 @@ async fn stream_events(config: &FirehoseConfig, ctx: &SourceContext) -> Result<(
                 None
             };
         }
-        if ctx.send_holding(events, now_ns(), bytes).await.is_err() {
+        if ctx
+            .send_holding(events, now_ns(), None, bytes)
+            .await
+            .is_err()
+        {
             stream.close().await;
             return Ok(());
         }

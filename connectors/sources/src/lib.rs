@@ -394,15 +394,16 @@ impl SourceContext {
         self.send_batch(events, received_at, position, bytes).await
     }
 
-    /// [`SourceContext::send`] for events that keep `bytes` of received frames alive (views
-    /// into them): the channel's byte budget counts those.
+    /// [`SourceContext::send_read_to`] for events that keep `bytes` of received frames alive
+    /// (views into them): the channel's byte budget counts those.
     pub async fn send_holding(
         &self,
         events: Vec<Event>,
         received_at: i64,
+        position: Option<SourcePosition>,
         bytes: usize,
     ) -> Result<(), PipelineClosed> {
-        self.send_batch(events, received_at, None, bytes).await
+        self.send_batch(events, received_at, position, bytes).await
     }
 
     async fn send_batch(

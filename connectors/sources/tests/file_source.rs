@@ -54,6 +54,8 @@ struct Replayed {
     result: Result<(), FileError>,
     events: Vec<Event>,
     batches: usize,
+    /// The batches' bytes, as the channel's byte budget counted them.
+    bytes: usize,
     metrics: Arc<SourceMetrics>,
 }
 
@@ -69,6 +71,7 @@ async fn replay(path: &Path, format: ReplayFormat) -> Replayed {
     let source = tokio::spawn(run(config, ctx));
     let mut events = Vec::new();
     let mut batches = 0;
+    let mut bytes = 0;
     let collect = async {
         // The channel closes when the source drops its context, i.e. when it is done.
         while let Some(batch) = rx.recv().await {
@@ -78,6 +81,7 @@ async fn replay(path: &Path, format: ReplayFormat) -> Replayed {
             );
             assert_eq!(&*batch.source, "replay");
             batches += 1;
+            bytes += batch.bytes;
             events.extend(batch.events);
         }
     };
@@ -89,6 +93,7 @@ async fn replay(path: &Path, format: ReplayFormat) -> Replayed {
         result,
         events,
         batches,
+        bytes,
         metrics,
     }
 }
@@ -108,10 +113,12 @@ async fn golden_v1_gives_every_event_plain_and_gzipped() {
         assert_eq!(replayed.events, expected, "{}", path.display());
         assert_eq!(replayed.metrics.events.get(), 213);
         assert_eq!(replayed.metrics.bad_records.total(), 0);
-        assert_eq!(
-            replayed.metrics.bytes.get(),
-            records(&data).iter().map(|r| r.len() as u64).sum::<u64>()
-        );
+        let frames: usize = records(&data).iter().map(Bytes::len).sum();
+        assert_eq!(replayed.metrics.bytes.get(), frames as u64);
+        // The events are views into the frames: the budget counts those, and what each
+        // event allocated besides.
+        let allocated: usize = replayed.events.iter().map(Event::view_bytes).sum();
+        assert_eq!(replayed.bytes, frames + allocated, "{}", path.display());
     }
 }
 
