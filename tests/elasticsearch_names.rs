@@ -93,36 +93,18 @@ streams = ["logs"]
         .expect("sluice ran");
     assert_success(&output);
 
-    let client = sluice_common::tls::http_client(false).expect("an HTTP client");
-    client
-        .post(format!("{}/logs-*/_refresh", server.url))
-        .send()
-        .await
-        .expect("refresh");
     let mut found: BTreeMap<String, Option<Names>> = BTreeMap::new();
-    for index in server.indices("logs-*").await {
-        let answer: Value = client
-            .post(format!("{}/{index}/_search", server.url))
-            .json(&json!({ "size": 10000, "query": { "match_all": {} } }))
-            .send()
-            .await
-            .expect("search")
-            .json()
-            .await
-            .expect("json");
-        for hit in answer["hits"]["hits"].as_array().into_iter().flatten() {
-            let source = &hit["_source"];
-            let text = |field: &str| source[field].as_str().map(str::to_owned);
-            let names = match (text("app_name"), text("space_name"), text("org_name")) {
-                (None, None, None) => None,
-                (app, space, org) => Some((
-                    app.unwrap_or_default(),
-                    space.unwrap_or_default(),
-                    org.unwrap_or_default(),
-                )),
-            };
-            found.insert(text("id").expect("an id"), names);
-        }
+    for source in server.documents("logs-*").await {
+        let text = |field: &str| source[field].as_str().map(str::to_owned);
+        let names = match (text("app_name"), text("space_name"), text("org_name")) {
+            (None, None, None) => None,
+            (app, space, org) => Some((
+                app.unwrap_or_default(),
+                space.unwrap_or_default(),
+                org.unwrap_or_default(),
+            )),
+        };
+        found.insert(text("id").expect("an id"), names);
     }
     assert_eq!(
         found.len(),
@@ -158,6 +140,7 @@ streams = ["logs"]
         let (name, count) = by_name.into_iter().next().expect("a tagged app");
         (name.to_owned(), count)
     };
+    let client = sluice_common::tls::http_client(false).expect("an HTTP client");
     let answer: Value = client
         .post(format!("{}/logs-*/_count", server.url))
         .json(&json!({ "query": { "term": { "app_name": name } } }))

@@ -97,22 +97,40 @@ impl SearchServer {
     /// Every `_id` in the indices matching `pattern`, sorted. Each index is read in one
     /// search, so it must hold at most 10 000 documents (the default result window).
     pub async fn ids(&self, pattern: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .hits(pattern, false)
+            .await
+            .iter()
+            .filter_map(|h| h["_id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every document in the indices matching `pattern` (each hit's `_source`), read as
+    /// [`SearchServer::ids`] reads them.
+    pub async fn documents(&self, pattern: &str) -> Vec<Value> {
+        self.hits(pattern, true)
+            .await
+            .into_iter()
+            .map(|mut hit| hit["_source"].take())
+            .collect()
+    }
+
+    /// The search hits of every index matching `pattern`, after a refresh; with their
+    /// `_source` or without.
+    async fn hits(&self, pattern: &str, source: bool) -> Vec<Value> {
         let client = http_client();
         client
             .post(format!("{}/{pattern}/_refresh", self.url))
             .send()
             .await
             .expect("refresh");
-        let mappings = self.get(&format!("/{pattern}/_mapping")).await;
-        let mut ids = Vec::new();
-        for index in mappings
-            .as_object()
-            .map(|m| m.keys().cloned().collect::<Vec<_>>())
-            .unwrap_or_default()
-        {
-            let answer: Value = client
+        let mut hits = Vec::new();
+        for index in self.indices(pattern).await {
+            let mut answer: Value = client
                 .post(format!("{}/{index}/_search", self.url))
-                .json(&json!({ "size": 10000, "_source": false, "query": { "match_all": {} } }))
+                .json(&json!({ "size": 10000, "_source": source, "query": { "match_all": {} } }))
                 .send()
                 .await
                 .expect("search")
@@ -124,16 +142,11 @@ impl SearchServer {
                 total <= 10_000,
                 "{index} holds {total} documents: too many to list"
             );
-            ids.extend(
-                answer["hits"]["hits"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|h| h["_id"].as_str().map(str::to_owned)),
-            );
+            if let Value::Array(page) = answer["hits"]["hits"].take() {
+                hits.extend(page);
+            }
         }
-        ids.sort();
-        ids
+        hits
     }
 
     /// PUT `body` (JSON) to `path`, as another program would (to create an index the sink
