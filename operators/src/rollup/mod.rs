@@ -144,8 +144,7 @@ impl<'scope, T: GraphTime, S: ExchangeData> Windowed<'scope, T, S> for Stream<'s
         // their window's worker. A cluster routes records in the process that read them and
         // exchanges only the (small) samples between processes.
         if options.placement.processes > 1 {
-            let by_key = Exchange::new(|sample: &S| A::sample_hash(sample));
-            windowed_over::<A, T, S, _>(self, by_key, name, width, options, restored, cuts)
+            windowed_by_key::<A, T>(self, name, width, options, restored, cuts)
         } else {
             windowed_over::<A, T, S, _>(self, Pipeline, name, width, options, restored, cuts)
         }
