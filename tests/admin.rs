@@ -235,6 +235,14 @@ streams = {streams:?}
         Some(envelope_bytes as f64)
     );
     assert_eq!(value(&samples, "sluice_graph_records_total", &[]), Some(n));
+    // The process's memory, read from /proc: a running process has some, and never more
+    // now than at its peak.
+    let resident = value(&samples, "process_resident_memory_bytes", &[]).expect("resident memory");
+    let peak = value(&samples, "sluice_process_resident_memory_max_bytes", &[]).expect("peak");
+    assert!(
+        resident > 1_000_000.0 && resident <= peak,
+        "{resident} of {peak}"
+    );
     assert_eq!(
         value(&samples, "sluice_sink_available", &[("sink", "local")]),
         Some(1.0)

@@ -344,6 +344,24 @@ pub fn encode(snapshot: &Snapshot) -> String {
             lag.sample(&[], seconds);
         }
     }
+    // The process's memory, under the names Prometheus' own client libraries use for the
+    // current figure: what the SQLite sink's page cache and held transactions add shows here.
+    if let Some((resident, peak)) = snapshot.memory {
+        family(
+            &mut out,
+            "process_resident_memory_bytes",
+            Gauge,
+            "Resident memory of the process.",
+        )
+        .sample(&[], f(resident));
+        family(
+            &mut out,
+            "sluice_process_resident_memory_max_bytes",
+            Gauge,
+            "The most resident memory the process has had since it started.",
+        )
+        .sample(&[], f(peak));
+    }
     let metadata = &graph.metadata;
     family(
         &mut out,
@@ -596,7 +614,25 @@ mod tests {
                 streams_refused_overall: 0,
                 streams_refused_per_caller: 5,
             },
+            memory: Some((300 << 20, 512 << 20)),
         }
+    }
+
+    #[test]
+    fn memory_is_shown_where_the_process_can_read_it() {
+        let text = encode(&snapshot());
+        for line in [
+            "process_resident_memory_bytes 314572800",
+            "sluice_process_resident_memory_max_bytes 536870912",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        let mut unknown = snapshot();
+        unknown.memory = None;
+        assert!(!encode(&unknown).contains("resident_memory"));
     }
 
     #[test]

@@ -184,6 +184,7 @@ impl Registry {
             sinks,
             cluster,
             api,
+            memory: crate::telemetry::memory(),
         }
     }
 }
@@ -223,6 +224,8 @@ pub struct Snapshot {
     /// `None` when the process runs on its own.
     pub cluster: Option<ClusterSnapshot>,
     pub api: ApiSnapshot,
+    /// The process's resident memory now and at its peak, bytes (`None` without `/proc`).
+    pub memory: Option<(u64, u64)>,
 }
 
 /// A process of a cluster (SPEC §12) and what it exchanges with each peer.
