@@ -618,18 +618,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn memory_is_shown_where_the_process_can_read_it() {
-        let text = encode(&snapshot());
-        for line in [
-            "process_resident_memory_bytes 314572800",
-            "sluice_process_resident_memory_max_bytes 536870912",
-        ] {
+    /// Fails naming the first of `lines` that is not a whole line of `text`.
+    fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
             assert!(
-                text.lines().any(|l| l == line),
+                text.lines().any(|l| l == *line),
                 "missing `{line}` in:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn memory_is_shown_where_the_process_can_read_it() {
+        assert_lines(
+            &encode(&snapshot()),
+            &[
+                "process_resident_memory_bytes 314572800",
+                "sluice_process_resident_memory_max_bytes 536870912",
+            ],
+        );
         let mut unknown = snapshot();
         unknown.memory = None;
         assert!(!encode(&unknown).contains("resident_memory"));
@@ -637,20 +644,17 @@ mod tests {
 
     #[test]
     fn a_cluster_shows_its_place_its_peers_and_their_traffic() {
-        let text = encode(&snapshot());
-        for line in [
-            "sluice_cluster_process 1",
-            "sluice_cluster_processes 3",
-            "sluice_cluster_peer_up{peer=\"0\",address=\"10.0.0.1:7100\"} 1",
-            "sluice_cluster_peer_up{peer=\"2\",address=\"10.0.0.3:7100\"} 0",
-            "sluice_cluster_sent_bytes_total{peer=\"0\",address=\"10.0.0.1:7100\"} 300",
-            "sluice_cluster_received_bytes_total{peer=\"2\",address=\"10.0.0.3:7100\"} 6",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing `{line}` in:\n{text}"
-            );
-        }
+        assert_lines(
+            &encode(&snapshot()),
+            &[
+                "sluice_cluster_process 1",
+                "sluice_cluster_processes 3",
+                "sluice_cluster_peer_up{peer=\"0\",address=\"10.0.0.1:7100\"} 1",
+                "sluice_cluster_peer_up{peer=\"2\",address=\"10.0.0.3:7100\"} 0",
+                "sluice_cluster_sent_bytes_total{peer=\"0\",address=\"10.0.0.1:7100\"} 300",
+                "sluice_cluster_received_bytes_total{peer=\"2\",address=\"10.0.0.3:7100\"} 6",
+            ],
+        );
         let mut alone = snapshot();
         alone.cluster = None;
         assert!(!encode(&alone).contains("sluice_cluster_"));
@@ -658,27 +662,24 @@ mod tests {
 
     #[test]
     fn samples_carry_labels_and_values() {
-        let text = encode(&snapshot());
-        for line in [
-            "sluice_source_events_total{source=\"cf\"} 10",
-            "sluice_source_bytes_total{source=\"cf\"} 2000",
-            "sluice_source_bad_records_total{source=\"cf\",reason=\"truncated\"} 1",
-            "sluice_source_connected{source=\"cf\"} 1",
-            "sluice_sink_available{sink=\"we\\\"ird\\\\name\\n\"} 0",
-            "sluice_sink_buffer_oldest_age_seconds{sink=\"we\\\"ird\\\\name\\n\"} 0.25",
-            "sluice_graph_records_total 12",
-            "sluice_reloads_total 2",
-            "sluice_graph_late_records_total{kind=\"log_message\"} 2",
-            "sluice_graph_watermark_lag_seconds 1.5",
-            "sluice_sink_retention_deleted_total{sink=\"we\\\"ird\\\\name\\n\",table=\"log_message\"} 40",
-            "sluice_api_streams_open 3",
-            "sluice_api_streams_refused_total{limit=\"max_streams_per_caller\"} 5",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "no line `{line}` in:\n{text}"
-            );
-        }
+        assert_lines(
+            &encode(&snapshot()),
+            &[
+                "sluice_source_events_total{source=\"cf\"} 10",
+                "sluice_source_bytes_total{source=\"cf\"} 2000",
+                "sluice_source_bad_records_total{source=\"cf\",reason=\"truncated\"} 1",
+                "sluice_source_connected{source=\"cf\"} 1",
+                "sluice_sink_available{sink=\"we\\\"ird\\\\name\\n\"} 0",
+                "sluice_sink_buffer_oldest_age_seconds{sink=\"we\\\"ird\\\\name\\n\"} 0.25",
+                "sluice_graph_records_total 12",
+                "sluice_reloads_total 2",
+                "sluice_graph_late_records_total{kind=\"log_message\"} 2",
+                "sluice_graph_watermark_lag_seconds 1.5",
+                "sluice_sink_retention_deleted_total{sink=\"we\\\"ird\\\\name\\n\",table=\"log_message\"} 40",
+                "sluice_api_streams_open 3",
+                "sluice_api_streams_refused_total{limit=\"max_streams_per_caller\"} 5",
+            ],
+        );
     }
 
     #[test]
