@@ -523,8 +523,11 @@ pub fn uuid_to_halves(uuid: Uuid) -> (u64, u64) {
 /// they share their nanosecond and 64 bits of hash.
 ///
 /// The algorithm is fixed: changing it would duplicate every stored line a replay writes
-/// again. (It changed once, in issue #14, from the whole 128-bit hash: lines stored before
-/// that and replayed after it are stored twice until retention removes the old copies.)
+/// again, and SQLite's retention deletes log lines by ranges of these ids, so the time must
+/// lead. (It changed once, in issue #14, from the whole 128-bit hash, whose low 64 bits are
+/// kept: SQLite's migration 0004 rewrites old ids to the new form; in MySQL and
+/// Elasticsearch lines stored before that and replayed after it are stored twice until
+/// retention removes the old copies.)
 pub fn log_id(log: &LogMessage) -> String {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let parts: [&[u8]; 6] = [

@@ -636,19 +636,26 @@ async fn a_file_made_by_the_first_migrations_opens_keeps_its_rows_and_loses_two_
             .run(&mut connection)
             .await
             .expect("old schema");
-        // A line stored under the old id (the whole 128-bit hash).
-        sqlx::query(
+        // A line stored under the old id (the whole 128-bit hash); one stored under its old
+        // id and again under its time-led one (written again after issue #14 part 2); and
+        // the index on `ts` that retention created at open until part 5.
+        sqlx::raw_sql(
             "INSERT INTO log_message VALUES ('0123456789abcdef0123456789abcdef', 1, 'app', \
-             'APP/PROC/WEB', '0', 'OUT', 'old line', 'rep', 'cf', 'cell', '0', '10.0.0.1')",
+             'APP/PROC/WEB', '0', 'OUT', 'old line', 'rep', 'cf', 'cell', '0', '10.0.0.1'); \
+             INSERT INTO log_message VALUES ('fedcba9876543210aaaaaaaaaaaaaaaa', 2, 'app', \
+             'APP/PROC/WEB', '0', 'OUT', 'twice', 'rep', 'cf', 'cell', '0', '10.0.0.1'); \
+             INSERT INTO log_message VALUES ('0000000000000002aaaaaaaaaaaaaaaa', 2, 'app', \
+             'APP/PROC/WEB', '0', 'OUT', 'twice', 'rep', 'cf', 'cell', '0', '10.0.0.1'); \
+             CREATE INDEX log_message_ts ON log_message (ts);",
         )
         .execute(&mut connection)
         .await
-        .expect("old row");
+        .expect("old rows");
     }
     let indexes = |names: Vec<String>| {
         names
             .into_iter()
-            .filter(|n| n.ends_with("_app_ts"))
+            .filter(|n| n.ends_with("_app_ts") || n == "log_message_ts")
             .collect::<Vec<_>>()
     };
     let before: Vec<String> =
@@ -661,7 +668,8 @@ async fn a_file_made_by_the_first_migrations_opens_keeps_its_rows_and_loses_two_
         [
             "container_metric_app_ts",
             "http_start_stop_app_ts",
-            "log_message_app_ts"
+            "log_message_app_ts",
+            "log_message_ts"
         ]
     );
 
@@ -673,11 +681,27 @@ async fn a_file_made_by_the_first_migrations_opens_keeps_its_rows_and_loses_two_
             .fetch_all(&mut connect(&path).await)
             .await
             .expect("indexes");
-    // The per-app index the API reads logs through stays; the two nothing reads are gone.
+    // The per-app index the API reads logs through stays; the two nothing reads are gone,
+    // and so is the time index, which log ids now serve as.
     assert_eq!(indexes(after), ["log_message_app_ts"]);
     let lines = dump_sqlite(&path, "log_message").await;
-    assert_eq!(lines.len(), 2, "the old line and the new one");
-    assert!(lines.iter().any(|row| row[6] == t("old line")));
+    assert_eq!(
+        lines.len(),
+        3,
+        "the old line, the one stored twice, once, and the new one"
+    );
+    let id_of = |message: &str| {
+        let ids: Vec<_> = lines
+            .iter()
+            .filter(|row| row[6] == t(message))
+            .map(|row| row[0].clone())
+            .collect();
+        assert_eq!(ids.len(), 1, "{message}: {ids:?}");
+        ids[0].clone()
+    };
+    // Old ids become time-led: the timestamp, then the hash's low 64 bits they ended with.
+    assert_eq!(id_of("old line"), t("00000000000000010123456789abcdef"));
+    assert_eq!(id_of("twice"), t("0000000000000002aaaaaaaaaaaaaaaa"));
     assert_eq!(dump_sqlite(&path, "container_metric").await.len(), 2);
     assert_eq!(dump_sqlite(&path, "http_start_stop").await.len(), 2);
 }

@@ -604,12 +604,13 @@ impl SqliteStore {
             })?;
         // Every table's time index, which retention's range deletes go through (in the
         // migration's tables and the extra widths' alike; not the directory, which has no
-        // history).
-        for table in tables
+        // history; not `log_message`, whose time-led key serves).
+        for (table, ddl) in tables
             .iter()
             .filter(|table| crate::retention::has_history(table))
+            .filter_map(|table| Some((table, Retention::index_ddl(table)?)))
         {
-            sqlx::query(AssertSqlSafe(Retention::index_ddl(table)))
+            sqlx::query(AssertSqlSafe(ddl))
                 .execute(&mut *connection)
                 .await
                 .map_err(|source| SqliteSinkError::Write {
