@@ -568,9 +568,19 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 source: sqlx::Error::Io(source),
             })?;
+        let migrator = sqlx::migrate!("migrations/sqlite");
+        // An upgrade may rewrite a table (0004 reads every log line): say so, since the sink
+        // writes nothing until it is done.
+        let upgrade = schema_upgrade(&pool, &migrator).await;
+        if let Some(pending) = &upgrade {
+            info!(path = %path.display(), migrations = %pending.join(", "),
+                "Upgrading the database's schema; on a large file this takes minutes, \
+                 and nothing is written until it is done (README \"Retention\", \"Upgrading\").");
+        }
+        let started = std::time::Instant::now();
         let mut attempt = 1;
         loop {
-            match sqlx::migrate!("migrations/sqlite").run(&pool).await {
+            match migrator.run(&pool).await {
                 Ok(()) => break,
                 Err(sqlx::migrate::MigrateError::ExecuteMigration(..)) if attempt < 3 => {
                     attempt += 1;
@@ -583,6 +593,10 @@ impl SqliteStore {
                     });
                 }
             }
+        }
+        if upgrade.is_some() {
+            info!(path = %path.display(), elapsed = ?started.elapsed(),
+                "Upgraded the database's schema.");
         }
         let mut connection = pool.acquire().await.map_err(open_error)?;
         set_wal_autocheckpoint(&mut connection, path, config)
@@ -718,6 +732,27 @@ impl SqliteStore {
         drop(self.connection);
         self.pool.close().await;
     }
+}
+
+/// The descriptions of the migrations `migrator` has left to apply to a file that already has
+/// a schema (made by an earlier release); `None` for a file that is new or up to date.
+async fn schema_upgrade(
+    pool: &SqlitePool,
+    migrator: &sqlx::migrate::Migrator,
+) -> Option<Vec<String>> {
+    // A new file has no migrations table: creating its schema is quick.
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .ok()
+            .filter(|applied: &Vec<i64>| !applied.is_empty())?;
+    let pending: Vec<String> = migrator
+        .iter()
+        .filter(|migration| !applied.contains(&migration.version))
+        .map(|migration| format!("{:04} {}", migration.version, migration.description))
+        .collect();
+    (!pending.is_empty()).then_some(pending)
 }
 
 /// `wal_autocheckpoint` is counted in pages, and the file's page size is known only once it
@@ -881,6 +916,51 @@ mod tests {
         assert_eq!(page_size, 4096);
         assert_eq!(autocheckpoint, (8 << 20) / 4096);
         store.close().await;
+    }
+
+    /// The upgrade is announced (it may take minutes) only for a file that has a schema from
+    /// an earlier release, and names what is left to apply.
+    #[tokio::test]
+    async fn an_upgrade_names_the_migrations_left_and_only_for_an_older_file() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let migrator = sqlx::migrate!("migrations/sqlite");
+        let pool = |name: &str| {
+            let path = dir.path().join(name);
+            async move {
+                SqlitePool::connect_with(
+                    SqliteConnectOptions::new()
+                        .filename(path)
+                        .create_if_missing(true),
+                )
+                .await
+                .expect("pool")
+            }
+        };
+        let new = pool("new.db").await;
+        assert_eq!(schema_upgrade(&new, &migrator).await, None, "a new file");
+        migrator.run(&new).await.expect("migrated");
+        assert_eq!(
+            schema_upgrade(&new, &migrator).await,
+            None,
+            "an up-to-date file"
+        );
+
+        // A file of the releases before issue #14: migrations 0001 and 0002 only.
+        let old = pool("old.db").await;
+        let first_two = dir.path().join("first-two");
+        std::fs::create_dir(&first_two).expect("directory");
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for file in ["0001_tables.sql", "0002_metadata.sql"] {
+            std::fs::copy(here.join(file), first_two.join(file)).expect("copy");
+        }
+        sqlx::migrate::Migrator::new(first_two.as_path())
+            .await
+            .expect("old migrations")
+            .run(&old)
+            .await
+            .expect("old schema");
+        let pending = schema_upgrade(&old, &migrator).await.expect("an upgrade");
+        assert_eq!(pending, ["0003 append like", "0004 log retention by id"]);
     }
 
     #[test]
