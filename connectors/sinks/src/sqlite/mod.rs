@@ -890,11 +890,13 @@ mod tests {
         let mut store = SqliteStore::open(&path, &config, &[])
             .await
             .expect("the store opens");
-        let (page_size, cache, autocheckpoint) = writer_pragmas(&mut store).await;
-        assert_eq!(page_size, 8192);
+        assert_eq!(writer_pragma(&mut store, "page_size").await, 8192);
         // A negative cache_size is KiB rather than pages.
-        assert_eq!(cache, -48 * 1024);
-        assert_eq!(autocheckpoint, (8 << 20) / 8192);
+        assert_eq!(writer_pragma(&mut store, "cache_size").await, -48 * 1024);
+        assert_eq!(
+            writer_pragma(&mut store, "wal_autocheckpoint").await,
+            (8 << 20) / 8192
+        );
         store.close().await;
     }
 
@@ -912,9 +914,11 @@ mod tests {
         let mut store = SqliteStore::open(&path, &sized_config(&path, "16KiB"), &[])
             .await
             .expect("the store opens the file again");
-        let (page_size, _, autocheckpoint) = writer_pragmas(&mut store).await;
-        assert_eq!(page_size, 4096);
-        assert_eq!(autocheckpoint, (8 << 20) / 4096);
+        assert_eq!(writer_pragma(&mut store, "page_size").await, 4096);
+        assert_eq!(
+            writer_pragma(&mut store, "wal_autocheckpoint").await,
+            (8 << 20) / 4096
+        );
         store.close().await;
     }
 
@@ -986,21 +990,12 @@ mod tests {
         .expect("valid sizes")
     }
 
-    /// The writer's `page_size`, `cache_size` and `wal_autocheckpoint`.
-    async fn writer_pragmas(store: &mut SqliteStore) -> (i64, i64, i64) {
-        let mut values = [0; 3];
-        for (value, name) in
-            values
-                .iter_mut()
-                .zip(["page_size", "cache_size", "wal_autocheckpoint"])
-        {
-            *value = sqlx::query_scalar(AssertSqlSafe(format!("PRAGMA {name}")))
-                .fetch_one(&mut *store.connection)
-                .await
-                .expect(name);
-        }
-        let [page_size, cache, autocheckpoint] = values;
-        (page_size, cache, autocheckpoint)
+    /// A pragma's value on the writer's connection.
+    async fn writer_pragma(store: &mut SqliteStore, name: &str) -> i64 {
+        sqlx::query_scalar(AssertSqlSafe(format!("PRAGMA {name}")))
+            .fetch_one(&mut *store.connection)
+            .await
+            .expect(name)
     }
 
     fn parse(json: &str) -> Result<SqliteSinkConfig, serde_json::Error> {
