@@ -5,9 +5,9 @@
 //! wrote, so retention keeps up with ingestion and never holds it for more than about a
 //! batch.
 //!
-//! A slice deletes every expired row up to the `batch_size`-th oldest (`DELETE … WHERE key >=
-//! start AND key <= (SELECT key … LIMIT 1 OFFSET n)`): one index range, the same statement
-//! for rowid and `WITHOUT ROWID` tables, and never a scan of what is kept. The key
+//! A slice finds the age key of the `batch_size`-th oldest expired row and deletes every row
+//! up to it (`DELETE … WHERE key >= start AND key <= ?`): one index range, the same
+//! statement for rowid and `WITHOUT ROWID` tables, and never a scan of what is kept. The key
 //! is a table's time column, through an index on it, except for `log_message`, whose ids
 //! lead with the line's time: its primary key serves, in two ranges (see [`Age::LogId`]).
 //!
@@ -17,9 +17,8 @@
 
 use std::time::Instant;
 
-use sqlx::AssertSqlSafe;
-use sqlx::query::Query;
-use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Row};
 use tracing::{debug, info, warn};
 
 use crate::retention::{RetentionConfig, has_history, time_column};
@@ -40,12 +39,13 @@ struct TableRetention {
     table: &'static Table,
     /// What orders the table's rows by age.
     age: Age,
-    /// Deletes the `n` oldest rows of an expired range (`?1` its start, `?2` its end,
-    /// exclusive, `?3` n − 1), and any sharing the key of the last; nothing when the range
-    /// holds fewer than `n`.
-    delete_slice: String,
-    /// Deletes every row of an expired range (`?1` its start, `?2` its end, exclusive).
-    delete_rest: String,
+    /// The age key of the `n`-th oldest expired row (`?1` the end of the expired range,
+    /// `?2` n − 1, `?3` its start).
+    boundary: String,
+    /// Deletes every row from a range's start (`?2`) to an age key (`?1`), inclusive.
+    delete_through: String,
+    /// Deletes the rest of a range (`?2` its start, `?1` its end, exclusive).
+    delete_before: String,
 }
 
 /// What a table's rows are ordered by age with.
@@ -65,19 +65,6 @@ enum Age {
 enum Range {
     Time(i64, i64),
     Id(String, String),
-}
-
-impl Range {
-    /// `query` with the range's start as `?1` and its end as `?2`.
-    fn bind<'q>(
-        &self,
-        query: Query<'q, Sqlite, SqliteArguments>,
-    ) -> Query<'q, Sqlite, SqliteArguments> {
-        match self {
-            Range::Time(start, end) => query.bind(*start).bind(*end),
-            Range::Id(start, end) => query.bind(start.clone()).bind(end.clone()),
-        }
-    }
 }
 
 impl Age {
@@ -129,13 +116,15 @@ impl Retention {
                 TableRetention {
                     table,
                     age,
-                    delete_slice: format!(
-                        "DELETE FROM {name} WHERE {column} >= ?1 AND {column} <= \
-                         (SELECT {column} FROM {name} WHERE {column} >= ?1 AND {column} < ?2 \
-                         ORDER BY {column} LIMIT 1 OFFSET ?3)"
+                    boundary: format!(
+                        "SELECT {column} FROM {name} WHERE {column} >= ?3 AND {column} < ?1 \
+                         ORDER BY {column} LIMIT 1 OFFSET ?2"
                     ),
-                    delete_rest: format!(
-                        "DELETE FROM {name} WHERE {column} >= ?1 AND {column} < ?2"
+                    delete_through: format!(
+                        "DELETE FROM {name} WHERE {column} >= ?2 AND {column} <= ?1"
+                    ),
+                    delete_before: format!(
+                        "DELETE FROM {name} WHERE {column} >= ?2 AND {column} < ?1"
                     ),
                 }
             })
@@ -295,22 +284,38 @@ impl TableRetention {
         let slice = config.batch_size.get() as i64;
         let mut deleted = 0;
         while deleted < budget {
-            let sliced = range
-                .bind(sqlx::query(AssertSqlSafe(self.delete_slice.as_str())))
-                .bind(slice - 1)
-                .execute(&mut *connection)
-                .await?
-                .rows_affected();
-            if sliced == 0 {
-                // Fewer than a slice is left: the rest of the range goes at once.
-                let rest = range
-                    .bind(sqlx::query(AssertSqlSafe(self.delete_rest.as_str())))
-                    .execute(&mut *connection)
-                    .await?
-                    .rows_affected();
-                return Ok((deleted + rest, false));
-            }
-            deleted += sliced;
+            let boundary = sqlx::query(AssertSqlSafe(self.boundary.as_str()));
+            let boundary = match range {
+                Range::Time(start, end) => boundary.bind(*end).bind(slice - 1).bind(*start),
+                Range::Id(start, end) => boundary.bind(end).bind(slice - 1).bind(start),
+            };
+            let boundary = boundary.fetch_optional(&mut *connection).await?;
+            let result = match (boundary, range) {
+                (Some(row), Range::Time(start, _)) => {
+                    sqlx::query(AssertSqlSafe(self.delete_through.as_str()))
+                        .bind(row.try_get::<i64, _>(0)?)
+                        .bind(*start)
+                        .execute(&mut *connection)
+                        .await?
+                }
+                (Some(row), Range::Id(start, _)) => {
+                    sqlx::query(AssertSqlSafe(self.delete_through.as_str()))
+                        .bind(row.try_get::<String, _>(0)?)
+                        .bind(start)
+                        .execute(&mut *connection)
+                        .await?
+                }
+                (None, range) => {
+                    let before = sqlx::query(AssertSqlSafe(self.delete_before.as_str()));
+                    let before = match range {
+                        Range::Time(start, end) => before.bind(*end).bind(*start),
+                        Range::Id(start, end) => before.bind(end).bind(start),
+                    };
+                    let result = before.execute(&mut *connection).await?;
+                    return Ok((deleted + result.rows_affected(), false));
+                }
+            };
+            deleted += result.rows_affected();
         }
         Ok((deleted, true))
     }
@@ -318,10 +323,14 @@ impl TableRetention {
 
 /// The statements of a sink's retention, for the tests of this module.
 #[cfg(test)]
-pub(super) fn statements(table: &'static Table) -> [String; 2] {
+pub(super) fn statements(table: &'static Table) -> [String; 3] {
     let r = Retention::new(RetentionConfig::default(), &[table]);
     let t = &r.tables[0];
-    [t.delete_slice.clone(), t.delete_rest.clone()]
+    [
+        t.boundary.clone(),
+        t.delete_through.clone(),
+        t.delete_before.clone(),
+    ]
 }
 
 #[cfg(test)]
@@ -332,16 +341,19 @@ mod tests {
 
     #[test]
     fn slices_are_ranges_of_the_time_index() {
-        let [slice, rest] = statements(rows::table(StreamName::Http));
+        let [boundary, through, before] = statements(rows::table(StreamName::Http));
         assert_eq!(
-            slice,
-            "DELETE FROM http_start_stop WHERE stop_ts >= ?1 AND stop_ts <= \
-             (SELECT stop_ts FROM http_start_stop WHERE stop_ts >= ?1 AND stop_ts < ?2 \
-             ORDER BY stop_ts LIMIT 1 OFFSET ?3)"
+            boundary,
+            "SELECT stop_ts FROM http_start_stop WHERE stop_ts >= ?3 AND stop_ts < ?1 \
+             ORDER BY stop_ts LIMIT 1 OFFSET ?2"
         );
         assert_eq!(
-            rest,
-            "DELETE FROM http_start_stop WHERE stop_ts >= ?1 AND stop_ts < ?2"
+            through,
+            "DELETE FROM http_start_stop WHERE stop_ts >= ?2 AND stop_ts <= ?1"
+        );
+        assert_eq!(
+            before,
+            "DELETE FROM http_start_stop WHERE stop_ts >= ?2 AND stop_ts < ?1"
         );
         assert_eq!(
             Retention::index_ddl(rows::window_table(StreamName::AppRollups, 3600)).as_deref(),
@@ -417,13 +429,12 @@ mod tests {
     fn log_lines_expire_by_ranges_of_their_time_led_ids() {
         let logs = rows::table(StreamName::Logs);
         assert_eq!(Retention::index_ddl(logs), None);
-        let [slice, rest] = statements(logs);
+        let [boundary, _, before] = statements(logs);
         assert_eq!(
-            slice,
-            "DELETE FROM log_message WHERE id >= ?1 AND id <= (SELECT id FROM log_message \
-             WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 1 OFFSET ?3)"
+            boundary,
+            "SELECT id FROM log_message WHERE id >= ?3 AND id < ?1 ORDER BY id LIMIT 1 OFFSET ?2"
         );
-        assert_eq!(rest, "DELETE FROM log_message WHERE id >= ?1 AND id < ?2");
+        assert_eq!(before, "DELETE FROM log_message WHERE id >= ?2 AND id < ?1");
         // 2023-11-14T22:13:20Z: every positive id before it, and every negative timestamp.
         assert_eq!(
             Age::LogId.expired(1_700_000_000_000_000_000),
